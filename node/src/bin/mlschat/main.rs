@@ -1,0 +1,386 @@
+//! `mlschat`: the peer's command line. A thin shell: parse flags, open the profile, call one
+//! `Profile` operation, print the result.
+//!
+//! MLS messages are read from and written to files and pipes as `packet` streams, so people can
+//! chat by exchanging bytes with no server at all.
+
+mod exit;
+mod report;
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use mlschat_node::identity::DeviceName;
+use mlschat_node::packet::Packet;
+use mlschat_node::profile::{Outgoing, Profile};
+
+use exit::{Exit, exit_code};
+use report::Report;
+
+#[derive(Parser)]
+#[command(name = "mlschat", version, about = "End-to-end encrypted group chat on MLS (RFC 9420)")]
+#[command(after_help = exit::EXIT_CODES_HELP)]
+struct Cli {
+    /// Where profiles live. Default: $XDG_DATA_HOME/mlschat or ~/.local/share/mlschat.
+    #[arg(long, global = true, env = "MLSCHAT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Which profile (one identity and its groups) to use.
+    #[arg(long, global = true, env = "MLSCHAT_PROFILE", default_value = "default")]
+    profile: String,
+    /// A file holding the passphrase of an encrypted profile (or set MLSCHAT_PASSPHRASE).
+    #[arg(long, global = true)]
+    passphrase_file: Option<PathBuf>,
+    /// Output format of reports.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "text")]
+    format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a profile: a new identity for this device.
+    Init {
+        /// Your user name, e.g. alice or alice@example.org.
+        #[arg(long)]
+        user: String,
+        /// This device's name, e.g. laptop.
+        #[arg(long, default_value = "default")]
+        device: String,
+        /// Encrypt the profile at rest with the passphrase (required when a passphrase is given).
+        #[arg(long)]
+        encrypt: bool,
+    },
+    /// Show this device's identity and fingerprint (with a QR code on a terminal).
+    Whoami {
+        /// Print the QR code even when stdout is not a terminal.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Export a fresh KeyPackage, which lets someone add you to a group.
+    Keypackage {
+        /// A reusable package, handed out only when the one-time ones run out.
+        #[arg(long)]
+        last_resort: bool,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Create, change and inspect groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Encrypt a message for a group.
+    Send {
+        group: String,
+        /// The text; `-` reads it from stdin.
+        text: String,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Process MLS packets (messages, commits, Welcomes) from files, or stdin.
+    Receive { files: Vec<PathBuf> },
+    /// Show a group's history.
+    History {
+        group: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Write out packets that were made but never written (after a crash).
+    Outbox {
+        #[command(flatten)]
+        out: OutArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group with you as its only member.
+    Create { name: String },
+    /// Add members from their KeyPackage files, in one commit.
+    Add {
+        group: String,
+        #[arg(required = true)]
+        key_packages: Vec<PathBuf>,
+        #[command(flatten)]
+        out: OutArgs,
+        /// Where to write the Welcome (with the ratchet tree) for the new members.
+        #[arg(long)]
+        welcome_out: PathBuf,
+    },
+    /// Remove members (user/device, user, fingerprint prefix or #leaf) in one commit.
+    Remove {
+        group: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Ask to be removed from a group; another member's next commit does it.
+    Leave {
+        group: String,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Refresh your keys in a group, committing any pending proposals.
+    Update {
+        group: String,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// List your groups.
+    List,
+    /// List a group's members.
+    Members { group: String },
+}
+
+#[derive(clap::Args)]
+struct OutArgs {
+    /// Write the MLS packets to this file instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let json = cli.format == Format::Json;
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            let code = exit_code(&error);
+            report::error(json, &error, code);
+            code
+        }
+    };
+    std::process::exit(code as i32);
+}
+
+fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let dir = profile_dir(cli.data_dir.as_deref(), &cli.profile)?;
+    let passphrase = passphrase(cli.passphrase_file.as_deref())?;
+    let report = Report::new(cli.format == Format::Json);
+
+    if let Command::Init {
+        user,
+        device,
+        encrypt,
+    } = &cli.command
+    {
+        if *encrypt && passphrase.is_none() {
+            bail!("--encrypt needs a passphrase: set MLSCHAT_PASSPHRASE or --passphrase-file");
+        }
+        let name = DeviceName::new(user, device)?;
+        let pass = if *encrypt { passphrase.as_deref() } else { None };
+        let profile = Profile::create(&dir, name, pass)
+            .with_context(|| format!("creating profile in {}", dir.display()))?;
+        report.whoami(&profile, &dir, false)?;
+        return Ok(Exit::Ok);
+    }
+
+    let mut profile = Profile::open(&dir, passphrase.as_deref())?;
+    // Test hook for the crash-safety tests: die as a crash would after the n-th row written.
+    if let Some(n) = std::env::var("MLSCHAT_CRASH_AFTER_WRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        profile.store().crash_after_writes(n);
+    }
+
+    match cli.command {
+        Command::Init { .. } => unreachable!("handled above"),
+        Command::Whoami { qr } => report.whoami(&profile, &dir, qr || io::stdout().is_terminal())?,
+        Command::Keypackage { last_resort, out } => {
+            let message = profile.new_key_package(last_resort)?;
+            write_packets(&out, &[Packet::Mls(message)])?;
+            let (one_time, has_last_resort) = profile.key_package_stock()?;
+            report.key_package(&out, last_resort, one_time, has_last_resort);
+        }
+        Command::Group(command) => return group(&mut profile, &report, command),
+        Command::Send { group, text, out } => {
+            let text = if text == "-" {
+                let mut buf = String::new();
+                io::stdin().read_to_string(&mut buf).context("reading stdin")?;
+                buf.trim_end_matches('\n').to_owned()
+            } else {
+                text
+            };
+            let outgoing = profile.send(&group, &text)?;
+            deliver(&profile, &out, None, &outgoing)?;
+            report.sent(&out, &group, &outgoing);
+        }
+        Command::Receive { files } => return receive(&mut profile, &report, &files),
+        Command::History { group, limit } => report.history(&profile.history(&group, limit)?),
+        Command::Outbox { out } => {
+            let unsent = profile.unsent()?;
+            let packets: Vec<Packet> = unsent.iter().map(|u| u.packet.clone()).collect();
+            write_packets(&out, &packets)?;
+            profile.mark_sent(&unsent.iter().map(|u| u.seq).collect::<Vec<_>>())?;
+            report.outbox(&out, &unsent);
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn group(profile: &mut Profile, report: &Report, command: GroupCommand) -> anyhow::Result<Exit> {
+    match command {
+        GroupCommand::Create { name } => report.group_created(&profile.create_group(&name)?),
+        GroupCommand::Add {
+            group,
+            key_packages,
+            out,
+            welcome_out,
+        } => {
+            let mut messages = Vec::new();
+            for path in &key_packages {
+                messages.push(read_key_package(path)?);
+            }
+            let outgoing = profile.add_members(&group, &messages)?;
+            deliver(profile, &out, Some(&welcome_out), &outgoing)?;
+            report.committed(&out, &group, "added", key_packages.len());
+        }
+        GroupCommand::Remove {
+            group,
+            members,
+            out,
+        } => {
+            let outgoing = profile.remove_members(&group, &members)?;
+            deliver(profile, &out, None, &outgoing)?;
+            report.committed(&out, &group, "removed", members.len());
+        }
+        GroupCommand::Leave { group, out } => {
+            let outgoing = profile.leave(&group)?;
+            deliver(profile, &out, None, &outgoing)?;
+            report.committed(&out, &group, "left", 1);
+        }
+        GroupCommand::Update { group, out } => {
+            let outgoing = profile.self_update(&group)?;
+            deliver(profile, &out, None, &outgoing)?;
+            report.committed(&out, &group, "updated", 1);
+        }
+        GroupCommand::List => report.groups(&profile.groups()?),
+        GroupCommand::Members { group } => report.members(&profile.members(&group)?),
+    }
+    Ok(Exit::Ok)
+}
+
+/// Processes every packet of every input; a bad packet is reported and the rest still
+/// processed. The exit code is that of the first failure.
+fn receive(profile: &mut Profile, report: &Report, files: &[PathBuf]) -> anyhow::Result<Exit> {
+    let mut inputs: Vec<(String, Box<dyn Read>)> = Vec::new();
+    if files.is_empty() {
+        inputs.push(("stdin".into(), Box::new(io::stdin().lock())));
+    }
+    for path in files {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        inputs.push((path.display().to_string(), Box::new(io::BufReader::new(file))));
+    }
+    let mut first_failure = Exit::Ok;
+    for (source, mut input) in inputs {
+        loop {
+            let packet = match Packet::read_from(&mut input) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(e) => {
+                    let error = anyhow!(e).context(format!("reading {source}"));
+                    let code = exit_code(&error);
+                    report::error(report.json, &error, code);
+                    first_failure = first_failure.or(code);
+                    break;
+                }
+            };
+            match profile.receive(&packet) {
+                Ok(received) => report.received(&received),
+                Err(e) => {
+                    let error = anyhow!(e);
+                    let code = exit_code(&error);
+                    report::error(report.json, &error, code);
+                    first_failure = first_failure.or(code);
+                }
+            }
+        }
+    }
+    Ok(first_failure)
+}
+
+/// Writes an operation's packets, then drops them from the outbox. If we die in between, they
+/// stay in the outbox for `mlschat outbox`.
+fn deliver(
+    profile: &Profile,
+    out: &OutArgs,
+    welcome_out: Option<&Path>,
+    outgoing: &Outgoing,
+) -> anyhow::Result<()> {
+    write_packets(out, &outgoing.to_group)?;
+    if let (Some(path), Some(join)) = (welcome_out, &outgoing.to_joiners) {
+        write_file(path, &join.encode())?;
+    }
+    profile.mark_sent(&outgoing.outbox)?;
+    Ok(())
+}
+
+fn write_packets(out: &OutArgs, packets: &[Packet]) -> anyhow::Result<()> {
+    let bytes: Vec<u8> = packets.iter().flat_map(|p| p.encode()).collect();
+    match &out.out {
+        Some(path) => write_file(path, &bytes),
+        None => {
+            let mut stdout = io::stdout().lock();
+            if stdout.is_terminal() {
+                bail!("refusing to write binary MLS packets to a terminal: use --out FILE or a pipe");
+            }
+            stdout.write_all(&bytes)?;
+            stdout.flush()?;
+            Ok(())
+        }
+    }
+}
+
+/// Writes via a temporary file and a rename, so a reader never sees half a file.
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("partial");
+    let mut file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn read_key_package(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    match Packet::read_from(&mut io::BufReader::new(file))
+        .with_context(|| format!("reading {}", path.display()))?
+    {
+        Some(Packet::Mls(message)) => Ok(message),
+        _ => bail!("{} does not hold a KeyPackage", path.display()),
+    }
+}
+
+fn profile_dir(data_dir: Option<&Path>, profile: &str) -> anyhow::Result<PathBuf> {
+    if profile.is_empty() || profile.contains(['/', '\\']) || profile.starts_with('.') {
+        bail!("invalid profile name {profile:?}");
+    }
+    let base = match data_dir {
+        Some(dir) => dir.to_owned(),
+        None => match std::env::var_os("XDG_DATA_HOME") {
+            Some(xdg) if !xdg.is_empty() => PathBuf::from(xdg).join("mlschat"),
+            _ => PathBuf::from(std::env::var_os("HOME").context("HOME is not set; use --data-dir")?)
+                .join(".local/share/mlschat"),
+        },
+    };
+    Ok(base.join(profile))
+}
+
+fn passphrase(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading passphrase file {}", path.display()))?;
+        return Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()));
+    }
+    Ok(std::env::var("MLSCHAT_PASSPHRASE").ok().filter(|p| !p.is_empty()))
+}

@@ -1,0 +1,248 @@
+//! What the CLI prints: one readable line per fact, or one JSON object per line with `-o json`.
+//! When MLS packets go to stdout, reports go to stderr so the two never mix.
+
+use std::io::Write;
+use std::path::Path;
+
+use mlschat_node::engine::{Incoming, MemberInfo, display_member};
+use mlschat_node::profile::{
+    GroupSummary, HistoryEntry, Outgoing, Profile, Received, Unsent, describe_commit,
+};
+use qrcode::QrCode;
+use qrcode::render::unicode::Dense1x2;
+use serde_json::{Value, json};
+
+use crate::OutArgs;
+use crate::exit::Exit;
+
+pub struct Report {
+    pub json: bool,
+}
+
+/// Prints an error as one line (or one JSON object) on stderr.
+pub fn error(json: bool, error: &anyhow::Error, code: Exit) {
+    let message = format!("{error:#}");
+    if json {
+        eprintln!(
+            "{}",
+            json!({"error": message, "exit_code": code as i32})
+        );
+    } else {
+        eprintln!("mlschat: error: {message}");
+    }
+}
+
+fn member_json(m: &MemberInfo) -> Value {
+    json!({
+        "leaf": m.leaf_index,
+        "name": m.name.as_ref().map(|n| n.to_string()),
+        "fingerprint": m.fingerprint.to_hex(),
+    })
+}
+
+impl Report {
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    fn emit(&self, to_stderr: bool, text: impl FnOnce() -> String, value: impl FnOnce() -> Value) {
+        let line = if self.json {
+            value().to_string()
+        } else {
+            text()
+        };
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (e.g. `| head`) is not an error worth a panic.
+            let _ = writeln!(stdout, "{line}");
+        }
+    }
+
+    pub fn whoami(&self, profile: &Profile, dir: &Path, qr: bool) -> anyhow::Result<()> {
+        let identity = profile.identity();
+        let fingerprint = identity.fingerprint();
+        let (one_time, last_resort) = profile.key_package_stock()?;
+        self.emit(
+            false,
+            || {
+                format!(
+                    "identity:    {}\nfingerprint: {}\nprofile:     {}\nkeypackages: {} one-time, {} last-resort",
+                    identity.name,
+                    fingerprint,
+                    dir.display(),
+                    one_time,
+                    if last_resort { "a" } else { "no" }
+                )
+            },
+            || {
+                json!({
+                    "user": identity.name.user,
+                    "device": identity.name.device,
+                    "fingerprint": fingerprint.to_hex(),
+                    "profile": dir.display().to_string(),
+                    "keypackages": {"one_time": one_time, "last_resort": last_resort},
+                })
+            },
+        );
+        if qr && !self.json {
+            let payload = format!("mlschat:{}#{}", identity.name, fingerprint.to_hex());
+            let code = QrCode::new(payload.as_bytes())?;
+            let image = code
+                .render::<Dense1x2>()
+                .dark_color(Dense1x2::Light)
+                .light_color(Dense1x2::Dark)
+                .build();
+            println!("{image}");
+        }
+        Ok(())
+    }
+
+    pub fn key_package(&self, out: &OutArgs, last_resort: bool, one_time: u64, has_last: bool) {
+        self.emit(
+            out.out.is_none(),
+            || {
+                let kind = if last_resort { "last-resort" } else { "one-time" };
+                format!("wrote a {kind} KeyPackage ({one_time} one-time outstanding)")
+            },
+            || json!({"keypackage": {"last_resort": last_resort}, "one_time_outstanding": one_time, "last_resort_exists": has_last}),
+        );
+    }
+
+    pub fn group_created(&self, group: &GroupSummary) {
+        self.emit(
+            false,
+            || format!("created group {} (id {})", group.handle(), group.id),
+            || json!({"group": group}),
+        );
+    }
+
+    pub fn committed(&self, out: &OutArgs, group: &str, what: &str, count: usize) {
+        self.emit(
+            out.out.is_none(),
+            || format!("[{group}] {what} {count}; commit written"),
+            || json!({"group": group, "action": what, "count": count}),
+        );
+    }
+
+    pub fn sent(&self, out: &OutArgs, group: &str, outgoing: &Outgoing) {
+        self.emit(
+            out.out.is_none(),
+            || format!("[{group}] sent ({} packet(s))", outgoing.to_group.len()),
+            || json!({"group": group, "sent": outgoing.to_group.len()}),
+        );
+    }
+
+    pub fn outbox(&self, out: &OutArgs, unsent: &[Unsent]) {
+        self.emit(
+            out.out.is_none(),
+            || format!("wrote {} unsent packet(s)", unsent.len()),
+            || {
+                json!({"unsent": unsent.iter().map(|u| json!({"group": u.group, "audience": u.audience})).collect::<Vec<_>>()})
+            },
+        );
+    }
+
+    pub fn received(&self, received: &Received) {
+        match received {
+            Received::Joined { group, inviter } => self.emit(
+                false,
+                || {
+                    format!(
+                        "[{}] joined, added by {} ({} members, epoch {})",
+                        group.handle(),
+                        display_member(inviter),
+                        group.members,
+                        group.epoch
+                    )
+                },
+                || json!({"event": "joined", "group": group, "inviter": member_json(inviter)}),
+            ),
+            Received::Message { group, incoming } => {
+                let handle = group.handle();
+                match incoming {
+                    Incoming::Application { sender, plaintext } => {
+                        let text = String::from_utf8_lossy(plaintext);
+                        self.emit(
+                            false,
+                            || format!("[{handle}] {}: {text}", display_member(sender)),
+                            || json!({"event": "message", "group": group, "sender": member_json(sender), "text": text}),
+                        )
+                    }
+                    Incoming::Proposal { sender, summary } => self.emit(
+                        false,
+                        || format!("[{handle}] {} proposed: {summary}", display_member(sender)),
+                        || json!({"event": "proposal", "group": group, "sender": member_json(sender), "proposal": summary}),
+                    ),
+                    Incoming::Commit {
+                        sender,
+                        added,
+                        removed,
+                        removed_us,
+                        epoch,
+                    } => self.emit(
+                        false,
+                        || {
+                            let who = display_member(sender);
+                            if *removed_us {
+                                format!("[{handle}] you were removed by {who}")
+                            } else {
+                                format!("[{handle}] {who} {} (epoch {epoch})", describe_commit(added, removed))
+                            }
+                        },
+                        || {
+                            json!({
+                                "event": "commit", "group": group, "sender": member_json(sender),
+                                "added": added.iter().map(member_json).collect::<Vec<_>>(),
+                                "removed": removed.iter().map(member_json).collect::<Vec<_>>(),
+                                "removed_us": removed_us, "epoch": epoch,
+                            })
+                        },
+                    ),
+                }
+            }
+        }
+    }
+
+    pub fn groups(&self, groups: &[GroupSummary]) {
+        if self.json {
+            self.emit(false, String::new, || json!({"groups": groups}));
+            return;
+        }
+        for g in groups {
+            println!(
+                "{:<20} id {}  epoch {:<5} {:>6} members  {}",
+                g.handle(),
+                &g.id,
+                g.epoch,
+                g.members,
+                g.state
+            );
+        }
+    }
+
+    pub fn members(&self, members: &[MemberInfo]) {
+        if self.json {
+            let list: Vec<Value> = members.iter().map(member_json).collect();
+            self.emit(false, String::new, || json!({"members": list}));
+            return;
+        }
+        for m in members {
+            println!("#{:<6} {:<40} {}", m.leaf_index, display_member(m), m.fingerprint);
+        }
+    }
+
+    pub fn history(&self, entries: &[HistoryEntry]) {
+        if self.json {
+            self.emit(false, String::new, || json!({"history": entries}));
+            return;
+        }
+        for e in entries {
+            match e.kind.as_str() {
+                "text" => println!("{:>5} e{:<4} {}: {}", e.seq, e.epoch, e.sender, e.body),
+                _ => println!("{:>5} e{:<4} * {} {}", e.seq, e.epoch, e.sender, e.body),
+            }
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! The MLS group engine: every group operation a peer performs, on top of OpenMLS.
+//!
+//! The engine does no I/O of its own. Each call takes an OpenMLS provider (crypto plus a storage
+//! backend chosen by the caller), the group, and bytes or a command; it returns bytes to send and
+//! what happened. The CLI, the daemon, the benchmarks and the load tool all drive this same code;
+//! the caller decides where the bytes go and where the transaction boundaries are.
+//!
+//! Costs measured in `DESIGN.md` shape three rules that hold for every group here:
+//! - members are added **without** an UpdatePath, since a path in a sparse tree encrypts to
+//!   nearly every leaf;
+//! - the ratchet tree never travels inside the Welcome; it is exported and handed to the joiner
+//!   out of band;
+//! - removals of several members go into one commit.
+
+use openmls::prelude::{
+    tls_codec::{Deserialize as _, Serialize as _},
+    *,
+};
+use openmls_basic_credential::SignatureKeyPair;
+
+use crate::identity::{DeviceName, Fingerprint, Identity};
+
+/// Every group and KeyPackage uses this suite unless told otherwise.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// How many past epochs keep their message keys, so an application message that crossed a
+/// commit in transit can still be read.
+const MAX_PAST_EPOCHS: usize = 3;
+
+/// Private messages are padded to a multiple of this many bytes, so their size says less.
+const PADDING: usize = 64;
+
+/// What can go wrong in an engine operation. The variants are the distinctions a caller acts on;
+/// the OpenMLS detail travels in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The bytes are not a well-formed MLS structure of the kind expected.
+    #[error("malformed input: {0}")]
+    Malformed(String),
+    /// A signature or MAC did not verify, or decryption failed: tampered or forged input.
+    #[error("authentication failed: {0}")]
+    Forged(String),
+    /// The message belongs to another epoch than the group's current one (and not a kept past one).
+    #[error("wrong epoch: message is for epoch {message}, group is at epoch {group}")]
+    WrongEpoch { message: u64, group: u64 },
+    /// The message's key was already used: a replay.
+    #[error("replayed message: its key was already used")]
+    Replay,
+    /// A message we sent ourselves came back to us.
+    #[error("this is our own message")]
+    OwnMessage,
+    /// The input is for a group or a member that is not us.
+    #[error("not addressed to us: {0}")]
+    NotForUs(String),
+    /// The group no longer accepts operations from us (we were removed, or left).
+    #[error("we are no longer a member of this group")]
+    Inactive,
+    /// The operation is not allowed in the group's current state.
+    #[error("invalid operation: {0}")]
+    Invalid(String),
+    /// The storage backend failed; the caller must reload the group from storage.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// A commit we made, ready to send. The commit is not merged yet: the caller merges it once it
+/// is accepted (at once with no delivery node, after the node's "ok" with one).
+#[derive(Debug)]
+pub struct CommitOut {
+    /// The commit, an `MLSMessage` for the current members.
+    pub commit: Vec<u8>,
+    /// For commits that add members: the `Welcome` and the ratchet tree to join with.
+    pub welcome: Option<WelcomeOut>,
+}
+
+/// What a new member needs to join: the Welcome, and the tree that does not travel inside it.
+#[derive(Debug, Clone)]
+pub struct WelcomeOut {
+    /// A `MLSMessage` holding the `Welcome`.
+    pub welcome: Vec<u8>,
+    /// The TLS-encoded ratchet tree of the new epoch.
+    pub ratchet_tree: Vec<u8>,
+}
+
+/// A KeyPackage we made: the `MLSMessage` to hand out and its reference (RFC 9420 §5.2), by
+/// which a Welcome names the package it was made for.
+#[derive(Debug)]
+pub struct NewKeyPackage {
+    pub message: Vec<u8>,
+    pub reference: Vec<u8>,
+}
+
+/// A member of a group as people see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub leaf_index: u32,
+    pub name: Option<DeviceName>,
+    pub fingerprint: Fingerprint,
+}
+
+/// What processing one incoming message did.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A decrypted application message.
+    Application { sender: MemberInfo, plaintext: Vec<u8> },
+    /// A proposal, now queued until some member commits it.
+    Proposal { sender: MemberInfo, summary: String },
+    /// A commit, now merged: the group is at `epoch`.
+    Commit {
+        sender: MemberInfo,
+        added: Vec<MemberInfo>,
+        removed: Vec<MemberInfo>,
+        /// True when this commit removed us; the group is inactive from now on.
+        removed_us: bool,
+        epoch: u64,
+    },
+}
+
+/// An incoming `MLSMessage`, parsed and sorted by what it is. Untrusted bytes become this at the
+/// boundary; nothing past it sees raw bytes.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A handshake or application message for some group.
+    Protocol(ProtocolMessage),
+    Welcome(Welcome),
+    KeyPackage(KeyPackageIn),
+}
+
+/// Parses one `MLSMessage`; trailing bytes are an error.
+pub fn parse_message(bytes: &[u8]) -> Result<Parsed, EngineError> {
+    let message = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| EngineError::Malformed(format!("not an MLS message: {e}")))?;
+    match message.extract() {
+        MlsMessageBodyIn::PrivateMessage(m) => Ok(Parsed::Protocol(m.into())),
+        MlsMessageBodyIn::PublicMessage(m) => Ok(Parsed::Protocol(m.into())),
+        MlsMessageBodyIn::Welcome(w) => Ok(Parsed::Welcome(w)),
+        MlsMessageBodyIn::KeyPackage(kp) => Ok(Parsed::KeyPackage(kp)),
+        MlsMessageBodyIn::GroupInfo(_) => Err(EngineError::Malformed(
+            "a GroupInfo message is not accepted here".into(),
+        )),
+    }
+}
+
+/// Parses and verifies a KeyPackage (signature, version, lifetime).
+pub fn validate_key_package(
+    crypto: &impl openmls_traits::crypto::OpenMlsCrypto,
+    bytes: &[u8],
+) -> Result<KeyPackage, EngineError> {
+    match parse_message(bytes)? {
+        Parsed::KeyPackage(kp) => kp
+            .validate(crypto, ProtocolVersion::Mls10)
+            .map_err(|e| EngineError::Forged(format!("KeyPackage rejected: {e}"))),
+        _ => Err(EngineError::Malformed(
+            "expected a KeyPackage message".into(),
+        )),
+    }
+}
+
+/// Describes a member from its leaf.
+pub fn member_info(member: &Member) -> MemberInfo {
+    MemberInfo {
+        leaf_index: member.index.u32(),
+        name: DeviceName::from_credential(&member.credential).ok(),
+        fingerprint: Fingerprint::of_signature_key(&member.signature_key),
+    }
+}
+
+/// All members of a group, in leaf order.
+pub fn members(group: &MlsGroup) -> Vec<MemberInfo> {
+    group.members().map(|m| member_info(&m)).collect()
+}
+
+/// The engine of one device: its identity and its group policy.
+#[derive(Debug)]
+pub struct Engine {
+    identity: Identity,
+}
+
+impl Engine {
+    pub fn new(identity: Identity) -> Self {
+        Self { identity }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn signer(&self) -> &SignatureKeyPair {
+        &self.identity.signer
+    }
+
+    /// The policy every group follows, whether we created it or joined it.
+    pub fn join_config() -> MlsGroupJoinConfig {
+        MlsGroupJoinConfig::builder()
+            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(false)
+            .max_past_epochs(MAX_PAST_EPOCHS)
+            .padding_size(PADDING)
+            .build()
+    }
+
+    /// A new KeyPackage, kept in storage with its private keys until a Welcome consumes it.
+    /// A last-resort package is not consumed and may be used by several joiners.
+    pub fn new_key_package(
+        &self,
+        provider: &impl OpenMlsProvider,
+        last_resort: bool,
+    ) -> Result<NewKeyPackage, EngineError> {
+        let mut builder = KeyPackage::builder();
+        if last_resort {
+            builder = builder.mark_as_last_resort();
+        }
+        let bundle = builder
+            .build(
+                CIPHERSUITE,
+                provider,
+                self.signer(),
+                self.identity.credential_with_key(),
+            )
+            .map_err(|e| EngineError::Storage(format!("creating KeyPackage: {e}")))?;
+        let key_package = bundle.key_package();
+        Ok(NewKeyPackage {
+            reference: key_package
+                .hash_ref(provider.crypto())
+                .map_err(|e| EngineError::Invalid(e.to_string()))?
+                .as_slice()
+                .to_vec(),
+            message: encode(MlsMessageOut::from(key_package.clone()))?,
+        })
+    }
+
+    /// A new group with us as its only member.
+    pub fn create_group(
+        &self,
+        provider: &impl OpenMlsProvider,
+        group_id: GroupId,
+    ) -> Result<MlsGroup, EngineError> {
+        let config = MlsGroupCreateConfig::builder()
+            .ciphersuite(CIPHERSUITE)
+            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(false)
+            .max_past_epochs(MAX_PAST_EPOCHS)
+            .padding_size(PADDING)
+            .build();
+        MlsGroup::new_with_group_id(
+            provider,
+            self.signer(),
+            &config,
+            group_id,
+            self.identity.credential_with_key(),
+        )
+        .map_err(|e| match e {
+            NewGroupError::GroupAlreadyExists => {
+                EngineError::Invalid("a group with this id already exists".into())
+            }
+            NewGroupError::StorageError(e) => EngineError::Storage(format!("{e:?}")),
+            e => EngineError::Invalid(e.to_string()),
+        })
+    }
+
+    /// Adds one or more members in one commit, without an UpdatePath (see the module doc).
+    pub fn add_members(
+        &self,
+        provider: &impl OpenMlsProvider,
+        group: &mut MlsGroup,
+        key_packages: &[KeyPackage],
+    ) -> Result<CommitOut, EngineError> {
+        ensure_active(group)?;
+        let (commit, welcome, _group_info) = group
+            .add_members_without_update(provider, self.signer(), key_packages)
+            .map_err(|e| match e {
+                AddMembersError::StorageError(e) => EngineError::Storage(format!("{e:?}")),
+                e => EngineError::Invalid(e.to_string()),
+            })?;
+        let ratchet_tree = pending_tree(provider.crypto(), group)?;
+        Ok(CommitOut {
+            commit: encode(commit)?,
+            welcome: Some(WelcomeOut {
+                welcome: encode(welcome)?,
+                ratchet_tree,
+            }),
+        })
+    }
+
+    /// Removes the members at `leaves` in one commit.
+    pub fn remove_members(
+        &self,
+        provider: &impl OpenMlsProvider,
+        group: &mut MlsGroup,
+        leaves: &[u32],
+    ) -> Result<CommitOut, EngineError> {
+        ensure_active(group)?;
+        if leaves.contains(&group.own_leaf_index().u32()) {
+            return Err(EngineError::Invalid(
+                "cannot remove ourselves; leave the group instead".into(),
+            ));
+        }
+        let leaves: Vec<LeafNodeIndex> = leaves.iter().map(|i| LeafNodeIndex::new(*i)).collect();
+        let (commit, _welcome, _group_info) = group
+            .remove_members(provider, self.signer(), &leaves)
+            .map_err(|e| match e {
+                RemoveMembersError::StorageError(e) => EngineError::Storage(format!("{e:?}")),
+                e => EngineError::Invalid(e.to_string()),
+            })?;
+        Ok(CommitOut {
+            commit: encode(commit)?,
+            welcome: None,
+        })
+    }
+
+    /// Refreshes our leaf's keys (post-compromise security), committing any queued proposals
+    /// with it. A joiner does this soon after joining, which also fills its part of the tree.
+    pub fn self_update(
+        &self,
+        provider: &impl OpenMlsProvider,
+        group: &mut MlsGroup,
+    ) -> Result<CommitOut, EngineError> {
+        ensure_active(group)?;
+        let bundle = group
+            .self_update(provider, self.signer(), LeafNodeParameters::default())
+            .map_err(|e| match e {
+                SelfUpdateError::StorageError(e) => EngineError::Storage(format!("{e:?}")),
+                e => EngineError::Invalid(e.to_string()),
+            })?;
+        let welcome = match bundle.to_welcome_msg() {
+            Some(welcome) => Some(WelcomeOut {
+                welcome: encode(welcome)?,
+                ratchet_tree: pending_tree(provider.crypto(), group)?,
+            }),
+            None => None,
+        };
+        let (commit, _, _) = bundle.into_contents();
+        Ok(CommitOut {
+            commit: encode(commit)?,
+            welcome,
+        })
+    }
+
+    /// Asks the group to remove us. Another member must commit the proposal.
+    pub fn leave(
+        &self,
+        provider: &impl OpenMlsProvider,
+        group: &mut MlsGroup,
+    ) -> Result<Vec<u8>, EngineError> {
+        ensure_active(group)?;
+        let proposal = group
+            .leave_group(provider, self.signer())
+            .map_err(|e| match e {
+                LeaveGroupError::StorageError(e) => EngineError::Storage(format!("{e:?}")),
+                e => EngineError::Invalid(e.to_string()),
+            })?;
+        encode(proposal)
+    }
+
+    /// Applies our own commit once it is accepted.
+    pub fn merge_pending_commit(
+        &self,
+        provider: &impl OpenMlsProvider,
+        group: &mut MlsGroup,
+    ) -> Result<(), EngineError> {
+        group
+            .merge_pending_commit(provider)
+            .map_err(|e| EngineError::Storage(format!("merging our commit: {e:?}")))
+    }
+
+    /// Encrypts an application message for the group.
+    pub fn send(
+        &self,
+        provider: &impl OpenMlsProvider,
+        group: &mut MlsGroup,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, EngineError> {
+        ensure_active(group)?;
+        let message = group
+            .create_message(provider, self.signer(), plaintext)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        encode(message)
+    }
+
+    /// Processes one handshake or application message for `group`. A commit is merged before
+    /// this returns; a proposal is queued.
+    pub fn process(
+        &self,
+        provider: &impl OpenMlsProvider,
+        group: &mut MlsGroup,
+        message: ProtocolMessage,
+    ) -> Result<Incoming, EngineError> {
+        if message.group_id() != group.group_id() {
+            return Err(EngineError::NotForUs(
+                "message is for another group".into(),
+            ));
+        }
+        if !group.is_active() {
+            return Err(EngineError::Inactive);
+        }
+        let message_epoch = message.epoch().as_u64();
+        let group_epoch = group.epoch().as_u64();
+        let processed = group
+            .process_message(provider, message)
+            .map_err(|e| classify_process_error(e, message_epoch, group_epoch))?;
+        let sender = match processed.sender() {
+            Sender::Member(leaf) => group
+                .member_at(*leaf)
+                .map(|m| member_info(&m))
+                .ok_or_else(|| EngineError::Forged("sender is not a member".into()))?,
+            _ => {
+                return Err(EngineError::Invalid(
+                    "messages from non-members are not accepted".into(),
+                ));
+            }
+        };
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(m) => Ok(Incoming::Application {
+                sender,
+                plaintext: m.into_bytes(),
+            }),
+            ProcessedMessageContent::ProposalMessage(proposal) => {
+                let summary = describe_proposal(group, proposal.proposal());
+                group
+                    .store_pending_proposal(provider.storage(), *proposal)
+                    .map_err(|e| EngineError::Storage(format!("{e:?}")))?;
+                Ok(Incoming::Proposal { sender, summary })
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let added = staged
+                    .add_proposals()
+                    .map(|add| {
+                        let kp = add.add_proposal().key_package();
+                        MemberInfo {
+                            leaf_index: u32::MAX, // assigned at merge; filled in below
+                            name: DeviceName::from_credential(kp.leaf_node().credential()).ok(),
+                            fingerprint: Fingerprint::of_signature_key(
+                                kp.leaf_node().signature_key().as_slice(),
+                            ),
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                let removed = staged
+                    .remove_proposals()
+                    .filter_map(|r| group.member_at(r.remove_proposal().removed()))
+                    .map(|m| member_info(&m))
+                    .collect();
+                let removed_us = staged.self_removed();
+                group
+                    .merge_staged_commit(provider, *staged)
+                    .map_err(|e| EngineError::Storage(format!("merging commit: {e:?}")))?;
+                let added = if removed_us {
+                    added
+                } else {
+                    resolve_leaves(group, added)
+                };
+                Ok(Incoming::Commit {
+                    sender,
+                    added,
+                    removed,
+                    removed_us,
+                    epoch: group.epoch().as_u64(),
+                })
+            }
+            ProcessedMessageContent::OwnPendingCommit
+            | ProcessedMessageContent::OwnPrivateMessage { .. } => Err(EngineError::OwnMessage),
+            ProcessedMessageContent::ExternalJoinProposalMessage(_) => Err(EngineError::Invalid(
+                "external join proposals are not accepted".into(),
+            )),
+        }
+    }
+
+    /// Joins a group from a Welcome and the ratchet tree sent beside it. Returns the group and
+    /// the member who added us.
+    pub fn join(
+        &self,
+        provider: &impl OpenMlsProvider,
+        welcome: Welcome,
+        ratchet_tree: &[u8],
+    ) -> Result<(MlsGroup, MemberInfo), EngineError> {
+        let tree = RatchetTreeIn::tls_deserialize_exact(ratchet_tree)
+            .map_err(|e| EngineError::Malformed(format!("ratchet tree: {e}")))?;
+        let staged =
+            StagedWelcome::new_from_welcome(provider, &Self::join_config(), welcome, Some(tree))
+                .map_err(|e| match e {
+                    WelcomeError::NoMatchingKeyPackage | WelcomeError::NoMatchingEncryptionKey => {
+                        EngineError::NotForUs("Welcome is for someone else".into())
+                    }
+                    WelcomeError::StorageError(e) => EngineError::Storage(format!("{e:?}")),
+                    WelcomeError::GroupAlreadyExists => {
+                        EngineError::Invalid("we are already in this group".into())
+                    }
+                    e => EngineError::Forged(format!("Welcome rejected: {e}")),
+                })?;
+        let inviter = staged
+            .welcome_sender()
+            .map(|leaf| MemberInfo {
+                leaf_index: staged.welcome_sender_index().u32(),
+                name: DeviceName::from_credential(leaf.credential()).ok(),
+                fingerprint: Fingerprint::of_signature_key(leaf.signature_key().as_slice()),
+            })
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let group = staged
+            .into_group(provider)
+            .map_err(|e| EngineError::Storage(format!("{e:?}")))?;
+        Ok((group, inviter))
+    }
+}
+
+fn ensure_active(group: &MlsGroup) -> Result<(), EngineError> {
+    if group.is_active() {
+        Ok(())
+    } else {
+        Err(EngineError::Inactive)
+    }
+}
+
+fn encode(message: MlsMessageOut) -> Result<Vec<u8>, EngineError> {
+    message
+        .tls_serialize_detached()
+        .map_err(|e| EngineError::Invalid(format!("encoding: {e}")))
+}
+
+/// The ratchet tree of the epoch our pending commit creates, for joiners.
+fn pending_tree(
+    crypto: &impl openmls_traits::crypto::OpenMlsCrypto,
+    group: &MlsGroup,
+) -> Result<Vec<u8>, EngineError> {
+    let staged = group
+        .pending_commit()
+        .ok_or_else(|| EngineError::Invalid("no pending commit".into()))?;
+    let tree = staged
+        .export_ratchet_tree(crypto, group.export_ratchet_tree())
+        .map_err(|e| EngineError::Invalid(format!("exporting tree: {e}")))?
+        .ok_or_else(|| EngineError::Invalid("pending commit has no tree".into()))?;
+    tree.tls_serialize_detached()
+        .map_err(|e| EngineError::Invalid(format!("encoding tree: {e}")))
+}
+
+/// After a merge, finds the leaves the new members were given.
+fn resolve_leaves(group: &MlsGroup, added: Vec<MemberInfo>) -> Vec<MemberInfo> {
+    let all = members(group);
+    added
+        .into_iter()
+        .map(|new| {
+            all.iter()
+                .find(|m| m.fingerprint == new.fingerprint)
+                .cloned()
+                .unwrap_or(new)
+        })
+        .collect()
+}
+
+fn describe_proposal(group: &MlsGroup, proposal: &Proposal) -> String {
+    match proposal {
+        Proposal::Remove(r) => match group.member_at(r.removed()) {
+            Some(m) => format!("remove {}", display_member(&member_info(&m))),
+            None => "remove an unknown leaf".into(),
+        },
+        Proposal::Add(a) => match DeviceName::from_credential(a.key_package().leaf_node().credential())
+        {
+            Ok(name) => format!("add {name}"),
+            Err(_) => "add a member".into(),
+        },
+        Proposal::Update(_) => "update".into(),
+        other => format!("{:?}", other.proposal_type()),
+    }
+}
+
+/// `alice/laptop` or, for a foreign credential, its fingerprint.
+pub fn display_member(member: &MemberInfo) -> String {
+    match &member.name {
+        Some(name) => name.to_string(),
+        None => format!("<{}>", &member.fingerprint.to_hex()[..16]),
+    }
+}
+
+fn classify_process_error<E: std::fmt::Debug + std::fmt::Display>(
+    error: ProcessMessageError<E>,
+    message: u64,
+    group: u64,
+) -> EngineError {
+    use openmls::framing::errors::{MessageDecryptionError as D, SecretTreeError as S};
+    match error {
+        ProcessMessageError::StorageError(e) => EngineError::Storage(format!("{e:?}")),
+        ProcessMessageError::ValidationError(v) => match v {
+            ValidationError::WrongEpoch | ValidationError::NoPastEpochData => {
+                EngineError::WrongEpoch { message, group }
+            }
+            ValidationError::WrongGroupId => EngineError::NotForUs("another group".into()),
+            ValidationError::UnableToDecrypt(D::SecretTreeError(S::SecretReuseError)) => {
+                EngineError::Replay
+            }
+            ValidationError::UnableToDecrypt(D::SecretTreeError(S::TooDistantInThePast)) => {
+                EngineError::Replay
+            }
+            ValidationError::UnableToDecrypt(e) => {
+                EngineError::Forged(format!("cannot decrypt: {e}"))
+            }
+            ValidationError::InvalidSignature
+            | ValidationError::InvalidMembershipTag
+            | ValidationError::UnknownMember => EngineError::Forged(v.to_string()),
+            v => EngineError::Invalid(v.to_string()),
+        },
+        ProcessMessageError::InvalidCommit(e) => EngineError::Forged(format!("commit rejected: {e}")),
+        ProcessMessageError::GroupStateError(e) => EngineError::Invalid(e.to_string()),
+        e => EngineError::Invalid(e.to_string()),
+    }
+}

@@ -1,0 +1,20 @@
+//! The mlschat peer node.
+//!
+//! A peer holds one device's identity and the MLS state of every group it is in, durably, in one
+//! SQLite file per profile (optionally encrypted at rest). It turns commands ("add Bob", "send
+//! hi") and incoming MLS messages into outgoing MLS messages and a stored history.
+//!
+//! # Layout
+//! - [`identity`]: user/device names, signature keys, fingerprints and safety numbers.
+//! - [`engine`]: the MLS group engine over OpenMLS; no I/O, storage chosen by the caller.
+//! - [`store`]: the profile's SQLite database: encryption, schema, transactions.
+//! - [`profile`]: one device's state; every operation runs the engine inside one transaction.
+//! - [`packet`]: the framing of MLS messages in files and pipes.
+//!
+//! This crate does not talk to the network yet and knows nothing of delivery nodes.
+
+pub mod engine;
+pub mod identity;
+pub mod packet;
+pub mod profile;
+pub mod store;

@@ -1,0 +1,879 @@
+//! One device's durable state, and every operation on it.
+//!
+//! Each operation runs the [`Engine`] inside one database transaction together with our own rows
+//! (history, processed-message hashes, KeyPackage pool): a decrypted message and its stored
+//! plaintext commit together, because MLS deletes the message key after one use. When an
+//! operation fails, the transaction rolls back and the cached group is dropped, so the next
+//! operation reloads it from storage as it was.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use openmls::prelude::{GroupId, KeyPackage, MlsGroup, OpenMlsProvider};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::RustCrypto;
+use openmls_traits::random::OpenMlsRand;
+use rusqlite::{OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+use crate::engine::{
+    self, CommitOut, Engine, EngineError, Incoming, MemberInfo, Parsed, display_member,
+};
+use crate::identity::{DeviceName, Identity, SIGNATURE_SCHEME};
+use crate::packet::Packet;
+use crate::store::{MlsStorage, Store, StoreError, unix_now};
+
+/// What can go wrong in a profile operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// This exact message was processed (or sent by us) before; it was ignored.
+    #[error("duplicate: this message was already processed")]
+    Duplicate,
+    /// No group matches the name or id given.
+    #[error("no group named or with id {0:?}")]
+    UnknownGroup(String),
+    /// An MLS message for a group this profile is not in.
+    #[error("message is for a group we are not in ({0})")]
+    NotOurGroup(String),
+    /// More than one group or member matches.
+    #[error("{0:?} is ambiguous: it matches more than one {1}")]
+    Ambiguous(String, &'static str),
+    /// No member of the group matches.
+    #[error("no member {0:?} in this group")]
+    UnknownMember(String),
+    /// The input is a valid MLS message but not one this operation takes.
+    #[error("{0}")]
+    WrongKind(String),
+    /// The profile's files do not hold a complete identity.
+    #[error("profile is incomplete: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for ProfileError {
+    fn from(e: rusqlite::Error) -> Self {
+        ProfileError::Store(StoreError::Sqlite(e))
+    }
+}
+
+/// A group as listed to the user.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupSummary {
+    /// Hex of the MLS group id.
+    pub id: String,
+    /// The local name, if we gave one.
+    pub name: Option<String>,
+    pub epoch: u64,
+    pub members: usize,
+    /// `active`, or `removed` once we are no longer a member.
+    pub state: String,
+    /// Hex of the MLS epoch authenticator: equal for all members exactly when they agree on
+    /// the group's state (RFC 9420 §8.7).
+    pub epoch_authenticator: String,
+}
+
+impl GroupSummary {
+    /// The name if there is one, else the id: what to type to refer to this group.
+    pub fn handle(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// One row of a group's history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryEntry {
+    pub seq: i64,
+    pub epoch: u64,
+    pub sender: String,
+    pub kind: String,
+    pub body: String,
+    pub at: i64,
+}
+
+/// What receiving one packet did.
+#[derive(Debug)]
+pub enum Received {
+    /// We joined a group from a Welcome.
+    Joined { group: GroupSummary, inviter: MemberInfo },
+    /// A message for a group we are in.
+    Message { group: GroupRef, incoming: Incoming },
+}
+
+/// Packets produced by an operation, in the order they must be sent. They are also in the
+/// outbox until [`Profile::mark_sent`] is called with `outbox`.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// For the group's current members.
+    pub to_group: Vec<Packet>,
+    /// For members being added.
+    pub to_joiners: Option<Packet>,
+    /// Outbox rows holding these packets.
+    pub outbox: Vec<i64>,
+}
+
+impl Outgoing {
+    fn append(&mut self, other: Outgoing) {
+        self.to_group.extend(other.to_group);
+        self.to_joiners = other.to_joiners.or(self.to_joiners.take());
+        self.outbox.extend(other.outbox);
+    }
+}
+
+/// A packet in the outbox not yet marked as sent.
+#[derive(Debug)]
+pub struct Unsent {
+    pub seq: i64,
+    pub group: String,
+    /// `group` or `joiners`.
+    pub audience: String,
+    pub packet: Packet,
+}
+
+/// The OpenMLS provider for one operation: our crypto and the profile's storage.
+struct Provider<'a> {
+    crypto: &'a RustCrypto,
+    storage: MlsStorage<'a>,
+}
+
+impl<'a> OpenMlsProvider for Provider<'a> {
+    type CryptoProvider = RustCrypto;
+    type RandProvider = RustCrypto;
+    type StorageProvider = MlsStorage<'a>;
+
+    fn storage(&self) -> &Self::StorageProvider {
+        &self.storage
+    }
+
+    fn crypto(&self) -> &Self::CryptoProvider {
+        self.crypto
+    }
+
+    fn rand(&self) -> &Self::RandProvider {
+        self.crypto
+    }
+}
+
+/// A group handle as reported with an event: enough to name it, cheap to build.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupRef {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+impl GroupRef {
+    pub fn handle(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// One device's profile: identity, groups and history, all in one database.
+pub struct Profile {
+    store: Store,
+    crypto: RustCrypto,
+    engine: Engine,
+    /// Groups loaded from storage. An entry is dropped when an operation on it fails, since
+    /// OpenMLS may have changed it in memory before the transaction rolled back.
+    groups: HashMap<GroupId, MlsGroup>,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile")
+            .field("dir", &self.store.dir())
+            .field("identity", &self.engine.identity().name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Profile {
+    /// Creates a profile with a fresh signature key in `dir`.
+    pub fn create(
+        dir: &Path,
+        name: DeviceName,
+        passphrase: Option<&str>,
+    ) -> Result<Self, ProfileError> {
+        let store = Store::create(dir, passphrase)?;
+        let identity = Identity::generate(name);
+        store.transaction(|| {
+            identity
+                .signer
+                .store(&store.mls_storage())
+                .map_err(StoreError::from)?;
+            store.conn().execute(
+                "INSERT INTO profile (id, user, device, signature_public, created_at)
+                 VALUES (1, ?1, ?2, ?3, ?4)",
+                params![
+                    identity.name.user,
+                    identity.name.device,
+                    identity.signer.public(),
+                    unix_now()
+                ],
+            )?;
+            Ok::<_, ProfileError>(())
+        })?;
+        Ok(Self::with(store, identity))
+    }
+
+    /// Opens the profile in `dir`.
+    pub fn open(dir: &Path, passphrase: Option<&str>) -> Result<Self, ProfileError> {
+        let store = Store::open(dir, passphrase)?;
+        let (user, device, public): (String, String, Vec<u8>) = store
+            .conn()
+            .query_row(
+                "SELECT user, device, signature_public FROM profile WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+            .ok_or_else(|| ProfileError::Corrupt("no identity row".into()))?;
+        let name = DeviceName::new(&user, &device)
+            .map_err(|e| ProfileError::Corrupt(e.to_string()))?;
+        let signer = SignatureKeyPair::read(&store.mls_storage(), &public, SIGNATURE_SCHEME)
+            .ok_or_else(|| ProfileError::Corrupt("signature key missing".into()))?;
+        Ok(Self::with(store, Identity { name, signer }))
+    }
+
+    fn with(store: Store, identity: Identity) -> Self {
+        Self {
+            store,
+            crypto: RustCrypto::default(),
+            engine: Engine::new(identity),
+            groups: HashMap::new(),
+        }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        self.engine.identity()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Unused one-time KeyPackages, and whether a last-resort one exists.
+    pub fn key_package_stock(&self) -> Result<(u64, bool), ProfileError> {
+        let one_time: Option<i64> = self.store.query_opt(
+            "SELECT count(*) FROM key_packages WHERE last_resort = 0 AND consumed_at IS NULL",
+            [],
+        )?;
+        let last_resort: Option<i64> = self.store.query_opt(
+            "SELECT count(*) FROM key_packages WHERE last_resort = 1",
+            [],
+        )?;
+        Ok((one_time.unwrap_or(0) as u64, last_resort.unwrap_or(0) > 0))
+    }
+
+    /// Makes a KeyPackage to hand out; returns its `MLSMessage` bytes.
+    pub fn new_key_package(&mut self, last_resort: bool) -> Result<Vec<u8>, ProfileError> {
+        let provider = self.provider();
+        self.store.transaction(|| {
+            let kp = self.engine.new_key_package(&provider, last_resort)?;
+            self.store.conn().execute(
+                "INSERT INTO key_packages (key_package_ref, last_resort, created_at)
+                 VALUES (?1, ?2, ?3)",
+                params![kp.reference, last_resort, unix_now()],
+            )?;
+            Ok(kp.message)
+        })
+    }
+
+    fn provider(&self) -> Provider<'_> {
+        Provider {
+            crypto: &self.crypto,
+            storage: self.store.mls_storage(),
+        }
+    }
+
+    /// Creates a group with us as its only member.
+    pub fn create_group(&mut self, name: &str) -> Result<GroupSummary, ProfileError> {
+        if name.is_empty() || name.chars().any(|c| c.is_control()) {
+            return Err(ProfileError::WrongKind(format!("invalid group name {name:?}")));
+        }
+        if self.find_group(name).is_ok() {
+            return Err(ProfileError::WrongKind(format!(
+                "a group named {name:?} already exists"
+            )));
+        }
+        let id = GroupId::from_slice(
+            &self
+                .crypto
+                .random_vec(16)
+                .map_err(|e| EngineError::Invalid(e.to_string()))?,
+        );
+        let provider = self.provider();
+        let me = self.me();
+        let group = self.store.transaction(|| {
+            let group = self.engine.create_group(&provider, id.clone())?;
+            insert_group(self.store.conn(), &id, Some(name), false)?;
+            append_history(self.store.conn(), &id, 0, &me, "event", "created the group")?;
+            Ok::<_, ProfileError>(group)
+        })?;
+        self.groups.insert(id.clone(), group);
+        self.summary(&id)
+    }
+
+    /// Adds members from their KeyPackages (`MLSMessage` bytes) in one commit.
+    pub fn add_members(
+        &mut self,
+        group: &str,
+        key_packages: &[Vec<u8>],
+    ) -> Result<Outgoing, ProfileError> {
+        let key_packages = key_packages
+            .iter()
+            .map(|bytes| engine::validate_key_package(&self.crypto, bytes))
+            .collect::<Result<Vec<KeyPackage>, _>>()?;
+        let names: Vec<String> = key_packages
+            .iter()
+            .map(|kp| match DeviceName::from_credential(kp.leaf_node().credential()) {
+                Ok(name) => name.to_string(),
+                Err(_) => "a member".into(),
+            })
+            .collect();
+        let id = self.find_group(group)?;
+        self.commit(&id, &format!("added {}", names.join(", ")), |engine, p, g| {
+            engine.add_members(p, g, &key_packages)
+        })
+    }
+
+    /// Removes members, named as `user/device`, `user`, a fingerprint prefix or `#leaf`, in one
+    /// commit.
+    pub fn remove_members(
+        &mut self,
+        group: &str,
+        who: &[String],
+    ) -> Result<Outgoing, ProfileError> {
+        let id = self.find_group(group)?;
+        let members = self.members_of(&id)?;
+        let targets = who
+            .iter()
+            .map(|w| resolve_member(&members, w))
+            .collect::<Result<Vec<&MemberInfo>, _>>()?;
+        let leaves: Vec<u32> = targets.iter().map(|m| m.leaf_index).collect();
+        let names: Vec<String> = targets.iter().map(|m| display_member(m)).collect();
+        let out = self.commit(&id, &format!("removed {}", names.join(", ")), |e, p, g| {
+            e.remove_members(p, g, &leaves)
+        })?;
+        Ok(out)
+    }
+
+    /// Refreshes our keys in the group, committing any queued proposals with it.
+    pub fn self_update(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
+        let id = self.find_group(group)?;
+        self.commit(&id, "updated their keys", |e, p, g| e.self_update(p, g))
+    }
+
+    /// Proposes our own removal; another member's next commit carries it out.
+    pub fn leave(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
+        let id = self.find_group(group)?;
+        let me = self.me();
+        self.with_group(&id, |engine, provider, group, conn| {
+            let proposal = engine.leave(provider, group)?;
+            mark_processed(conn, &proposal)?;
+            let epoch = group.epoch().as_u64();
+            append_history(conn, &id, epoch, &me, "event", "asked to leave")?;
+            let mut out = Outgoing::default();
+            out.queue(conn, &id, Packet::Mls(proposal))?;
+            Ok(out)
+        })
+    }
+
+    /// Encrypts a text message for the group. A member who joined and has not refreshed its
+    /// keys yet does so first, in the same transaction, and the commit goes out before the text.
+    pub fn send(&mut self, group: &str, text: &str) -> Result<Outgoing, ProfileError> {
+        let id = self.find_group(group)?;
+        let mut out = Outgoing::default();
+        if self.needs_self_update(&id)? {
+            out = self.commit(&id, "updated their keys", |e, p, g| e.self_update(p, g))?;
+        }
+        let me = self.me();
+        let message = self.with_group(&id, |engine, provider, group, conn| {
+            let message = engine.send(provider, group, text.as_bytes())?;
+            mark_processed(conn, &message)?;
+            let epoch = group.epoch().as_u64();
+            append_history(conn, &id, epoch, &me, "text", text)?;
+            let mut out = Outgoing::default();
+            out.queue(conn, &id, Packet::Mls(message))?;
+            Ok(out)
+        })?;
+        out.append(message);
+        Ok(out)
+    }
+
+    /// Processes one incoming packet: joins from a Welcome, or processes a group message.
+    pub fn receive(&mut self, packet: &Packet) -> Result<Received, ProfileError> {
+        match packet {
+            Packet::Join {
+                welcome,
+                ratchet_tree,
+            } => self.join(welcome, ratchet_tree),
+            Packet::Mls(bytes) => match engine::parse_message(bytes)? {
+                Parsed::Protocol(message) => {
+                    let id = message.group_id().clone();
+                    if self.group_ref(&id)?.is_none() {
+                        return Err(ProfileError::NotOurGroup(hex::encode(id.as_slice())));
+                    }
+                    let incoming = self.with_group(&id, |engine, provider, group, conn| {
+                        if !mark_processed(conn, bytes)? {
+                            return Err(ProfileError::Duplicate);
+                        }
+                        let incoming = engine.process(provider, group, message)?;
+                        record_incoming(conn, &id, group.epoch().as_u64(), &incoming)?;
+                        Ok(incoming)
+                    })?;
+                    let group = self.group_ref(&id)?.expect("checked above");
+                    Ok(Received::Message { group, incoming })
+                }
+                Parsed::Welcome(_) => Err(ProfileError::WrongKind(
+                    "a bare Welcome cannot be joined without its ratchet tree; \
+                     use the join packet written by `group add`"
+                        .into(),
+                )),
+                Parsed::KeyPackage(_) => Err(ProfileError::WrongKind(
+                    "this is a KeyPackage: pass it to `group add`".into(),
+                )),
+            },
+        }
+    }
+
+    fn join(&mut self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<Received, ProfileError> {
+        let Parsed::Welcome(parsed) = engine::parse_message(welcome)? else {
+            return Err(ProfileError::WrongKind("join packet without a Welcome".into()));
+        };
+        let references: Vec<Vec<u8>> = parsed
+            .secrets()
+            .iter()
+            .map(|s| s.new_member().as_slice().to_vec())
+            .collect();
+        let provider = self.provider();
+        let (group, inviter) = self.store.transaction(|| {
+            let conn = self.store.conn();
+            if !mark_processed(conn, welcome)? {
+                return Err(ProfileError::Duplicate);
+            }
+            let (group, inviter) = self.engine.join(&provider, parsed, ratchet_tree)?;
+            insert_group(conn, group.group_id(), None, true)?;
+            for reference in &references {
+                conn.execute(
+                    "UPDATE key_packages SET consumed_at = ?2
+                     WHERE key_package_ref = ?1 AND last_resort = 0",
+                    params![reference, unix_now()],
+                )?;
+            }
+            let epoch = group.epoch().as_u64();
+            let text = "joined the group";
+            append_history(conn, group.group_id(), epoch, &self.me(), "event", text)?;
+            Ok((group, inviter))
+        })?;
+        let id = group.group_id().clone();
+        self.groups.insert(id.clone(), group);
+        Ok(Received::Joined {
+            group: self.summary(&id)?,
+            inviter,
+        })
+    }
+
+    /// Every group we are or were in.
+    pub fn groups(&mut self) -> Result<Vec<GroupSummary>, ProfileError> {
+        let ids: Vec<Vec<u8>> = {
+            let mut stmt = self
+                .store
+                .conn()
+                .prepare("SELECT group_id FROM groups ORDER BY created_at, name")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        ids.iter()
+            .map(|id| self.summary(&GroupId::from_slice(id)))
+            .collect()
+    }
+
+    /// The members of a group, in leaf order.
+    pub fn members(&mut self, group: &str) -> Result<Vec<MemberInfo>, ProfileError> {
+        let id = self.find_group(group)?;
+        self.members_of(&id)
+    }
+
+    /// The last `limit` history entries of a group, oldest first.
+    pub fn history(&self, group: &str, limit: u32) -> Result<Vec<HistoryEntry>, ProfileError> {
+        let id = self.find_group(group)?;
+        let mut stmt = self.store.conn().prepare(
+            "SELECT seq, epoch, sender, kind, body, at FROM (
+                 SELECT * FROM messages WHERE group_id = ?1 ORDER BY seq DESC LIMIT ?2
+             ) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![id.as_slice(), limit], |r| {
+            let body: Vec<u8> = r.get(4)?;
+            Ok(HistoryEntry {
+                seq: r.get(0)?,
+                epoch: r.get::<_, i64>(1)? as u64,
+                sender: r.get(2)?,
+                kind: r.get(3)?,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Runs one of our own commits: create it, merge it at once (with no delivery node there is
+    /// nobody to refuse it), and record it, all in one transaction.
+    fn commit(
+        &mut self,
+        id: &GroupId,
+        event: &str,
+        make: impl FnOnce(&Engine, &Provider<'_>, &mut MlsGroup) -> Result<CommitOut, EngineError>,
+    ) -> Result<Outgoing, ProfileError> {
+        let me = self.me();
+        self.with_group(id, |engine, provider, group, conn| {
+            let out = make(engine, provider, group)?;
+            engine.merge_pending_commit(provider, group)?;
+            mark_processed(conn, &out.commit)?;
+            let epoch = group.epoch().as_u64();
+            append_history(conn, id, epoch, &me, "event", event)?;
+            // Every commit of ours but an add carries an UpdatePath, which refreshes our leaf.
+            if out.welcome.is_none() {
+                conn.execute(
+                    "UPDATE groups SET needs_self_update = 0 WHERE group_id = ?1",
+                    [id.as_slice()],
+                )?;
+            }
+            let mut outgoing = Outgoing::default();
+            outgoing.queue(conn, id, Packet::Mls(out.commit))?;
+            if let Some(w) = out.welcome {
+                let join = Packet::Join {
+                    welcome: w.welcome,
+                    ratchet_tree: w.ratchet_tree,
+                };
+                outgoing.queue(conn, id, join)?;
+            }
+            Ok(outgoing)
+        })
+    }
+
+    /// Drops outbox rows once their packets are delivered (written to their file or pipe).
+    pub fn mark_sent(&self, outbox: &[i64]) -> Result<(), ProfileError> {
+        self.store.transaction(|| {
+            let mut stmt = self
+                .store
+                .conn()
+                .prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+            for seq in outbox {
+                stmt.execute([seq])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Packets made but never marked as sent, oldest first.
+    pub fn unsent(&self) -> Result<Vec<Unsent>, ProfileError> {
+        let mut stmt = self.store.conn().prepare(
+            "SELECT o.seq, coalesce(g.name, lower(hex(g.group_id))), o.audience, o.packet
+             FROM outbox o JOIN groups g USING (group_id)
+             ORDER BY o.seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Vec<u8>>(3)?))
+        })?;
+        let mut unsent = Vec::new();
+        for row in rows {
+            let (seq, group, audience, bytes) = row?;
+            let packet = Packet::read_from(&mut bytes.as_slice())
+                .ok()
+                .flatten()
+                .ok_or_else(|| ProfileError::Corrupt(format!("outbox row {seq} is unreadable")))?;
+            unsent.push(Unsent {
+                seq,
+                group,
+                audience,
+                packet,
+            });
+        }
+        Ok(unsent)
+    }
+
+    /// Runs `op` on a loaded group inside one transaction; on failure the transaction rolls back
+    /// and the group is dropped from the cache so that it is reloaded as stored.
+    fn with_group<R>(
+        &mut self,
+        id: &GroupId,
+        op: impl FnOnce(&Engine, &Provider<'_>, &mut MlsGroup, &rusqlite::Connection) -> Result<R, ProfileError>,
+    ) -> Result<R, ProfileError> {
+        self.load(id)?;
+        let Self {
+            store,
+            crypto,
+            engine,
+            groups,
+        } = self;
+        let group = groups.get_mut(id).expect("loaded above");
+        let provider = Provider {
+            crypto,
+            storage: store.mls_storage(),
+        };
+        let result = store.transaction(|| op(engine, &provider, group, store.conn()));
+        if result.is_err() {
+            groups.remove(id);
+        }
+        result
+    }
+
+    fn load(&mut self, id: &GroupId) -> Result<(), ProfileError> {
+        if !self.groups.contains_key(id) {
+            let group = MlsGroup::load(&self.store.mls_storage(), id)
+                .map_err(StoreError::from)?
+                .ok_or_else(|| {
+                    ProfileError::Corrupt(format!(
+                        "MLS state of group {} is missing",
+                        hex::encode(id.as_slice())
+                    ))
+                })?;
+            self.groups.insert(id.clone(), group);
+        }
+        Ok(())
+    }
+
+    fn members_of(&mut self, id: &GroupId) -> Result<Vec<MemberInfo>, ProfileError> {
+        self.load(id)?;
+        Ok(engine::members(&self.groups[id]))
+    }
+
+    fn summary(&mut self, id: &GroupId) -> Result<GroupSummary, ProfileError> {
+        let (name, state): (Option<String>, String) = self.store.conn().query_row(
+            "SELECT name, state FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        self.load(id)?;
+        let group = &self.groups[id];
+        Ok(GroupSummary {
+            id: hex::encode(id.as_slice()),
+            name,
+            epoch: group.epoch().as_u64(),
+            members: group.members().count(),
+            state,
+            epoch_authenticator: hex::encode(group.epoch_authenticator().as_slice()),
+        })
+    }
+
+    fn group_ref(&self, id: &GroupId) -> Result<Option<GroupRef>, ProfileError> {
+        let name: Option<Option<String>> = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT name FROM groups WHERE group_id = ?1",
+                [id.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(name.map(|name| GroupRef {
+            id: hex::encode(id.as_slice()),
+            name,
+        }))
+    }
+
+    fn needs_self_update(&self, id: &GroupId) -> Result<bool, ProfileError> {
+        Ok(self
+            .store
+            .query_opt(
+                "SELECT needs_self_update FROM groups WHERE group_id = ?1",
+                [id.as_slice()],
+            )?
+            .unwrap_or(false))
+    }
+
+    /// Finds a group by its name or a prefix (4+ hex digits) of its id.
+    pub fn find_group(&self, handle: &str) -> Result<GroupId, ProfileError> {
+        let conn = self.store.conn();
+        let by_name: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT group_id FROM groups WHERE name = ?1",
+                [handle],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = by_name {
+            return Ok(GroupId::from_slice(&id));
+        }
+        let prefix = handle.to_ascii_lowercase();
+        if prefix.len() >= 4 && prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            let mut stmt = conn.prepare(
+                "SELECT group_id FROM groups WHERE substr(lower(hex(group_id)), 1, length(?1)) = ?1",
+            )?;
+            let ids: Vec<Vec<u8>> = stmt
+                .query_map([&prefix], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            match ids.as_slice() {
+                [one] => return Ok(GroupId::from_slice(one)),
+                [] => {}
+                _ => return Err(ProfileError::Ambiguous(handle.into(), "group")),
+            }
+        }
+        Err(ProfileError::UnknownGroup(handle.into()))
+    }
+
+    fn me(&self) -> MemberInfo {
+        let identity = self.identity();
+        MemberInfo {
+            leaf_index: 0,
+            name: Some(identity.name.clone()),
+            fingerprint: identity.fingerprint(),
+        }
+    }
+}
+
+impl Outgoing {
+    /// Adds a packet, and its outbox row in the current transaction.
+    fn queue(
+        &mut self,
+        conn: &rusqlite::Connection,
+        id: &GroupId,
+        packet: Packet,
+    ) -> Result<(), ProfileError> {
+        let audience = match packet {
+            Packet::Mls(_) => "group",
+            Packet::Join { .. } => "joiners",
+        };
+        conn.prepare_cached(
+            "INSERT INTO outbox (group_id, audience, packet, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![id.as_slice(), audience, packet.encode(), unix_now()])?;
+        self.outbox.push(conn.last_insert_rowid());
+        match packet {
+            Packet::Mls(_) => self.to_group.push(packet),
+            Packet::Join { .. } => self.to_joiners = Some(packet),
+        }
+        Ok(())
+    }
+}
+
+fn insert_group(
+    conn: &rusqlite::Connection,
+    id: &GroupId,
+    name: Option<&str>,
+    needs_self_update: bool,
+) -> Result<(), ProfileError> {
+    conn.execute(
+        "INSERT INTO groups (group_id, name, needs_self_update, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![id.as_slice(), name, needs_self_update, unix_now()],
+    )?;
+    Ok(())
+}
+
+fn append_history(
+    conn: &rusqlite::Connection,
+    id: &GroupId,
+    epoch: u64,
+    sender: &MemberInfo,
+    kind: &str,
+    body: &str,
+) -> Result<(), ProfileError> {
+    conn.prepare_cached(
+        "INSERT INTO messages (group_id, epoch, sender, sender_fingerprint, kind, body, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        id.as_slice(),
+        epoch as i64,
+        display_member(sender),
+        sender.fingerprint.0,
+        kind,
+        body.as_bytes(),
+        unix_now()
+    ])?;
+    Ok(())
+}
+
+/// Records that `message` was seen; false if it had been already.
+fn mark_processed(conn: &rusqlite::Connection, message: &[u8]) -> Result<bool, ProfileError> {
+    let hash: [u8; 32] = Sha256::digest(message).into();
+    let inserted = conn
+        .prepare_cached("INSERT OR IGNORE INTO processed (message_hash, at) VALUES (?1, ?2)")?
+        .execute(params![hash, unix_now()])?;
+    Ok(inserted == 1)
+}
+
+fn record_incoming(
+    conn: &rusqlite::Connection,
+    id: &GroupId,
+    epoch: u64,
+    incoming: &Incoming,
+) -> Result<(), ProfileError> {
+    match incoming {
+        Incoming::Application { sender, plaintext } => {
+            let text = String::from_utf8_lossy(plaintext);
+            append_history(conn, id, epoch, sender, "text", &text)
+        }
+        Incoming::Proposal { sender, summary } => {
+            append_history(conn, id, epoch, sender, "event", &format!("proposed: {summary}"))
+        }
+        Incoming::Commit {
+            sender,
+            added,
+            removed,
+            removed_us,
+            ..
+        } => {
+            append_history(conn, id, epoch, sender, "event", &describe_commit(added, removed))?;
+            if *removed_us {
+                conn.execute(
+                    "UPDATE groups SET state = 'removed' WHERE group_id = ?1",
+                    [id.as_slice()],
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// "added bob/phone; removed carol/tablet", or "updated their keys".
+pub fn describe_commit(added: &[MemberInfo], removed: &[MemberInfo]) -> String {
+    let list = |ms: &[MemberInfo]| ms.iter().map(display_member).collect::<Vec<_>>().join(", ");
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("added {}", list(added)));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("removed {}", list(removed)));
+    }
+    if parts.is_empty() {
+        "updated their keys".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Finds one member by `user/device`, `user`, `#leaf` or a fingerprint prefix of 8+ hex digits.
+fn resolve_member<'m>(members: &'m [MemberInfo], who: &str) -> Result<&'m MemberInfo, ProfileError> {
+    let matches: Vec<&MemberInfo> = if let Some(leaf) = who.strip_prefix('#') {
+        let leaf: u32 = leaf
+            .parse()
+            .map_err(|_| ProfileError::UnknownMember(who.into()))?;
+        members.iter().filter(|m| m.leaf_index == leaf).collect()
+    } else {
+        let by_name: Vec<&MemberInfo> = members
+            .iter()
+            .filter(|m| {
+                m.name
+                    .as_ref()
+                    .is_some_and(|n| n.to_string() == who || n.user == who)
+            })
+            .collect();
+        if !by_name.is_empty() || who.len() < 8 {
+            by_name
+        } else {
+            let prefix = who.to_ascii_lowercase();
+            members
+                .iter()
+                .filter(|m| m.fingerprint.to_hex().starts_with(&prefix))
+                .collect()
+        }
+    };
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ProfileError::UnknownMember(who.into())),
+        _ => Err(ProfileError::Ambiguous(who.into(), "member")),
+    }
+}

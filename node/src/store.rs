@@ -1,0 +1,386 @@
+//! The profile database: one SQLite file holding OpenMLS's state and ours, in WAL mode,
+//! optionally encrypted as a whole with SQLCipher.
+//!
+//! Encryption covers the whole file because OpenMLS writes private keys into plain columns of its
+//! own tables. The SQLCipher key is derived from the passphrase with Argon2id; the salt and cost
+//! parameters sit beside the database in `kdf.json` (they are not secret).
+
+use std::path::{Path, PathBuf};
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+/// OpenMLS's state is serialised as JSON: the codec its own stores use, so its serde
+/// attributes are known to round-trip.
+#[derive(Debug, Default)]
+pub struct JsonCodec;
+
+impl Codec for JsonCodec {
+    type Error = serde_json::Error;
+
+    fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, Self::Error> {
+        serde_json::to_vec(value)
+    }
+
+    fn from_slice<T: serde::de::DeserializeOwned>(slice: &[u8]) -> Result<T, Self::Error> {
+        serde_json::from_slice(slice)
+    }
+}
+
+/// The OpenMLS storage provider over a profile's connection.
+pub type MlsStorage<'c> = SqliteStorageProvider<JsonCodec, &'c Connection>;
+
+const DB_FILE: &str = "mlschat.db";
+const KDF_FILE: &str = "kdf.json";
+
+/// Our schema version, kept in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE profile (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    user TEXT NOT NULL,
+    device TEXT NOT NULL,
+    signature_public BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE groups (
+    group_id BLOB PRIMARY KEY,
+    name TEXT UNIQUE,
+    -- 'active', or why we are no longer in it: 'removed'
+    state TEXT NOT NULL DEFAULT 'active',
+    -- a joiner refreshes its leaf before its first message (see engine docs)
+    needs_self_update INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+-- What people see: decrypted messages and membership events, in the order we processed them.
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id BLOB NOT NULL REFERENCES groups(group_id),
+    epoch INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    sender_fingerprint BLOB NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('text', 'event')),
+    body BLOB NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX messages_by_group ON messages(group_id, seq);
+-- Hashes of every MLS message we processed or sent, so a duplicate is dropped before MLS sees it.
+CREATE TABLE processed (
+    message_hash BLOB PRIMARY KEY,
+    at INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Packets we made, kept until they are written out, so a crash between our commit and its
+-- delivery loses nothing: `mlschat outbox` writes what is left. Rows go once written out.
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id BLOB NOT NULL REFERENCES groups(group_id),
+    -- 'group' (current members) or 'joiners' (members being added)
+    audience TEXT NOT NULL CHECK (audience IN ('group', 'joiners')),
+    packet BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+-- The KeyPackages we handed out; OpenMLS holds their private keys.
+CREATE TABLE key_packages (
+    key_package_ref BLOB PRIMARY KEY,
+    last_resort INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    consumed_at INTEGER
+);
+"#;
+
+/// What can go wrong opening or writing the profile database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// There is no profile at this path yet.
+    #[error("no profile at {0} (run `mlschat init`)")]
+    NotFound(PathBuf),
+    /// A profile already exists where one was to be created.
+    #[error("a profile already exists at {0}")]
+    AlreadyExists(PathBuf),
+    /// The profile is encrypted and no passphrase was given.
+    #[error("this profile is encrypted: give its passphrase (MLSCHAT_PASSPHRASE or --passphrase-file)")]
+    PassphraseRequired,
+    /// The passphrase does not open the database.
+    #[error("wrong passphrase, or the database is corrupt")]
+    WrongPassphrase,
+    /// The file was written by a newer mlschat.
+    #[error("profile schema version {0} is newer than this mlschat understands")]
+    NewerSchema(i64),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("profile files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("key derivation: {0}")]
+    Kdf(String),
+    #[error("OpenMLS storage migration: {0}")]
+    Migration(String),
+}
+
+/// Argon2id parameters and salt for a profile's key, stored in clear beside the database.
+#[derive(Debug, Serialize, Deserialize)]
+struct KdfParams {
+    algorithm: String,
+    m_cost_kib: u32,
+    t_cost: u32,
+    p_cost: u32,
+    salt: String,
+}
+
+impl KdfParams {
+    /// OWASP's first recommended Argon2id setting (19 MiB, 2 passes): ~50 ms here, so every CLI
+    /// call pays little, while each guess costs an attacker the same.
+    fn fresh() -> Self {
+        let mut salt = [0u8; 16];
+        getrandom(&mut salt);
+        Self {
+            algorithm: "argon2id".into(),
+            m_cost_kib: 19 * 1024,
+            t_cost: 2,
+            p_cost: 1,
+            salt: hex::encode(salt),
+        }
+    }
+
+    fn derive_key(&self, passphrase: &str) -> Result<[u8; 32], StoreError> {
+        if self.algorithm != "argon2id" {
+            return Err(StoreError::Kdf(format!("unknown algorithm {}", self.algorithm)));
+        }
+        let salt = hex::decode(&self.salt).map_err(|e| StoreError::Kdf(e.to_string()))?;
+        let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| StoreError::Kdf(e.to_string()))?;
+        let mut key = [0u8; 32];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(passphrase.as_bytes(), &salt, &mut key)
+            .map_err(|e| StoreError::Kdf(e.to_string()))?;
+        Ok(key)
+    }
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use openmls_traits::random::OpenMlsRand;
+    let bytes = openmls_rust_crypto::RustCrypto::default()
+        .random_vec(buf.len())
+        .expect("the OS random source is available");
+    buf.copy_from_slice(&bytes);
+}
+
+/// An open profile database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Creates a new profile database in `dir`, encrypted when a passphrase is given.
+    pub fn create(dir: &Path, passphrase: Option<&str>) -> Result<Self, StoreError> {
+        if dir.join(DB_FILE).exists() {
+            return Err(StoreError::AlreadyExists(dir.to_owned()));
+        }
+        std::fs::create_dir_all(dir)?;
+        restrict_permissions(dir)?;
+        let key = match passphrase {
+            Some(passphrase) => {
+                let params = KdfParams::fresh();
+                let key = params.derive_key(passphrase)?;
+                std::fs::write(
+                    dir.join(KDF_FILE),
+                    serde_json::to_vec_pretty(&params).expect("plain struct"),
+                )?;
+                Some(key)
+            }
+            None => None,
+        };
+        Self::open_with_key(dir, key)
+    }
+
+    /// Opens an existing profile database.
+    pub fn open(dir: &Path, passphrase: Option<&str>) -> Result<Self, StoreError> {
+        if !dir.join(DB_FILE).exists() {
+            return Err(StoreError::NotFound(dir.to_owned()));
+        }
+        let key = match std::fs::read(dir.join(KDF_FILE)) {
+            Ok(text) => {
+                let params: KdfParams = serde_json::from_slice(&text)
+                    .map_err(|e| StoreError::Kdf(format!("{KDF_FILE}: {e}")))?;
+                let passphrase = passphrase.ok_or(StoreError::PassphraseRequired)?;
+                Some(params.derive_key(passphrase)?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        Self::open_with_key(dir, key)
+    }
+
+    fn open_with_key(dir: &Path, key: Option<[u8; 32]>) -> Result<Self, StoreError> {
+        let conn = Connection::open(dir.join(DB_FILE))?;
+        if let Some(key) = key {
+            // A raw key (x'..') skips SQLCipher's own PBKDF2: Argon2id already did that work.
+            conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(key)))?;
+        }
+        // The first read is where a wrong key shows.
+        if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {
+            return Err(match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => StoreError::WrongPassphrase,
+                _ => e.into(),
+            });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Self {
+            conn,
+            dir: dir.to_owned(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        SqliteStorageProvider::<JsonCodec, &mut Connection>::new(&mut self.conn)
+            .run_migrations()
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match version {
+            0 => {
+                let tx = self.conn.transaction()?;
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                tx.commit()?;
+                Ok(())
+            }
+            SCHEMA_VERSION => Ok(()),
+            newer => Err(StoreError::NewerSchema(newer)),
+        }
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The OpenMLS storage provider on this database.
+    pub fn mls_storage(&self) -> MlsStorage<'_> {
+        SqliteStorageProvider::new(&self.conn)
+    }
+
+    /// Runs `f` in one write transaction: everything it writes, OpenMLS's state included, is
+    /// committed together, or nothing is.
+    pub fn transaction<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce() -> Result<R, E>,
+    ) -> Result<R, E> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let result = f()?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(result)
+    }
+
+    /// Test hook: abort the process, as a crash would, at the `n`-th row written from now on.
+    /// Crash-safety tests use it to stop a real process between any two writes.
+    pub fn crash_after_writes(&self, n: u64) {
+        let mut written = 0u64;
+        self.conn.update_hook(Some(move |_, _: &str, _: &str, _| {
+            written += 1;
+            if written >= n {
+                std::process::abort();
+            }
+        }));
+    }
+
+    /// Reads one optional value.
+    pub fn query_opt<T: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(sql, params, |r| r.get(0))
+            .optional()?)
+    }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, for the `at` columns.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_profile_needs_its_passphrase_and_hides_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::create(dir.path(), Some("correct horse")).unwrap();
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO profile VALUES (1, 'secret-user-name', 'd', x'00', 0)",
+                    [],
+                )
+                .unwrap();
+        }
+        assert!(matches!(
+            Store::open(dir.path(), None),
+            Err(StoreError::PassphraseRequired)
+        ));
+        assert!(matches!(
+            Store::open(dir.path(), Some("wrong")),
+            Err(StoreError::WrongPassphrase)
+        ));
+        let store = Store::open(dir.path(), Some("correct horse")).unwrap();
+        let user: Option<String> = store.query_opt("SELECT user FROM profile", []).unwrap();
+        assert_eq!(user.as_deref(), Some("secret-user-name"));
+        drop(store);
+        // Nothing readable on disk: not the names, not SQLite's own header.
+        for file in ["mlschat.db", "mlschat.db-wal"] {
+            if let Ok(bytes) = std::fs::read(dir.path().join(file)) {
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(!text.contains("secret-user-name"), "{file} leaks plaintext");
+                assert!(!text.contains("SQLite format 3"), "{file} is not encrypted");
+            }
+        }
+    }
+
+    #[test]
+    fn failed_transaction_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), None).unwrap();
+        let result: Result<(), StoreError> = store.transaction(|| {
+            store
+                .conn()
+                .execute("INSERT INTO processed VALUES (x'01', 0)", [])?;
+            Err(StoreError::Kdf("boom".into()))
+        });
+        assert!(result.is_err());
+        let n: Option<i64> = store.query_opt("SELECT count(*) FROM processed", []).unwrap();
+        assert_eq!(n, Some(0));
+    }
+}
