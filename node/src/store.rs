@@ -220,6 +220,8 @@ impl Store {
         if let Some(key) = key {
             // A raw key (x'..') skips SQLCipher's own PBKDF2: Argon2id already did that work.
             conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(key)))?;
+            // A wrong passphrase is reported by our error, not by SQLCipher writing to stderr.
+            conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
         }
         // The first read is where a wrong key shows.
         if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {

@@ -1,0 +1,487 @@
+//! Drives the real `mlschat` binary: several profiles chatting by exchanging files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A scratch directory holding every profile of one test, and the files they exchange.
+struct World {
+    dir: tempfile::TempDir,
+}
+
+/// One person (profile) in a [`World`].
+struct Peer<'w> {
+    world: &'w World,
+    name: String,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn peer(&self, name: &str) -> Peer<'_> {
+        let peer = Peer {
+            world: self,
+            name: name.into(),
+        };
+        peer.ok(&["init", "--user", name, "--device", "dev"]);
+        peer
+    }
+}
+
+impl Peer<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlschat"));
+        cmd.arg("--data-dir")
+            .arg(self.world.path("profiles"))
+            .arg("--profile")
+            .arg(&self.name)
+            .args(args)
+            .current_dir(self.world.dir.path())
+            .env_remove("MLSCHAT_PASSPHRASE");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{} {:?} failed: {}",
+            self.name,
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects exit code `code`; returns stderr.
+    fn fails(&self, code: i32, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{} {:?}: expected exit {code}; stdout {} stderr {stderr}",
+            self.name,
+            args,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            stderr.starts_with("mlschat: error: ") && stderr.lines().count() == 1,
+            "not one clear line: {stderr}"
+        );
+        stderr
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&args)).unwrap()
+    }
+
+    /// Writes a fresh KeyPackage and returns its file name.
+    fn key_package(&self) -> String {
+        let file = format!("{}-{}.kp", self.name, rand_suffix());
+        self.ok(&["keypackage", "--out", &file]);
+        file
+    }
+
+    /// The only group this peer is in.
+    fn group(&self) -> Value {
+        let groups = self.json(&["group", "list"]);
+        let groups = groups["groups"].as_array().unwrap();
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        groups[0].clone()
+    }
+
+    fn group_id(&self) -> String {
+        self.group()["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Everything this peer can tell about its group's state: epoch, authenticator, history.
+    fn state(&self) -> (Value, Value) {
+        let id = self.group_id();
+        (self.group(), self.json(&["history", &id]))
+    }
+
+    /// The texts of the group's history, in order.
+    fn texts(&self) -> Vec<String> {
+        let id = self.group_id();
+        self.json(&["history", &id])["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "text")
+            .map(|e| format!("{}: {}", e["sender"].as_str().unwrap(), e["body"].as_str().unwrap()))
+            .collect()
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+/// Alice creates `team` and adds everyone in `others`, one commit each; everyone already in
+/// processes each commit.
+fn group_of<'w>(world: &'w World, alice: &Peer<'w>, others: &[&Peer<'w>]) {
+    alice.ok(&["group", "create", "team"]);
+    let mut members: Vec<&Peer> = Vec::new();
+    for (i, peer) in others.iter().enumerate() {
+        let kp = peer.key_package();
+        let (commit, welcome) = (format!("add{i}.commit"), format!("add{i}.welcome"));
+        alice.ok(&["group", "add", "team", &kp, "--out", &commit, "--welcome-out", &welcome]);
+        for m in &members {
+            m.ok(&["receive", &commit]);
+        }
+        peer.ok(&["receive", &welcome]);
+        members.push(peer);
+    }
+    let _ = world;
+}
+
+fn flip_byte(world: &World, from: &str, to: &str, index_from_end: usize) {
+    let mut bytes = std::fs::read(world.path(from)).unwrap();
+    let n = bytes.len();
+    bytes[n - index_from_end] ^= 0x01;
+    std::fs::write(world.path(to), bytes).unwrap();
+}
+
+#[test]
+fn group_chat_with_batch_add_and_removal() {
+    let world = World::new();
+    let (alice, bob, carol, dave) = (
+        world.peer("alice"),
+        world.peer("bob"),
+        world.peer("carol"),
+        world.peer("dave"),
+    );
+
+    alice.ok(&["group", "create", "team"]);
+    let bob_kp = bob.key_package();
+    alice.ok(&["group", "add", "team", &bob_kp, "--out", "c1", "--welcome-out", "w1"]);
+    assert!(bob.ok(&["receive", "w1"]).contains("joined, added by alice/dev"));
+
+    // Carol and Dave in one batch: one commit, one Welcome for both.
+    let (carol_kp, dave_kp) = (carol.key_package(), dave.key_package());
+    alice.ok(&["group", "add", "team", &carol_kp, &dave_kp, "--out", "c2", "--welcome-out", "w2"]);
+    assert!(bob.ok(&["receive", "c2"]).contains("alice/dev added carol/dev, dave/dev (epoch 2)"));
+    carol.ok(&["receive", "w2"]);
+    dave.ok(&["receive", "w2"]);
+    assert_eq!(alice.group()["members"], 4);
+    let id = alice.group_id();
+    for p in [&bob, &carol, &dave] {
+        assert_eq!(p.group_id(), id);
+    }
+
+    // Alice to all, then Bob to all: Bob's first send refreshes his keys first.
+    alice.ok(&["send", "team", "hello all", "--out", "m1"]);
+    for p in [&bob, &carol, &dave] {
+        assert!(p.ok(&["receive", "m1"]).contains("alice/dev: hello all"));
+    }
+    bob.ok(&["send", &id[..8], "hi from bob", "--out", "m2"]);
+    for p in [&alice, &carol, &dave] {
+        let out = p.ok(&["receive", "m2"]);
+        assert!(out.contains("bob/dev updated their keys"), "{out}");
+        assert!(out.contains("bob/dev: hi from bob"), "{out}");
+    }
+
+    // Carol is removed; she learns it, and reads nothing after.
+    alice.ok(&["group", "remove", "team", "carol", "--out", "c3"]);
+    for p in [&bob, &dave] {
+        assert!(p.ok(&["receive", "c3"]).contains("removed carol/dev"));
+    }
+    assert!(carol.ok(&["receive", "c3"]).contains("you were removed by alice/dev"));
+    assert_eq!(carol.group()["state"], "removed");
+    alice.ok(&["send", "team", "after carol", "--out", "m3"]);
+    let err = carol.fails(7, &["receive", "m3"]);
+    assert!(err.contains("no longer a member"), "{err}");
+    assert!(!carol.texts().iter().any(|t| t.contains("after carol")));
+    for p in [&bob, &dave] {
+        assert!(p.ok(&["receive", "m3"]).contains("alice/dev: after carol"));
+    }
+
+    // Everyone still in agrees on the group state.
+    let auth = alice.group()["epoch_authenticator"].clone();
+    for p in [&bob, &dave] {
+        assert_eq!(p.group()["epoch_authenticator"], auth);
+    }
+    assert_eq!(
+        dave.texts(),
+        ["alice/dev: hello all", "bob/dev: hi from bob", "alice/dev: after carol"]
+    );
+}
+
+#[test]
+fn removed_member_who_missed_the_removal_cannot_read_either() {
+    let world = World::new();
+    let (alice, bob, carol) = (world.peer("alice"), world.peer("bob"), world.peer("carol"));
+    group_of(&world, &alice, &[&bob, &carol]);
+    alice.ok(&["group", "remove", "team", "carol/dev", "--out", "rm"]);
+    alice.ok(&["send", "team", "carol must not see this", "--out", "m"]);
+    // Carol never processed the removal: the message is for an epoch she has no keys for.
+    carol.fails(6, &["receive", "m"]);
+    assert!(carol.texts().is_empty());
+}
+
+#[test]
+fn one_to_one_chat_is_a_two_member_group() {
+    let world = World::new();
+    let (alice, bob) = (world.peer("alice"), world.peer("bob"));
+    group_of(&world, &alice, &[&bob]);
+    assert_eq!(alice.group()["members"], 2);
+    alice.ok(&["send", "team", "hi bob", "--out", "a1"]);
+    assert!(bob.ok(&["receive", "a1"]).contains("alice/dev: hi bob"));
+    let id = bob.group_id();
+    bob.ok(&["send", &id, "hi alice", "--out", "b1"]);
+    assert!(alice.ok(&["receive", "b1"]).contains("bob/dev: hi alice"));
+    // Messages can also flow through a pipe.
+    let out = bob.command(&["send", &id, "-"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut out = out;
+    std::io::Write::write_all(out.stdin.as_mut().unwrap(), b"via a pipe\n").unwrap();
+    let packet = out.wait_with_output().unwrap();
+    assert!(packet.status.success());
+    let mut recv = alice.command(&["receive"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(recv.stdin.as_mut().unwrap(), &packet.stdout).unwrap();
+    let shown = recv.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("bob/dev: via a pipe"));
+    assert_eq!(alice.texts(), bob.texts());
+    assert_eq!(alice.group()["epoch_authenticator"], bob.group()["epoch_authenticator"]);
+}
+
+#[test]
+fn truncated_or_random_bytes_are_rejected_without_state_change() {
+    let world = World::new();
+    let (alice, bob) = (world.peer("alice"), world.peer("bob"));
+    group_of(&world, &alice, &[&bob]);
+    alice.ok(&["send", "team", "intact", "--out", "m"]);
+    let bytes = std::fs::read(world.path("m")).unwrap();
+    std::fs::write(world.path("truncated"), &bytes[..bytes.len() - 7]).unwrap();
+    std::fs::write(world.path("random"), b"\x8a\x13 definitely not mls \x00\xff").unwrap();
+    // A well-framed packet whose body is garbage.
+    let mut garbage = bytes[..10].to_vec();
+    garbage[6..10].copy_from_slice(&5u32.to_be_bytes());
+    garbage.extend_from_slice(&[0, 1, 0xde, 0xad, 0xbe]);
+    std::fs::write(world.path("garbage"), garbage).unwrap();
+    // A header that claims 4 GiB.
+    let mut huge = bytes[..10].to_vec();
+    huge[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
+    std::fs::write(world.path("huge"), huge).unwrap();
+
+    let before = bob.state();
+    assert!(bob.fails(3, &["receive", "truncated"]).contains("truncated"));
+    assert!(bob.fails(3, &["receive", "random"]).contains("not an mlschat packet"));
+    assert!(bob.fails(3, &["receive", "garbage"]).contains("not an MLS message"));
+    assert!(bob.fails(3, &["receive", "huge"]).contains("over the"));
+    assert_eq!(bob.state(), before);
+    assert!(bob.ok(&["receive", "m"]).contains("alice/dev: intact"));
+}
+
+#[test]
+fn replayed_application_message_is_rejected_without_state_change() {
+    let world = World::new();
+    let (alice, bob) = (world.peer("alice"), world.peer("bob"));
+    group_of(&world, &alice, &[&bob]);
+    alice.ok(&["send", "team", "only once", "--out", "m"]);
+    bob.ok(&["receive", "m"]);
+    let before = bob.state();
+    assert!(bob.fails(5, &["receive", "m"]).contains("already processed"));
+    assert_eq!(bob.state(), before);
+    assert_eq!(bob.texts(), ["alice/dev: only once"]);
+    // Our own message coming back is a duplicate too, not an error of MLS.
+    alice.fails(5, &["receive", "m"]);
+}
+
+#[test]
+fn tampered_ciphertext_is_rejected_without_state_change() {
+    let world = World::new();
+    let (alice, bob) = (world.peer("alice"), world.peer("bob"));
+    group_of(&world, &alice, &[&bob]);
+    alice.ok(&["send", "team", "do not touch", "--out", "m"]);
+    // The last bytes of a PrivateMessage are AEAD ciphertext and tag.
+    flip_byte(&world, "m", "tampered", 3);
+    let before = bob.state();
+    let err = bob.fails(3, &["receive", "tampered"]);
+    assert!(err.contains("cannot decrypt"), "{err}");
+    assert_eq!(bob.state(), before);
+    // The failed attempt did not burn the message key: the real message still decrypts.
+    assert!(bob.ok(&["receive", "m"]).contains("alice/dev: do not touch"));
+}
+
+#[test]
+fn commit_for_a_stale_epoch_is_rejected_without_state_change() {
+    let world = World::new();
+    let (alice, bob, carol) = (world.peer("alice"), world.peer("bob"), world.peer("carol"));
+    group_of(&world, &alice, &[&bob, &carol]);
+    // Alice and Carol both commit at epoch 2; Bob takes Alice's first.
+    alice.ok(&["group", "update", "team", "--out", "from-alice"]);
+    let id = carol.group_id();
+    carol.ok(&["group", "update", &id, "--out", "from-carol"]);
+    bob.ok(&["receive", "from-alice"]);
+    let before = bob.state();
+    let err = bob.fails(6, &["receive", "from-carol"]);
+    assert!(err.contains("wrong epoch: message is for epoch 2, group is at epoch 3"), "{err}");
+    assert_eq!(bob.state(), before);
+    assert_eq!(bob.group()["epoch_authenticator"], alice.group()["epoch_authenticator"]);
+}
+
+#[test]
+fn welcome_for_someone_else_is_rejected_without_state_change() {
+    let world = World::new();
+    let (alice, bob, carol) = (world.peer("alice"), world.peer("bob"), world.peer("carol"));
+    alice.ok(&["group", "create", "team"]);
+    carol.key_package();
+    let kp = bob.key_package();
+    alice.ok(&["group", "add", "team", &kp, "--out", "c", "--welcome-out", "w"]);
+    let err = carol.fails(7, &["receive", "w"]);
+    assert!(err.contains("Welcome is for someone else"), "{err}");
+    assert!(carol.json(&["group", "list"])["groups"].as_array().unwrap().is_empty());
+    // Carol's own KeyPackage is still unused and Bob can still join.
+    assert_eq!(carol.json(&["whoami"])["keypackages"]["one_time"], 1);
+    bob.ok(&["receive", "w"]);
+}
+
+#[test]
+fn key_package_with_a_bad_signature_is_rejected_without_state_change() {
+    let world = World::new();
+    let (alice, bob) = (world.peer("alice"), world.peer("bob"));
+    alice.ok(&["group", "create", "team"]);
+    let kp = bob.key_package();
+    // The KeyPackage ends with its signature.
+    flip_byte(&world, &kp, "forged.kp", 2);
+    let before = alice.state();
+    let err = alice.fails(3, &["group", "add", "team", "forged.kp", "--welcome-out", "w", "--out", "c"]);
+    assert!(err.contains("KeyPackage rejected"), "{err}");
+    assert_eq!(alice.state(), before);
+    assert!(!world.path("c").exists() && !world.path("w").exists());
+}
+
+#[test]
+fn encrypted_profile_needs_its_passphrase() {
+    let world = World::new();
+    let alice = Peer {
+        world: &world,
+        name: "alice".into(),
+    };
+    std::fs::write(world.path("pass"), "hunter2 correct horse\n").unwrap();
+    alice.ok(&["--passphrase-file", "pass", "init", "--user", "alice", "--encrypt"]);
+    let err = alice.fails(8, &["whoami"]);
+    assert!(err.contains("encrypted"), "{err}");
+    std::fs::write(world.path("wrong"), "nope").unwrap();
+    alice.fails(8, &["--passphrase-file", "wrong", "whoami"]);
+    assert!(alice.ok(&["--passphrase-file", "pass", "whoami"]).contains("alice/default"));
+    let mut cmd = alice.command(&["group", "create", "secret-team-name"]);
+    assert!(cmd.env("MLSCHAT_PASSPHRASE", "hunter2 correct horse").status().unwrap().success());
+    for entry in std::fs::read_dir(world.path("profiles/alice")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("secret-team-name"));
+    }
+}
+
+/// Kills Bob's `receive` at every database write it makes while processing a stream of commits
+/// and messages (and once more while it recovers), restarts it, and checks that the result is
+/// what an uninterrupted run gives: every message shown once, in order, stored once, and the same
+/// group state as Alice.
+#[test]
+fn killed_receiver_resumes_without_loss_or_duplicates() {
+    let world = World::new();
+    let (alice, bob, carol) = (world.peer("alice"), world.peer("bob"), world.peer("carol"));
+    group_of(&world, &alice, &[&bob]);
+
+    // One stream: messages, a self-update, an add, a removal, more messages.
+    let mut stream = Vec::new();
+    let mut expected = Vec::new();
+    let mut step = |args: &[&str], text: Option<&str>| {
+        let mut args = args.to_vec();
+        args.extend(["--out", "step"]);
+        alice.ok(&args);
+        stream.extend(std::fs::read(world.path("step")).unwrap());
+        if let Some(t) = text {
+            expected.push(format!("alice/dev: {t}"));
+        }
+    };
+    for i in 0..2 {
+        let t = format!("before update {i}");
+        step(&["send", "team", &t], Some(&t));
+    }
+    step(&["group", "update", "team"], None);
+    let kp = carol.key_package();
+    step(&["group", "add", "team", &kp, "--welcome-out", "w"], None);
+    step(&["send", "team", "with carol"], Some("with carol"));
+    step(&["group", "remove", "team", "carol"], None);
+    step(&["send", "team", "after removal"], Some("after removal"));
+    std::fs::write(world.path("stream"), &stream).unwrap();
+    let alice_auth = alice.group()["epoch_authenticator"].clone();
+
+    let bob_dir = world.path("profiles/bob");
+    let snapshot = world.path("bob-snapshot");
+    copy_dir(&bob_dir, &snapshot);
+    // Runs Bob's receive over the whole stream, crashing at the `crash_at`-th write;
+    // returns whether it crashed, and the messages it showed.
+    let receive = |crash_at: Option<u64>| {
+        let mut cmd = bob.command(&["receive", "stream"]);
+        if let Some(k) = crash_at {
+            cmd.env("MLSCHAT_CRASH_AFTER_WRITES", k.to_string());
+        }
+        let out = cmd.output().unwrap();
+        let shown: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_owned()))
+            .filter(|l| l.starts_with("alice/dev: "))
+            .collect();
+        match out.status.code() {
+            // Ran to the end; what was processed before is reported as a duplicate (5).
+            Some(0) | Some(5) => (false, shown),
+            Some(code) => panic!("exit {code}: {}", String::from_utf8_lossy(&out.stderr)),
+            None => (true, shown),
+        }
+    };
+
+    let mut crash_points = 0;
+    for k in 1.. {
+        std::fs::remove_dir_all(&bob_dir).unwrap();
+        copy_dir(&snapshot, &bob_dir);
+        let (crashed, mut shown) = receive(Some(k));
+        if !crashed {
+            break; // k is past the last write of the stream
+        }
+        crash_points += 1;
+        // Crash once more during recovery, then recover for good.
+        let (_, again) = receive(Some(k));
+        shown.extend(again);
+        let (crashed, rest) = receive(None);
+        assert!(!crashed);
+        shown.extend(rest);
+        assert_eq!(shown, expected, "crash at write {k}: each message shown exactly once");
+        assert_eq!(bob.texts(), expected, "crash at write {k}: history holds each message once");
+        assert_eq!(bob.group()["epoch_authenticator"], alice_auth, "crash at write {k}");
+    }
+    eprintln!("crashed and recovered at {crash_points} write positions");
+    assert!(crash_points >= 30, "only {crash_points} crash points: is the failpoint working?");
+    // And the group goes on.
+    let id = bob.group_id();
+    bob.ok(&["send", &id, "still here", "--out", "b"]);
+    assert!(alice.ok(&["receive", "b"]).contains("bob/dev: still here"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
