@@ -23,9 +23,12 @@ use crate::identity::{DeviceName, Fingerprint, Identity};
 /// Every group and KeyPackage uses this suite unless told otherwise.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
-/// How many past epochs keep their message keys, so an application message that crossed a
-/// commit in transit can still be read.
-const MAX_PAST_EPOCHS: usize = 3;
+/// How many past epochs keep their message keys. None: OpenMLS stores the kept epochs' secret
+/// trees with the current one and rewrites them all on every message, which made a message in a
+/// 1,000-member group cost 3.2 ms instead of 75 µs (docs/BENCHMARKS.md). Messages are processed
+/// in the group's one order (the delivery node's log, or the sender's file), so an application
+/// message never arrives after the commit that ends its epoch.
+const MAX_PAST_EPOCHS: usize = 0;
 
 /// Private messages are padded to a multiple of this many bytes, so their size says less.
 const PADDING: usize = 64;
@@ -102,7 +105,10 @@ pub struct MemberInfo {
 #[derive(Debug)]
 pub enum Incoming {
     /// A decrypted application message.
-    Application { sender: MemberInfo, plaintext: Vec<u8> },
+    Application {
+        sender: MemberInfo,
+        plaintext: Vec<u8>,
+    },
     /// A proposal, now queued until some member commits it.
     Proposal { sender: MemberInfo, summary: String },
     /// A commit, now merged: the group is at `epoch`.
@@ -229,23 +235,27 @@ impl Engine {
         })
     }
 
+    /// The same policy as [`Self::join_config`], for a group we create.
+    pub fn create_config() -> MlsGroupCreateConfig {
+        MlsGroupCreateConfig::builder()
+            .ciphersuite(CIPHERSUITE)
+            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(false)
+            .max_past_epochs(MAX_PAST_EPOCHS)
+            .padding_size(PADDING)
+            .build()
+    }
+
     /// A new group with us as its only member.
     pub fn create_group(
         &self,
         provider: &impl OpenMlsProvider,
         group_id: GroupId,
     ) -> Result<MlsGroup, EngineError> {
-        let config = MlsGroupCreateConfig::builder()
-            .ciphersuite(CIPHERSUITE)
-            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
-            .use_ratchet_tree_extension(false)
-            .max_past_epochs(MAX_PAST_EPOCHS)
-            .padding_size(PADDING)
-            .build();
         MlsGroup::new_with_group_id(
             provider,
             self.signer(),
-            &config,
+            &Self::create_config(),
             group_id,
             self.identity.credential_with_key(),
         )
@@ -386,9 +396,7 @@ impl Engine {
         message: ProtocolMessage,
     ) -> Result<Incoming, EngineError> {
         if message.group_id() != group.group_id() {
-            return Err(EngineError::NotForUs(
-                "message is for another group".into(),
-            ));
+            return Err(EngineError::NotForUs("message is for another group".into()));
         }
         if !group.is_active() {
             return Err(EngineError::Inactive);
@@ -552,11 +560,12 @@ fn describe_proposal(group: &MlsGroup, proposal: &Proposal) -> String {
             Some(m) => format!("remove {}", display_member(&member_info(&m))),
             None => "remove an unknown leaf".into(),
         },
-        Proposal::Add(a) => match DeviceName::from_credential(a.key_package().leaf_node().credential())
-        {
-            Ok(name) => format!("add {name}"),
-            Err(_) => "add a member".into(),
-        },
+        Proposal::Add(a) => {
+            match DeviceName::from_credential(a.key_package().leaf_node().credential()) {
+                Ok(name) => format!("add {name}"),
+                Err(_) => "add a member".into(),
+            }
+        }
         Proposal::Update(_) => "update".into(),
         other => format!("{:?}", other.proposal_type()),
     }
@@ -597,7 +606,9 @@ fn classify_process_error<E: std::fmt::Debug + std::fmt::Display>(
             | ValidationError::UnknownMember => EngineError::Forged(v.to_string()),
             v => EngineError::Invalid(v.to_string()),
         },
-        ProcessMessageError::InvalidCommit(e) => EngineError::Forged(format!("commit rejected: {e}")),
+        ProcessMessageError::InvalidCommit(e) => {
+            EngineError::Forged(format!("commit rejected: {e}"))
+        }
         ProcessMessageError::GroupStateError(e) => EngineError::Invalid(e.to_string()),
         e => EngineError::Invalid(e.to_string()),
     }

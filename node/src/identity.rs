@@ -15,7 +15,9 @@ const MAX_NAME_LEN: usize = 128;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
     /// A user or device name is empty, too long, or has a character we reserve.
-    #[error("invalid {what} name {name:?}: use 1-{MAX_NAME_LEN} printable characters, no '/' or spaces")]
+    #[error(
+        "invalid {what} name {name:?}: use 1-{MAX_NAME_LEN} printable characters, no '/' or spaces"
+    )]
     InvalidName { what: &'static str, name: String },
     /// The credential is not a basic credential of the form `user/device`.
     #[error("credential is not an mlschat identity")]
@@ -138,7 +140,11 @@ impl Fingerprint {
             .chain_update(high.0)
             .finalize();
         let mut groups = Vec::with_capacity(12);
-        for chunk in digest.chunks(5).take(6).chain(digest[2..].chunks(5).take(6)) {
+        for chunk in digest
+            .chunks(5)
+            .take(6)
+            .chain(digest[2..].chunks(5).take(6))
+        {
             let mut n: u64 = 0;
             for byte in chunk {
                 n = (n << 8) | u64::from(*byte);
@@ -153,10 +159,7 @@ impl std::fmt::Display for Fingerprint {
     /// Hex in groups of four, so it can be read aloud and compared in chunks.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hex = self.to_hex();
-        let groups: Vec<&str> = (0..hex.len())
-            .step_by(4)
-            .map(|i| &hex[i..i + 4])
-            .collect();
+        let groups: Vec<&str> = (0..hex.len()).step_by(4).map(|i| &hex[i..i + 4]).collect();
         f.write_str(&groups.join(" "))
     }
 }
@@ -169,15 +172,26 @@ mod tests {
     fn names_with_separators_or_blanks_are_refused() {
         assert!(DeviceName::new("alice", "laptop").is_ok());
         assert!(DeviceName::new("alice@example.org", "phone-2").is_ok());
-        for (user, device) in [("", "x"), ("a/b", "x"), ("alice", "my laptop"), ("a\n", "x")] {
-            assert!(DeviceName::new(user, device).is_err(), "{user:?}/{device:?}");
+        for (user, device) in [
+            ("", "x"),
+            ("a/b", "x"),
+            ("alice", "my laptop"),
+            ("a\n", "x"),
+        ] {
+            assert!(
+                DeviceName::new(user, device).is_err(),
+                "{user:?}/{device:?}"
+            );
         }
     }
 
     #[test]
     fn credential_round_trips_the_device_name() {
         let name = DeviceName::new("alice@example.org", "laptop").unwrap();
-        assert_eq!(DeviceName::from_credential(&name.credential()).unwrap(), name);
+        assert_eq!(
+            DeviceName::from_credential(&name.credential()).unwrap(),
+            name
+        );
     }
 
     #[test]

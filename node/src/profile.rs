@@ -97,7 +97,10 @@ pub struct HistoryEntry {
 #[derive(Debug)]
 pub enum Received {
     /// We joined a group from a Welcome.
-    Joined { group: GroupSummary, inviter: MemberInfo },
+    Joined {
+        group: GroupSummary,
+        inviter: MemberInfo,
+    },
     /// A message for a group we are in.
     Message { group: GroupRef, incoming: Incoming },
 }
@@ -229,8 +232,8 @@ impl Profile {
             )
             .optional()?
             .ok_or_else(|| ProfileError::Corrupt("no identity row".into()))?;
-        let name = DeviceName::new(&user, &device)
-            .map_err(|e| ProfileError::Corrupt(e.to_string()))?;
+        let name =
+            DeviceName::new(&user, &device).map_err(|e| ProfileError::Corrupt(e.to_string()))?;
         let signer = SignatureKeyPair::read(&store.mls_storage(), &public, SIGNATURE_SCHEME)
             .ok_or_else(|| ProfileError::Corrupt("signature key missing".into()))?;
         Ok(Self::with(store, Identity { name, signer }))
@@ -289,9 +292,7 @@ impl Profile {
 
     /// Creates a group with us as its only member.
     pub fn create_group(&mut self, name: &str) -> Result<GroupSummary, ProfileError> {
-        if name.is_empty() || name.chars().any(|c| c.is_control()) {
-            return Err(ProfileError::WrongKind(format!("invalid group name {name:?}")));
-        }
+        validate_group_name(name)?;
         if self.find_group(name).is_ok() {
             return Err(ProfileError::WrongKind(format!(
                 "a group named {name:?} already exists"
@@ -327,14 +328,19 @@ impl Profile {
             .collect::<Result<Vec<KeyPackage>, _>>()?;
         let names: Vec<String> = key_packages
             .iter()
-            .map(|kp| match DeviceName::from_credential(kp.leaf_node().credential()) {
-                Ok(name) => name.to_string(),
-                Err(_) => "a member".into(),
-            })
+            .map(
+                |kp| match DeviceName::from_credential(kp.leaf_node().credential()) {
+                    Ok(name) => name.to_string(),
+                    Err(_) => "a member".into(),
+                },
+            )
             .collect();
         let id = self.find_group(group)?;
-        self.commit(&id, &format!("added {}", names.join(", ")), |engine, p, g| {
-            engine.add_members(p, g, &key_packages)
+        let event = format!("added {}", names.join(", "));
+        self.in_transaction(|p| {
+            p.own_commit(&id, &event, |engine, p, g| {
+                engine.add_members(p, g, &key_packages)
+            })
         })
     }
 
@@ -353,30 +359,34 @@ impl Profile {
             .collect::<Result<Vec<&MemberInfo>, _>>()?;
         let leaves: Vec<u32> = targets.iter().map(|m| m.leaf_index).collect();
         let names: Vec<String> = targets.iter().map(|m| display_member(m)).collect();
-        let out = self.commit(&id, &format!("removed {}", names.join(", ")), |e, p, g| {
-            e.remove_members(p, g, &leaves)
-        })?;
-        Ok(out)
+        let event = format!("removed {}", names.join(", "));
+        self.in_transaction(|p| {
+            p.own_commit(&id, &event, |e, p, g| e.remove_members(p, g, &leaves))
+        })
     }
 
     /// Refreshes our keys in the group, committing any queued proposals with it.
     pub fn self_update(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
         let id = self.find_group(group)?;
-        self.commit(&id, "updated their keys", |e, p, g| e.self_update(p, g))
+        self.in_transaction(|p| {
+            p.own_commit(&id, "updated their keys", |e, p, g| e.self_update(p, g))
+        })
     }
 
     /// Proposes our own removal; another member's next commit carries it out.
     pub fn leave(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
         let id = self.find_group(group)?;
         let me = self.me();
-        self.with_group(&id, |engine, provider, group, conn| {
-            let proposal = engine.leave(provider, group)?;
-            mark_processed(conn, &proposal)?;
-            let epoch = group.epoch().as_u64();
-            append_history(conn, &id, epoch, &me, "event", "asked to leave")?;
-            let mut out = Outgoing::default();
-            out.queue(conn, &id, Packet::Mls(proposal))?;
-            Ok(out)
+        self.in_transaction(|p| {
+            p.with_group(&id, |engine, provider, group, conn| {
+                let proposal = engine.leave(provider, group)?;
+                mark_processed(conn, &proposal)?;
+                let epoch = group.epoch().as_u64();
+                append_history(conn, &id, epoch, &me, "event", "asked to leave")?;
+                let mut out = Outgoing::default();
+                out.queue(conn, &id, Packet::Mls(proposal))?;
+                Ok(out)
+            })
         })
     }
 
@@ -384,26 +394,42 @@ impl Profile {
     /// keys yet does so first, in the same transaction, and the commit goes out before the text.
     pub fn send(&mut self, group: &str, text: &str) -> Result<Outgoing, ProfileError> {
         let id = self.find_group(group)?;
-        let mut out = Outgoing::default();
-        if self.needs_self_update(&id)? {
-            out = self.commit(&id, "updated their keys", |e, p, g| e.self_update(p, g))?;
-        }
         let me = self.me();
-        let message = self.with_group(&id, |engine, provider, group, conn| {
-            let message = engine.send(provider, group, text.as_bytes())?;
-            mark_processed(conn, &message)?;
-            let epoch = group.epoch().as_u64();
-            append_history(conn, &id, epoch, &me, "text", text)?;
+        self.in_transaction(|p| {
             let mut out = Outgoing::default();
-            out.queue(conn, &id, Packet::Mls(message))?;
+            if p.needs_self_update(&id)? {
+                out = p.own_commit(&id, "updated their keys", |e, p, g| e.self_update(p, g))?;
+            }
+            let message = p.with_group(&id, |engine, provider, group, conn| {
+                let message = engine.send(provider, group, text.as_bytes())?;
+                mark_processed(conn, &message)?;
+                let epoch = group.epoch().as_u64();
+                append_history(conn, &id, epoch, &me, "text", text)?;
+                let mut out = Outgoing::default();
+                out.queue(conn, &id, Packet::Mls(message))?;
+                Ok(out)
+            })?;
+            out.append(message);
             Ok(out)
-        })?;
-        out.append(message);
-        Ok(out)
+        })
     }
 
     /// Processes one incoming packet: joins from a Welcome, or processes a group message.
     pub fn receive(&mut self, packet: &Packet) -> Result<Received, ProfileError> {
+        self.in_transaction(|p| p.receive_one(packet))
+    }
+
+    /// Processes several packets in one transaction, so that they share one fsync; each packet
+    /// still succeeds or fails on its own (a savepoint each). Nothing is durable, and nothing
+    /// should be shown, before this returns `Ok`.
+    pub fn receive_batch(
+        &mut self,
+        packets: &[Packet],
+    ) -> Result<Vec<Result<Received, ProfileError>>, ProfileError> {
+        self.in_transaction(|p| Ok(packets.iter().map(|packet| p.receive_one(packet)).collect()))
+    }
+
+    fn receive_one(&mut self, packet: &Packet) -> Result<Received, ProfileError> {
         match packet {
             Packet::Join {
                 welcome,
@@ -440,7 +466,9 @@ impl Profile {
 
     fn join(&mut self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<Received, ProfileError> {
         let Parsed::Welcome(parsed) = engine::parse_message(welcome)? else {
-            return Err(ProfileError::WrongKind("join packet without a Welcome".into()));
+            return Err(ProfileError::WrongKind(
+                "join packet without a Welcome".into(),
+            ));
         };
         let references: Vec<Vec<u8>> = parsed
             .secrets()
@@ -448,7 +476,7 @@ impl Profile {
             .map(|s| s.new_member().as_slice().to_vec())
             .collect();
         let provider = self.provider();
-        let (group, inviter) = self.store.transaction(|| {
+        let (group, inviter) = self.store.savepoint(|| {
             let conn = self.store.conn();
             if !mark_processed(conn, welcome)? {
                 return Err(ProfileError::Duplicate);
@@ -473,6 +501,22 @@ impl Profile {
             group: self.summary(&id)?,
             inviter,
         })
+    }
+
+    /// Gives a group a local name (only we see it), e.g. after joining one.
+    pub fn rename_group(&mut self, group: &str, name: &str) -> Result<(), ProfileError> {
+        validate_group_name(name)?;
+        let id = self.find_group(group)?;
+        if self.find_group(name).is_ok_and(|other| other != id) {
+            return Err(ProfileError::WrongKind(format!(
+                "a group named {name:?} already exists"
+            )));
+        }
+        self.store.conn().execute(
+            "UPDATE groups SET name = ?2 WHERE group_id = ?1",
+            params![id.as_slice(), name],
+        )?;
+        Ok(())
     }
 
     /// Every group we are or were in.
@@ -519,8 +563,8 @@ impl Profile {
     }
 
     /// Runs one of our own commits: create it, merge it at once (with no delivery node there is
-    /// nobody to refuse it), and record it, all in one transaction.
-    fn commit(
+    /// nobody to refuse it), and record it, all in one savepoint.
+    fn own_commit(
         &mut self,
         id: &GroupId,
         event: &str,
@@ -594,12 +638,32 @@ impl Profile {
         Ok(unsent)
     }
 
-    /// Runs `op` on a loaded group inside one transaction; on failure the transaction rolls back
-    /// and the group is dropped from the cache so that it is reloaded as stored.
+    /// Runs `op` as one write transaction. If it fails, or the commit does, the cached groups
+    /// may hold changes that were never stored: they are dropped, to be reloaded as stored.
+    fn in_transaction<R>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<R, ProfileError>,
+    ) -> Result<R, ProfileError> {
+        self.store.begin()?;
+        let result = op(self).and_then(|r| Ok(self.store.commit().map(|()| r)?));
+        if result.is_err() {
+            self.store.rollback();
+            self.groups.clear();
+        }
+        result
+    }
+
+    /// Runs `op` on a loaded group inside a savepoint; on failure its writes are undone and the
+    /// group is dropped from the cache so that it is reloaded as stored.
     fn with_group<R>(
         &mut self,
         id: &GroupId,
-        op: impl FnOnce(&Engine, &Provider<'_>, &mut MlsGroup, &rusqlite::Connection) -> Result<R, ProfileError>,
+        op: impl FnOnce(
+            &Engine,
+            &Provider<'_>,
+            &mut MlsGroup,
+            &rusqlite::Connection,
+        ) -> Result<R, ProfileError>,
     ) -> Result<R, ProfileError> {
         self.load(id)?;
         let Self {
@@ -613,7 +677,7 @@ impl Profile {
             crypto,
             storage: store.mls_storage(),
         };
-        let result = store.transaction(|| op(engine, &provider, group, store.conn()));
+        let result = store.savepoint(|| op(engine, &provider, group, store.conn()));
         if result.is_err() {
             groups.remove(id);
         }
@@ -662,11 +726,8 @@ impl Profile {
         let name: Option<Option<String>> = self
             .store
             .conn()
-            .query_row(
-                "SELECT name FROM groups WHERE group_id = ?1",
-                [id.as_slice()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT name FROM groups WHERE group_id = ?1")?
+            .query_row([id.as_slice()], |r| r.get(0))
             .optional()?;
         Ok(name.map(|name| GroupRef {
             id: hex::encode(id.as_slice()),
@@ -688,11 +749,8 @@ impl Profile {
     pub fn find_group(&self, handle: &str) -> Result<GroupId, ProfileError> {
         let conn = self.store.conn();
         let by_name: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT group_id FROM groups WHERE name = ?1",
-                [handle],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT group_id FROM groups WHERE name = ?1")?
+            .query_row([handle], |r| r.get(0))
             .optional()?;
         if let Some(id) = by_name {
             return Ok(GroupId::from_slice(&id));
@@ -739,7 +797,12 @@ impl Outgoing {
         conn.prepare_cached(
             "INSERT INTO outbox (group_id, audience, packet, created_at) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![id.as_slice(), audience, packet.encode(), unix_now()])?;
+        .execute(params![
+            id.as_slice(),
+            audience,
+            packet.encode(),
+            unix_now()
+        ])?;
         self.outbox.push(conn.last_insert_rowid());
         match packet {
             Packet::Mls(_) => self.to_group.push(packet),
@@ -747,6 +810,15 @@ impl Outgoing {
         }
         Ok(())
     }
+}
+
+fn validate_group_name(name: &str) -> Result<(), ProfileError> {
+    if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
+        return Err(ProfileError::WrongKind(format!(
+            "invalid group name {name:?}"
+        )));
+    }
+    Ok(())
 }
 
 fn insert_group(
@@ -806,9 +878,14 @@ fn record_incoming(
             let text = String::from_utf8_lossy(plaintext);
             append_history(conn, id, epoch, sender, "text", &text)
         }
-        Incoming::Proposal { sender, summary } => {
-            append_history(conn, id, epoch, sender, "event", &format!("proposed: {summary}"))
-        }
+        Incoming::Proposal { sender, summary } => append_history(
+            conn,
+            id,
+            epoch,
+            sender,
+            "event",
+            &format!("proposed: {summary}"),
+        ),
         Incoming::Commit {
             sender,
             added,
@@ -816,7 +893,14 @@ fn record_incoming(
             removed_us,
             ..
         } => {
-            append_history(conn, id, epoch, sender, "event", &describe_commit(added, removed))?;
+            append_history(
+                conn,
+                id,
+                epoch,
+                sender,
+                "event",
+                &describe_commit(added, removed),
+            )?;
             if *removed_us {
                 conn.execute(
                     "UPDATE groups SET state = 'removed' WHERE group_id = ?1",
@@ -846,7 +930,10 @@ pub fn describe_commit(added: &[MemberInfo], removed: &[MemberInfo]) -> String {
 }
 
 /// Finds one member by `user/device`, `user`, `#leaf` or a fingerprint prefix of 8+ hex digits.
-fn resolve_member<'m>(members: &'m [MemberInfo], who: &str) -> Result<&'m MemberInfo, ProfileError> {
+fn resolve_member<'m>(
+    members: &'m [MemberInfo],
+    who: &str,
+) -> Result<&'m MemberInfo, ProfileError> {
     let matches: Vec<&MemberInfo> = if let Some(leaf) = who.strip_prefix('#') {
         let leaf: u32 = leaf
             .parse()

@@ -9,28 +9,39 @@ use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-/// OpenMLS's state is serialised as JSON: the codec its own stores use, so its serde
-/// attributes are known to round-trip.
+/// OpenMLS's state is serialised as MessagePack. OpenMLS rewrites whole blobs on every operation
+/// (the tree on every merge, the message secrets on every message), and JSON spells each key
+/// byte as a decimal number: MessagePack is several times smaller and faster to write. It is
+/// self-describing, which OpenMLS's untagged enums and tls_codec's serde visitors need.
 #[derive(Debug, Default)]
-pub struct JsonCodec;
+pub struct MsgPackCodec;
 
-impl Codec for JsonCodec {
-    type Error = serde_json::Error;
+impl Codec for MsgPackCodec {
+    type Error = CodecError;
 
     fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, Self::Error> {
-        serde_json::to_vec(value)
+        rmp_serde::to_vec(value).map_err(CodecError::Encode)
     }
 
     fn from_slice<T: serde::de::DeserializeOwned>(slice: &[u8]) -> Result<T, Self::Error> {
-        serde_json::from_slice(slice)
+        rmp_serde::from_slice(slice).map_err(CodecError::Decode)
     }
 }
 
+/// A stored OpenMLS value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("encoding OpenMLS state: {0}")]
+    Encode(rmp_serde::encode::Error),
+    #[error("decoding OpenMLS state: {0}")]
+    Decode(rmp_serde::decode::Error),
+}
+
 /// The OpenMLS storage provider over a profile's connection.
-pub type MlsStorage<'c> = SqliteStorageProvider<JsonCodec, &'c Connection>;
+pub type MlsStorage<'c> = SqliteStorageProvider<MsgPackCodec, &'c Connection>;
 
 const DB_FILE: &str = "mlschat.db";
 const KDF_FILE: &str = "kdf.json";
@@ -56,8 +67,10 @@ CREATE TABLE groups (
     created_at INTEGER NOT NULL
 );
 -- What people see: decrypted messages and membership events, in the order we processed them.
+-- seq is the rowid: rows are never deleted, so it only grows (AUTOINCREMENT would cost a
+-- write to sqlite_sequence on every message).
 CREATE TABLE messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     group_id BLOB NOT NULL REFERENCES groups(group_id),
     epoch INTEGER NOT NULL,
     sender TEXT NOT NULL,
@@ -75,7 +88,7 @@ CREATE TABLE processed (
 -- Packets we made, kept until they are written out, so a crash between our commit and its
 -- delivery loses nothing: `mlschat outbox` writes what is left. Rows go once written out.
 CREATE TABLE outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     group_id BLOB NOT NULL REFERENCES groups(group_id),
     -- 'group' (current members) or 'joiners' (members being added)
     audience TEXT NOT NULL CHECK (audience IN ('group', 'joiners')),
@@ -101,7 +114,9 @@ pub enum StoreError {
     #[error("a profile already exists at {0}")]
     AlreadyExists(PathBuf),
     /// The profile is encrypted and no passphrase was given.
-    #[error("this profile is encrypted: give its passphrase (MLSCHAT_PASSPHRASE or --passphrase-file)")]
+    #[error(
+        "this profile is encrypted: give its passphrase (MLSCHAT_PASSPHRASE or --passphrase-file)"
+    )]
     PassphraseRequired,
     /// The passphrase does not open the database.
     #[error("wrong passphrase, or the database is corrupt")]
@@ -146,7 +161,10 @@ impl KdfParams {
 
     fn derive_key(&self, passphrase: &str) -> Result<[u8; 32], StoreError> {
         if self.algorithm != "argon2id" {
-            return Err(StoreError::Kdf(format!("unknown algorithm {}", self.algorithm)));
+            return Err(StoreError::Kdf(format!(
+                "unknown algorithm {}",
+                self.algorithm
+            )));
         }
         let salt = hex::decode(&self.salt).map_err(|e| StoreError::Kdf(e.to_string()))?;
         let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
@@ -243,7 +261,7 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        SqliteStorageProvider::<JsonCodec, &mut Connection>::new(&mut self.conn)
+        SqliteStorageProvider::<MsgPackCodec, &mut Connection>::new(&mut self.conn)
             .run_migrations()
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         let version: i64 = self
@@ -281,11 +299,60 @@ impl Store {
         &self,
         f: impl FnOnce() -> Result<R, E>,
     ) -> Result<R, E> {
-        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        let result = f()?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(result)
+        self.begin()?;
+        match f() {
+            Ok(result) => {
+                self.commit()?;
+                Ok(result)
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a write transaction. IMMEDIATE takes the write lock now, so a second process on
+    /// the same profile waits (busy timeout) instead of failing halfway.
+    pub fn begin(&self) -> Result<(), StoreError> {
+        self.run("BEGIN IMMEDIATE")
+    }
+
+    /// Commits the transaction started by [`Self::begin`]; one fsync of the WAL.
+    pub fn commit(&self) -> Result<(), StoreError> {
+        self.run("COMMIT").inspect_err(|_| self.rollback())
+    }
+
+    /// Abandons the current transaction, if any.
+    pub fn rollback(&self) {
+        // Fails only when no transaction is open, which is then the state we want.
+        let _ = self.run("ROLLBACK");
+    }
+
+    /// Runs `f` inside a savepoint of the current transaction (or as a transaction of its own
+    /// outside one): on error, everything `f` wrote is undone and the rest of the transaction
+    /// stands. This lets one transaction carry a batch of operations of which some may fail.
+    pub fn savepoint<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce() -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.run("SAVEPOINT op")?;
+        match f() {
+            Ok(result) => {
+                self.run("RELEASE op")?;
+                Ok(result)
+            }
+            Err(e) => {
+                self.run("ROLLBACK TO op")?;
+                self.run("RELEASE op")?;
+                Err(e)
+            }
+        }
+    }
+
+    fn run(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
     }
 
     /// Test hook: abort the process, as a crash would, at the `n`-th row written from now on.
@@ -308,7 +375,8 @@ impl Store {
     ) -> Result<Option<T>, StoreError> {
         Ok(self
             .conn
-            .query_row(sql, params, |r| r.get(0))
+            .prepare_cached(sql)?
+            .query_row(params, |r| r.get(0))
             .optional()?)
     }
 }
@@ -382,7 +450,9 @@ mod tests {
             Err(StoreError::Kdf("boom".into()))
         });
         assert!(result.is_err());
-        let n: Option<i64> = store.query_opt("SELECT count(*) FROM processed", []).unwrap();
+        let n: Option<i64> = store
+            .query_opt("SELECT count(*) FROM processed", [])
+            .unwrap();
         assert_eq!(n, Some(0));
     }
 }

@@ -125,7 +125,13 @@ impl Peer<'_> {
             .unwrap()
             .iter()
             .filter(|e| e["kind"] == "text")
-            .map(|e| format!("{}: {}", e["sender"].as_str().unwrap(), e["body"].as_str().unwrap()))
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["sender"].as_str().unwrap(),
+                    e["body"].as_str().unwrap()
+                )
+            })
             .collect()
     }
 }
@@ -144,7 +150,16 @@ fn group_of<'w>(world: &'w World, alice: &Peer<'w>, others: &[&Peer<'w>]) {
     for (i, peer) in others.iter().enumerate() {
         let kp = peer.key_package();
         let (commit, welcome) = (format!("add{i}.commit"), format!("add{i}.welcome"));
-        alice.ok(&["group", "add", "team", &kp, "--out", &commit, "--welcome-out", &welcome]);
+        alice.ok(&[
+            "group",
+            "add",
+            "team",
+            &kp,
+            "--out",
+            &commit,
+            "--welcome-out",
+            &welcome,
+        ]);
         for m in &members {
             m.ok(&["receive", &commit]);
         }
@@ -173,13 +188,38 @@ fn group_chat_with_batch_add_and_removal() {
 
     alice.ok(&["group", "create", "team"]);
     let bob_kp = bob.key_package();
-    alice.ok(&["group", "add", "team", &bob_kp, "--out", "c1", "--welcome-out", "w1"]);
-    assert!(bob.ok(&["receive", "w1"]).contains("joined, added by alice/dev"));
+    alice.ok(&[
+        "group",
+        "add",
+        "team",
+        &bob_kp,
+        "--out",
+        "c1",
+        "--welcome-out",
+        "w1",
+    ]);
+    assert!(
+        bob.ok(&["receive", "w1"])
+            .contains("joined, added by alice/dev")
+    );
 
     // Carol and Dave in one batch: one commit, one Welcome for both.
     let (carol_kp, dave_kp) = (carol.key_package(), dave.key_package());
-    alice.ok(&["group", "add", "team", &carol_kp, &dave_kp, "--out", "c2", "--welcome-out", "w2"]);
-    assert!(bob.ok(&["receive", "c2"]).contains("alice/dev added carol/dev, dave/dev (epoch 2)"));
+    alice.ok(&[
+        "group",
+        "add",
+        "team",
+        &carol_kp,
+        &dave_kp,
+        "--out",
+        "c2",
+        "--welcome-out",
+        "w2",
+    ]);
+    assert!(
+        bob.ok(&["receive", "c2"])
+            .contains("alice/dev added carol/dev, dave/dev (epoch 2)")
+    );
     carol.ok(&["receive", "w2"]);
     dave.ok(&["receive", "w2"]);
     assert_eq!(alice.group()["members"], 4);
@@ -193,7 +233,9 @@ fn group_chat_with_batch_add_and_removal() {
     for p in [&bob, &carol, &dave] {
         assert!(p.ok(&["receive", "m1"]).contains("alice/dev: hello all"));
     }
-    bob.ok(&["send", &id[..8], "hi from bob", "--out", "m2"]);
+    bob.ok(&["group", "rename", &id[..8], "our-team"]);
+    assert_eq!(bob.group()["name"], "our-team");
+    bob.ok(&["send", "our-team", "hi from bob", "--out", "m2"]);
     for p in [&alice, &carol, &dave] {
         let out = p.ok(&["receive", "m2"]);
         assert!(out.contains("bob/dev updated their keys"), "{out}");
@@ -205,7 +247,11 @@ fn group_chat_with_batch_add_and_removal() {
     for p in [&bob, &dave] {
         assert!(p.ok(&["receive", "c3"]).contains("removed carol/dev"));
     }
-    assert!(carol.ok(&["receive", "c3"]).contains("you were removed by alice/dev"));
+    assert!(
+        carol
+            .ok(&["receive", "c3"])
+            .contains("you were removed by alice/dev")
+    );
     assert_eq!(carol.group()["state"], "removed");
     alice.ok(&["send", "team", "after carol", "--out", "m3"]);
     let err = carol.fails(7, &["receive", "m3"]);
@@ -222,7 +268,11 @@ fn group_chat_with_batch_add_and_removal() {
     }
     assert_eq!(
         dave.texts(),
-        ["alice/dev: hello all", "bob/dev: hi from bob", "alice/dev: after carol"]
+        [
+            "alice/dev: hello all",
+            "bob/dev: hi from bob",
+            "alice/dev: after carol"
+        ]
     );
 }
 
@@ -250,17 +300,30 @@ fn one_to_one_chat_is_a_two_member_group() {
     bob.ok(&["send", &id, "hi alice", "--out", "b1"]);
     assert!(alice.ok(&["receive", "b1"]).contains("bob/dev: hi alice"));
     // Messages can also flow through a pipe.
-    let out = bob.command(&["send", &id, "-"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let out = bob
+        .command(&["send", &id, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut out = out;
     std::io::Write::write_all(out.stdin.as_mut().unwrap(), b"via a pipe\n").unwrap();
     let packet = out.wait_with_output().unwrap();
     assert!(packet.status.success());
-    let mut recv = alice.command(&["receive"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut recv = alice
+        .command(&["receive"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(recv.stdin.as_mut().unwrap(), &packet.stdout).unwrap();
     let shown = recv.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&shown.stdout).contains("bob/dev: via a pipe"));
     assert_eq!(alice.texts(), bob.texts());
-    assert_eq!(alice.group()["epoch_authenticator"], bob.group()["epoch_authenticator"]);
+    assert_eq!(
+        alice.group()["epoch_authenticator"],
+        bob.group()["epoch_authenticator"]
+    );
 }
 
 #[test]
@@ -271,7 +334,11 @@ fn truncated_or_random_bytes_are_rejected_without_state_change() {
     alice.ok(&["send", "team", "intact", "--out", "m"]);
     let bytes = std::fs::read(world.path("m")).unwrap();
     std::fs::write(world.path("truncated"), &bytes[..bytes.len() - 7]).unwrap();
-    std::fs::write(world.path("random"), b"\x8a\x13 definitely not mls \x00\xff").unwrap();
+    std::fs::write(
+        world.path("random"),
+        b"\x8a\x13 definitely not mls \x00\xff",
+    )
+    .unwrap();
     // A well-framed packet whose body is garbage.
     let mut garbage = bytes[..10].to_vec();
     garbage[6..10].copy_from_slice(&5u32.to_be_bytes());
@@ -283,9 +350,18 @@ fn truncated_or_random_bytes_are_rejected_without_state_change() {
     std::fs::write(world.path("huge"), huge).unwrap();
 
     let before = bob.state();
-    assert!(bob.fails(3, &["receive", "truncated"]).contains("truncated"));
-    assert!(bob.fails(3, &["receive", "random"]).contains("not an mlschat packet"));
-    assert!(bob.fails(3, &["receive", "garbage"]).contains("not an MLS message"));
+    assert!(
+        bob.fails(3, &["receive", "truncated"])
+            .contains("truncated")
+    );
+    assert!(
+        bob.fails(3, &["receive", "random"])
+            .contains("not an mlschat packet")
+    );
+    assert!(
+        bob.fails(3, &["receive", "garbage"])
+            .contains("not an MLS message")
+    );
     assert!(bob.fails(3, &["receive", "huge"]).contains("over the"));
     assert_eq!(bob.state(), before);
     assert!(bob.ok(&["receive", "m"]).contains("alice/dev: intact"));
@@ -299,7 +375,10 @@ fn replayed_application_message_is_rejected_without_state_change() {
     alice.ok(&["send", "team", "only once", "--out", "m"]);
     bob.ok(&["receive", "m"]);
     let before = bob.state();
-    assert!(bob.fails(5, &["receive", "m"]).contains("already processed"));
+    assert!(
+        bob.fails(5, &["receive", "m"])
+            .contains("already processed")
+    );
     assert_eq!(bob.state(), before);
     assert_eq!(bob.texts(), ["alice/dev: only once"]);
     // Our own message coming back is a duplicate too, not an error of MLS.
@@ -319,7 +398,10 @@ fn tampered_ciphertext_is_rejected_without_state_change() {
     assert!(err.contains("cannot decrypt"), "{err}");
     assert_eq!(bob.state(), before);
     // The failed attempt did not burn the message key: the real message still decrypts.
-    assert!(bob.ok(&["receive", "m"]).contains("alice/dev: do not touch"));
+    assert!(
+        bob.ok(&["receive", "m"])
+            .contains("alice/dev: do not touch")
+    );
 }
 
 #[test]
@@ -334,9 +416,15 @@ fn commit_for_a_stale_epoch_is_rejected_without_state_change() {
     bob.ok(&["receive", "from-alice"]);
     let before = bob.state();
     let err = bob.fails(6, &["receive", "from-carol"]);
-    assert!(err.contains("wrong epoch: message is for epoch 2, group is at epoch 3"), "{err}");
+    assert!(
+        err.contains("wrong epoch: message is for epoch 2, group is at epoch 3"),
+        "{err}"
+    );
     assert_eq!(bob.state(), before);
-    assert_eq!(bob.group()["epoch_authenticator"], alice.group()["epoch_authenticator"]);
+    assert_eq!(
+        bob.group()["epoch_authenticator"],
+        alice.group()["epoch_authenticator"]
+    );
 }
 
 #[test]
@@ -346,10 +434,24 @@ fn welcome_for_someone_else_is_rejected_without_state_change() {
     alice.ok(&["group", "create", "team"]);
     carol.key_package();
     let kp = bob.key_package();
-    alice.ok(&["group", "add", "team", &kp, "--out", "c", "--welcome-out", "w"]);
+    alice.ok(&[
+        "group",
+        "add",
+        "team",
+        &kp,
+        "--out",
+        "c",
+        "--welcome-out",
+        "w",
+    ]);
     let err = carol.fails(7, &["receive", "w"]);
     assert!(err.contains("Welcome is for someone else"), "{err}");
-    assert!(carol.json(&["group", "list"])["groups"].as_array().unwrap().is_empty());
+    assert!(
+        carol.json(&["group", "list"])["groups"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     // Carol's own KeyPackage is still unused and Bob can still join.
     assert_eq!(carol.json(&["whoami"])["keypackages"]["one_time"], 1);
     bob.ok(&["receive", "w"]);
@@ -364,7 +466,19 @@ fn key_package_with_a_bad_signature_is_rejected_without_state_change() {
     // The KeyPackage ends with its signature.
     flip_byte(&world, &kp, "forged.kp", 2);
     let before = alice.state();
-    let err = alice.fails(3, &["group", "add", "team", "forged.kp", "--welcome-out", "w", "--out", "c"]);
+    let err = alice.fails(
+        3,
+        &[
+            "group",
+            "add",
+            "team",
+            "forged.kp",
+            "--welcome-out",
+            "w",
+            "--out",
+            "c",
+        ],
+    );
     assert!(err.contains("KeyPackage rejected"), "{err}");
     assert_eq!(alice.state(), before);
     assert!(!world.path("c").exists() && !world.path("w").exists());
@@ -378,14 +492,30 @@ fn encrypted_profile_needs_its_passphrase() {
         name: "alice".into(),
     };
     std::fs::write(world.path("pass"), "hunter2 correct horse\n").unwrap();
-    alice.ok(&["--passphrase-file", "pass", "init", "--user", "alice", "--encrypt"]);
+    alice.ok(&[
+        "--passphrase-file",
+        "pass",
+        "init",
+        "--user",
+        "alice",
+        "--encrypt",
+    ]);
     let err = alice.fails(8, &["whoami"]);
     assert!(err.contains("encrypted"), "{err}");
     std::fs::write(world.path("wrong"), "nope").unwrap();
     alice.fails(8, &["--passphrase-file", "wrong", "whoami"]);
-    assert!(alice.ok(&["--passphrase-file", "pass", "whoami"]).contains("alice/default"));
+    assert!(
+        alice
+            .ok(&["--passphrase-file", "pass", "whoami"])
+            .contains("alice/default")
+    );
     let mut cmd = alice.command(&["group", "create", "secret-team-name"]);
-    assert!(cmd.env("MLSCHAT_PASSPHRASE", "hunter2 correct horse").status().unwrap().success());
+    assert!(
+        cmd.env("MLSCHAT_PASSPHRASE", "hunter2 correct horse")
+            .status()
+            .unwrap()
+            .success()
+    );
     for entry in std::fs::read_dir(world.path("profiles/alice")).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains("secret-team-name"));
@@ -466,12 +596,26 @@ fn killed_receiver_resumes_without_loss_or_duplicates() {
         let (crashed, rest) = receive(None);
         assert!(!crashed);
         shown.extend(rest);
-        assert_eq!(shown, expected, "crash at write {k}: each message shown exactly once");
-        assert_eq!(bob.texts(), expected, "crash at write {k}: history holds each message once");
-        assert_eq!(bob.group()["epoch_authenticator"], alice_auth, "crash at write {k}");
+        assert_eq!(
+            shown, expected,
+            "crash at write {k}: each message shown exactly once"
+        );
+        assert_eq!(
+            bob.texts(),
+            expected,
+            "crash at write {k}: history holds each message once"
+        );
+        assert_eq!(
+            bob.group()["epoch_authenticator"],
+            alice_auth,
+            "crash at write {k}"
+        );
     }
     eprintln!("crashed and recovered at {crash_points} write positions");
-    assert!(crash_points >= 30, "only {crash_points} crash points: is the failpoint working?");
+    assert!(
+        crash_points >= 30,
+        "only {crash_points} crash points: is the failpoint working?"
+    );
     // And the group goes on.
     let id = bob.group_id();
     bob.ok(&["send", &id, "still here", "--out", "b"]);

@@ -21,20 +21,35 @@ use exit::{Exit, exit_code};
 use report::Report;
 
 #[derive(Parser)]
-#[command(name = "mlschat", version, about = "End-to-end encrypted group chat on MLS (RFC 9420)")]
+#[command(
+    name = "mlschat",
+    version,
+    about = "End-to-end encrypted group chat on MLS (RFC 9420)"
+)]
 #[command(after_help = exit::EXIT_CODES_HELP)]
 struct Cli {
     /// Where profiles live. Default: $XDG_DATA_HOME/mlschat or ~/.local/share/mlschat.
     #[arg(long, global = true, env = "MLSCHAT_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Which profile (one identity and its groups) to use.
-    #[arg(long, global = true, env = "MLSCHAT_PROFILE", default_value = "default")]
+    #[arg(
+        long,
+        global = true,
+        env = "MLSCHAT_PROFILE",
+        default_value = "default"
+    )]
     profile: String,
     /// A file holding the passphrase of an encrypted profile (or set MLSCHAT_PASSPHRASE).
     #[arg(long, global = true)]
     passphrase_file: Option<PathBuf>,
     /// Output format of reports.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "text")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "text"
+    )]
     format: Format,
     #[command(subcommand)]
     command: Command,
@@ -135,6 +150,8 @@ enum GroupCommand {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// Give a group a local name (only you see it), e.g. after joining one.
+    Rename { group: String, name: String },
     /// List your groups.
     List,
     /// List a group's members.
@@ -177,7 +194,11 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             bail!("--encrypt needs a passphrase: set MLSCHAT_PASSPHRASE or --passphrase-file");
         }
         let name = DeviceName::new(user, device)?;
-        let pass = if *encrypt { passphrase.as_deref() } else { None };
+        let pass = if *encrypt {
+            passphrase.as_deref()
+        } else {
+            None
+        };
         let profile = Profile::create(&dir, name, pass)
             .with_context(|| format!("creating profile in {}", dir.display()))?;
         report.whoami(&profile, &dir, false)?;
@@ -195,7 +216,9 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
 
     match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
-        Command::Whoami { qr } => report.whoami(&profile, &dir, qr || io::stdout().is_terminal())?,
+        Command::Whoami { qr } => {
+            report.whoami(&profile, &dir, qr || io::stdout().is_terminal())?
+        }
         Command::Keypackage { last_resort, out } => {
             let message = profile.new_key_package(last_resort)?;
             write_packets(&out, &[Packet::Mls(message)])?;
@@ -206,7 +229,9 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Send { group, text, out } => {
             let text = if text == "-" {
                 let mut buf = String::new();
-                io::stdin().read_to_string(&mut buf).context("reading stdin")?;
+                io::stdin()
+                    .read_to_string(&mut buf)
+                    .context("reading stdin")?;
                 buf.trim_end_matches('\n').to_owned()
             } else {
                 text
@@ -264,14 +289,22 @@ fn group(profile: &mut Profile, report: &Report, command: GroupCommand) -> anyho
             deliver(profile, &out, None, &outgoing)?;
             report.committed(&out, &group, "updated", 1);
         }
+        GroupCommand::Rename { group, name } => {
+            profile.rename_group(&group, &name)?;
+            report.renamed(&group, &name);
+        }
         GroupCommand::List => report.groups(&profile.groups()?),
         GroupCommand::Members { group } => report.members(&profile.members(&group)?),
     }
     Ok(Exit::Ok)
 }
 
-/// Processes every packet of every input; a bad packet is reported and the rest still
-/// processed. The exit code is that of the first failure.
+/// How many packets `receive` processes per transaction (and fsync).
+const RECEIVE_BATCH: usize = 64;
+
+/// Processes every packet of every input, in batches that share one transaction; a bad packet
+/// is reported and the others still processed. Results are printed once their batch is durable.
+/// The exit code is that of the first failure.
 fn receive(profile: &mut Profile, report: &Report, files: &[PathBuf]) -> anyhow::Result<Exit> {
     let mut inputs: Vec<(String, Box<dyn Read>)> = Vec::new();
     if files.is_empty() {
@@ -279,30 +312,44 @@ fn receive(profile: &mut Profile, report: &Report, files: &[PathBuf]) -> anyhow:
     }
     for path in files {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        inputs.push((path.display().to_string(), Box::new(io::BufReader::new(file))));
+        inputs.push((
+            path.display().to_string(),
+            Box::new(io::BufReader::new(file)),
+        ));
     }
     let mut first_failure = Exit::Ok;
+    let mut fail = |error: anyhow::Error| {
+        let code = exit_code(&error);
+        report::error(report.json, &error, code);
+        first_failure = first_failure.or(code);
+    };
     for (source, mut input) in inputs {
-        loop {
-            let packet = match Packet::read_from(&mut input) {
-                Ok(Some(packet)) => packet,
-                Ok(None) => break,
-                Err(e) => {
-                    let error = anyhow!(e).context(format!("reading {source}"));
-                    let code = exit_code(&error);
-                    report::error(report.json, &error, code);
-                    first_failure = first_failure.or(code);
-                    break;
+        let mut end = false;
+        while !end {
+            let mut batch = Vec::with_capacity(RECEIVE_BATCH);
+            let mut read_error = None;
+            while batch.len() < RECEIVE_BATCH {
+                match Packet::read_from(&mut input) {
+                    Ok(Some(packet)) => batch.push(packet),
+                    Ok(None) => {
+                        end = true;
+                        break;
+                    }
+                    Err(e) => {
+                        read_error = Some(anyhow!(e).context(format!("reading {source}")));
+                        end = true;
+                        break;
+                    }
                 }
-            };
-            match profile.receive(&packet) {
-                Ok(received) => report.received(&received),
-                Err(e) => {
-                    let error = anyhow!(e);
-                    let code = exit_code(&error);
-                    report::error(report.json, &error, code);
-                    first_failure = first_failure.or(code);
+            }
+            for result in profile.receive_batch(&batch)? {
+                match result {
+                    Ok(received) => report.received(&received),
+                    Err(e) => fail(anyhow!(e)),
                 }
+            }
+            if let Some(error) = read_error {
+                fail(error);
             }
         }
     }
@@ -332,7 +379,9 @@ fn write_packets(out: &OutArgs, packets: &[Packet]) -> anyhow::Result<()> {
         None => {
             let mut stdout = io::stdout().lock();
             if stdout.is_terminal() {
-                bail!("refusing to write binary MLS packets to a terminal: use --out FILE or a pipe");
+                bail!(
+                    "refusing to write binary MLS packets to a terminal: use --out FILE or a pipe"
+                );
             }
             stdout.write_all(&bytes)?;
             stdout.flush()?;
@@ -369,8 +418,10 @@ fn profile_dir(data_dir: Option<&Path>, profile: &str) -> anyhow::Result<PathBuf
         Some(dir) => dir.to_owned(),
         None => match std::env::var_os("XDG_DATA_HOME") {
             Some(xdg) if !xdg.is_empty() => PathBuf::from(xdg).join("mlschat"),
-            _ => PathBuf::from(std::env::var_os("HOME").context("HOME is not set; use --data-dir")?)
-                .join(".local/share/mlschat"),
+            _ => {
+                PathBuf::from(std::env::var_os("HOME").context("HOME is not set; use --data-dir")?)
+                    .join(".local/share/mlschat")
+            }
         },
     };
     Ok(base.join(profile))
@@ -382,5 +433,7 @@ fn passphrase(file: Option<&Path>) -> anyhow::Result<Option<String>> {
             .with_context(|| format!("reading passphrase file {}", path.display()))?;
         return Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()));
     }
-    Ok(std::env::var("MLSCHAT_PASSPHRASE").ok().filter(|p| !p.is_empty()))
+    Ok(std::env::var("MLSCHAT_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty()))
 }

@@ -23,10 +23,7 @@ pub struct Report {
 pub fn error(json: bool, error: &anyhow::Error, code: Exit) {
     let message = format!("{error:#}");
     if json {
-        eprintln!(
-            "{}",
-            json!({"error": message, "exit_code": code as i32})
-        );
+        eprintln!("{}", json!({"error": message, "exit_code": code as i32}));
     } else {
         eprintln!("mlschat: error: {message}");
     }
@@ -115,6 +112,14 @@ impl Report {
             false,
             || format!("created group {} (id {})", group.handle(), group.id),
             || json!({"group": group}),
+        );
+    }
+
+    pub fn renamed(&self, group: &str, name: &str) {
+        self.emit(
+            false,
+            || format!("group {group} is now called {name}"),
+            || json!({"group": group, "name": name}),
         );
     }
 
@@ -229,7 +234,12 @@ impl Report {
             return;
         }
         for m in members {
-            println!("#{:<6} {:<40} {}", m.leaf_index, display_member(m), m.fingerprint);
+            println!(
+                "#{:<6} {:<40} {}",
+                m.leaf_index,
+                display_member(m),
+                m.fingerprint
+            );
         }
     }
 
