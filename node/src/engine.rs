@@ -101,6 +101,36 @@ pub struct MemberInfo {
     pub fingerprint: Fingerprint,
 }
 
+/// The membership changes of a commit.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub added: Vec<MemberInfo>,
+    pub removed: Vec<MemberInfo>,
+}
+
+impl Changes {
+    /// Reads them from a staged commit, before it is merged (the removed are still members).
+    fn of(group: &MlsGroup, staged: &StagedCommit) -> Self {
+        let added = staged
+            .add_proposals()
+            .map(|add| {
+                let leaf = add.add_proposal().key_package().leaf_node();
+                MemberInfo {
+                    leaf_index: u32::MAX, // assigned at merge, see `resolve_leaves`
+                    name: DeviceName::from_credential(leaf.credential()).ok(),
+                    fingerprint: Fingerprint::of_signature_key(leaf.signature_key().as_slice()),
+                }
+            })
+            .collect();
+        let removed = staged
+            .remove_proposals()
+            .filter_map(|r| group.member_at(r.remove_proposal().removed()))
+            .map(|m| member_info(&m))
+            .collect();
+        Self { added, removed }
+    }
+}
+
 /// What processing one incoming message did.
 #[derive(Debug)]
 pub enum Incoming {
@@ -362,15 +392,23 @@ impl Engine {
         encode(proposal)
     }
 
-    /// Applies our own commit once it is accepted.
+    /// Applies our own commit once it is accepted; returns whom it added and removed.
     pub fn merge_pending_commit(
         &self,
         provider: &impl OpenMlsProvider,
         group: &mut MlsGroup,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Changes, EngineError> {
+        let staged = group
+            .pending_commit()
+            .ok_or_else(|| EngineError::Invalid("no pending commit".into()))?;
+        let changes = Changes::of(group, staged);
         group
             .merge_pending_commit(provider)
-            .map_err(|e| EngineError::Storage(format!("merging our commit: {e:?}")))
+            .map_err(|e| EngineError::Storage(format!("merging our commit: {e:?}")))?;
+        Ok(Changes {
+            added: resolve_leaves(group, changes.added),
+            removed: changes.removed,
+        })
     }
 
     /// Encrypts an application message for the group.
@@ -430,24 +468,7 @@ impl Engine {
                 Ok(Incoming::Proposal { sender, summary })
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
-                let added = staged
-                    .add_proposals()
-                    .map(|add| {
-                        let kp = add.add_proposal().key_package();
-                        MemberInfo {
-                            leaf_index: u32::MAX, // assigned at merge; filled in below
-                            name: DeviceName::from_credential(kp.leaf_node().credential()).ok(),
-                            fingerprint: Fingerprint::of_signature_key(
-                                kp.leaf_node().signature_key().as_slice(),
-                            ),
-                        }
-                    })
-                    .collect::<Vec<_>>();
-                let removed = staged
-                    .remove_proposals()
-                    .filter_map(|r| group.member_at(r.remove_proposal().removed()))
-                    .map(|m| member_info(&m))
-                    .collect();
+                let Changes { added, removed } = Changes::of(group, &staged);
                 let removed_us = staged.self_removed();
                 group
                     .merge_staged_commit(provider, *staged)

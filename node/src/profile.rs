@@ -1,10 +1,11 @@
 //! One device's durable state, and every operation on it.
 //!
 //! Each operation runs the [`Engine`] inside one database transaction together with our own rows
-//! (history, processed-message hashes, KeyPackage pool): a decrypted message and its stored
-//! plaintext commit together, because MLS deletes the message key after one use. When an
-//! operation fails, the transaction rolls back and the cached group is dropped, so the next
-//! operation reloads it from storage as it was.
+//! (history, processed-message hashes, outbox, KeyPackage pool): a decrypted message and its
+//! stored plaintext commit together, because MLS deletes the message key after one use. A batch
+//! of incoming packets shares one transaction (one fsync), with a savepoint per packet so that
+//! each still succeeds or fails alone. When an operation fails, its writes roll back and the
+//! cached group is dropped, so the next operation reloads it from storage as it was.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -326,21 +327,9 @@ impl Profile {
             .iter()
             .map(|bytes| engine::validate_key_package(&self.crypto, bytes))
             .collect::<Result<Vec<KeyPackage>, _>>()?;
-        let names: Vec<String> = key_packages
-            .iter()
-            .map(
-                |kp| match DeviceName::from_credential(kp.leaf_node().credential()) {
-                    Ok(name) => name.to_string(),
-                    Err(_) => "a member".into(),
-                },
-            )
-            .collect();
         let id = self.find_group(group)?;
-        let event = format!("added {}", names.join(", "));
         self.in_transaction(|p| {
-            p.own_commit(&id, &event, |engine, p, g| {
-                engine.add_members(p, g, &key_packages)
-            })
+            p.own_commit(&id, |engine, p, g| engine.add_members(p, g, &key_packages))
         })
     }
 
@@ -358,19 +347,13 @@ impl Profile {
             .map(|w| resolve_member(&members, w))
             .collect::<Result<Vec<&MemberInfo>, _>>()?;
         let leaves: Vec<u32> = targets.iter().map(|m| m.leaf_index).collect();
-        let names: Vec<String> = targets.iter().map(|m| display_member(m)).collect();
-        let event = format!("removed {}", names.join(", "));
-        self.in_transaction(|p| {
-            p.own_commit(&id, &event, |e, p, g| e.remove_members(p, g, &leaves))
-        })
+        self.in_transaction(|p| p.own_commit(&id, |e, p, g| e.remove_members(p, g, &leaves)))
     }
 
     /// Refreshes our keys in the group, committing any queued proposals with it.
     pub fn self_update(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
         let id = self.find_group(group)?;
-        self.in_transaction(|p| {
-            p.own_commit(&id, "updated their keys", |e, p, g| e.self_update(p, g))
-        })
+        self.in_transaction(|p| p.own_commit(&id, |e, p, g| e.self_update(p, g)))
     }
 
     /// Proposes our own removal; another member's next commit carries it out.
@@ -398,7 +381,7 @@ impl Profile {
         self.in_transaction(|p| {
             let mut out = Outgoing::default();
             if p.needs_self_update(&id)? {
-                out = p.own_commit(&id, "updated their keys", |e, p, g| e.self_update(p, g))?;
+                out = p.own_commit(&id, |e, p, g| e.self_update(p, g))?;
             }
             let message = p.with_group(&id, |engine, provider, group, conn| {
                 let message = engine.send(provider, group, text.as_bytes())?;
@@ -567,16 +550,16 @@ impl Profile {
     fn own_commit(
         &mut self,
         id: &GroupId,
-        event: &str,
         make: impl FnOnce(&Engine, &Provider<'_>, &mut MlsGroup) -> Result<CommitOut, EngineError>,
     ) -> Result<Outgoing, ProfileError> {
         let me = self.me();
         self.with_group(id, |engine, provider, group, conn| {
             let out = make(engine, provider, group)?;
-            engine.merge_pending_commit(provider, group)?;
+            let changes = engine.merge_pending_commit(provider, group)?;
             mark_processed(conn, &out.commit)?;
             let epoch = group.epoch().as_u64();
-            append_history(conn, id, epoch, &me, "event", event)?;
+            let event = describe_commit(&changes.added, &changes.removed);
+            append_history(conn, id, epoch, &me, "event", &event)?;
             // Every commit of ours but an add carries an UpdatePath, which refreshes our leaf.
             if out.welcome.is_none() {
                 conn.execute(
@@ -598,8 +581,9 @@ impl Profile {
     }
 
     /// Drops outbox rows once their packets are delivered (written to their file or pipe).
+    /// This does not wait for the disk: losing it only means sending a packet twice.
     pub fn mark_sent(&self, outbox: &[i64]) -> Result<(), ProfileError> {
-        self.store.transaction(|| {
+        self.store.transaction_without_sync(|| {
             let mut stmt = self
                 .store
                 .conn()

@@ -277,6 +277,34 @@ fn group_chat_with_batch_add_and_removal() {
 }
 
 #[test]
+fn member_leaves_by_proposal_and_the_next_commit_removes_her() {
+    let world = World::new();
+    let (alice, bob, carol) = (world.peer("alice"), world.peer("bob"), world.peer("carol"));
+    group_of(&world, &alice, &[&bob, &carol]);
+    let id = carol.group_id();
+    carol.ok(&["group", "leave", &id, "--out", "leave"]);
+    for p in [&alice, &bob] {
+        assert!(
+            p.ok(&["receive", "leave"])
+                .contains("carol/dev proposed: remove carol/dev")
+        );
+    }
+    // Alice's next commit carries the queued proposal.
+    alice.ok(&["group", "update", "team", "--out", "commit"]);
+    assert!(bob.ok(&["receive", "commit"]).contains("removed carol/dev"));
+    assert!(
+        carol
+            .ok(&["receive", "commit"])
+            .contains("you were removed by alice/dev")
+    );
+    assert_eq!(alice.group()["members"], 2);
+    assert_eq!(
+        bob.group()["epoch_authenticator"],
+        alice.group()["epoch_authenticator"]
+    );
+}
+
+#[test]
 fn removed_member_who_missed_the_removal_cannot_read_either() {
     let world = World::new();
     let (alice, bob, carol) = (world.peer("alice"), world.peer("bob"), world.peer("carol"));
