@@ -120,7 +120,7 @@ impl Peer<'_> {
     /// The texts of the group's history, in order.
     fn texts(&self) -> Vec<String> {
         let id = self.group_id();
-        self.json(&["history", &id])["history"]
+        self.json(&["history", &id, "--limit", "100000"])["history"]
             .as_array()
             .unwrap()
             .iter()
@@ -648,6 +648,75 @@ fn killed_receiver_resumes_without_loss_or_duplicates() {
     let id = bob.group_id();
     bob.ok(&["send", &id, "still here", "--out", "b"]);
     assert!(alice.ok(&["receive", "b"]).contains("bob/dev: still here"));
+}
+
+/// The same promise under real `SIGKILL`s at arbitrary moments: Bob's `receive` of a long
+/// stream is killed after a growing delay, again and again, until a run gets to the end. A kill
+/// can land after a batch is stored but before it is printed, so here "shown" is only promised
+/// at most once and in order; the history must hold everything exactly once.
+#[test]
+fn receiver_killed_with_sigkill_loses_and_repeats_nothing() {
+    let world = World::new();
+    let (alice, bob) = (world.peer("alice"), world.peer("bob"));
+    group_of(&world, &alice, &[&bob]);
+    let id = bob.group_id();
+    bob.ok(&["send", &id, "bob joins in", "--out", "b"]);
+    alice.ok(&["receive", "b"]);
+
+    let mut stream = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..150 {
+        let text = format!("message {i}");
+        alice.ok(&["send", "team", &text, "--out", "m"]);
+        stream.extend(std::fs::read(world.path("m")).unwrap());
+        expected.push(format!("alice/dev: {text}"));
+    }
+    std::fs::write(world.path("stream"), &stream).unwrap();
+
+    let mut shown = Vec::new();
+    let mut kills = 0;
+    for attempt in 1..=300u64 {
+        let mut child = bob
+            .command(&["receive", "stream"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2 * attempt));
+        let killed = child.kill().is_ok(); // SIGKILL; fails only if it had already exited
+        let out = child.wait_with_output().unwrap();
+        shown.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_owned()))
+                .filter(|l| l.starts_with("alice/dev: ")),
+        );
+        if killed && out.status.code().is_none() {
+            kills += 1;
+        } else {
+            break;
+        }
+    }
+    assert!(
+        kills >= 2,
+        "the receiver was never killed mid-stream ({kills} kills)"
+    );
+    let mut rest = expected.iter();
+    for line in &shown {
+        assert!(
+            rest.any(|e| e == line),
+            "{line:?} shown twice or out of order: {shown:?}"
+        );
+    }
+    assert_eq!(
+        bob.texts()[1..],
+        expected[..],
+        "history holds each message once"
+    );
+    assert_eq!(
+        bob.group()["epoch_authenticator"],
+        alice.group()["epoch_authenticator"]
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
