@@ -169,6 +169,17 @@ fn group_of<'w>(world: &'w World, alice: &Peer<'w>, others: &[&Peer<'w>]) {
     let _ = world;
 }
 
+/// Both hold the same group state: their MLS epoch authenticators are equal.
+fn assert_in_sync(a: &Peer, b: &Peer) {
+    assert_eq!(
+        a.group()["epoch_authenticator"],
+        b.group()["epoch_authenticator"],
+        "{} and {} disagree on the group state",
+        a.name,
+        b.name
+    );
+}
+
 fn flip_byte(world: &World, from: &str, to: &str, index_from_end: usize) {
     let mut bytes = std::fs::read(world.path(from)).unwrap();
     let n = bytes.len();
@@ -262,9 +273,8 @@ fn group_chat_with_batch_add_and_removal() {
     }
 
     // Everyone still in agrees on the group state.
-    let auth = alice.group()["epoch_authenticator"].clone();
     for p in [&bob, &dave] {
-        assert_eq!(p.group()["epoch_authenticator"], auth);
+        assert_in_sync(p, &alice);
     }
     assert_eq!(
         dave.texts(),
@@ -298,10 +308,7 @@ fn member_leaves_by_proposal_and_the_next_commit_removes_her() {
             .contains("you were removed by alice/dev")
     );
     assert_eq!(alice.group()["members"], 2);
-    assert_eq!(
-        bob.group()["epoch_authenticator"],
-        alice.group()["epoch_authenticator"]
-    );
+    assert_in_sync(&bob, &alice);
 }
 
 #[test]
@@ -348,10 +355,7 @@ fn one_to_one_chat_is_a_two_member_group() {
     let shown = recv.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&shown.stdout).contains("bob/dev: via a pipe"));
     assert_eq!(alice.texts(), bob.texts());
-    assert_eq!(
-        alice.group()["epoch_authenticator"],
-        bob.group()["epoch_authenticator"]
-    );
+    assert_in_sync(&alice, &bob);
 }
 
 #[test]
@@ -449,10 +453,7 @@ fn commit_for_a_stale_epoch_is_rejected_without_state_change() {
         "{err}"
     );
     assert_eq!(bob.state(), before);
-    assert_eq!(
-        bob.group()["epoch_authenticator"],
-        alice.group()["epoch_authenticator"]
-    );
+    assert_in_sync(&bob, &alice);
 }
 
 #[test]
@@ -596,11 +597,7 @@ fn killed_receiver_resumes_without_loss_or_duplicates() {
             cmd.env("MLSCHAT_CRASH_AFTER_WRITES", k.to_string());
         }
         let out = cmd.output().unwrap();
-        let shown: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_owned()))
-            .filter(|l| l.starts_with("alice/dev: "))
-            .collect();
+        let shown = messages_from_alice(&out.stdout);
         match out.status.code() {
             // Ran to the end; what was processed before is reported as a duplicate (5).
             Some(0) | Some(5) => (false, shown),
@@ -685,12 +682,7 @@ fn receiver_killed_with_sigkill_loses_and_repeats_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(2 * attempt));
         let killed = child.kill().is_ok(); // SIGKILL; fails only if it had already exited
         let out = child.wait_with_output().unwrap();
-        shown.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_owned()))
-                .filter(|l| l.starts_with("alice/dev: ")),
-        );
+        shown.extend(messages_from_alice(&out.stdout));
         if killed && out.status.code().is_none() {
             kills += 1;
         } else {
@@ -713,10 +705,16 @@ fn receiver_killed_with_sigkill_loses_and_repeats_nothing() {
         expected[..],
         "history holds each message once"
     );
-    assert_eq!(
-        bob.group()["epoch_authenticator"],
-        alice.group()["epoch_authenticator"]
-    );
+    assert_in_sync(&bob, &alice);
+}
+
+/// The messages from Alice that `receive` printed, as `alice/dev: text`.
+fn messages_from_alice(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_owned()))
+        .filter(|l| l.starts_with("alice/dev: "))
+        .collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
