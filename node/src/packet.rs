@@ -9,7 +9,7 @@
 //!
 //! The length is checked against [`MAX_BODY`] before anything is allocated.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use tls_codec::{Deserialize as _, Serialize as _, VLBytes};
 
@@ -61,7 +61,8 @@ pub enum PacketError {
 }
 
 impl Packet {
-    pub fn encode(&self) -> Vec<u8> {
+    /// The packet's bytes; a body over [`MAX_BODY`] is refused, as a reader would refuse it.
+    pub fn encode(&self) -> Result<Vec<u8>, PacketError> {
         let (kind, body) = match self {
             Packet::Mls(bytes) => (KIND_MLS, bytes.clone()),
             Packet::Join {
@@ -77,18 +78,16 @@ impl Packet {
                 (KIND_JOIN, body)
             }
         };
-        assert!(body.len() <= MAX_BODY, "packet body over the limit");
+        if body.len() > MAX_BODY {
+            return Err(PacketError::TooLarge(body.len() as u64));
+        }
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.push(kind);
         out.extend_from_slice(&(body.len() as u32).to_be_bytes());
         out.extend_from_slice(&body);
-        out
-    }
-
-    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
-        out.write_all(&self.encode())
+        Ok(out)
     }
 
     /// Reads the next packet, or `None` at a clean end of stream.
@@ -173,22 +172,22 @@ mod tests {
             welcome: vec![9; 300],
             ratchet_tree: vec![7; 70_000],
         };
-        let mut stream = a.encode();
-        stream.extend(b.encode());
+        let mut stream = a.encode().unwrap();
+        stream.extend(b.encode().unwrap());
         assert_eq!(read_all(&stream).unwrap(), vec![a, b]);
     }
 
     #[test]
     fn encoding_is_pinned() {
         assert_eq!(
-            hex::encode(Packet::Mls(vec![0xab]).encode()),
+            hex::encode(Packet::Mls(vec![0xab]).encode().unwrap()),
             "4d4c5343010100000001ab"
         );
     }
 
     #[test]
     fn truncated_packet_is_an_error_not_an_end() {
-        let bytes = Packet::Mls(vec![5; 100]).encode();
+        let bytes = Packet::Mls(vec![5; 100]).encode().unwrap();
         for cut in [3, HEADER_LEN, 50] {
             assert!(matches!(
                 read_all(&bytes[..cut]),
@@ -199,9 +198,17 @@ mod tests {
 
     #[test]
     fn oversized_length_is_refused_before_allocating() {
-        let mut bytes = Packet::Mls(vec![]).encode();
+        let mut bytes = Packet::Mls(vec![]).encode().unwrap();
         bytes[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(read_all(&bytes), Err(PacketError::TooLarge(_))));
+    }
+
+    #[test]
+    fn oversized_body_is_refused_when_writing_too() {
+        assert!(matches!(
+            Packet::Mls(vec![0; MAX_BODY + 1]).encode(),
+            Err(PacketError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -210,7 +217,7 @@ mod tests {
             read_all(b"hello world, not a packet"),
             Err(PacketError::BadMagic)
         ));
-        let mut bytes = Packet::Mls(vec![1]).encode();
+        let mut bytes = Packet::Mls(vec![1]).encode().unwrap();
         bytes[5] = 9;
         assert!(matches!(read_all(&bytes), Err(PacketError::UnknownKind(9))));
     }

@@ -49,6 +49,9 @@ pub enum ProfileError {
     /// The input is a valid MLS message but not one this operation takes.
     #[error("{0}")]
     WrongKind(String),
+    /// A packet could not be made (it would be over the size limit).
+    #[error(transparent)]
+    Packet(#[from] crate::packet::PacketError),
     /// The profile's files do not hold a complete identity.
     #[error("profile is incomplete: {0}")]
     Corrupt(String),
@@ -784,7 +787,7 @@ impl Outgoing {
         .execute(params![
             id.as_slice(),
             audience,
-            packet.encode(),
+            packet.encode()?,
             unix_now()
         ])?;
         self.outbox.push(conn.last_insert_rowid());

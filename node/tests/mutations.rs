@@ -73,7 +73,7 @@ fn corrupted_messages_and_commits_are_refused_without_side_effects() {
         .to_group
         .remove(0);
     for original in [&commit, &message] {
-        let bytes = original.encode();
+        let bytes = original.encode().unwrap();
         for _ in 0..300 {
             let mutated = corrupt(&mut rng, &bytes);
             let mut input = mutated.as_slice();

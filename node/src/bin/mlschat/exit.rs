@@ -48,6 +48,7 @@ pub fn exit_code(error: &anyhow::Error) -> Exit {
                 | ProfileError::Ambiguous(..) => Exit::Unknown,
                 ProfileError::NotOurGroup(_) => Exit::NotForUs,
                 ProfileError::WrongKind(_) => Exit::InvalidInput,
+                ProfileError::Packet(_) => Exit::Failure,
                 ProfileError::Corrupt(_) => Exit::Failure,
             };
         }

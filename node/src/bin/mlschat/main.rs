@@ -366,14 +366,17 @@ fn deliver(
 ) -> anyhow::Result<()> {
     write_packets(out, &outgoing.to_group)?;
     if let (Some(path), Some(join)) = (welcome_out, &outgoing.to_joiners) {
-        write_file(path, &join.encode())?;
+        write_file(path, &join.encode()?)?;
     }
     profile.mark_sent(&outgoing.outbox)?;
     Ok(())
 }
 
 fn write_packets(out: &OutArgs, packets: &[Packet]) -> anyhow::Result<()> {
-    let bytes: Vec<u8> = packets.iter().flat_map(|p| p.encode()).collect();
+    let mut bytes = Vec::new();
+    for packet in packets {
+        bytes.extend(packet.encode()?);
+    }
     match &out.out {
         Some(path) => write_file(path, &bytes),
         None => {
