@@ -1,0 +1,21 @@
+//! The mlschat protocol: the frames peers and delivery nodes exchange over QUIC.
+//!
+//! This crate is codec and constants only: it knows nothing of sockets, async runtimes,
+//! databases or MLS state. `PROTOCOL.md` beside it is the specification, byte for byte.
+//!
+//! # Layout
+//! - [`frame`]: version, length prefix and size limit of every frame.
+//! - [`messages`]: requests, responses, pushes and error codes.
+//! - [`auth`]: the transcript a client signs to authenticate, bound to the TLS session.
+//! - [`token`]: per-epoch group tokens, which let the node check posting rights blind.
+
+pub mod auth;
+pub mod frame;
+pub mod messages;
+pub mod token;
+
+pub use frame::{FrameError, MAX_FRAME, VERSION};
+pub use messages::*;
+
+/// The QUIC ALPN protocol id (TLS 1.3 only, 0-RTT off).
+pub const ALPN: &[u8] = b"mlschat/1";
