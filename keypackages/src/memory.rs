@@ -1,0 +1,138 @@
+//! A [`Store`] in memory: for tests, and for a node that keeps nothing across restarts.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+
+use crate::{ClaimRecord, Claimed, ClientId, KeyPackage, Stock, Store, StoreError, UnixTime};
+
+#[derive(Debug, Default)]
+struct Owner {
+    one_time: VecDeque<KeyPackage>,
+    last_resort: Option<KeyPackage>,
+    /// References ever published, so a re-published package is not claimable twice.
+    seen: HashSet<Vec<u8>>,
+    log: Vec<ClaimRecord>,
+}
+
+/// One lock for everything: each operation is atomic, which is what the trait asks.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    owners: Mutex<HashMap<ClientId, Owner>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<ClientId, Owner>) -> R) -> Result<R, StoreError> {
+        let mut owners = self
+            .owners
+            .lock()
+            .map_err(|_| StoreError("memory store lock poisoned".into()))?;
+        Ok(f(&mut owners))
+    }
+}
+
+impl Store for MemoryStore {
+    async fn publish(
+        &self,
+        owner: &ClientId,
+        one_time: Vec<KeyPackage>,
+        last_resort: Option<KeyPackage>,
+    ) -> Result<(), StoreError> {
+        self.with(|owners| {
+            let owner = owners.entry(*owner).or_default();
+            for kp in one_time {
+                if owner.seen.insert(kp.reference.clone()) {
+                    owner.one_time.push_back(kp);
+                }
+            }
+            if let Some(kp) = last_resort {
+                owner.seen.insert(kp.reference.clone());
+                owner.last_resort = Some(kp);
+            }
+        })
+    }
+
+    async fn claim(
+        &self,
+        owner: &ClientId,
+        claimer: &ClientId,
+        now: UnixTime,
+    ) -> Result<Option<Claimed>, StoreError> {
+        self.with(|owners| {
+            let owner = owners.get_mut(owner)?;
+            owner.one_time.retain(|kp| kp.not_after >= now);
+            let claimed = match owner.one_time.pop_front() {
+                Some(kp) => Claimed {
+                    key_package: kp,
+                    last_resort: false,
+                },
+                None => Claimed {
+                    key_package: owner.last_resort.clone().filter(|kp| kp.not_after >= now)?,
+                    last_resort: true,
+                },
+            };
+            let seq = owner.log.len() as u64 + 1;
+            owner.log.push(ClaimRecord {
+                seq,
+                claimer: *claimer,
+                at: now,
+                last_resort: claimed.last_resort,
+            });
+            Some(claimed)
+        })
+    }
+
+    async fn stock(&self, owner: &ClientId, now: UnixTime) -> Result<Stock, StoreError> {
+        self.with(|owners| match owners.get(owner) {
+            None => Stock::default(),
+            Some(o) => Stock {
+                one_time: o.one_time.iter().filter(|kp| kp.not_after >= now).count() as u32,
+                last_resort: o.last_resort.as_ref().is_some_and(|kp| kp.not_after >= now),
+            },
+        })
+    }
+
+    async fn claim_log(
+        &self,
+        owner: &ClientId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<ClaimRecord>, StoreError> {
+        self.with(|owners| {
+            owners
+                .get(owner)
+                .map(|o| {
+                    o.log
+                        .iter()
+                        .filter(|r| r.seq > after)
+                        .take(limit as usize)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError> {
+        self.with(|owners| {
+            let mut purged = 0;
+            for owner in owners.values_mut() {
+                let before = owner.one_time.len();
+                owner.one_time.retain(|kp| kp.not_after >= now);
+                purged += (before - owner.one_time.len()) as u64;
+                if owner
+                    .last_resort
+                    .as_ref()
+                    .is_some_and(|kp| kp.not_after < now)
+                {
+                    owner.last_resort = None;
+                    purged += 1;
+                }
+            }
+            purged
+        })
+    }
+}
