@@ -63,7 +63,7 @@ pub struct Stock {
 /// One claim, as the owner sees it in its log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRecord {
-    /// Increasing per owner, from 1.
+    /// Increasing: later claims have larger numbers (not necessarily consecutive).
     pub seq: u64,
     pub claimer: ClientId,
     pub at: UnixTime,

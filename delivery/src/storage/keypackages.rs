@@ -1,0 +1,298 @@
+//! The KeyPackage directory's [`Store`] on the node's database.
+//!
+//! A claim is one transaction: take the oldest unexpired one-time package (deleting it), or
+//! else read the last-resort one, and append to the claim log. On Postgres concurrent claimers
+//! skip each other's locked rows (`FOR UPDATE SKIP LOCKED`) instead of queueing; SQLite has one
+//! writer at a time, and `BEGIN IMMEDIATE` makes the transaction take that role at once.
+
+use mlschat_keypackages::{ClaimRecord, Claimed, ClientId, KeyPackage, Stock, Store, StoreError};
+use sqlx::Row;
+
+use super::{Database, StorageError, from_db, to_db};
+
+impl From<StorageError> for StoreError {
+    fn from(e: StorageError) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+fn db_error(e: sqlx::Error) -> StoreError {
+    StoreError(StorageError::from(e).to_string())
+}
+
+/// Runs `$body` in a write transaction on either backend; `$tx` is the transaction and
+/// `$postgres` tells which dialect to speak. Commits if the body returns normally.
+macro_rules! write_transaction {
+    ($db:expr, |$tx:ident, $postgres:ident| $body:block) => {
+        match $db {
+            Database::Postgres(pool) => {
+                let $postgres = true;
+                let mut $tx = pool.begin().await.map_err(db_error)?;
+                let result = $body;
+                $tx.commit().await.map_err(db_error)?;
+                result
+            }
+            Database::Sqlite(pool) => {
+                let $postgres = false;
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+                let result = $body;
+                $tx.commit().await.map_err(db_error)?;
+                result
+            }
+        }
+    };
+}
+
+const TAKE_ONE_TIME_PG: &str = "
+    DELETE FROM key_packages WHERE id = (
+        SELECT id FROM key_packages
+        WHERE owner = $1 AND not_after >= $2
+        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING reference, message, not_after";
+
+const TAKE_ONE_TIME_SQLITE: &str = "
+    DELETE FROM key_packages WHERE id = (
+        SELECT id FROM key_packages
+        WHERE owner = $1 AND not_after >= $2
+        ORDER BY id LIMIT 1)
+    RETURNING reference, message, not_after";
+
+fn key_package(row: &impl RowExt) -> Result<KeyPackage, StoreError> {
+    Ok(KeyPackage {
+        reference: row.bytes(0)?,
+        message: row.bytes(1)?,
+        not_after: from_db(row.int(2)?),
+    })
+}
+
+/// Column access that reads the same on both backends.
+trait RowExt {
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError>;
+    fn int(&self, i: usize) -> Result<i64, StoreError>;
+    fn flag(&self, i: usize) -> Result<bool, StoreError>;
+}
+
+macro_rules! impl_row_ext {
+    ($row:ty) => {
+        impl RowExt for $row {
+            fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+                self.try_get(i).map_err(db_error)
+            }
+            fn int(&self, i: usize) -> Result<i64, StoreError> {
+                self.try_get(i).map_err(db_error)
+            }
+            fn flag(&self, i: usize) -> Result<bool, StoreError> {
+                self.try_get(i).map_err(db_error)
+            }
+        }
+    };
+}
+impl_row_ext!(sqlx::postgres::PgRow);
+impl_row_ext!(sqlx::sqlite::SqliteRow);
+
+impl Store for Database {
+    async fn publish(
+        &self,
+        owner: &ClientId,
+        one_time: Vec<KeyPackage>,
+        last_resort: Option<KeyPackage>,
+    ) -> Result<(), StoreError> {
+        let owner = owner.as_slice();
+        write_transaction!(self, |tx, _postgres| {
+            for kp in &one_time {
+                let new = sqlx::query(
+                    "INSERT INTO key_package_refs (owner, reference) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(owner)
+                .bind(&kp.reference)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected()
+                    == 1;
+                if new {
+                    sqlx::query(
+                        "INSERT INTO key_packages (owner, reference, message, not_after)
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(owner)
+                    .bind(&kp.reference)
+                    .bind(&kp.message)
+                    .bind(to_db(kp.not_after))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                }
+            }
+            if let Some(kp) = &last_resort {
+                sqlx::query(
+                    "INSERT INTO last_resort_key_packages (owner, reference, message, not_after)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (owner) DO UPDATE SET reference = excluded.reference,
+                         message = excluded.message, not_after = excluded.not_after",
+                )
+                .bind(owner)
+                .bind(&kp.reference)
+                .bind(&kp.message)
+                .bind(to_db(kp.not_after))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            }
+        });
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        owner: &ClientId,
+        claimer: &ClientId,
+        now: u64,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let (owner, claimer, now) = (owner.as_slice(), claimer.as_slice(), to_db(now));
+        write_transaction!(self, |tx, postgres| {
+            let take = if postgres {
+                TAKE_ONE_TIME_PG
+            } else {
+                TAKE_ONE_TIME_SQLITE
+            };
+            let one_time = sqlx::query(take)
+                .bind(owner)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let claimed = match one_time {
+                Some(row) => Some(Claimed {
+                    key_package: key_package(&row)?,
+                    last_resort: false,
+                }),
+                None => sqlx::query(
+                    "SELECT reference, message, not_after FROM last_resort_key_packages
+                     WHERE owner = $1 AND not_after >= $2",
+                )
+                .bind(owner)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .map(|row| key_package(&row))
+                .transpose()?
+                .map(|key_package| Claimed {
+                    key_package,
+                    last_resort: true,
+                }),
+            };
+            if let Some(c) = &claimed {
+                sqlx::query(
+                    "INSERT INTO claim_log (owner, claimer, at, last_resort) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(owner)
+                .bind(claimer)
+                .bind(now)
+                .bind(c.last_resort)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            }
+            Ok(claimed)
+        })
+    }
+
+    async fn stock(&self, owner: &ClientId, now: u64) -> Result<Stock, StoreError> {
+        const ONE_TIME: &str =
+            "SELECT count(*) FROM key_packages WHERE owner = $1 AND not_after >= $2";
+        const LAST_RESORT: &str =
+            "SELECT count(*) FROM last_resort_key_packages WHERE owner = $1 AND not_after >= $2";
+        let (owner, now) = (owner.as_slice(), to_db(now));
+        let mut counts = [0i64; 2];
+        for (count, sql) in counts.iter_mut().zip([ONE_TIME, LAST_RESORT]) {
+            *count = match self {
+                Database::Postgres(pool) => {
+                    sqlx::query_scalar(sql)
+                        .bind(owner)
+                        .bind(now)
+                        .fetch_one(pool)
+                        .await
+                }
+                Database::Sqlite(pool) => {
+                    sqlx::query_scalar(sql)
+                        .bind(owner)
+                        .bind(now)
+                        .fetch_one(pool)
+                        .await
+                }
+            }
+            .map_err(db_error)?;
+        }
+        let [one_time, last_resort] = counts;
+        Ok(Stock {
+            one_time: u32::try_from(one_time).unwrap_or(u32::MAX),
+            last_resort: last_resort > 0,
+        })
+    }
+
+    async fn claim_log(
+        &self,
+        owner: &ClientId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<ClaimRecord>, StoreError> {
+        const SQL: &str = "SELECT id, claimer, at, last_resort FROM claim_log
+                           WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
+        let (owner, after, limit) = (owner.as_slice(), to_db(after), i64::from(limit));
+        fn record(row: &impl RowExt) -> Result<ClaimRecord, StoreError> {
+            Ok(ClaimRecord {
+                seq: from_db(row.int(0)?),
+                claimer: row
+                    .bytes(1)?
+                    .try_into()
+                    .map_err(|_| StoreError("claimer id is not 32 bytes".into()))?,
+                at: from_db(row.int(2)?),
+                last_resort: row.flag(3)?,
+            })
+        }
+        match self {
+            Database::Postgres(pool) => sqlx::query(SQL)
+                .bind(owner)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?
+                .iter()
+                .map(record)
+                .collect(),
+            Database::Sqlite(pool) => sqlx::query(SQL)
+                .bind(owner)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?
+                .iter()
+                .map(record)
+                .collect(),
+        }
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let now = to_db(now);
+        write_transaction!(self, |tx, _postgres| {
+            let mut purged = 0;
+            for sql in [
+                "DELETE FROM key_packages WHERE not_after < $1",
+                "DELETE FROM last_resort_key_packages WHERE not_after < $1",
+            ] {
+                purged += sqlx::query(sql)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?
+                    .rows_affected();
+            }
+            Ok(purged)
+        })
+    }
+}

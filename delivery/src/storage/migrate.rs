@@ -1,0 +1,87 @@
+//! Schema migrations, applied at start-up: numbered SQL scripts per dialect, each in its own
+//! transaction, recorded in `schema_migrations`. Several nodes starting at once on one Postgres
+//! take an advisory lock, so each script runs once.
+
+use sqlx::Connection;
+
+use super::{Database, StorageError};
+
+/// `(version, postgres script, sqlite script)`, in order. Never edit a released script: add one.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    include_str!("../../migrations/postgres_0001_keypackages.sql"),
+    include_str!("../../migrations/sqlite_0001_keypackages.sql"),
+)];
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+
+const RECORD: &str = "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)";
+
+/// An arbitrary constant: the key of the Postgres advisory lock held while migrating.
+const LOCK_KEY: i64 = 0x6d6c_7363_6861_7401;
+
+pub async fn run(db: &Database) -> Result<(), StorageError> {
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    match db {
+        Database::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            let mut tx = conn.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(CREATE_TABLE).execute(&mut *tx).await?;
+            let current: i64 =
+                sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            check_not_newer(current, latest)?;
+            for (version, script, _) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+                sqlx::raw_sql(*script).execute(&mut *tx).await?;
+                sqlx::query(RECORD)
+                    .bind(version)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        Database::Sqlite(pool) => {
+            let mut conn = pool.acquire().await?;
+            // IMMEDIATE: take the write lock before reading the version.
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query(CREATE_TABLE).execute(&mut *tx).await?;
+            let current: i64 =
+                sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            check_not_newer(current, latest)?;
+            for (version, _, script) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+                sqlx::raw_sql(*script).execute(&mut *tx).await?;
+                sqlx::query(RECORD)
+                    .bind(version)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+fn check_not_newer(current: i64, latest: i64) -> Result<(), StorageError> {
+    if current > latest {
+        return Err(StorageError::NewerSchema {
+            found: current,
+            known: latest,
+        });
+    }
+    Ok(())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,79 @@
+//! The delivery node's database: Postgres when a URL is configured, SQLite (one file) as the
+//! embedded default. Both run the same operations with the same guarantees and pass the same
+//! test suites; the SQL differs only where the dialects do.
+
+mod keypackages;
+mod migrate;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// What can go wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database was migrated by a newer version of the node.
+    #[error("database schema version {found} is newer than this node's {known}")]
+    NewerSchema { found: i64, known: i64 },
+}
+
+/// A connection pool to one of the two backends.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Database {
+    /// Connects to Postgres at `url` and brings its schema up to date.
+    pub async fn postgres(url: &str, max_connections: u32) -> Result<Self, StorageError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(url)
+            .await?;
+        let db = Database::Postgres(pool);
+        migrate::run(&db).await?;
+        Ok(db)
+    }
+
+    /// Opens (creating it if needed) the SQLite file at `path`, in WAL mode with full fsync, and
+    /// brings its schema up to date.
+    pub async fn sqlite(path: &Path) -> Result<Self, StorageError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let db = Database::Sqlite(pool);
+        migrate::run(&db).await?;
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "postgres",
+            Database::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Integers are BIGINT in the database; ours are u64 but never near 2^63.
+fn to_db(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn from_db(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
