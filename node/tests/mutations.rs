@@ -79,6 +79,12 @@ fn corrupted_messages_and_commits_are_refused_without_side_effects() {
             let mut input = mutated.as_slice();
             // A corrupted stream either fails to frame, or frames a packet that is refused.
             if let Ok(Some(packet)) = Packet::read_from(&mut input) {
+                if packet == *original {
+                    // An insertion of the last byte's twin just before it leaves the packet
+                    // whole, with one stray byte after it (which `receive` reports).
+                    assert_eq!(input.len(), 1, "an intact packet from a changed stream");
+                    continue;
+                }
                 let result = bob.receive(&packet);
                 assert!(
                     result.is_err(),
