@@ -6,41 +6,13 @@
 //! writer at a time, and `BEGIN IMMEDIATE` makes the transaction take that role at once.
 
 use mlschat_keypackages::{ClaimRecord, Claimed, ClientId, KeyPackage, Stock, Store, StoreError};
-use sqlx::Row;
 
-use super::{Database, StorageError, from_db, to_db};
+use super::{Database, RowExt, StorageError, from_db, to_db, write_transaction};
 
 impl From<StorageError> for StoreError {
     fn from(e: StorageError) -> Self {
         StoreError(e.to_string())
     }
-}
-
-fn db_error(e: sqlx::Error) -> StoreError {
-    StoreError(StorageError::from(e).to_string())
-}
-
-/// Runs `$body` in a write transaction on either backend; `$tx` is the transaction and
-/// `$postgres` tells which dialect to speak. Commits if the body returns normally.
-macro_rules! write_transaction {
-    ($db:expr, |$tx:ident, $postgres:ident| $body:block) => {
-        match $db {
-            Database::Postgres(pool) => {
-                let $postgres = true;
-                let mut $tx = pool.begin().await.map_err(db_error)?;
-                let result = $body;
-                $tx.commit().await.map_err(db_error)?;
-                result
-            }
-            Database::Sqlite(pool) => {
-                let $postgres = false;
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-                let result = $body;
-                $tx.commit().await.map_err(db_error)?;
-                result
-            }
-        }
-    };
 }
 
 const TAKE_ONE_TIME_PG: &str = "
@@ -57,7 +29,7 @@ const TAKE_ONE_TIME_SQLITE: &str = "
         ORDER BY id LIMIT 1)
     RETURNING reference, message, not_after";
 
-fn key_package(row: &impl RowExt) -> Result<KeyPackage, StoreError> {
+fn key_package(row: &impl RowExt) -> Result<KeyPackage, sqlx::Error> {
     Ok(KeyPackage {
         reference: row.bytes(0)?,
         message: row.bytes(1)?,
@@ -65,38 +37,14 @@ fn key_package(row: &impl RowExt) -> Result<KeyPackage, StoreError> {
     })
 }
 
-/// Column access that reads the same on both backends.
-trait RowExt {
-    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError>;
-    fn int(&self, i: usize) -> Result<i64, StoreError>;
-    fn flag(&self, i: usize) -> Result<bool, StoreError>;
-}
-
-macro_rules! impl_row_ext {
-    ($row:ty) => {
-        impl RowExt for $row {
-            fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
-                self.try_get(i).map_err(db_error)
-            }
-            fn int(&self, i: usize) -> Result<i64, StoreError> {
-                self.try_get(i).map_err(db_error)
-            }
-            fn flag(&self, i: usize) -> Result<bool, StoreError> {
-                self.try_get(i).map_err(db_error)
-            }
-        }
-    };
-}
-impl_row_ext!(sqlx::postgres::PgRow);
-impl_row_ext!(sqlx::sqlite::SqliteRow);
-
-impl Store for Database {
-    async fn publish(
+/// The store's operations, in terms of our own error type.
+impl Database {
+    async fn kp_publish(
         &self,
         owner: &ClientId,
         one_time: Vec<KeyPackage>,
         last_resort: Option<KeyPackage>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), StorageError> {
         let owner = owner.as_slice();
         write_transaction!(self, |tx, _postgres| {
             for kp in &one_time {
@@ -107,8 +55,7 @@ impl Store for Database {
                 .bind(owner)
                 .bind(&kp.reference)
                 .execute(&mut *tx)
-                .await
-                .map_err(db_error)?
+                .await?
                 .rows_affected()
                     == 1;
                 if new {
@@ -121,8 +68,7 @@ impl Store for Database {
                     .bind(&kp.message)
                     .bind(to_db(kp.not_after))
                     .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                    .await?;
                 }
             }
             if let Some(kp) = &last_resort {
@@ -137,19 +83,18 @@ impl Store for Database {
                 .bind(&kp.message)
                 .bind(to_db(kp.not_after))
                 .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+                .await?;
             }
         });
         Ok(())
     }
 
-    async fn claim(
+    async fn kp_claim(
         &self,
         owner: &ClientId,
         claimer: &ClientId,
         now: u64,
-    ) -> Result<Option<Claimed>, StoreError> {
+    ) -> Result<Option<Claimed>, StorageError> {
         let (owner, claimer, now) = (owner.as_slice(), claimer.as_slice(), to_db(now));
         write_transaction!(self, |tx, postgres| {
             let take = if postgres {
@@ -161,8 +106,7 @@ impl Store for Database {
                 .bind(owner)
                 .bind(now)
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
+                .await?;
             let claimed = match one_time {
                 Some(row) => Some(Claimed {
                     key_package: key_package(&row)?,
@@ -175,8 +119,7 @@ impl Store for Database {
                 .bind(owner)
                 .bind(now)
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?
+                .await?
                 .map(|row| key_package(&row))
                 .transpose()?
                 .map(|key_package| Claimed {
@@ -194,13 +137,13 @@ impl Store for Database {
                 .bind(c.last_resort)
                 .execute(&mut *tx)
                 .await
-                .map_err(db_error)?;
+                ?;
             }
             Ok(claimed)
         })
     }
 
-    async fn stock(&self, owner: &ClientId, now: u64) -> Result<Stock, StoreError> {
+    async fn kp_stock(&self, owner: &ClientId, now: u64) -> Result<Stock, StorageError> {
         const ONE_TIME: &str =
             "SELECT count(*) FROM key_packages WHERE owner = $1 AND not_after >= $2";
         const LAST_RESORT: &str =
@@ -223,8 +166,7 @@ impl Store for Database {
                         .fetch_one(pool)
                         .await
                 }
-            }
-            .map_err(db_error)?;
+            }?;
         }
         let [one_time, last_resort] = counts;
         Ok(Stock {
@@ -233,51 +175,48 @@ impl Store for Database {
         })
     }
 
-    async fn claim_log(
+    async fn kp_claim_log(
         &self,
         owner: &ClientId,
         after: u64,
         limit: u32,
-    ) -> Result<Vec<ClaimRecord>, StoreError> {
+    ) -> Result<Vec<ClaimRecord>, StorageError> {
         const SQL: &str = "SELECT id, claimer, at, last_resort FROM claim_log
                            WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
         let (owner, after, limit) = (owner.as_slice(), to_db(after), i64::from(limit));
-        fn record(row: &impl RowExt) -> Result<ClaimRecord, StoreError> {
+        fn record(row: &impl RowExt) -> Result<ClaimRecord, sqlx::Error> {
             Ok(ClaimRecord {
                 seq: from_db(row.int(0)?),
                 claimer: row
                     .bytes(1)?
                     .try_into()
-                    .map_err(|_| StoreError("claimer id is not 32 bytes".into()))?,
+                    .map_err(|_| sqlx::Error::Decode("claimer id is not 32 bytes".into()))?,
                 at: from_db(row.int(2)?),
                 last_resort: row.flag(3)?,
             })
         }
-        match self {
-            Database::Postgres(pool) => sqlx::query(SQL)
-                .bind(owner)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-                .map_err(db_error)?
-                .iter()
-                .map(record)
-                .collect(),
-            Database::Sqlite(pool) => sqlx::query(SQL)
-                .bind(owner)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-                .map_err(db_error)?
-                .iter()
-                .map(record)
-                .collect(),
-        }
+        let records: Result<Vec<ClaimRecord>, sqlx::Error> = match self {
+            Database::Postgres(pool) => {
+                let rows = sqlx::query(SQL)
+                    .bind(owner)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(pool);
+                rows.await?.iter().map(record).collect()
+            }
+            Database::Sqlite(pool) => {
+                let rows = sqlx::query(SQL)
+                    .bind(owner)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(pool);
+                rows.await?.iter().map(record).collect()
+            }
+        };
+        Ok(records?)
     }
 
-    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+    async fn kp_purge_expired(&self, now: u64) -> Result<u64, StorageError> {
         let now = to_db(now);
         write_transaction!(self, |tx, _postgres| {
             let mut purged = 0;
@@ -288,11 +227,47 @@ impl Store for Database {
                 purged += sqlx::query(sql)
                     .bind(now)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?
+                    .await?
                     .rows_affected();
             }
             Ok(purged)
         })
+    }
+}
+
+impl Store for Database {
+    async fn publish(
+        &self,
+        owner: &ClientId,
+        one_time: Vec<KeyPackage>,
+        last_resort: Option<KeyPackage>,
+    ) -> Result<(), StoreError> {
+        Ok(self.kp_publish(owner, one_time, last_resort).await?)
+    }
+
+    async fn claim(
+        &self,
+        owner: &ClientId,
+        claimer: &ClientId,
+        now: u64,
+    ) -> Result<Option<Claimed>, StoreError> {
+        Ok(self.kp_claim(owner, claimer, now).await?)
+    }
+
+    async fn stock(&self, owner: &ClientId, now: u64) -> Result<Stock, StoreError> {
+        Ok(self.kp_stock(owner, now).await?)
+    }
+
+    async fn claim_log(
+        &self,
+        owner: &ClientId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<ClaimRecord>, StoreError> {
+        Ok(self.kp_claim_log(owner, after, limit).await?)
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        Ok(self.kp_purge_expired(now).await?)
     }
 }

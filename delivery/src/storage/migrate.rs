@@ -7,11 +7,18 @@ use sqlx::Connection;
 use super::{Database, StorageError};
 
 /// `(version, postgres script, sqlite script)`, in order. Never edit a released script: add one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres_0001_keypackages.sql"),
-    include_str!("../../migrations/sqlite_0001_keypackages.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres_0001_keypackages.sql"),
+        include_str!("../../migrations/sqlite_0001_keypackages.sql"),
+    ),
+    (
+        2,
+        include_str!("../../migrations/postgres_0002_groups.sql"),
+        include_str!("../../migrations/sqlite_0002_groups.sql"),
+    ),
+];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
 
@@ -40,7 +47,7 @@ pub async fn run(db: &Database) -> Result<(), StorageError> {
                 sqlx::raw_sql(*script).execute(&mut *tx).await?;
                 sqlx::query(RECORD)
                     .bind(version)
-                    .bind(now())
+                    .bind(super::unix_now())
                     .execute(&mut *tx)
                     .await?;
             }
@@ -60,7 +67,7 @@ pub async fn run(db: &Database) -> Result<(), StorageError> {
                 sqlx::raw_sql(*script).execute(&mut *tx).await?;
                 sqlx::query(RECORD)
                     .bind(version)
-                    .bind(now())
+                    .bind(super::unix_now())
                     .execute(&mut *tx)
                     .await?;
             }
@@ -78,10 +85,4 @@ fn check_not_newer(current: i64, latest: i64) -> Result<(), StorageError> {
         });
     }
     Ok(())
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -2,8 +2,11 @@
 //! embedded default. Both run the same operations with the same guarantees and pass the same
 //! test suites; the SQL differs only where the dialects do.
 
+mod groups;
 mod keypackages;
 mod migrate;
+
+pub use groups::{Entry, NewCommit, Posted, Refused};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -76,4 +79,62 @@ fn to_db(n: u64) -> i64 {
 
 fn from_db(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+/// Runs `$body` in a write transaction on either backend; `$tx` is the transaction and
+/// `$postgres` tells which dialect to speak. Commits if the body returns normally (it returns
+/// early, rolling back, on `?`). SQLite's `BEGIN IMMEDIATE` takes its single write lock at once,
+/// so two writers never both read before one writes.
+macro_rules! write_transaction {
+    ($db:expr, |$tx:ident, $postgres:ident| $body:block) => {
+        match $db {
+            Database::Postgres(pool) => {
+                let $postgres = true;
+                let mut $tx = pool.begin().await?;
+                let result = $body;
+                $tx.commit().await?;
+                result
+            }
+            Database::Sqlite(pool) => {
+                let $postgres = false;
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let result = $body;
+                $tx.commit().await?;
+                result
+            }
+        }
+    };
+}
+pub(crate) use write_transaction;
+
+/// Column access that reads the same on both backends.
+pub(crate) trait RowExt {
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, sqlx::Error>;
+    fn int(&self, i: usize) -> Result<i64, sqlx::Error>;
+    fn flag(&self, i: usize) -> Result<bool, sqlx::Error>;
+}
+
+macro_rules! impl_row_ext {
+    ($row:ty) => {
+        impl RowExt for $row {
+            fn bytes(&self, i: usize) -> Result<Vec<u8>, sqlx::Error> {
+                sqlx::Row::try_get(self, i)
+            }
+            fn int(&self, i: usize) -> Result<i64, sqlx::Error> {
+                sqlx::Row::try_get(self, i)
+            }
+            fn flag(&self, i: usize) -> Result<bool, sqlx::Error> {
+                sqlx::Row::try_get(self, i)
+            }
+        }
+    };
+}
+impl_row_ext!(sqlx::postgres::PgRow);
+impl_row_ext!(sqlx::sqlite::SqliteRow);
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -1,0 +1,405 @@
+//! Group logs: one total order of commits and messages per group, posting rights by token,
+//! Welcome escrow, ratchet trees per epoch, and mailboxes.
+//!
+//! The heart is one compare-and-set: a commit for epoch `e` moves the group's row from `e` to
+//! `e + 1` only if it is still at `e` and the token of `e` matches. On Postgres, racing
+//! committers queue on that row's lock and the losers then see the new epoch; on SQLite the
+//! write lock serialises them. The commit's log entry, the next epoch's token, its tree and its
+//! Welcomes are written in the same transaction, so a loser's Welcomes never reach a mailbox.
+
+use mlschat_wire::{ClientId, EntryKind, TokenHash};
+
+use super::{Database, RowExt, StorageError, from_db, to_db, unix_now, write_transaction};
+
+/// A commit to post, with what it releases.
+#[derive(Debug, Clone)]
+pub struct NewCommit {
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    /// Hash of the token presented for `epoch`.
+    pub token_hash: TokenHash,
+    /// Hash of the token of `epoch + 1`.
+    pub next_token_hash: TokenHash,
+    pub commit: Vec<u8>,
+    pub welcomes: Vec<(ClientId, Vec<u8>)>,
+    /// Empty when the commit adds nobody.
+    pub ratchet_tree: Vec<u8>,
+}
+
+/// A post was stored at `seq`; the group is at `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posted {
+    pub seq: u64,
+    pub epoch: u64,
+}
+
+/// Why a post or a read was refused (normal outcomes, not failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    UnknownGroup,
+    GroupExists,
+    /// The group is at `current`, not at the epoch of the post.
+    StaleEpoch {
+        current: u64,
+    },
+    /// The token is not that of the epoch (or, for reads, of any epoch) of the group.
+    BadToken,
+}
+
+/// One log or mailbox entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The log's sequence number, or the mailbox entry's id.
+    pub seq: u64,
+    pub epoch: u64,
+    pub kind: EntryKind,
+    pub group_id: Vec<u8>,
+    pub message: Vec<u8>,
+}
+
+fn kind_code(kind: EntryKind) -> i64 {
+    kind as u8 as i64
+}
+
+fn kind_of(code: i64) -> EntryKind {
+    if code == EntryKind::Commit as u8 as i64 {
+        EntryKind::Commit
+    } else {
+        EntryKind::Message
+    }
+}
+
+/// Moves the group from `epoch` (if still there, and the token matches) to `epoch + advance`,
+/// taking one sequence number. Returns the sequence number taken.
+const ADVANCE: &str = "
+    UPDATE groups SET epoch = epoch + $4, next_seq = next_seq + 1
+    WHERE group_id = $1 AND epoch = $2
+      AND EXISTS (SELECT 1 FROM group_tokens t
+                  WHERE t.group_id = $1 AND t.epoch = $2 AND t.token_hash = $3)
+    RETURNING next_seq - 1";
+
+impl Database {
+    /// Creates a group's log at epoch 0 with the hash of its epoch-0 token.
+    pub async fn create_group(
+        &self,
+        group_id: &[u8],
+        token_hash: &TokenHash,
+    ) -> Result<Result<(), Refused>, StorageError> {
+        Ok(write_transaction!(self, |tx, _postgres| {
+            let created = sqlx::query(
+                "INSERT INTO groups (group_id, epoch, next_seq, created_at) VALUES ($1, 0, 1, $2)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(group_id)
+            .bind(unix_now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if created {
+                sqlx::query(
+                    "INSERT INTO group_tokens (group_id, epoch, token_hash) VALUES ($1, 0, $2)",
+                )
+                .bind(group_id)
+                .bind(token_hash.as_slice())
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            } else {
+                Err(Refused::GroupExists)
+            }
+        }))
+    }
+
+    /// Posts a commit for `commit.epoch`: accepted only if that is the group's current epoch and
+    /// the token matches; then, in the same transaction, the next epoch's token, its tree and
+    /// the Welcomes are stored. A refused commit writes nothing.
+    pub async fn post_commit(
+        &self,
+        commit: &NewCommit,
+    ) -> Result<Result<Posted, Refused>, StorageError> {
+        let group_id = commit.group_id.as_slice();
+        let epoch = to_db(commit.epoch);
+        let now = unix_now();
+        Ok(write_transaction!(self, |tx, _postgres| {
+            let seq: Option<i64> = sqlx::query_scalar(ADVANCE)
+                .bind(group_id)
+                .bind(epoch)
+                .bind(commit.token_hash.as_slice())
+                .bind(1i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match seq {
+                None => {
+                    let current: Option<i64> =
+                        sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
+                            .bind(group_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    Err(refusal(current, epoch))
+                }
+                Some(seq) => {
+                    let next = epoch + 1;
+                    sqlx::query(
+                        "INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(group_id)
+                    .bind(seq)
+                    .bind(epoch)
+                    .bind(kind_code(EntryKind::Commit))
+                    .bind(&commit.commit)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO group_tokens (group_id, epoch, token_hash) VALUES ($1, $2, $3)",
+                    )
+                    .bind(group_id)
+                    .bind(next)
+                    .bind(commit.next_token_hash.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                    if !commit.ratchet_tree.is_empty() {
+                        sqlx::query(
+                            "INSERT INTO group_trees (group_id, epoch, ratchet_tree) VALUES ($1, $2, $3)",
+                        )
+                        .bind(group_id)
+                        .bind(next)
+                        .bind(&commit.ratchet_tree)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    for (recipient, welcome) in &commit.welcomes {
+                        sqlx::query(
+                            "INSERT INTO mailbox (owner, group_id, epoch, welcome, at)
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(recipient.as_slice())
+                        .bind(group_id)
+                        .bind(next)
+                        .bind(welcome)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Ok(Posted {
+                        seq: from_db(seq),
+                        epoch: from_db(next),
+                    })
+                }
+            }
+        }))
+    }
+
+    /// Posts an application message (or proposal) sent at `epoch`: accepted only while that is
+    /// the group's current epoch, since members keep no keys of past epochs.
+    pub async fn post_message(
+        &self,
+        group_id: &[u8],
+        epoch: u64,
+        token_hash: &TokenHash,
+        message: &[u8],
+    ) -> Result<Result<Posted, Refused>, StorageError> {
+        let epoch = to_db(epoch);
+        Ok(write_transaction!(self, |tx, _postgres| {
+            let seq: Option<i64> = sqlx::query_scalar(ADVANCE)
+                .bind(group_id)
+                .bind(epoch)
+                .bind(token_hash.as_slice())
+                .bind(0i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match seq {
+                None => {
+                    let current: Option<i64> =
+                        sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
+                            .bind(group_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    Err(refusal(current, epoch))
+                }
+                Some(seq) => {
+                    sqlx::query(
+                        "INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(group_id)
+                    .bind(seq)
+                    .bind(epoch)
+                    .bind(kind_code(EntryKind::Message))
+                    .bind(message)
+                    .bind(unix_now())
+                    .execute(&mut *tx)
+                    .await?;
+                    Ok(Posted {
+                        seq: from_db(seq),
+                        epoch: from_db(epoch),
+                    })
+                }
+            }
+        }))
+    }
+
+    /// Log entries after `after_seq`, for a holder of a token of any epoch of the group.
+    pub async fn fetch_group(
+        &self,
+        group_id: &[u8],
+        token_hash: &TokenHash,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Result<Vec<Entry>, Refused>, StorageError> {
+        const TOKEN: &str =
+            "SELECT count(*) FROM group_tokens WHERE group_id = $1 AND token_hash = $2";
+        const EXISTS: &str = "SELECT count(*) FROM groups WHERE group_id = $1";
+        const LOG: &str = "SELECT seq, epoch, CAST(kind AS BIGINT), message FROM group_log
+                           WHERE group_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+        fn entry(group_id: &[u8], row: &impl RowExt) -> Result<Entry, sqlx::Error> {
+            Ok(Entry {
+                seq: from_db(row.int(0)?),
+                epoch: from_db(row.int(1)?),
+                kind: kind_of(row.int(2)?),
+                group_id: group_id.to_vec(),
+                message: row.bytes(3)?,
+            })
+        }
+        let (after, limit) = (to_db(after_seq), i64::from(limit));
+        macro_rules! read {
+            ($pool:expr) => {{
+                let tokens: i64 = sqlx::query_scalar(TOKEN)
+                    .bind(group_id)
+                    .bind(token_hash.as_slice())
+                    .fetch_one($pool)
+                    .await?;
+                if tokens == 0 {
+                    let exists: i64 = sqlx::query_scalar(EXISTS)
+                        .bind(group_id)
+                        .fetch_one($pool)
+                        .await?;
+                    return Ok(Err(if exists == 0 {
+                        Refused::UnknownGroup
+                    } else {
+                        Refused::BadToken
+                    }));
+                }
+                sqlx::query(LOG)
+                    .bind(group_id)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all($pool)
+                    .await?
+                    .iter()
+                    .map(|row| entry(group_id, row))
+                    .collect::<Result<Vec<_>, _>>()?
+            }};
+        }
+        let entries = match self {
+            Database::Postgres(pool) => read!(pool),
+            Database::Sqlite(pool) => read!(pool),
+        };
+        Ok(Ok(entries))
+    }
+
+    /// The ratchet tree the commit into `epoch` left, if it added anyone.
+    pub async fn fetch_tree(
+        &self,
+        group_id: &[u8],
+        epoch: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        const SQL: &str = "SELECT ratchet_tree FROM group_trees WHERE group_id = $1 AND epoch = $2";
+        let epoch = to_db(epoch);
+        Ok(match self {
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(SQL)
+                    .bind(group_id)
+                    .bind(epoch)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar(SQL)
+                    .bind(group_id)
+                    .bind(epoch)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        })
+    }
+
+    /// The owner's mailbox entries (Welcomes) after `after`; `seq` is the entry id.
+    pub async fn fetch_mailbox(
+        &self,
+        owner: &ClientId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StorageError> {
+        const SQL: &str = "SELECT id, epoch, group_id, welcome FROM mailbox
+                           WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
+        fn entry(row: &impl RowExt) -> Result<Entry, sqlx::Error> {
+            Ok(Entry {
+                seq: from_db(row.int(0)?),
+                epoch: from_db(row.int(1)?),
+                kind: EntryKind::Message,
+                group_id: row.bytes(2)?,
+                message: row.bytes(3)?,
+            })
+        }
+        let (owner, after, limit) = (owner.as_slice(), to_db(after), i64::from(limit));
+        let rows: Result<Vec<Entry>, sqlx::Error> = match self {
+            Database::Postgres(pool) => sqlx::query(SQL)
+                .bind(owner)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(entry)
+                .collect(),
+            Database::Sqlite(pool) => sqlx::query(SQL)
+                .bind(owner)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(entry)
+                .collect(),
+        };
+        Ok(rows?)
+    }
+
+    /// Deletes the owner's mailbox entries up to and including `up_to`; returns how many.
+    pub async fn ack_mailbox(&self, owner: &ClientId, up_to: u64) -> Result<u64, StorageError> {
+        const SQL: &str = "DELETE FROM mailbox WHERE owner = $1 AND id <= $2";
+        let (owner, up_to) = (owner.as_slice(), to_db(up_to));
+        Ok(match self {
+            Database::Postgres(pool) => {
+                let done = sqlx::query(SQL)
+                    .bind(owner)
+                    .bind(up_to)
+                    .execute(pool)
+                    .await?;
+                done.rows_affected()
+            }
+            Database::Sqlite(pool) => {
+                let done = sqlx::query(SQL)
+                    .bind(owner)
+                    .bind(up_to)
+                    .execute(pool)
+                    .await?;
+                done.rows_affected()
+            }
+        })
+    }
+}
+
+/// Why the compare-and-set found nothing to update.
+fn refusal(current: Option<i64>, posted: i64) -> Refused {
+    match current {
+        None => Refused::UnknownGroup,
+        Some(current) if current != posted => Refused::StaleEpoch {
+            current: from_db(current),
+        },
+        Some(_) => Refused::BadToken,
+    }
+}

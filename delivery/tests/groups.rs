@@ -1,0 +1,254 @@
+//! Group logs on both backends: one commit per epoch, Welcome escrow, tokens, mailboxes.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{fresh_postgres, fresh_sqlite};
+use mlschat_delivery::storage::{Database, NewCommit, Posted, Refused};
+use mlschat_wire::EntryKind;
+use mlschat_wire::token::token_hash;
+
+const GROUP: &[u8] = b"group-1";
+
+fn token(epoch: u64, variant: u8) -> [u8; 32] {
+    let mut t = [variant; 32];
+    t[..8].copy_from_slice(&epoch.to_be_bytes());
+    t
+}
+
+fn commit(epoch: u64, by: u8, welcomes: Vec<([u8; 32], Vec<u8>)>) -> NewCommit {
+    NewCommit {
+        group_id: GROUP.to_vec(),
+        epoch,
+        token_hash: token_hash(&token(epoch, 0)),
+        next_token_hash: token_hash(&token(epoch + 1, 0)),
+        commit: vec![by; 10],
+        ratchet_tree: if welcomes.is_empty() {
+            vec![]
+        } else {
+            vec![by; 100]
+        },
+        welcomes,
+    }
+}
+
+async fn both(test: impl AsyncFn(Database)) {
+    test(fresh_postgres().await).await;
+    test(fresh_sqlite().await).await;
+}
+
+async fn created(db: &Database) {
+    db.create_group(GROUP, &token_hash(&token(0, 0)))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_commits_for_one_epoch_accept_one_and_release_only_its_welcomes() {
+    both(async |db: Database| {
+        created(&db).await;
+        let db = Arc::new(db);
+        let racers: Vec<_> = (0..32u8)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let c = commit(0, i, vec![([i; 32], vec![i; 5])]);
+                    (i, db.post_commit(&c).await.unwrap())
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for racer in racers {
+            match racer.await.unwrap() {
+                (i, Ok(Posted { seq: 1, epoch: 1 })) => winners.push(i),
+                (_, Err(Refused::StaleEpoch { current: 1 })) => {}
+                (i, other) => panic!("racer {i}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one commit per epoch");
+        let winner = winners[0];
+        for i in 0..32u8 {
+            let mailbox = db.fetch_mailbox(&[i; 32], 0, 10).await.unwrap();
+            if i == winner {
+                assert_eq!(mailbox.len(), 1);
+                assert_eq!(mailbox[0].message, vec![i; 5]);
+                assert_eq!(mailbox[0].epoch, 1);
+            } else {
+                assert!(
+                    mailbox.is_empty(),
+                    "a losing commit's Welcome was delivered"
+                );
+            }
+        }
+        assert_eq!(
+            db.fetch_tree(GROUP, 1).await.unwrap(),
+            Some(vec![winner; 100])
+        );
+        let log = db
+            .fetch_group(GROUP, &token_hash(&token(0, 0)), 0, 100)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].message, vec![winner; 10]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stale_commit_is_refused_with_the_current_epoch_and_writes_nothing() {
+    both(async |db: Database| {
+        created(&db).await;
+        db.post_commit(&commit(0, 1, vec![]))
+            .await
+            .unwrap()
+            .unwrap();
+        db.post_commit(&commit(1, 2, vec![]))
+            .await
+            .unwrap()
+            .unwrap();
+        let late = commit(0, 3, vec![([9; 32], vec![9])]);
+        assert_eq!(
+            db.post_commit(&late).await.unwrap(),
+            Err(Refused::StaleEpoch { current: 2 })
+        );
+        assert!(db.fetch_mailbox(&[9; 32], 0, 10).await.unwrap().is_empty());
+        let log = db
+            .fetch_group(GROUP, &token_hash(&token(2, 0)), 0, 100)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(log.len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_member_removed_at_an_epoch_cannot_post_after_it() {
+    both(async |db: Database| {
+        created(&db).await;
+        // The commit into epoch 1 registers token 1; the removed member only knows token 0.
+        db.post_commit(&commit(0, 1, vec![]))
+            .await
+            .unwrap()
+            .unwrap();
+        let old = token_hash(&token(0, 0));
+        let new = token_hash(&token(1, 0));
+        assert_eq!(
+            db.post_message(GROUP, 1, &old, b"from the removed")
+                .await
+                .unwrap(),
+            Err(Refused::BadToken)
+        );
+        assert_eq!(
+            db.post_message(GROUP, 0, &old, b"at the old epoch")
+                .await
+                .unwrap(),
+            Err(Refused::StaleEpoch { current: 1 })
+        );
+        let mut forged = commit(1, 7, vec![]);
+        forged.token_hash = old;
+        assert_eq!(
+            db.post_commit(&forged).await.unwrap(),
+            Err(Refused::BadToken)
+        );
+        assert_eq!(
+            db.post_message(GROUP, 1, &new, b"from a member")
+                .await
+                .unwrap(),
+            Ok(Posted { seq: 2, epoch: 1 })
+        );
+        // Nothing the removed member tried is in the log.
+        let log = db.fetch_group(GROUP, &new, 0, 100).await.unwrap().unwrap();
+        let messages: Vec<&[u8]> = log.iter().map(|e| e.message.as_slice()).collect();
+        assert_eq!(messages, [&[1u8; 10][..], b"from a member"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_log_orders_commits_and_messages_and_reads_after_a_sequence_number() {
+    both(async |db: Database| {
+        created(&db).await;
+        let t0 = token_hash(&token(0, 0));
+        let t1 = token_hash(&token(1, 0));
+        for i in 0..3u8 {
+            db.post_message(GROUP, 0, &t0, &[i]).await.unwrap().unwrap();
+        }
+        db.post_commit(&commit(0, 9, vec![]))
+            .await
+            .unwrap()
+            .unwrap();
+        let last = db
+            .post_message(GROUP, 1, &t1, b"after")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(last, Posted { seq: 5, epoch: 1 });
+        let all = db.fetch_group(GROUP, &t1, 0, 100).await.unwrap().unwrap();
+        let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(all[3].kind, EntryKind::Commit);
+        assert_eq!((all[3].epoch, all[4].epoch), (0, 1));
+        let page = db.fetch_group(GROUP, &t0, 2, 2).await.unwrap().unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+        let stranger = token_hash(&token(0, 0xee));
+        assert_eq!(
+            db.fetch_group(GROUP, &stranger, 0, 100).await.unwrap(),
+            Err(Refused::BadToken)
+        );
+        assert_eq!(
+            db.fetch_group(b"nope", &t0, 0, 100).await.unwrap(),
+            Err(Refused::UnknownGroup)
+        );
+        assert_eq!(
+            db.post_message(b"nope", 0, &t0, b"x").await.unwrap(),
+            Err(Refused::UnknownGroup)
+        );
+        assert_eq!(
+            db.create_group(GROUP, &t0).await.unwrap(),
+            Err(Refused::GroupExists)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mailbox_entries_go_only_after_acknowledgement_and_only_the_owners() {
+    both(async |db: Database| {
+        created(&db).await;
+        let (alice, bob) = ([0xa1; 32], [0xb0; 32]);
+        db.post_commit(&commit(
+            0,
+            1,
+            vec![(alice, b"w1".to_vec()), (bob, b"wb".to_vec())],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+        db.post_commit(&commit(1, 2, vec![(alice, b"w2".to_vec())]))
+            .await
+            .unwrap()
+            .unwrap();
+        let mailbox = db.fetch_mailbox(&alice, 0, 10).await.unwrap();
+        assert_eq!(
+            mailbox
+                .iter()
+                .map(|e| e.message.as_slice())
+                .collect::<Vec<_>>(),
+            [b"w1", b"w2"]
+        );
+        // Reading does not delete; acknowledging the first does, and only Alice's.
+        assert_eq!(db.fetch_mailbox(&alice, 0, 10).await.unwrap().len(), 2);
+        assert_eq!(db.ack_mailbox(&alice, mailbox[0].seq).await.unwrap(), 1);
+        let rest = db.fetch_mailbox(&alice, 0, 10).await.unwrap();
+        assert_eq!(rest, mailbox[1..]);
+        assert_eq!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().len(), 1);
+        // Acknowledging someone else's ids deletes nothing of theirs.
+        assert_eq!(db.ack_mailbox(&alice, u64::MAX >> 2).await.unwrap(), 1);
+        assert_eq!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().len(), 1);
+    })
+    .await;
+}
