@@ -5,8 +5,15 @@
 //!
 //! # Layout
 //! - [`storage`]: Postgres, or SQLite as the embedded default; schema migrations at start-up;
-//!   the KeyPackage directory's store.
+//!   the KeyPackage store, group logs (one commit per epoch), mailboxes, clients.
+//! - [`session`]: a connection's authentication state, without I/O.
+//! - [`server`]: the QUIC server: reads requests, answers them from storage.
+//! - [`tls`]: certificates, server and pinned-client TLS configurations.
 //!
-//! Being built (issue 3): the QUIC server, group logs, mailboxes, federation, admin HTTP.
+//! Not built yet (issue 3): pushes to subscribers, federation, admin HTTP and metrics, the
+//! `mlschat-delivery` binary with its configuration and graceful drain.
 
+pub mod server;
+pub mod session;
 pub mod storage;
+pub mod tls;

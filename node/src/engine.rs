@@ -242,7 +242,12 @@ impl Engine {
         provider: &impl OpenMlsProvider,
         last_resort: bool,
     ) -> Result<NewKeyPackage, EngineError> {
-        let mut builder = KeyPackage::builder();
+        // A KeyPackage may carry only extensions its leaf claims to support (RFC 9420 §7.2):
+        // without this, a last-resort package fails validation everywhere.
+        let capabilities = Capabilities::builder()
+            .extensions(vec![ExtensionType::LastResort])
+            .build();
+        let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
         if last_resort {
             builder = builder.mark_as_last_resort();
         }

@@ -312,6 +312,36 @@ fn member_leaves_by_proposal_and_the_next_commit_removes_her() {
 }
 
 #[test]
+fn a_last_resort_key_package_adds_its_owner_to_several_groups() {
+    let world = World::new();
+    let (alice, carol, bob) = (world.peer("alice"), world.peer("carol"), world.peer("bob"));
+    bob.ok(&["keypackage", "--last-resort", "--out", "bob-lr.kp"]);
+    assert_eq!(bob.json(&["whoami"])["keypackages"]["last_resort"], true);
+    for (owner, group) in [(&alice, "first"), (&carol, "second")] {
+        owner.ok(&["group", "create", group]);
+        let welcome = format!("{group}.welcome");
+        owner.ok(&[
+            "group",
+            "add",
+            group,
+            "bob-lr.kp",
+            "--out",
+            "c",
+            "--welcome-out",
+            &welcome,
+        ]);
+        assert!(bob.ok(&["receive", &welcome]).contains("joined"));
+    }
+    assert_eq!(
+        bob.json(&["group", "list"])["groups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
 fn removed_member_who_missed_the_removal_cannot_read_either() {
     let world = World::new();
     let (alice, bob, carol) = (world.peer("alice"), world.peer("bob"), world.peer("carol"));

@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres_0002_groups.sql"),
         include_str!("../../migrations/sqlite_0002_groups.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres_0003_clients.sql"),
+        include_str!("../../migrations/sqlite_0003_clients.sql"),
+    ),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";

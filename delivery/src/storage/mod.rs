@@ -2,6 +2,7 @@
 //! embedded default. Both run the same operations with the same guarantees and pass the same
 //! test suites; the SQL differs only where the dialects do.
 
+mod clients;
 mod groups;
 mod keypackages;
 mod migrate;

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test binary uses part of the harness
 //! Test harness: a fresh database of each backend for every test.
 
 use std::sync::atomic::{AtomicU32, Ordering};

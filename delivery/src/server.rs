@@ -1,0 +1,488 @@
+//! The QUIC server: one task per connection, one per request stream. A request is read with its
+//! size checked from the header, handled against the database, and answered on its stream.
+//! Failures become wire error codes in one place ([`Failure`]), which logs internal detail and
+//! sends only a short text.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mlschat_keypackages::{ClaimError, Directory, KeyPackage, RateLimit, Store};
+use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose};
+use mlschat_wire::frame::{self, FrameError, HEADER_LEN, Header};
+use mlschat_wire::token::token_hash;
+use mlschat_wire::{
+    ClaimLogEntry, ErrorCode, ErrorResponse, Flag, GroupEntry, MailboxEntry, Request, Response,
+};
+use openmls::prelude::{KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion};
+use openmls_rust_crypto::RustCrypto;
+use tls_codec::Deserialize as _;
+use tokio::sync::Mutex;
+
+use crate::session::{Authenticated, Session};
+use crate::storage::{Database, NewCommit, Refused, StorageError};
+
+/// Who may register.
+#[derive(Debug, Clone)]
+pub enum Registration {
+    Open,
+    /// Only with one of these invite tokens.
+    Invite(HashSet<Vec<u8>>),
+}
+
+/// The node's behaviour, as configured.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The largest request body accepted.
+    pub max_frame: u32,
+    pub registration: Registration,
+    pub claim_rate: RateLimit,
+    /// The most entries one fetch returns.
+    pub max_fetch: u32,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            max_frame: mlschat_wire::MAX_FRAME,
+            registration: Registration::Open,
+            claim_rate: RateLimit::default(),
+            max_fetch: 1000,
+        }
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct Node {
+    db: Database,
+    directory: Directory<Database>,
+    config: NodeConfig,
+    crypto: RustCrypto,
+    started: Instant,
+}
+
+/// A request that ends in an error response.
+#[derive(Debug)]
+struct Failure {
+    code: ErrorCode,
+    current_epoch: u64,
+    detail: String,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            current_epoch: 0,
+            detail: detail.into(),
+        }
+    }
+
+    fn response(self) -> Response {
+        Response::Error(ErrorResponse {
+            code: self.code,
+            current_epoch: self.current_epoch,
+            detail: self.detail.into_bytes().into(),
+        })
+    }
+}
+
+impl From<ErrorCode> for Failure {
+    fn from(code: ErrorCode) -> Self {
+        Failure::new(code, format!("{code:?}"))
+    }
+}
+
+impl From<StorageError> for Failure {
+    /// The only place a storage failure becomes a wire error: logged here, not sent.
+    fn from(e: StorageError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        Failure::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+impl From<mlschat_keypackages::StoreError> for Failure {
+    fn from(e: mlschat_keypackages::StoreError) -> Self {
+        tracing::error!(error = %e, "KeyPackage store failure");
+        Failure::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+impl From<Refused> for Failure {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::UnknownGroup => Failure::new(ErrorCode::UnknownGroup, "no such group"),
+            Refused::GroupExists => Failure::new(ErrorCode::GroupExists, "group exists"),
+            Refused::BadToken => Failure::new(ErrorCode::BadToken, "token does not match"),
+            Refused::StaleEpoch { current } => Failure {
+                code: ErrorCode::StaleEpoch,
+                current_epoch: current,
+                detail: format!("group is at epoch {current}"),
+            },
+        }
+    }
+}
+
+impl From<FrameError> for Failure {
+    fn from(e: FrameError) -> Self {
+        let code = match e {
+            FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+            FrameError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            FrameError::Truncated | FrameError::Malformed(_) => ErrorCode::Malformed,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Accepts connections until the endpoint is closed.
+pub async fn serve(endpoint: quinn::Endpoint, node: Arc<Node>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(connection) => node.connection(connection).await,
+                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+            }
+        });
+    }
+}
+
+impl Node {
+    pub fn new(db: Database, config: NodeConfig) -> Self {
+        Self {
+            directory: Directory::new(db.clone(), config.claim_rate),
+            db,
+            config,
+            crypto: RustCrypto::default(),
+            started: Instant::now(),
+        }
+    }
+
+    async fn connection(self: Arc<Self>, connection: quinn::Connection) {
+        let mut exporter = [0u8; EXPORTER_LEN];
+        if connection
+            .export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+            .is_err()
+        {
+            connection.close(1u32.into(), b"no TLS exporter");
+            return;
+        }
+        let session = Arc::new(Mutex::new(Session::default()));
+        while let Ok((send, recv)) = connection.accept_bi().await {
+            let (node, session) = (self.clone(), session.clone());
+            tokio::spawn(async move { node.stream(session, exporter, send, recv).await });
+        }
+    }
+
+    async fn stream(
+        &self,
+        session: Arc<Mutex<Session>>,
+        exporter: [u8; EXPORTER_LEN],
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
+        let response = match self.read_request(&mut recv).await {
+            Ok(request) => self
+                .handle(request, &session, &exporter)
+                .await
+                .unwrap_or_else(Failure::response),
+            Err(failure) => failure.response(),
+        };
+        match frame::encode(&response) {
+            Ok(bytes) => {
+                let _ = send.write_all(&bytes).await;
+                let _ = send.finish();
+            }
+            Err(e) => tracing::error!(error = %e, "response could not be encoded"),
+        }
+    }
+
+    /// Reads one request frame: the header first, and the body only if within the limit.
+    async fn read_request(&self, recv: &mut quinn::RecvStream) -> Result<Request, Failure> {
+        let mut header = [0u8; HEADER_LEN];
+        recv.read_exact(&mut header)
+            .await
+            .map_err(|_| Failure::from(FrameError::Truncated))?;
+        let header = Header::parse(&header, self.config.max_frame)?;
+        let mut body = vec![0u8; header.length as usize];
+        recv.read_exact(&mut body)
+            .await
+            .map_err(|_| Failure::from(FrameError::Truncated))?;
+        // Nothing may follow the frame on a request stream.
+        let mut probe = [0u8; 1];
+        if let Ok(Some(_)) = recv.read(&mut probe).await {
+            return Err(FrameError::Malformed("bytes after the request".into()).into());
+        }
+        Ok(frame::decode_body(&body)?)
+    }
+
+    async fn handle(
+        &self,
+        request: Request,
+        session: &Mutex<Session>,
+        exporter: &[u8],
+    ) -> Result<Response, Failure> {
+        let client = match request {
+            Request::Challenge => {
+                let mut nonce = [0u8; 32];
+                getrandom::fill(&mut nonce)
+                    .map_err(|_| Failure::new(ErrorCode::Internal, "no randomness"))?;
+                let nonce = session.lock().await.challenge(nonce);
+                return Ok(Response::Challenge { nonce });
+            }
+            Request::Register(r) => {
+                if let Registration::Invite(invites) = &self.config.registration
+                    && !invites.contains(r.invite.as_slice())
+                {
+                    return Err(Failure::new(ErrorCode::InviteRequired, "invite required"));
+                }
+                let who = session.lock().await.prove(
+                    Purpose::Register,
+                    exporter,
+                    r.signature_key.as_slice(),
+                    r.invite.as_slice(),
+                    r.signature.as_slice(),
+                )?;
+                self.db.register_client(&who.id, &who.signature_key).await?;
+                return Ok(self.authenticated(session, who).await);
+            }
+            Request::Authenticate(a) => {
+                let who = session.lock().await.prove(
+                    Purpose::Authenticate,
+                    exporter,
+                    a.signature_key.as_slice(),
+                    b"",
+                    a.signature.as_slice(),
+                )?;
+                if self.db.client_key(&who.id).await?.is_none() {
+                    return Err(Failure::new(ErrorCode::UnknownClient, "not registered"));
+                }
+                return Ok(self.authenticated(session, who).await);
+            }
+            _ => session.lock().await.client()?.clone(),
+        };
+        self.handle_authenticated(request, &client).await
+    }
+
+    async fn authenticated(&self, session: &Mutex<Session>, who: Authenticated) -> Response {
+        let client = who.id;
+        session.lock().await.authenticated(who);
+        Response::Authenticated { client }
+    }
+
+    async fn handle_authenticated(
+        &self,
+        request: Request,
+        client: &Authenticated,
+    ) -> Result<Response, Failure> {
+        let now = unix_now();
+        Ok(match request {
+            Request::Challenge | Request::Register(_) | Request::Authenticate(_) => {
+                unreachable!("handled before authentication")
+            }
+            Request::PublishKeyPackages(p) => {
+                let one_time = p
+                    .one_time
+                    .iter()
+                    .map(|kp| self.own_key_package(kp.as_slice(), client))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let last_resort = if p.last_resort.as_slice().is_empty() {
+                    None
+                } else {
+                    Some(self.own_key_package(p.last_resort.as_slice(), client)?)
+                };
+                self.directory
+                    .publish(&client.id, one_time, last_resort)
+                    .await?;
+                Response::Ok
+            }
+            Request::ClaimKeyPackage { owner } => {
+                let claimed = self
+                    .directory
+                    .claim(&owner, &client.id, now, self.started.elapsed())
+                    .await
+                    .map_err(|e| match e {
+                        ClaimError::NoKeyPackage => {
+                            Failure::new(ErrorCode::NoKeyPackage, "no KeyPackage left")
+                        }
+                        ClaimError::RateLimited(wait) => Failure::new(
+                            ErrorCode::RateLimited,
+                            format!("retry in {} ms", wait.as_millis()),
+                        ),
+                        ClaimError::Store(e) => e.into(),
+                    })?;
+                Response::KeyPackage {
+                    key_package: claimed.key_package.message.into(),
+                }
+            }
+            Request::KeyPackageStock => {
+                let stock = self.directory.stock(&client.id, now).await?;
+                Response::KeyPackageStock {
+                    one_time: stock.one_time,
+                    last_resort: Flag::from(stock.last_resort),
+                }
+            }
+            Request::ClaimLog { after } => {
+                let log = self
+                    .directory
+                    .claim_log(&client.id, after, self.config.max_fetch)
+                    .await?;
+                Response::ClaimLog {
+                    entries: log
+                        .into_iter()
+                        .map(|r| ClaimLogEntry {
+                            seq: r.seq,
+                            claimer: r.claimer,
+                            at: r.at,
+                            last_resort: Flag::from(r.last_resort),
+                        })
+                        .collect(),
+                }
+            }
+            Request::CreateGroup(g) => {
+                self.db
+                    .create_group(g.group_id.as_slice(), &g.token_hash)
+                    .await??;
+                Response::Ok
+            }
+            Request::PostCommit(c) => {
+                let posted = self
+                    .db
+                    .post_commit(&NewCommit {
+                        group_id: c.group_id.as_slice().to_vec(),
+                        epoch: c.epoch,
+                        token_hash: token_hash(&c.token),
+                        next_token_hash: c.next_token_hash,
+                        commit: c.commit.as_slice().to_vec(),
+                        welcomes: c
+                            .welcomes
+                            .iter()
+                            .map(|w| (w.recipient, w.welcome.as_slice().to_vec()))
+                            .collect(),
+                        ratchet_tree: c.ratchet_tree.as_slice().to_vec(),
+                    })
+                    .await??;
+                Response::Accepted {
+                    seq: posted.seq,
+                    epoch: posted.epoch,
+                }
+            }
+            Request::PostMessage(m) => {
+                let posted = self
+                    .db
+                    .post_message(
+                        m.group_id.as_slice(),
+                        m.epoch,
+                        &token_hash(&m.token),
+                        m.message.as_slice(),
+                    )
+                    .await??;
+                Response::Accepted {
+                    seq: posted.seq,
+                    epoch: posted.epoch,
+                }
+            }
+            Request::FetchGroup(f) => {
+                let limit = f.limit.min(self.config.max_fetch);
+                let entries = self
+                    .db
+                    .fetch_group(
+                        f.group_id.as_slice(),
+                        &token_hash(&f.token),
+                        f.after_seq,
+                        limit,
+                    )
+                    .await??;
+                Response::GroupEntries {
+                    entries: entries
+                        .into_iter()
+                        .map(|e| GroupEntry {
+                            seq: e.seq,
+                            epoch: e.epoch,
+                            kind: e.kind,
+                            message: e.message.into(),
+                        })
+                        .collect(),
+                }
+            }
+            Request::FetchTree(t) => {
+                match self.db.fetch_tree(t.group_id.as_slice(), t.epoch).await? {
+                    Some(tree) => Response::Tree {
+                        ratchet_tree: tree.into(),
+                    },
+                    None => {
+                        return Err(Failure::new(
+                            ErrorCode::UnknownGroup,
+                            "no tree for that epoch",
+                        ));
+                    }
+                }
+            }
+            Request::Subscribe(_) => {
+                return Err(Failure::new(
+                    ErrorCode::Unavailable,
+                    "subscriptions are not served yet",
+                ));
+            }
+            Request::FetchMailbox { after, limit } => {
+                let limit = limit.min(self.config.max_fetch);
+                let entries = self.db.fetch_mailbox(&client.id, after, limit).await?;
+                Response::Mailbox {
+                    entries: entries
+                        .into_iter()
+                        .map(|e| MailboxEntry {
+                            id: e.seq,
+                            group_id: e.group_id.into(),
+                            epoch: e.epoch,
+                            welcome: e.message.into(),
+                        })
+                        .collect(),
+                }
+            }
+            Request::AckMailbox { up_to } => {
+                self.db.ack_mailbox(&client.id, up_to).await?;
+                Response::Ok
+            }
+        })
+    }
+
+    /// Validates a KeyPackage (`MLSMessage`): well formed, validly signed, unexpired, and
+    /// carrying the uploader's own signature key.
+    fn own_key_package(&self, bytes: &[u8], client: &Authenticated) -> Result<KeyPackage, Failure> {
+        let invalid = |why: &str| Failure::new(ErrorCode::InvalidKeyPackage, why);
+        let message = MlsMessageIn::tls_deserialize_exact(bytes)
+            .map_err(|_| invalid("not an MLS message"))?;
+        let MlsMessageBodyIn::KeyPackage(kp) = message.extract() else {
+            return Err(invalid("not a KeyPackage"));
+        };
+        let kp: KeyPackageIn = kp;
+        let kp = kp
+            .validate(&self.crypto, ProtocolVersion::Mls10)
+            .map_err(|e| invalid(&format!("rejected: {e}")))?;
+        if kp.leaf_node().signature_key().as_slice() != client.signature_key.as_slice() {
+            return Err(invalid("the KeyPackage is not signed with your key"));
+        }
+        Ok(KeyPackage {
+            reference: kp
+                .hash_ref(&self.crypto)
+                .map_err(|_| invalid("cannot hash"))?
+                .as_slice()
+                .to_vec(),
+            message: bytes.to_vec(),
+            not_after: kp.life_time().not_after(),
+        })
+    }
+}
+
+// The directory's store is the node's database.
+const _: fn() = || {
+    fn store<S: Store>() {}
+    store::<Database>();
+};

@@ -1,0 +1,55 @@
+//! Registered clients.
+
+use mlschat_wire::ClientId;
+
+use super::{Database, StorageError, unix_now};
+
+impl Database {
+    /// Registers a client; registering the same key again is a no-op. Returns whether it is new.
+    pub async fn register_client(
+        &self,
+        client: &ClientId,
+        signature_key: &[u8],
+    ) -> Result<bool, StorageError> {
+        const SQL: &str = "INSERT INTO clients (client_id, signature_key, registered_at)
+                           VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+        let client = client.as_slice();
+        let done = match self {
+            Database::Postgres(pool) => {
+                let q = sqlx::query(SQL)
+                    .bind(client)
+                    .bind(signature_key)
+                    .bind(unix_now());
+                q.execute(pool).await?.rows_affected()
+            }
+            Database::Sqlite(pool) => {
+                let q = sqlx::query(SQL)
+                    .bind(client)
+                    .bind(signature_key)
+                    .bind(unix_now());
+                q.execute(pool).await?.rows_affected()
+            }
+        };
+        Ok(done == 1)
+    }
+
+    /// The signature key of a registered client.
+    pub async fn client_key(&self, client: &ClientId) -> Result<Option<Vec<u8>>, StorageError> {
+        const SQL: &str = "SELECT signature_key FROM clients WHERE client_id = $1";
+        let client = client.as_slice();
+        Ok(match self {
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(SQL)
+                    .bind(client)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar(SQL)
+                    .bind(client)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        })
+    }
+}

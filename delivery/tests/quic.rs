@@ -1,0 +1,392 @@
+//! The delivery node over real QUIC sockets on 127.0.0.1, on a real Postgres.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mlschat_delivery::server::{Node, NodeConfig, serve};
+use mlschat_delivery::tls;
+use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose, Transcript};
+use mlschat_wire::token::{client_id, token_hash};
+use mlschat_wire::*;
+use openmls::prelude::{
+    BasicCredential, Capabilities, Ciphersuite, CredentialWithKey, ExtensionType, KeyPackage,
+    MlsMessageOut, tls_codec::Serialize as _,
+};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::signatures::Signer;
+
+/// A running node and what a client needs to reach it.
+struct TestNode {
+    addr: SocketAddr,
+    fingerprint: [u8; 32],
+    _endpoint: quinn::Endpoint,
+}
+
+async fn start_node() -> TestNode {
+    let db = common::fresh_postgres().await;
+    let cert = tls::NodeCertificate::self_signed("localhost").unwrap();
+    let endpoint = quinn::Endpoint::server(
+        tls::server_config(&cert).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let node = Arc::new(Node::new(db, NodeConfig::default()));
+    tokio::spawn(serve(endpoint.clone(), node));
+    TestNode {
+        addr: endpoint.local_addr().unwrap(),
+        fingerprint: cert.fingerprint(),
+        _endpoint: endpoint,
+    }
+}
+
+/// A client: its MLS signature key (which is also its node identity) and a connection.
+struct Client {
+    signer: SignatureKeyPair,
+    provider: OpenMlsRustCrypto,
+    connection: quinn::Connection,
+}
+
+impl Client {
+    async fn connect(node: &TestNode) -> Client {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(tls::pinned_client_config(node.fingerprint).unwrap());
+        let connection = endpoint
+            .connect(node.addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        Client {
+            signer: SignatureKeyPair::new(openmls::prelude::SignatureScheme::ED25519).unwrap(),
+            provider: OpenMlsRustCrypto::default(),
+            connection,
+        }
+    }
+
+    fn id(&self) -> ClientId {
+        client_id(self.signer.public())
+    }
+
+    async fn raw(&self, bytes: &[u8]) -> Response {
+        let (mut send, mut recv) = self.connection.open_bi().await.unwrap();
+        send.write_all(bytes).await.unwrap();
+        send.finish().unwrap();
+        let answer = recv.read_to_end(1 << 26).await.unwrap();
+        frame::decode(&answer, MAX_FRAME).unwrap()
+    }
+
+    async fn request(&self, request: &Request) -> Response {
+        self.raw(&frame::encode(request).unwrap()).await
+    }
+
+    /// The `Register` request for this connection (after a fresh challenge).
+    async fn register_request(&self) -> Request {
+        let Response::Challenge { nonce } = self.request(&Request::Challenge).await else {
+            panic!("no challenge")
+        };
+        let mut exporter = [0u8; EXPORTER_LEN];
+        self.connection
+            .export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+            .unwrap();
+        let transcript = Transcript::new(
+            Purpose::Register,
+            &exporter,
+            &nonce,
+            self.signer.public(),
+            b"",
+        );
+        let signature = self.signer.sign(&transcript.to_bytes()).unwrap();
+        Request::Register(Register {
+            signature_key: self.signer.public().into(),
+            invite: b"".as_slice().into(),
+            signature: signature.into(),
+        })
+    }
+
+    async fn register(&self) {
+        let request = self.register_request().await;
+        assert_eq!(
+            self.request(&request).await,
+            Response::Authenticated { client: self.id() }
+        );
+    }
+
+    /// A KeyPackage signed by `signer` (ours, unless testing someone else's).
+    fn key_package(&self, signer: &SignatureKeyPair, last_resort: bool) -> tls_codec::VLBytes {
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(b"someone/dev".to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        let capabilities = Capabilities::builder()
+            .extensions(vec![ExtensionType::LastResort])
+            .build();
+        let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
+        if last_resort {
+            builder = builder.mark_as_last_resort();
+        }
+        let bundle = builder
+            .build(
+                Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519,
+                &self.provider,
+                signer,
+                credential,
+            )
+            .unwrap();
+        MlsMessageOut::from(bundle.key_package().clone())
+            .tls_serialize_detached()
+            .unwrap()
+            .into()
+    }
+}
+
+fn error_code(response: &Response) -> Option<ErrorCode> {
+    match response {
+        Response::Error(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn clients_register_publish_and_claim_key_packages() {
+    let node = start_node().await;
+    let (alice, bob) = (Client::connect(&node).await, Client::connect(&node).await);
+    alice.register().await;
+    bob.register().await;
+    let publish = Request::PublishKeyPackages(PublishKeyPackages {
+        one_time: (0..3)
+            .map(|_| alice.key_package(&alice.signer, false))
+            .collect(),
+        last_resort: alice.key_package(&alice.signer, true),
+    });
+    assert_eq!(alice.request(&publish).await, Response::Ok);
+    assert_eq!(
+        alice.request(&Request::KeyPackageStock).await,
+        Response::KeyPackageStock {
+            one_time: 3,
+            last_resort: Flag::Yes
+        }
+    );
+    let claim = Request::ClaimKeyPackage { owner: alice.id() };
+    let Response::KeyPackage { key_package } = bob.request(&claim).await else {
+        panic!("no KeyPackage")
+    };
+    assert!(!key_package.as_slice().is_empty());
+    let Response::ClaimLog { entries } = alice.request(&Request::ClaimLog { after: 0 }).await
+    else {
+        panic!("no claim log")
+    };
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].claimer, bob.id());
+    // Bob has published nothing: claiming his is refused with a clear code.
+    let claim_bob = Request::ClaimKeyPackage { owner: bob.id() };
+    assert_eq!(
+        error_code(&alice.request(&claim_bob).await),
+        Some(ErrorCode::NoKeyPackage)
+    );
+}
+
+#[tokio::test]
+async fn authentication_cannot_be_replayed_or_skipped() {
+    let node = start_node().await;
+    let bob = Client::connect(&node).await;
+    assert_eq!(
+        error_code(&bob.request(&Request::KeyPackageStock).await),
+        Some(ErrorCode::Unauthenticated)
+    );
+    let register = bob.register_request().await;
+    assert!(matches!(
+        bob.request(&register).await,
+        Response::Authenticated { .. }
+    ));
+    // The same signed request again on this connection: the nonce is spent.
+    assert_eq!(
+        error_code(&bob.request(&register).await),
+        Some(ErrorCode::AuthFailed)
+    );
+    // And on another connection (another TLS exporter, no nonce issued): refused too.
+    let other = Client::connect(&node).await;
+    other.request(&Request::Challenge).await;
+    assert_eq!(
+        error_code(&other.request(&register).await),
+        Some(ErrorCode::AuthFailed)
+    );
+    assert_eq!(
+        error_code(&other.request(&Request::KeyPackageStock).await),
+        Some(ErrorCode::Unauthenticated)
+    );
+}
+
+#[tokio::test]
+async fn malformed_truncated_and_oversized_frames_get_clear_codes_and_the_node_serves_on() {
+    let node = start_node().await;
+    let alice = Client::connect(&node).await;
+    alice.register().await;
+    assert_eq!(
+        error_code(&alice.raw(b"\x00\x01\x00\x00\x00\x03\xff\xff\xff").await),
+        Some(ErrorCode::Malformed)
+    );
+    assert_eq!(
+        error_code(&alice.raw(b"\x00\x01\x00\x00\x00\x09\x00").await),
+        Some(ErrorCode::Malformed),
+        "truncated"
+    );
+    assert_eq!(
+        error_code(&alice.raw(b"\x00\x01\xff\xff\xff\xff").await),
+        Some(ErrorCode::TooLarge)
+    );
+    assert_eq!(
+        error_code(&alice.raw(b"\x00\x07\x00\x00\x00\x02\x00\x01").await),
+        Some(ErrorCode::UnsupportedVersion)
+    );
+    // The same connection, and a new one, are still served.
+    assert!(matches!(
+        alice.request(&Request::KeyPackageStock).await,
+        Response::KeyPackageStock { .. }
+    ));
+    let bob = Client::connect(&node).await;
+    bob.register().await;
+}
+
+#[tokio::test]
+async fn a_key_package_of_someone_else_is_refused_and_nothing_is_stored() {
+    let node = start_node().await;
+    let (alice, bob) = (Client::connect(&node).await, Client::connect(&node).await);
+    alice.register().await;
+    bob.register().await;
+    let publish = Request::PublishKeyPackages(PublishKeyPackages {
+        one_time: vec![
+            alice.key_package(&alice.signer, false),
+            alice.key_package(&bob.signer, false),
+        ],
+        last_resort: b"".as_slice().into(),
+    });
+    assert_eq!(
+        error_code(&alice.request(&publish).await),
+        Some(ErrorCode::InvalidKeyPackage)
+    );
+    assert_eq!(
+        alice.request(&Request::KeyPackageStock).await,
+        Response::KeyPackageStock {
+            one_time: 0,
+            last_resort: Flag::No
+        },
+        "a refused batch stores nothing"
+    );
+}
+
+#[tokio::test]
+async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox() {
+    let node = start_node().await;
+    let (alice, bob) = (Client::connect(&node).await, Client::connect(&node).await);
+    alice.register().await;
+    bob.register().await;
+    let group: tls_codec::VLBytes = b"group".as_slice().into();
+    let (t0, t1) = ([0u8; 32], [1u8; 32]);
+    let create = Request::CreateGroup(CreateGroup {
+        group_id: group.clone(),
+        token_hash: token_hash(&t0),
+    });
+    assert_eq!(alice.request(&create).await, Response::Ok);
+    assert_eq!(
+        error_code(&alice.request(&create).await),
+        Some(ErrorCode::GroupExists)
+    );
+    let commit = |epoch, token| {
+        Request::PostCommit(PostCommit {
+            group_id: group.clone(),
+            epoch,
+            token,
+            next_token_hash: token_hash(&t1),
+            commit: b"commit".as_slice().into(),
+            welcomes: vec![WelcomeFor {
+                recipient: bob.id(),
+                welcome: b"welcome".as_slice().into(),
+            }],
+            ratchet_tree: b"tree".as_slice().into(),
+        })
+    };
+    assert_eq!(
+        alice.request(&commit(0, t0)).await,
+        Response::Accepted { seq: 1, epoch: 1 }
+    );
+    let Response::Error(stale) = alice.request(&commit(0, t0)).await else {
+        panic!("a stale commit was accepted")
+    };
+    assert_eq!(
+        (stale.code, stale.current_epoch),
+        (ErrorCode::StaleEpoch, 1)
+    );
+    // Someone holding only the old token (a removed member) cannot post now.
+    let post = |epoch, token| {
+        Request::PostMessage(PostMessage {
+            group_id: group.clone(),
+            epoch,
+            token,
+            message: b"hello".as_slice().into(),
+        })
+    };
+    assert_eq!(
+        error_code(&alice.request(&post(1, t0)).await),
+        Some(ErrorCode::BadToken)
+    );
+    assert_eq!(
+        bob.request(&post(1, t1)).await,
+        Response::Accepted { seq: 2, epoch: 1 }
+    );
+    // Bob's Welcome waits in his mailbox (and only his), with the tree to join with.
+    let Response::Mailbox { entries } = bob
+        .request(&Request::FetchMailbox {
+            after: 0,
+            limit: 10,
+        })
+        .await
+    else {
+        panic!("no mailbox")
+    };
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].welcome.as_slice(), b"welcome");
+    let Response::Mailbox { entries: none } = alice
+        .request(&Request::FetchMailbox {
+            after: 0,
+            limit: 10,
+        })
+        .await
+    else {
+        panic!("no mailbox")
+    };
+    assert!(none.is_empty());
+    let tree = Request::FetchTree(FetchTree {
+        group_id: group.clone(),
+        epoch: 1,
+    });
+    assert_eq!(
+        bob.request(&tree).await,
+        Response::Tree {
+            ratchet_tree: b"tree".as_slice().into()
+        }
+    );
+    let fetch = Request::FetchGroup(FetchGroup {
+        group_id: group.clone(),
+        token: t1,
+        after_seq: 0,
+        limit: 100,
+    });
+    let Response::GroupEntries { entries } = bob.request(&fetch).await else {
+        panic!("no entries")
+    };
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        error_code(
+            &bob.request(&Request::FetchGroup(FetchGroup {
+                group_id: b"unknown".as_slice().into(),
+                token: t1,
+                after_seq: 0,
+                limit: 1
+            }))
+            .await
+        ),
+        Some(ErrorCode::UnknownGroup)
+    );
+}
