@@ -390,3 +390,115 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
         Some(ErrorCode::UnknownGroup)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_clients_claiming_from_one_stock_never_get_the_same_package() {
+    let node = Arc::new(start_node().await);
+    let alice = Client::connect(&node).await;
+    alice.register().await;
+    let publish = Request::PublishKeyPackages(PublishKeyPackages {
+        one_time: (0..40)
+            .map(|_| alice.key_package(&alice.signer, false))
+            .collect(),
+        last_resort: alice.key_package(&alice.signer, true),
+    });
+    assert_eq!(alice.request(&publish).await, Response::Ok);
+    let owner = alice.id();
+    let claimers: Vec<_> = (0..64)
+        .map(|_| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let claimer = Client::connect(&node).await;
+                claimer.register().await;
+                match claimer.request(&Request::ClaimKeyPackage { owner }).await {
+                    Response::KeyPackage { key_package } => key_package.as_slice().to_vec(),
+                    other => panic!("claim failed: {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut handed_out = Vec::new();
+    for claimer in claimers {
+        handed_out.push(claimer.await.unwrap());
+    }
+    let last_resort = publish_last_resort(&publish);
+    let one_time: Vec<&Vec<u8>> = handed_out.iter().filter(|kp| **kp != last_resort).collect();
+    let distinct: std::collections::HashSet<&Vec<u8>> = one_time.iter().copied().collect();
+    assert_eq!(one_time.len(), 40, "all one-time packages handed out");
+    assert_eq!(distinct.len(), 40, "no one-time package handed out twice");
+}
+
+fn publish_last_resort(publish: &Request) -> Vec<u8> {
+    match publish {
+        Request::PublishKeyPackages(p) => p.last_resort.as_slice().to_vec(),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_racing_commits_over_quic_yield_one_and_no_losing_welcome() {
+    let node = Arc::new(start_node().await);
+    let creator = Client::connect(&node).await;
+    creator.register().await;
+    let group: tls_codec::VLBytes = b"race".as_slice().into();
+    let t0 = [0u8; 32];
+    let create = Request::CreateGroup(CreateGroup {
+        group_id: group.clone(),
+        token_hash: token_hash(&t0),
+    });
+    assert_eq!(creator.request(&create).await, Response::Ok);
+    // 32 committers, each adding a different newcomer.
+    let racers: Vec<_> = (0..32u8)
+        .map(|i| {
+            let (node, group) = (node.clone(), group.clone());
+            tokio::spawn(async move {
+                let committer = Client::connect(&node).await;
+                committer.register().await;
+                let newcomer = Client::connect(&node).await;
+                newcomer.register().await;
+                let commit = Request::PostCommit(PostCommit {
+                    group_id: group,
+                    epoch: 0,
+                    token: t0,
+                    next_token_hash: token_hash(&[i; 32]),
+                    commit: vec![i].into(),
+                    welcomes: vec![WelcomeFor {
+                        recipient: newcomer.id(),
+                        welcome: vec![i].into(),
+                    }],
+                    ratchet_tree: vec![i].into(),
+                });
+                let outcome = committer.request(&commit).await;
+                (outcome, newcomer)
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    let mut results = Vec::new();
+    for racer in racers {
+        results.push(racer.await.unwrap());
+    }
+    for (outcome, newcomer) in &results {
+        let Response::Mailbox { entries } = newcomer
+            .request(&Request::FetchMailbox {
+                after: 0,
+                limit: 10,
+            })
+            .await
+        else {
+            panic!("no mailbox")
+        };
+        match outcome {
+            Response::Accepted { seq: 1, epoch: 1 } => {
+                accepted += 1;
+                assert_eq!(entries.len(), 1, "the winner's Welcome is delivered");
+            }
+            Response::Error(e) => {
+                assert_eq!((e.code, e.current_epoch), (ErrorCode::StaleEpoch, 1));
+                assert!(entries.is_empty(), "a loser's Welcome was delivered");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(accepted, 1, "exactly one commit per epoch");
+}
