@@ -9,10 +9,13 @@
 //! - [`session`]: a connection's authentication state, without I/O.
 //! - [`server`]: the QUIC server: reads requests, answers them from storage.
 //! - [`tls`]: certificates, server and pinned-client TLS configurations.
+//! - [`config`]: defaults, TOML file, `MLSCHAT__SECTION__KEY` environment.
+//! - [`run`]: start (database, certificate, QUIC, admin HTTP) and drain on shutdown.
 //!
-//! Not built yet (issue 3): pushes to subscribers, federation, admin HTTP and metrics, the
-//! `mlschat-delivery` binary with its configuration and graceful drain.
+//! Not built yet (issue 3): pushes to subscribers, federation.
 
+pub mod config;
+pub mod run;
 pub mod server;
 pub mod session;
 pub mod storage;

@@ -3,8 +3,8 @@
 //! Failures become wire error codes in one place ([`Failure`]), which logs internal detail and
 //! sends only a short text.
 
-use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mlschat_keypackages::{ClaimError, Directory, KeyPackage, RateLimit, Store};
@@ -17,17 +17,18 @@ use mlschat_wire::{
 use openmls::prelude::{KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion};
 use openmls_rust_crypto::RustCrypto;
 use tls_codec::Deserialize as _;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use crate::session::{Authenticated, Session};
 use crate::storage::{Database, NewCommit, Refused, StorageError};
 
 /// Who may register.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Registration {
     Open,
-    /// Only with one of these invite tokens.
-    Invite(HashSet<Vec<u8>>),
+    /// Only with an unused invite token issued by the operator (admin HTTP).
+    Invite,
 }
 
 /// The node's behaviour, as configured.
@@ -60,6 +61,74 @@ pub struct Node {
     config: NodeConfig,
     crypto: RustCrypto,
     started: Instant,
+    metrics: Metrics,
+    /// Set on shutdown: new requests are refused with `unavailable`.
+    draining: AtomicBool,
+    /// Requests being handled, so a drain can wait for them.
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// Prometheus metrics. Labels are bounded: request kind and result code, never ids.
+#[derive(Debug)]
+struct Metrics {
+    registry: prometheus::Registry,
+    requests: prometheus::IntCounterVec,
+    latency: prometheus::HistogramVec,
+    connections: prometheus::IntGauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = prometheus::Registry::new();
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("mlschat_requests_total", "Requests by kind and result"),
+            &["kind", "result"],
+        )
+        .expect("valid metric");
+        let latency = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new("mlschat_request_seconds", "Request latency by kind")
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let connections = prometheus::IntGauge::new("mlschat_connections", "Open QUIC connections")
+            .expect("valid metric");
+        for metric in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(connections.clone()),
+        ] {
+            registry.register(metric).expect("unique metric names");
+        }
+        Self {
+            registry,
+            requests,
+            latency,
+            connections,
+        }
+    }
+}
+
+/// The metric label of a request: its kind, one of a fixed set.
+fn kind(request: &Request) -> &'static str {
+    match request {
+        Request::Challenge => "challenge",
+        Request::Register(_) => "register",
+        Request::Authenticate(_) => "authenticate",
+        Request::PublishKeyPackages(_) => "publish_key_packages",
+        Request::ClaimKeyPackage { .. } => "claim_key_package",
+        Request::KeyPackageStock => "key_package_stock",
+        Request::ClaimLog { .. } => "claim_log",
+        Request::CreateGroup(_) => "create_group",
+        Request::PostCommit(_) => "post_commit",
+        Request::PostMessage(_) => "post_message",
+        Request::FetchGroup(_) => "fetch_group",
+        Request::FetchTree(_) => "fetch_tree",
+        Request::Subscribe(_) => "subscribe",
+        Request::FetchMailbox { .. } => "fetch_mailbox",
+        Request::AckMailbox { .. } => "ack_mailbox",
+    }
 }
 
 /// A request that ends in an error response.
@@ -135,6 +204,11 @@ impl From<FrameError> for Failure {
     }
 }
 
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -162,7 +236,39 @@ impl Node {
             config,
             crypto: RustCrypto::default(),
             started: Instant::now(),
+            metrics: Metrics::new(),
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
         }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new requests from now on and waits until those in flight are answered.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            let notified = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            notified.await;
+        }
+    }
+
+    /// The metrics in Prometheus's text format.
+    pub fn metrics_text(&self) -> String {
+        let families = self.metrics.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_default()
     }
 
     async fn connection(self: Arc<Self>, connection: quinn::Connection) {
@@ -175,10 +281,12 @@ impl Node {
             return;
         }
         let session = Arc::new(Mutex::new(Session::default()));
+        self.metrics.connections.inc();
         while let Ok((send, recv)) = connection.accept_bi().await {
             let (node, session) = (self.clone(), session.clone());
             tokio::spawn(async move { node.stream(session, exporter, send, recv).await });
         }
+        self.metrics.connections.dec();
     }
 
     async fn stream(
@@ -188,19 +296,44 @@ impl Node {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
-        let response = match self.read_request(&mut recv).await {
-            Ok(request) => self
-                .handle(request, &session, &exporter)
-                .await
-                .unwrap_or_else(Failure::response),
-            Err(failure) => failure.response(),
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let started = Instant::now();
+        let (kind, result) = match self.read_request(&mut recv).await {
+            Ok(_) if self.is_draining() => (
+                "any",
+                Err(Failure::new(
+                    ErrorCode::Unavailable,
+                    "the node is shutting down",
+                )),
+            ),
+            Ok(request) => (
+                kind(&request),
+                self.handle(request, &session, &exporter).await,
+            ),
+            Err(failure) => ("unreadable", Err(failure)),
         };
+        let label = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(f) => format!("{:?}", f.code),
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[kind, &label])
+            .inc();
+        self.metrics
+            .latency
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+        let response = result.unwrap_or_else(Failure::response);
         match frame::encode(&response) {
             Ok(bytes) => {
                 let _ = send.write_all(&bytes).await;
                 let _ = send.finish();
             }
             Err(e) => tracing::error!(error = %e, "response could not be encoded"),
+        }
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
         }
     }
 
@@ -238,11 +371,6 @@ impl Node {
                 return Ok(Response::Challenge { nonce });
             }
             Request::Register(r) => {
-                if let Registration::Invite(invites) = &self.config.registration
-                    && !invites.contains(r.invite.as_slice())
-                {
-                    return Err(Failure::new(ErrorCode::InviteRequired, "invite required"));
-                }
                 let who = session.lock().await.prove(
                     Purpose::Register,
                     exporter,
@@ -250,6 +378,13 @@ impl Node {
                     r.invite.as_slice(),
                     r.signature.as_slice(),
                 )?;
+                // The signature is checked first, so nobody burns invites without a key.
+                if self.config.registration == Registration::Invite {
+                    let invite = sha256(r.invite.as_slice());
+                    if !self.db.use_invite(&invite).await? {
+                        return Err(Failure::new(ErrorCode::InviteRequired, "invite required"));
+                    }
+                }
                 self.db.register_client(&who.id, &who.signature_key).await?;
                 return Ok(self.authenticated(session, who).await);
             }

@@ -2,21 +2,15 @@
 
 mod common;
 
+use common::Client;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mlschat_delivery::server::{Node, NodeConfig, serve};
 use mlschat_delivery::tls;
-use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose, Transcript};
-use mlschat_wire::token::{client_id, token_hash};
+use mlschat_wire::token::token_hash;
 use mlschat_wire::*;
-use openmls::prelude::{
-    BasicCredential, Capabilities, Ciphersuite, CredentialWithKey, ExtensionType, KeyPackage,
-    MlsMessageOut, tls_codec::Serialize as _,
-};
-use openmls_basic_credential::SignatureKeyPair;
-use openmls_rust_crypto::OpenMlsRustCrypto;
-use openmls_traits::signatures::Signer;
 
 /// A running node and what a client needs to reach it.
 struct TestNode {
@@ -42,105 +36,6 @@ async fn start_node() -> TestNode {
     }
 }
 
-/// A client: its MLS signature key (which is also its node identity) and a connection.
-struct Client {
-    signer: SignatureKeyPair,
-    provider: OpenMlsRustCrypto,
-    connection: quinn::Connection,
-}
-
-impl Client {
-    async fn connect(node: &TestNode) -> Client {
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(tls::pinned_client_config(node.fingerprint).unwrap());
-        let connection = endpoint
-            .connect(node.addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
-        Client {
-            signer: SignatureKeyPair::new(openmls::prelude::SignatureScheme::ED25519).unwrap(),
-            provider: OpenMlsRustCrypto::default(),
-            connection,
-        }
-    }
-
-    fn id(&self) -> ClientId {
-        client_id(self.signer.public())
-    }
-
-    async fn raw(&self, bytes: &[u8]) -> Response {
-        let (mut send, mut recv) = self.connection.open_bi().await.unwrap();
-        send.write_all(bytes).await.unwrap();
-        send.finish().unwrap();
-        let answer = recv.read_to_end(1 << 26).await.unwrap();
-        frame::decode(&answer, MAX_FRAME).unwrap()
-    }
-
-    async fn request(&self, request: &Request) -> Response {
-        self.raw(&frame::encode(request).unwrap()).await
-    }
-
-    /// The `Register` request for this connection (after a fresh challenge).
-    async fn register_request(&self) -> Request {
-        let Response::Challenge { nonce } = self.request(&Request::Challenge).await else {
-            panic!("no challenge")
-        };
-        let mut exporter = [0u8; EXPORTER_LEN];
-        self.connection
-            .export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
-            .unwrap();
-        let transcript = Transcript::new(
-            Purpose::Register,
-            &exporter,
-            &nonce,
-            self.signer.public(),
-            b"",
-        );
-        let signature = self.signer.sign(&transcript.to_bytes()).unwrap();
-        Request::Register(Register {
-            signature_key: self.signer.public().into(),
-            invite: b"".as_slice().into(),
-            signature: signature.into(),
-        })
-    }
-
-    async fn register(&self) {
-        let request = self.register_request().await;
-        assert_eq!(
-            self.request(&request).await,
-            Response::Authenticated { client: self.id() }
-        );
-    }
-
-    /// A KeyPackage signed by `signer` (ours, unless testing someone else's).
-    fn key_package(&self, signer: &SignatureKeyPair, last_resort: bool) -> tls_codec::VLBytes {
-        let credential = CredentialWithKey {
-            credential: BasicCredential::new(b"someone/dev".to_vec()).into(),
-            signature_key: signer.public().into(),
-        };
-        let capabilities = Capabilities::builder()
-            .extensions(vec![ExtensionType::LastResort])
-            .build();
-        let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
-        if last_resort {
-            builder = builder.mark_as_last_resort();
-        }
-        let bundle = builder
-            .build(
-                Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519,
-                &self.provider,
-                signer,
-                credential,
-            )
-            .unwrap();
-        MlsMessageOut::from(bundle.key_package().clone())
-            .tls_serialize_detached()
-            .unwrap()
-            .into()
-    }
-}
-
 fn error_code(response: &Response) -> Option<ErrorCode> {
     match response {
         Response::Error(e) => Some(e.code),
@@ -151,7 +46,10 @@ fn error_code(response: &Response) -> Option<ErrorCode> {
 #[tokio::test]
 async fn clients_register_publish_and_claim_key_packages() {
     let node = start_node().await;
-    let (alice, bob) = (Client::connect(&node).await, Client::connect(&node).await);
+    let (alice, bob) = (
+        Client::connect(node.addr, node.fingerprint).await,
+        Client::connect(node.addr, node.fingerprint).await,
+    );
     alice.register().await;
     bob.register().await;
     let publish = Request::PublishKeyPackages(PublishKeyPackages {
@@ -190,7 +88,7 @@ async fn clients_register_publish_and_claim_key_packages() {
 #[tokio::test]
 async fn authentication_cannot_be_replayed_or_skipped() {
     let node = start_node().await;
-    let bob = Client::connect(&node).await;
+    let bob = Client::connect(node.addr, node.fingerprint).await;
     assert_eq!(
         error_code(&bob.request(&Request::KeyPackageStock).await),
         Some(ErrorCode::Unauthenticated)
@@ -206,7 +104,7 @@ async fn authentication_cannot_be_replayed_or_skipped() {
         Some(ErrorCode::AuthFailed)
     );
     // And on another connection (another TLS exporter, no nonce issued): refused too.
-    let other = Client::connect(&node).await;
+    let other = Client::connect(node.addr, node.fingerprint).await;
     other.request(&Request::Challenge).await;
     assert_eq!(
         error_code(&other.request(&register).await),
@@ -221,7 +119,7 @@ async fn authentication_cannot_be_replayed_or_skipped() {
 #[tokio::test]
 async fn malformed_truncated_and_oversized_frames_get_clear_codes_and_the_node_serves_on() {
     let node = start_node().await;
-    let alice = Client::connect(&node).await;
+    let alice = Client::connect(node.addr, node.fingerprint).await;
     alice.register().await;
     assert_eq!(
         error_code(&alice.raw(b"\x00\x01\x00\x00\x00\x03\xff\xff\xff").await),
@@ -245,14 +143,17 @@ async fn malformed_truncated_and_oversized_frames_get_clear_codes_and_the_node_s
         alice.request(&Request::KeyPackageStock).await,
         Response::KeyPackageStock { .. }
     ));
-    let bob = Client::connect(&node).await;
+    let bob = Client::connect(node.addr, node.fingerprint).await;
     bob.register().await;
 }
 
 #[tokio::test]
 async fn a_key_package_of_someone_else_is_refused_and_nothing_is_stored() {
     let node = start_node().await;
-    let (alice, bob) = (Client::connect(&node).await, Client::connect(&node).await);
+    let (alice, bob) = (
+        Client::connect(node.addr, node.fingerprint).await,
+        Client::connect(node.addr, node.fingerprint).await,
+    );
     alice.register().await;
     bob.register().await;
     let publish = Request::PublishKeyPackages(PublishKeyPackages {
@@ -279,7 +180,10 @@ async fn a_key_package_of_someone_else_is_refused_and_nothing_is_stored() {
 #[tokio::test]
 async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox() {
     let node = start_node().await;
-    let (alice, bob) = (Client::connect(&node).await, Client::connect(&node).await);
+    let (alice, bob) = (
+        Client::connect(node.addr, node.fingerprint).await,
+        Client::connect(node.addr, node.fingerprint).await,
+    );
     alice.register().await;
     bob.register().await;
     let group: tls_codec::VLBytes = b"group".as_slice().into();
@@ -394,7 +298,7 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_clients_claiming_from_one_stock_never_get_the_same_package() {
     let node = Arc::new(start_node().await);
-    let alice = Client::connect(&node).await;
+    let alice = Client::connect(node.addr, node.fingerprint).await;
     alice.register().await;
     let publish = Request::PublishKeyPackages(PublishKeyPackages {
         one_time: (0..40)
@@ -408,7 +312,7 @@ async fn sixty_four_clients_claiming_from_one_stock_never_get_the_same_package()
         .map(|_| {
             let node = node.clone();
             tokio::spawn(async move {
-                let claimer = Client::connect(&node).await;
+                let claimer = Client::connect(node.addr, node.fingerprint).await;
                 claimer.register().await;
                 match claimer.request(&Request::ClaimKeyPackage { owner }).await {
                     Response::KeyPackage { key_package } => key_package.as_slice().to_vec(),
@@ -438,7 +342,7 @@ fn publish_last_resort(publish: &Request) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_racing_commits_over_quic_yield_one_and_no_losing_welcome() {
     let node = Arc::new(start_node().await);
-    let creator = Client::connect(&node).await;
+    let creator = Client::connect(node.addr, node.fingerprint).await;
     creator.register().await;
     let group: tls_codec::VLBytes = b"race".as_slice().into();
     let t0 = [0u8; 32];
@@ -452,9 +356,9 @@ async fn thirty_two_racing_commits_over_quic_yield_one_and_no_losing_welcome() {
         .map(|i| {
             let (node, group) = (node.clone(), group.clone());
             tokio::spawn(async move {
-                let committer = Client::connect(&node).await;
+                let committer = Client::connect(node.addr, node.fingerprint).await;
                 committer.register().await;
-                let newcomer = Client::connect(&node).await;
+                let newcomer = Client::connect(node.addr, node.fingerprint).await;
                 newcomer.register().await;
                 let commit = Request::PostCommit(PostCommit {
                     group_id: group,

@@ -1,4 +1,4 @@
-//! Registered clients.
+//! Registered clients, and the invite tokens that let them register.
 
 use mlschat_wire::ClientId;
 
@@ -51,5 +51,46 @@ impl Database {
                     .await?
             }
         })
+    }
+
+    /// Stores the hash of a new invite token.
+    pub async fn create_invite(&self, token_hash: &[u8; 32]) -> Result<(), StorageError> {
+        const SQL: &str = "INSERT INTO invites (token_hash, created_at) VALUES ($1, $2)";
+        match self {
+            Database::Postgres(pool) => {
+                let q = sqlx::query(SQL)
+                    .bind(token_hash.as_slice())
+                    .bind(unix_now());
+                q.execute(pool).await?;
+            }
+            Database::Sqlite(pool) => {
+                let q = sqlx::query(SQL)
+                    .bind(token_hash.as_slice())
+                    .bind(unix_now());
+                q.execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Uses up an unused invite; false if there is no such unused invite.
+    pub async fn use_invite(&self, token_hash: &[u8; 32]) -> Result<bool, StorageError> {
+        const SQL: &str =
+            "UPDATE invites SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL";
+        let done = match self {
+            Database::Postgres(pool) => {
+                let q = sqlx::query(SQL)
+                    .bind(token_hash.as_slice())
+                    .bind(unix_now());
+                q.execute(pool).await?.rows_affected()
+            }
+            Database::Sqlite(pool) => {
+                let q = sqlx::query(SQL)
+                    .bind(token_hash.as_slice())
+                    .bind(unix_now());
+                q.execute(pool).await?.rows_affected()
+            }
+        };
+        Ok(done == 1)
     }
 }

@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres_0003_clients.sql"),
         include_str!("../../migrations/sqlite_0003_clients.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/postgres_0004_invites.sql"),
+        include_str!("../../migrations/sqlite_0004_invites.sql"),
+    ),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";

@@ -65,6 +65,18 @@ impl Database {
         Ok(db)
     }
 
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        match self {
+            Database::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await?,
+            Database::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                return Ok(());
+            }
+        };
+        Ok(())
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Database::Postgres(_) => "postgres",

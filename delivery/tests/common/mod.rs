@@ -3,11 +3,31 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::net::SocketAddr;
+
 use mlschat_delivery::storage::Database;
+use mlschat_delivery::tls;
+use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose, Transcript};
+use mlschat_wire::token::client_id;
+use mlschat_wire::*;
+use openmls::prelude::{
+    BasicCredential, Capabilities, Ciphersuite, CredentialWithKey, ExtensionType, KeyPackage,
+    MlsMessageOut, tls_codec::Serialize as _,
+};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::signatures::Signer;
 
 /// A new, empty database on the Postgres server named by `DATABASE_URL` (the README's test
 /// command starts a throwaway one). Without it the test fails: it must not pass unchecked.
 pub async fn fresh_postgres() -> Database {
+    Database::postgres(&fresh_postgres_url().await, 80)
+        .await
+        .unwrap()
+}
+
+/// The URL of a new, empty database (see [`fresh_postgres`]).
+pub async fn fresh_postgres_url() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let url = std::env::var("DATABASE_URL").expect(
         "DATABASE_URL is not set: run the tests with ./scripts/test.sh, which starts Postgres",
@@ -26,13 +46,106 @@ pub async fn fresh_postgres() -> Database {
         .unwrap();
     admin.close().await;
     let (server, _) = url.rsplit_once('/').expect("a URL ending in /database");
-    Database::postgres(&format!("{server}/{name}"), 80)
-        .await
-        .unwrap()
+    format!("{server}/{name}")
 }
 
 /// A new SQLite database in a temporary directory that lives as long as the process.
 pub async fn fresh_sqlite() -> Database {
     let dir = tempfile::tempdir().unwrap().keep();
     Database::sqlite(&dir.join("delivery.db")).await.unwrap()
+}
+
+/// A test client: its MLS signature key (which is also its node identity) and a connection.
+pub struct Client {
+    pub signer: SignatureKeyPair,
+    provider: OpenMlsRustCrypto,
+    pub connection: quinn::Connection,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, fingerprint: [u8; 32]) -> Client {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(tls::pinned_client_config(fingerprint).unwrap());
+        let connection = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+        Client {
+            signer: SignatureKeyPair::new(openmls::prelude::SignatureScheme::ED25519).unwrap(),
+            provider: OpenMlsRustCrypto::default(),
+            connection,
+        }
+    }
+
+    pub fn id(&self) -> ClientId {
+        client_id(self.signer.public())
+    }
+
+    pub async fn raw(&self, bytes: &[u8]) -> Response {
+        let (mut send, mut recv) = self.connection.open_bi().await.unwrap();
+        send.write_all(bytes).await.unwrap();
+        send.finish().unwrap();
+        let answer = recv.read_to_end(1 << 26).await.unwrap();
+        frame::decode(&answer, MAX_FRAME).unwrap()
+    }
+
+    pub async fn request(&self, request: &Request) -> Response {
+        self.raw(&frame::encode(request).unwrap()).await
+    }
+
+    /// The `Register` request for this connection (after a fresh challenge).
+    pub async fn register_request(&self) -> Request {
+        let Response::Challenge { nonce } = self.request(&Request::Challenge).await else {
+            panic!("no challenge")
+        };
+        let mut exporter = [0u8; EXPORTER_LEN];
+        self.connection
+            .export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+            .unwrap();
+        let transcript = Transcript::new(
+            Purpose::Register,
+            &exporter,
+            &nonce,
+            self.signer.public(),
+            b"",
+        );
+        let signature = self.signer.sign(&transcript.to_bytes()).unwrap();
+        Request::Register(Register {
+            signature_key: self.signer.public().into(),
+            invite: b"".as_slice().into(),
+            signature: signature.into(),
+        })
+    }
+
+    pub async fn register(&self) {
+        let request = self.register_request().await;
+        assert_eq!(
+            self.request(&request).await,
+            Response::Authenticated { client: self.id() }
+        );
+    }
+
+    /// A KeyPackage signed by `signer` (ours, unless testing someone else's).
+    pub fn key_package(&self, signer: &SignatureKeyPair, last_resort: bool) -> tls_codec::VLBytes {
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(b"someone/dev".to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        let capabilities = Capabilities::builder()
+            .extensions(vec![ExtensionType::LastResort])
+            .build();
+        let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
+        if last_resort {
+            builder = builder.mark_as_last_resort();
+        }
+        let bundle = builder
+            .build(
+                Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519,
+                &self.provider,
+                signer,
+                credential,
+            )
+            .unwrap();
+        MlsMessageOut::from(bundle.key_package().clone())
+            .tls_serialize_detached()
+            .unwrap()
+            .into()
+    }
 }

@@ -1,0 +1,172 @@
+//! The node's configuration: defaults, then a TOML file, then `MLSCHAT__SECTION__KEY`
+//! environment variables, then command-line flags (applied by the binary), each overriding the
+//! one before. Passed around as a plain struct; nothing else reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::server::Registration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerSection,
+    pub database: DatabaseSection,
+    pub tls: TlsSection,
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// QUIC (UDP) address clients connect to.
+    pub listen: SocketAddr,
+    /// Admin HTTP address: `/metrics`, `/healthz`, `/readyz`, `POST /invites`. Keep it on
+    /// loopback or a private network: it is not authenticated.
+    pub admin: SocketAddr,
+    /// Holds the generated certificate and, without a database URL, the SQLite file.
+    pub data_dir: PathBuf,
+    pub registration: Registration,
+    /// Seconds a drain (SIGTERM) waits for requests in flight.
+    pub drain_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// `postgres://…`; empty: SQLite in `data_dir`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate and PKCS#8 key; both empty: a self-signed pair made on first start.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub max_frame: u32,
+    pub max_fetch: u32,
+    /// Claims a claimer may make at once, then one per `claim_refill_ms`.
+    pub claim_burst: u32,
+    pub claim_refill_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4433".parse().expect("valid address"),
+            admin: "127.0.0.1:9433".parse().expect("valid address"),
+            data_dir: PathBuf::from("mlschat-delivery-data"),
+            registration: Registration::Open,
+            drain_seconds: 10,
+        }
+    }
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 32,
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_frame: mlschat_wire::MAX_FRAME,
+            max_fetch: 1000,
+            claim_burst: 500,
+            claim_refill_ms: 100,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerSection::default(),
+            database: DatabaseSection::default(),
+            tls: TlsSection::default(),
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("environment variable {0}: expected MLSCHAT__SECTION__KEY")]
+    Env(String),
+}
+
+impl Config {
+    /// Layers a TOML document (may be empty) and then environment variables (as `(name,
+    /// value)` pairs, e.g. from `std::env::vars()`) over the defaults.
+    pub fn load(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml_text.parse()?;
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix("MLSCHAT__") else {
+                continue;
+            };
+            let parts: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+            let [section, key] = parts.as_slice() else {
+                return Err(ConfigError::Env(name));
+            };
+            // Numbers and booleans are TOML values; anything else is a string.
+            let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::Env(name.clone()))?
+                .insert(key.clone(), value);
+        }
+        Ok(table.try_into()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_the_file_which_overrides_defaults() {
+        let file = "[server]\nlisten = \"127.0.0.1:5000\"\n[limits]\nmax_fetch = 50\n";
+        let env = [
+            ("MLSCHAT__LIMITS__MAX_FETCH".to_owned(), "70".to_owned()),
+            (
+                "MLSCHAT__SERVER__REGISTRATION".to_owned(),
+                "invite".to_owned(),
+            ),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let config = Config::load(file, env).unwrap();
+        assert_eq!(config.server.listen.port(), 5000);
+        assert_eq!(config.limits.max_fetch, 70);
+        assert_eq!(config.server.registration, Registration::Invite);
+        assert_eq!(config.limits.claim_burst, 500);
+    }
+
+    #[test]
+    fn unknown_keys_and_malformed_variables_are_errors() {
+        assert!(Config::load("[server]\nlisten_on = 1\n", []).is_err());
+        assert!(Config::load("", [("MLSCHAT__NOSECTION".to_owned(), "1".to_owned())]).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! Starting and stopping a node: database and migrations, certificate, QUIC endpoint, admin
+//! HTTP; and on shutdown a drain: no new connections, requests in flight answered, then close.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+
+use crate::config::Config;
+use crate::server::{Node, NodeConfig, serve};
+use crate::storage::Database;
+use crate::tls::{self, NodeCertificate};
+
+/// A node that is up: where it listens and the certificate fingerprint clients pin.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    pub quic: SocketAddr,
+    pub admin: SocketAddr,
+    pub fingerprint: [u8; 32],
+}
+
+/// Runs a node until `shutdown` completes, then drains it. `on_start` is told where it listens.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_start: impl FnOnce(Started),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.server.data_dir)
+        .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
+    let db = if config.database.url.is_empty() {
+        Database::sqlite(&config.server.data_dir.join("delivery.db")).await
+    } else {
+        Database::postgres(&config.database.url, config.database.max_connections).await
+    }
+    .context("opening the database")?;
+    let cert = certificate(&config)?;
+    let endpoint = quinn::Endpoint::server(tls::server_config(&cert)?, config.server.listen)
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    let node = Arc::new(Node::new(
+        db,
+        NodeConfig {
+            max_frame: config.limits.max_frame,
+            registration: config.server.registration,
+            claim_rate: mlschat_keypackages::RateLimit {
+                burst: config.limits.claim_burst,
+                refill: Duration::from_millis(config.limits.claim_refill_ms),
+            },
+            max_fetch: config.limits.max_fetch,
+        },
+    ));
+    let admin = tokio::net::TcpListener::bind(config.server.admin)
+        .await
+        .with_context(|| format!("admin listener on {}", config.server.admin))?;
+    let started = Started {
+        quic: endpoint.local_addr()?,
+        admin: admin.local_addr()?,
+        fingerprint: cert.fingerprint(),
+    };
+    tracing::info!(quic = %started.quic, admin = %started.admin,
+        fingerprint = %hex::encode(started.fingerprint), backend = node.database().backend(), "node up");
+    on_start(started);
+
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(
+        axum::serve(admin, admin_routes(node.clone()))
+            .with_graceful_shutdown(async {
+                let _ = admin_stopped.await;
+            })
+            .into_future(),
+    );
+    let serving = tokio::spawn(serve(endpoint.clone(), node.clone()));
+
+    shutdown.await;
+    tracing::info!("draining");
+    // No new connections; requests already read are answered, later ones refused.
+    endpoint.set_server_config(None);
+    let drain = Duration::from_secs(config.server.drain_seconds);
+    if tokio::time::timeout(drain, node.drain()).await.is_err() {
+        tracing::warn!("drain timed out; closing with requests in flight");
+    }
+    endpoint.close(0u32.into(), b"shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    serving.abort();
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The configured certificate, or the one generated on first start and kept in `data_dir`.
+pub fn certificate(config: &Config) -> anyhow::Result<NodeCertificate> {
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+        return load_pem(cert, key);
+    }
+    let dir = &config.server.data_dir;
+    let (cert_path, key_path) = (dir.join("node-cert.der"), dir.join("node-key.der"));
+    if cert_path.exists() && key_path.exists() {
+        return Ok(NodeCertificate {
+            cert: CertificateDer::from(std::fs::read(&cert_path)?),
+            key: PrivatePkcs8KeyDer::from(std::fs::read(&key_path)?),
+        });
+    }
+    let cert = NodeCertificate::self_signed("mlschat-delivery")?;
+    std::fs::create_dir_all(dir)?;
+    write_private(&key_path, cert.key.secret_pkcs8_der())?;
+    std::fs::write(&cert_path, cert.cert.as_ref())?;
+    tracing::info!(fingerprint = %hex::encode(cert.fingerprint()), "generated a self-signed certificate");
+    Ok(cert)
+}
+
+fn load_pem(cert: &Path, key: &Path) -> anyhow::Result<NodeCertificate> {
+    use rustls::pki_types::pem::PemObject;
+    Ok(NodeCertificate {
+        cert: CertificateDer::from_pem_file(cert)
+            .with_context(|| format!("reading certificate {}", cert.display()))?,
+        key: PrivatePkcs8KeyDer::from_pem_file(key)
+            .with_context(|| format!("reading key {}", key.display()))?,
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+fn admin_routes(node: Arc<Node>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/invites", post(new_invite))
+        .with_state(node)
+}
+
+async fn ready(State(node): State<Arc<Node>>) -> (StatusCode, &'static str) {
+    if node.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    match node.database().ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> String {
+    node.metrics_text()
+}
+
+/// Issues an invite token (32 hex digits, used as given in `Register.invite`); only its hash
+/// is stored.
+async fn new_invite(
+    State(node): State<Arc<Node>>,
+) -> Result<axum::Json<serde_json::Value>, StatusCode> {
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let token = hex::encode(random);
+    let hash = {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    };
+    node.database().create_invite(&hash).await.map_err(|e| {
+        tracing::error!(error = %e, "storing an invite");
+        StatusCode::INTERNAL_SERVER_ERROR
+    })?;
+    Ok(axum::Json(serde_json::json!({ "invite": token })))
+}
