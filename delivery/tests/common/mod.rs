@@ -58,14 +58,19 @@ pub async fn fresh_sqlite() -> Database {
 /// A test client: its MLS signature key (which is also its node identity) and a connection.
 pub struct Client {
     pub signer: SignatureKeyPair,
-    provider: OpenMlsRustCrypto,
+    pub provider: OpenMlsRustCrypto,
     pub connection: quinn::Connection,
 }
 
 impl Client {
     pub async fn connect(addr: SocketAddr, fingerprint: [u8; 32]) -> Client {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(tls::pinned_client_config(fingerprint).unwrap());
+        let mut config = tls::pinned_client_config(fingerprint).unwrap();
+        // Notice a killed node within two seconds, not QUIC's default thirty.
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_idle_timeout(Some(std::time::Duration::from_secs(2).try_into().unwrap()));
+        config.transport_config(std::sync::Arc::new(transport));
+        endpoint.set_default_client_config(config);
         let connection = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
         Client {
             signer: SignatureKeyPair::new(openmls::prelude::SignatureScheme::ED25519).unwrap(),
@@ -92,6 +97,34 @@ impl Client {
 
     /// The `Register` request for this connection (after a fresh challenge).
     pub async fn register_request(&self) -> Request {
+        self.sign_register(b"").await
+    }
+
+    /// A `Register` request with an invite, after a fresh challenge.
+    pub async fn sign_register(&self, invite: &[u8]) -> Request {
+        let signature = self.sign(Purpose::Register, invite).await;
+        Request::Register(Register {
+            signature_key: self.signer.public().into(),
+            invite: invite.into(),
+            signature: signature.into(),
+        })
+    }
+
+    /// Proves, on this connection, that we hold our key: as an already registered client.
+    pub async fn authenticate(&self) {
+        let signature = self.sign(Purpose::Authenticate, b"").await;
+        let request = Request::Authenticate(Authenticate {
+            signature_key: self.signer.public().into(),
+            signature: signature.into(),
+        });
+        assert_eq!(
+            self.request(&request).await,
+            Response::Authenticated { client: self.id() }
+        );
+    }
+
+    /// Gets a challenge and signs the transcript for this connection.
+    async fn sign(&self, purpose: Purpose, invite: &[u8]) -> Vec<u8> {
         let Response::Challenge { nonce } = self.request(&Request::Challenge).await else {
             panic!("no challenge")
         };
@@ -99,19 +132,8 @@ impl Client {
         self.connection
             .export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
             .unwrap();
-        let transcript = Transcript::new(
-            Purpose::Register,
-            &exporter,
-            &nonce,
-            self.signer.public(),
-            b"",
-        );
-        let signature = self.signer.sign(&transcript.to_bytes()).unwrap();
-        Request::Register(Register {
-            signature_key: self.signer.public().into(),
-            invite: b"".as_slice().into(),
-            signature: signature.into(),
-        })
+        let transcript = Transcript::new(purpose, &exporter, &nonce, self.signer.public(), invite);
+        self.signer.sign(&transcript.to_bytes()).unwrap()
     }
 
     pub async fn register(&self) {

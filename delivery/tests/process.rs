@@ -1,0 +1,268 @@
+//! The `mlschat-delivery` binary as a real process: killed with SIGKILL while clients write,
+//! drained with SIGTERM, configured through the environment, issuing invites.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::Client;
+use mlschat_wire::token::token_hash;
+use mlschat_wire::*;
+
+/// A running node process and where it listens.
+struct NodeProcess {
+    child: Child,
+    quic: SocketAddr,
+    admin: SocketAddr,
+    fingerprint: [u8; 32],
+}
+
+fn start(data_dir: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> NodeProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mlschat-delivery"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(["--database-url", database_url])
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            .to_owned()
+    };
+    NodeProcess {
+        quic: field("quic").parse().unwrap(),
+        admin: field("admin").parse().unwrap(),
+        fingerprint: hex::decode(field("fingerprint"))
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        child,
+    }
+}
+
+impl NodeProcess {
+    async fn client(&self) -> Client {
+        Client::connect(self.quic, self.fingerprint).await
+    }
+
+    /// A plain HTTP/1.1 request to the admin port; returns status line and body.
+    fn admin(&self, method: &str, path: &str) -> (String, String) {
+        let mut stream = std::net::TcpStream::connect(self.admin).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.lines().next().unwrap_or_default().to_owned();
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        (status, body)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_while_clients_write_loses_no_acknowledged_message() {
+    let url = common::fresh_postgres_url().await;
+    let data = tempfile::tempdir().unwrap();
+    let node = start(data.path(), &url, &[]);
+    let writer = Arc::new(node.client().await);
+    writer.register().await;
+    let group: tls_codec::VLBytes = b"kill-test".as_slice().into();
+    let token = [3u8; 32];
+    let create = Request::CreateGroup(CreateGroup {
+        group_id: group.clone(),
+        token_hash: token_hash(&token),
+    });
+    assert_eq!(writer.request(&create).await, Response::Ok);
+
+    // Four writers post as fast as they can; each remembers what was acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..4u8)
+        .map(|w| {
+            let (writer, group, stop) = (writer.clone(), group.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0u32.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let body = format!("w{w}-{i}").into_bytes();
+                    let post = Request::PostMessage(PostMessage {
+                        group_id: group.clone(),
+                        epoch: 0,
+                        token,
+                        message: body.clone().into(),
+                    });
+                    let Ok((mut send, mut recv)) = writer.connection.open_bi().await else {
+                        break;
+                    };
+                    let frame = frame::encode(&post).unwrap();
+                    if send.write_all(&frame).await.is_err() || send.finish().is_err() {
+                        break;
+                    }
+                    match recv.read_to_end(1 << 20).await {
+                        Ok(answer) => match frame::decode::<Response>(&answer, MAX_FRAME) {
+                            Ok(Response::Accepted { .. }) => acknowledged.push(body),
+                            other => panic!("unexpected answer {other:?}"),
+                        },
+                        Err(_) => break, // the node died mid-request: not acknowledged
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    drop(node); // SIGKILL, mid-stream
+    stop.store(true, Ordering::SeqCst);
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() > 20,
+        "too few writes before the kill: {}",
+        acknowledged.len()
+    );
+
+    // Restart on the same database; everything acknowledged is there, once, in order of seq.
+    let node = start(data.path(), &url, &[]);
+    let reader = node.client().await;
+    reader.register().await;
+    let fetch = |after| {
+        Request::FetchGroup(FetchGroup {
+            group_id: group.clone(),
+            token,
+            after_seq: after,
+            limit: 1000,
+        })
+    };
+    let mut stored = Vec::new();
+    loop {
+        let Response::GroupEntries { entries } = reader.request(&fetch(stored.len() as u64)).await
+        else {
+            panic!("fetch failed")
+        };
+        if entries.is_empty() {
+            break;
+        }
+        for e in entries {
+            assert_eq!(
+                e.seq,
+                stored.len() as u64 + 1,
+                "sequence numbers have no gaps"
+            );
+            stored.push(e.message.as_slice().to_vec());
+        }
+    }
+    for body in &acknowledged {
+        let copies = stored.iter().filter(|s| *s == body).count();
+        assert_eq!(
+            copies,
+            1,
+            "{} stored {copies} times",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // The writer, back on the restarted node, authenticates with the key it registered.
+    let writer = Client {
+        signer: Arc::try_unwrap(writer).ok().unwrap().signer,
+        ..node.client().await
+    };
+    writer.authenticate().await;
+}
+
+#[tokio::test]
+async fn invite_only_registration_and_admin_endpoints() {
+    let url = common::fresh_postgres_url().await;
+    let data = tempfile::tempdir().unwrap();
+    let node = start(
+        data.path(),
+        &url,
+        &[("MLSCHAT__SERVER__REGISTRATION", "invite")],
+    );
+    assert!(node.admin("GET", "/healthz").0.contains("200"));
+    assert!(node.admin("GET", "/readyz").0.contains("200"));
+    let alice = node.client().await;
+    assert!(matches!(
+        alice.request(&alice.register_request().await).await,
+        Response::Error(ErrorResponse {
+            code: ErrorCode::InviteRequired,
+            ..
+        })
+    ));
+    let (status, body) = node.admin("POST", "/invites");
+    assert!(status.contains("200"), "{status}");
+    let invite: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let invite = invite["invite"].as_str().unwrap().to_owned();
+    // Register with the invite: accepted once, then used up.
+    for expected_ok in [true, false] {
+        let client = node.client().await;
+        // The invite is part of the signed transcript.
+        let register = client.sign_register(invite.as_bytes()).await;
+        let answer = client.request(&register).await;
+        assert_eq!(
+            matches!(answer, Response::Authenticated { .. }),
+            expected_ok,
+            "{answer:?}"
+        );
+    }
+    let (_, metrics) = node.admin("GET", "/metrics");
+    assert!(
+        metrics.contains("mlschat_requests_total{kind=\"register\",result=\"InviteRequired\"}")
+    );
+    assert!(metrics.contains("mlschat_requests_total{kind=\"register\",result=\"ok\"} 1"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_the_node_exits_cleanly() {
+    let url = common::fresh_postgres_url().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut node = start(data.path(), &url, &[]);
+    let client = node.client().await;
+    client.register().await;
+    let pid = node.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = node.child.wait().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    // The certificate survives a restart: clients keep their pin.
+    let again = start(data.path(), &url, &[]);
+    assert_eq!(again.fingerprint, node.fingerprint);
+}
