@@ -165,6 +165,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_in_deploy_is_valid_and_says_the_defaults() {
+        let example = include_str!("../../deploy/mlschat-delivery.toml");
+        let config = Config::load(example, []).unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn unknown_keys_and_malformed_variables_are_errors() {
         assert!(Config::load("[server]\nlisten_on = 1\n", []).is_err());
         assert!(Config::load("", [("MLSCHAT__NOSECTION".to_owned(), "1".to_owned())]).is_err());
