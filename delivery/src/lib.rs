@@ -8,12 +8,14 @@
 //!   the KeyPackage store, group logs (one commit per epoch), mailboxes, clients.
 //! - [`session`]: a connection's authentication state, without I/O.
 //! - [`server`]: the QUIC server: reads requests, answers them from storage.
+//! - [`appender`]: group commit: concurrent posts share one transaction.
 //! - [`tls`]: certificates, server and pinned-client TLS configurations.
 //! - [`config`]: defaults, TOML file, `MLSCHAT__SECTION__KEY` environment.
 //! - [`run`]: start (database, certificate, QUIC, admin HTTP) and drain on shutdown.
 //!
 //! Not built yet (issue 3): pushes to subscribers, federation.
 
+pub mod appender;
 pub mod config;
 pub mod run;
 pub mod server;

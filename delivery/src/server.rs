@@ -19,8 +19,9 @@ use openmls_rust_crypto::RustCrypto;
 use tls_codec::Deserialize as _;
 use tokio::sync::{Mutex, Notify};
 
+use crate::appender::Appender;
 use crate::session::{Authenticated, Session};
-use crate::storage::{Database, NewCommit, Refused, StorageError};
+use crate::storage::{Database, NewCommit, NewMessage, Refused, StorageError};
 
 /// Who may register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -57,6 +58,7 @@ impl Default for NodeConfig {
 #[derive(Debug)]
 pub struct Node {
     db: Database,
+    appender: Appender,
     directory: Directory<Database>,
     config: NodeConfig,
     crypto: RustCrypto,
@@ -232,6 +234,9 @@ impl Node {
     pub fn new(db: Database, config: NodeConfig) -> Self {
         Self {
             directory: Directory::new(db.clone(), config.claim_rate),
+            // Four writers: posts to different groups commit in parallel; SQLite has one
+            // writer anyway, where they simply take turns.
+            appender: Appender::start(db.clone(), 4, 256),
             db,
             config,
             crypto: RustCrypto::default(),
@@ -511,13 +516,13 @@ impl Node {
             }
             Request::PostMessage(m) => {
                 let posted = self
-                    .db
-                    .post_message(
-                        m.group_id.as_slice(),
-                        m.epoch,
-                        &token_hash(&m.token),
-                        m.message.as_slice(),
-                    )
+                    .appender
+                    .post(NewMessage {
+                        group_id: m.group_id.as_slice().to_vec(),
+                        epoch: m.epoch,
+                        token_hash: token_hash(&m.token),
+                        message: m.message.as_slice().to_vec(),
+                    })
                     .await??;
                 Response::Accepted {
                     seq: posted.seq,

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{fresh_postgres, fresh_sqlite};
-use mlschat_delivery::storage::{Database, NewCommit, Posted, Refused};
+use mlschat_delivery::storage::{Database, NewCommit, NewMessage, Posted, Refused};
 use mlschat_wire::EntryKind;
 use mlschat_wire::token::token_hash;
 
@@ -249,6 +249,37 @@ async fn mailbox_entries_go_only_after_acknowledgement_and_only_the_owners() {
         // Acknowledging someone else's ids deletes nothing of theirs.
         assert_eq!(db.ack_mailbox(&alice, u64::MAX >> 2).await.unwrap(), 1);
         assert_eq!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_batch_of_posts_is_one_transaction_but_each_post_is_judged_alone() {
+    both(async |db: Database| {
+        created(&db).await;
+        let good = token_hash(&token(0, 0));
+        let post = |token_hash, body: &[u8]| NewMessage {
+            group_id: GROUP.to_vec(),
+            epoch: 0,
+            token_hash,
+            message: body.to_vec(),
+        };
+        let stranger = token_hash(&token(0, 0x55));
+        let results = db
+            .post_messages(&[post(good, b"a"), post(stranger, b"x"), post(good, b"b")])
+            .await
+            .unwrap();
+        assert_eq!(
+            results,
+            [
+                Ok(Posted { seq: 1, epoch: 0 }),
+                Err(Refused::BadToken),
+                Ok(Posted { seq: 2, epoch: 0 })
+            ]
+        );
+        let log = db.fetch_group(GROUP, &good, 0, 10).await.unwrap().unwrap();
+        let bodies: Vec<&[u8]> = log.iter().map(|e| e.message.as_slice()).collect();
+        assert_eq!(bodies, [b"a".as_slice(), b"b"]);
     })
     .await;
 }

@@ -26,6 +26,17 @@ pub struct NewCommit {
     pub ratchet_tree: Vec<u8>,
 }
 
+/// An application message (or proposal) to post.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub group_id: Vec<u8>,
+    /// The epoch it was sent in.
+    pub epoch: u64,
+    /// Hash of the token presented for `epoch`.
+    pub token_hash: TokenHash,
+    pub message: Vec<u8>,
+}
+
 /// A post was stored at `seq`; the group is at `epoch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Posted {
@@ -201,43 +212,64 @@ impl Database {
         token_hash: &TokenHash,
         message: &[u8],
     ) -> Result<Result<Posted, Refused>, StorageError> {
-        let epoch = to_db(epoch);
+        let post = NewMessage {
+            group_id: group_id.to_vec(),
+            epoch,
+            token_hash: *token_hash,
+            message: message.to_vec(),
+        };
+        let mut results = self.post_messages(std::slice::from_ref(&post)).await?;
+        Ok(results.pop().expect("one result per post"))
+    }
+
+    /// Posts several messages in one transaction (one fsync), each accepted or refused on its
+    /// own as [`Self::post_message`] would, in order. This is the node's group commit.
+    pub async fn post_messages(
+        &self,
+        posts: &[NewMessage],
+    ) -> Result<Vec<Result<Posted, Refused>>, StorageError> {
+        let now = unix_now();
         Ok(write_transaction!(self, |tx, _postgres| {
-            let seq: Option<i64> = sqlx::query_scalar(ADVANCE)
-                .bind(group_id)
-                .bind(epoch)
-                .bind(token_hash.as_slice())
-                .bind(0i64)
-                .fetch_optional(&mut *tx)
-                .await?;
-            match seq {
-                None => {
-                    let current: Option<i64> =
-                        sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
-                            .bind(group_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    Err(refusal(current, epoch))
-                }
-                Some(seq) => {
-                    sqlx::query(
-                        "INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
+            let mut results = Vec::with_capacity(posts.len());
+            for post in posts {
+                let (group_id, epoch) = (post.group_id.as_slice(), to_db(post.epoch));
+                let seq: Option<i64> = sqlx::query_scalar(ADVANCE)
                     .bind(group_id)
-                    .bind(seq)
                     .bind(epoch)
-                    .bind(kind_code(EntryKind::Message))
-                    .bind(message)
-                    .bind(unix_now())
-                    .execute(&mut *tx)
+                    .bind(post.token_hash.as_slice())
+                    .bind(0i64)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                    Ok(Posted {
-                        seq: from_db(seq),
-                        epoch: from_db(epoch),
-                    })
-                }
+                results.push(match seq {
+                    None => {
+                        let current: Option<i64> =
+                            sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
+                                .bind(group_id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        Err(refusal(current, epoch))
+                    }
+                    Some(seq) => {
+                        sqlx::query(
+                            "INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(group_id)
+                        .bind(seq)
+                        .bind(epoch)
+                        .bind(kind_code(EntryKind::Message))
+                        .bind(&post.message)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        Ok(Posted {
+                            seq: from_db(seq),
+                            epoch: from_db(epoch),
+                        })
+                    }
+                });
             }
+            results
         }))
     }
 

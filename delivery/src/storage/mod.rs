@@ -7,7 +7,7 @@ mod groups;
 mod keypackages;
 mod migrate;
 
-pub use groups::{Entry, NewCommit, Posted, Refused};
+pub use groups::{Entry, NewCommit, NewMessage, Posted, Refused};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -22,6 +22,12 @@ use sqlx::sqlite::{
 pub enum StorageError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The batch this write was part of failed (the cause is logged once for the batch).
+    #[error("the batch holding this write failed")]
+    BatchFailed,
+    /// The writer task is gone (the node is stopping).
+    #[error("the writer is closed")]
+    Closed,
     /// The database was migrated by a newer version of the node.
     #[error("database schema version {found} is newer than this node's {known}")]
     NewerSchema { found: i64, known: i64 },
