@@ -69,6 +69,7 @@ impl Client {
         // Notice a killed node within two seconds, not QUIC's default thirty.
         let mut transport = quinn::TransportConfig::default();
         transport.max_idle_timeout(Some(std::time::Duration::from_secs(2).try_into().unwrap()));
+        transport.keep_alive_interval(Some(std::time::Duration::from_millis(500)));
         config.transport_config(std::sync::Arc::new(transport));
         endpoint.set_default_client_config(config);
         let connection = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
