@@ -18,6 +18,7 @@ use openmls::prelude::{KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVer
 use openmls_rust_crypto::RustCrypto;
 use tls_codec::Deserialize as _;
 use tokio::sync::{Mutex, Notify};
+use tracing::Instrument;
 
 use crate::appender::Appender;
 use crate::session::{Authenticated, Session};
@@ -223,7 +224,11 @@ pub async fn serve(endpoint: quinn::Endpoint, node: Arc<Node>) {
         let node = node.clone();
         tokio::spawn(async move {
             match incoming.await {
-                Ok(connection) => node.connection(connection).await,
+                Ok(connection) => {
+                    let span =
+                        tracing::info_span!("connection", remote = %connection.remote_address());
+                    node.connection(connection).instrument(span).await
+                }
                 Err(e) => tracing::debug!(error = %e, "handshake failed"),
             }
         });
@@ -289,7 +294,8 @@ impl Node {
         self.metrics.connections.inc();
         while let Ok((send, recv)) = connection.accept_bi().await {
             let (node, session) = (self.clone(), session.clone());
-            tokio::spawn(async move { node.stream(session, exporter, send, recv).await });
+            let stream = async move { node.stream(session, exporter, send, recv).await };
+            tokio::spawn(stream.in_current_span());
         }
         self.metrics.connections.dec();
     }
