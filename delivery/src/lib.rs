@@ -13,7 +13,8 @@
 //! - [`config`]: defaults, TOML file, `MLSCHAT__SECTION__KEY` environment.
 //! - [`run`]: start (database, certificate, QUIC, admin HTTP) and drain on shutdown.
 //!
-//! Not built yet (issue 3): pushes to subscribers, federation.
+//! Not built yet: federation; pushes across several node processes (subscriptions are per
+//! process); mailbox retention and quotas.
 
 pub mod appender;
 pub mod config;

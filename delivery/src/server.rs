@@ -3,6 +3,7 @@
 //! Failures become wire error codes in one place ([`Failure`]), which logs internal detail and
 //! sends only a short text.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -12,12 +13,13 @@ use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose};
 use mlschat_wire::frame::{self, FrameError, HEADER_LEN, Header};
 use mlschat_wire::token::token_hash;
 use mlschat_wire::{
-    ClaimLogEntry, ErrorCode, ErrorResponse, Flag, GroupEntry, MailboxEntry, Request, Response,
+    ClaimLogEntry, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry, MailboxEntry, Push,
+    Request, Response,
 };
 use openmls::prelude::{KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion};
 use openmls_rust_crypto::RustCrypto;
 use tls_codec::Deserialize as _;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, mpsc};
 use tracing::Instrument;
 
 use crate::appender::Appender;
@@ -70,7 +72,13 @@ pub struct Node {
     /// Requests being handled, so a drain can wait for them.
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Connections subscribed to each group, by their push queues.
+    subscribers: std::sync::Mutex<HashMap<Vec<u8>, Vec<mpsc::Sender<Push>>>>,
 }
+
+/// Pushes waiting for a slow connection; beyond this they are dropped, and the client, seeing a
+/// gap in sequence numbers, fetches what it missed.
+const PUSH_QUEUE: usize = 1024;
 
 /// Prometheus metrics. Labels are bounded: request kind and result code, never ids.
 #[derive(Debug)]
@@ -218,6 +226,21 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Writes a connection's pushes, one unidirectional stream each, until it closes.
+async fn write_pushes(connection: quinn::Connection, mut queue: mpsc::Receiver<Push>) {
+    while let Some(push) = queue.recv().await {
+        let Ok(bytes) = frame::encode(&push) else {
+            continue;
+        };
+        let Ok(mut stream) = connection.open_uni().await else {
+            break;
+        };
+        if stream.write_all(&bytes).await.is_err() || stream.finish().is_err() {
+            break;
+        }
+    }
+}
+
 /// Accepts connections until the endpoint is closed.
 pub async fn serve(endpoint: quinn::Endpoint, node: Arc<Node>) {
     while let Some(incoming) = endpoint.accept().await {
@@ -250,6 +273,31 @@ impl Node {
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            subscribers: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Hands a new log entry to every connection subscribed to its group. Pushes are sent after
+    /// the entry is committed; they may arrive out of order, and clients order them by `seq`.
+    fn publish(&self, group_id: &[u8], entry: GroupEntry) {
+        let Ok(mut subscribers) = self.subscribers.lock() else {
+            return;
+        };
+        let Some(queues) = subscribers.get_mut(group_id) else {
+            return;
+        };
+        queues.retain(|queue| {
+            let push = Push::Group {
+                group_id: group_id.into(),
+                entry: entry.clone(),
+            };
+            !matches!(
+                queue.try_send(push),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        });
+        if queues.is_empty() {
+            subscribers.remove(group_id);
         }
     }
 
@@ -292,9 +340,11 @@ impl Node {
         }
         let session = Arc::new(Mutex::new(Session::default()));
         self.metrics.connections.inc();
+        let (pushes, queue) = mpsc::channel(PUSH_QUEUE);
+        tokio::spawn(write_pushes(connection.clone(), queue).in_current_span());
         while let Ok((send, recv)) = connection.accept_bi().await {
-            let (node, session) = (self.clone(), session.clone());
-            let stream = async move { node.stream(session, exporter, send, recv).await };
+            let (node, session, pushes) = (self.clone(), session.clone(), pushes.clone());
+            let stream = async move { node.stream(session, exporter, pushes, send, recv).await };
             tokio::spawn(stream.in_current_span());
         }
         self.metrics.connections.dec();
@@ -304,6 +354,7 @@ impl Node {
         &self,
         session: Arc<Mutex<Session>>,
         exporter: [u8; EXPORTER_LEN],
+        pushes: mpsc::Sender<Push>,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
@@ -319,7 +370,7 @@ impl Node {
             ),
             Ok(request) => (
                 kind(&request),
-                self.handle(request, &session, &exporter).await,
+                self.handle(request, &session, &exporter, &pushes).await,
             ),
             Err(failure) => ("unreadable", Err(failure)),
         };
@@ -372,6 +423,7 @@ impl Node {
         request: Request,
         session: &Mutex<Session>,
         exporter: &[u8],
+        pushes: &mpsc::Sender<Push>,
     ) -> Result<Response, Failure> {
         let client = match request {
             Request::Challenge => {
@@ -414,7 +466,7 @@ impl Node {
             }
             _ => session.lock().await.client()?.clone(),
         };
-        self.handle_authenticated(request, &client).await
+        self.handle_authenticated(request, &client, pushes).await
     }
 
     async fn authenticated(&self, session: &Mutex<Session>, who: Authenticated) -> Response {
@@ -427,6 +479,7 @@ impl Node {
         &self,
         request: Request,
         client: &Authenticated,
+        pushes: &mpsc::Sender<Push>,
     ) -> Result<Response, Failure> {
         let now = unix_now();
         Ok(match request {
@@ -515,6 +568,13 @@ impl Node {
                         ratchet_tree: c.ratchet_tree.as_slice().to_vec(),
                     })
                     .await??;
+                let entry = GroupEntry {
+                    seq: posted.seq,
+                    epoch: c.epoch,
+                    kind: EntryKind::Commit,
+                    message: c.commit,
+                };
+                self.publish(c.group_id.as_slice(), entry);
                 Response::Accepted {
                     seq: posted.seq,
                     epoch: posted.epoch,
@@ -530,6 +590,13 @@ impl Node {
                         message: m.message.as_slice().to_vec(),
                     })
                     .await??;
+                let entry = GroupEntry {
+                    seq: posted.seq,
+                    epoch: m.epoch,
+                    kind: EntryKind::Message,
+                    message: m.message,
+                };
+                self.publish(m.group_id.as_slice(), entry);
                 Response::Accepted {
                     seq: posted.seq,
                     epoch: posted.epoch,
@@ -571,11 +638,25 @@ impl Node {
                     }
                 }
             }
-            Request::Subscribe(_) => {
-                return Err(Failure::new(
-                    ErrorCode::Unavailable,
-                    "subscriptions are not served yet",
-                ));
+            Request::Subscribe(f) => {
+                // The same rights as a fetch: a token of any epoch of the group.
+                self.db
+                    .fetch_group(
+                        f.group_id.as_slice(),
+                        &token_hash(&f.token),
+                        u64::MAX >> 1,
+                        0,
+                    )
+                    .await??;
+                if let Ok(mut subscribers) = self.subscribers.lock() {
+                    let queues = subscribers
+                        .entry(f.group_id.as_slice().to_vec())
+                        .or_default();
+                    if !queues.iter().any(|q| q.same_channel(pushes)) {
+                        queues.push(pushes.clone());
+                    }
+                }
+                Response::Ok
             }
             Request::FetchMailbox { after, limit } => {
                 let limit = limit.min(self.config.max_fetch);

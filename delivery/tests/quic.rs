@@ -406,3 +406,75 @@ async fn thirty_two_racing_commits_over_quic_yield_one_and_no_losing_welcome() {
     }
     assert_eq!(accepted, 1, "exactly one commit per epoch");
 }
+
+#[tokio::test]
+async fn subscribers_get_new_entries_pushed_and_strangers_cannot_subscribe() {
+    let node = start_node().await;
+    let connect = || Client::connect(node.addr, node.fingerprint);
+    let (alice, bob, carol, mallory) = (
+        connect().await,
+        connect().await,
+        connect().await,
+        connect().await,
+    );
+    for c in [&alice, &bob, &carol, &mallory] {
+        c.register().await;
+    }
+    let group: tls_codec::VLBytes = b"pushed".as_slice().into();
+    let t0 = [4u8; 32];
+    let create = Request::CreateGroup(CreateGroup {
+        group_id: group.clone(),
+        token_hash: token_hash(&t0),
+    });
+    assert_eq!(alice.request(&create).await, Response::Ok);
+    let subscribe = |token| {
+        Request::Subscribe(FetchGroup {
+            group_id: group.clone(),
+            token,
+            after_seq: 0,
+            limit: 0,
+        })
+    };
+    assert_eq!(bob.request(&subscribe(t0)).await, Response::Ok);
+    assert_eq!(carol.request(&subscribe(t0)).await, Response::Ok);
+    assert_eq!(
+        error_code(&mallory.request(&subscribe([0xee; 32])).await),
+        Some(ErrorCode::BadToken)
+    );
+    let post = Request::PostMessage(PostMessage {
+        group_id: group.clone(),
+        epoch: 0,
+        token: t0,
+        message: b"to everyone".as_slice().into(),
+    });
+    assert_eq!(
+        alice.request(&post).await,
+        Response::Accepted { seq: 1, epoch: 0 }
+    );
+    for subscriber in [&bob, &carol] {
+        let mut stream = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            subscriber.connection.accept_uni(),
+        )
+        .await
+        .expect("a push within 5 s")
+        .unwrap();
+        let bytes = stream.read_to_end(1 << 20).await.unwrap();
+        let Push::Group { group_id, entry } = frame::decode::<Push>(&bytes, MAX_FRAME).unwrap()
+        else {
+            panic!("not a group push")
+        };
+        assert_eq!(group_id, group);
+        assert_eq!((entry.seq, entry.kind), (1, EntryKind::Message));
+        assert_eq!(entry.message.as_slice(), b"to everyone");
+    }
+    // Mallory, not subscribed, got nothing.
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            mallory.connection.accept_uni()
+        )
+        .await
+        .is_err()
+    );
+}
