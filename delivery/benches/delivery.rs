@@ -10,6 +10,8 @@
 //!   gets answers; then the same writers all to one group. Acknowledged appends per second and
 //!   latency percentiles.
 //! - claims: `writers` clients claim KeyPackages from 64 owners' stocks.
+//! - fan-out: `subscribers` connections subscribe to one group; one message at a time is posted
+//!   and the time until each subscriber has its push is recorded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,11 +107,13 @@ fn report(name: &str, rate: f64, latencies: &[Duration], json: &mut Vec<serde_js
 async fn main() {
     let mut writers = 64;
     let mut seconds = 10;
+    let mut subscribers = 1000;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--writers" => writers = args.next().unwrap().parse().unwrap(),
             "--seconds" => seconds = args.next().unwrap().parse().unwrap(),
+            "--subscribers" => subscribers = args.next().unwrap().parse().unwrap(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -192,5 +196,76 @@ async fn main() {
         &lat,
         &mut json,
     );
+    fan_out(&target, &clients[0], token, subscribers, &mut json).await;
     println!("{}", serde_json::to_string(&json).unwrap());
+}
+
+/// Many subscribed connections, one message at a time: the time from posting until each
+/// subscriber has read its push. The rate is pushes per second over the slowest delivery.
+async fn fan_out(
+    target: &Target,
+    poster: &Client,
+    token: [u8; 32],
+    subscribers: usize,
+    json: &mut Vec<serde_json::Value>,
+) {
+    let group: tls_codec::VLBytes = b"fan-out".as_slice().into();
+    let create = Request::CreateGroup(CreateGroup {
+        group_id: group.clone(),
+        token_hash: token_hash(&token),
+    });
+    assert_eq!(poster.request(&create).await, Response::Ok);
+    let mut listeners = Vec::with_capacity(subscribers);
+    for _ in 0..subscribers {
+        let c = Client::connect(target.addr, target.fingerprint).await;
+        c.register().await;
+        let subscribe = Request::Subscribe(FetchGroup {
+            group_id: group.clone(),
+            token,
+            after_seq: 0,
+            limit: 0,
+        });
+        assert_eq!(c.request(&subscribe).await, Response::Ok);
+        listeners.push(c);
+    }
+    let rounds = 10;
+    let mut latencies = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for round in 0..rounds {
+        let waits: Vec<_> = listeners
+            .iter()
+            .map(|l| {
+                let connection = l.connection.clone();
+                tokio::spawn(async move {
+                    let mut stream = connection.accept_uni().await.unwrap();
+                    stream.read_to_end(1 << 20).await.unwrap();
+                    Instant::now()
+                })
+            })
+            .collect();
+        let sent = Instant::now();
+        let post = Request::PostMessage(PostMessage {
+            group_id: group.clone(),
+            epoch: 0,
+            token,
+            message: format!("round {round}").into_bytes().into(),
+        });
+        assert!(matches!(
+            poster.request(&post).await,
+            Response::Accepted { .. }
+        ));
+        for wait in waits {
+            let latency = wait.await.unwrap() - sent;
+            slowest = slowest.max(latency);
+            latencies.push(latency);
+        }
+    }
+    latencies.sort();
+    let rate = latencies.len() as f64 / (slowest.as_secs_f64() * rounds as f64);
+    report(
+        &format!("fan-out to {subscribers} subscribers (push latency)"),
+        rate,
+        &latencies,
+        json,
+    );
 }
