@@ -80,14 +80,54 @@ fn kind_of(code: i64) -> EntryKind {
     }
 }
 
-/// Moves the group from `epoch` (if still there, and the token matches) to `epoch + advance`,
-/// taking one sequence number. Returns the sequence number taken.
+/// Takes the group's next sequence number if it is still at `epoch` and the token matches; a
+/// commit also moves it to the next epoch (`$4` = 1). Returns the sequence number taken.
 const ADVANCE: &str = "
     UPDATE groups SET epoch = epoch + $4, next_seq = next_seq + 1
     WHERE group_id = $1 AND epoch = $2
       AND EXISTS (SELECT 1 FROM group_tokens t
                   WHERE t.group_id = $1 AND t.epoch = $2 AND t.token_hash = $3)
     RETURNING next_seq - 1";
+
+/// Inside a write transaction: the compare-and-set of [`ADVANCE`] and, if it succeeds, the log
+/// entry. Evaluates to `Ok(seq)`, or `Err(Refused)` with nothing written.
+macro_rules! append {
+    ($tx:ident, $group_id:expr, $epoch:expr, $token_hash:expr, $kind:expr, $message:expr, $now:expr) => {{
+        let advance: i64 = if $kind == EntryKind::Commit { 1 } else { 0 };
+        let seq: Option<i64> = sqlx::query_scalar(ADVANCE)
+            .bind($group_id)
+            .bind($epoch)
+            .bind($token_hash.as_slice())
+            .bind(advance)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match seq {
+            None => {
+                let current: Option<i64> =
+                    sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
+                        .bind($group_id)
+                        .fetch_optional(&mut *$tx)
+                        .await?;
+                Err(refusal(current, $epoch))
+            }
+            Some(seq) => {
+                sqlx::query(
+                    "INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind($group_id)
+                .bind(seq)
+                .bind($epoch)
+                .bind(kind_code($kind))
+                .bind($message)
+                .bind($now)
+                .execute(&mut *$tx)
+                .await?;
+                Ok(seq)
+            }
+        }
+    }};
+}
 
 impl Database {
     /// Creates a group's log at epoch 0 with the hash of its epoch-0 token.
@@ -133,36 +173,19 @@ impl Database {
         let epoch = to_db(commit.epoch);
         let now = unix_now();
         Ok(write_transaction!(self, |tx, _postgres| {
-            let seq: Option<i64> = sqlx::query_scalar(ADVANCE)
-                .bind(group_id)
-                .bind(epoch)
-                .bind(commit.token_hash.as_slice())
-                .bind(1i64)
-                .fetch_optional(&mut *tx)
-                .await?;
-            match seq {
-                None => {
-                    let current: Option<i64> =
-                        sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
-                            .bind(group_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    Err(refusal(current, epoch))
-                }
-                Some(seq) => {
+            let kind = EntryKind::Commit;
+            match append!(
+                tx,
+                group_id,
+                epoch,
+                &commit.token_hash,
+                kind,
+                &commit.commit,
+                now
+            ) {
+                Err(refused) => Err(refused),
+                Ok(seq) => {
                     let next = epoch + 1;
-                    sqlx::query(
-                        "INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(group_id)
-                    .bind(seq)
-                    .bind(epoch)
-                    .bind(kind_code(EntryKind::Commit))
-                    .bind(&commit.commit)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
                     sqlx::query(
                         "INSERT INTO group_tokens (group_id, epoch, token_hash) VALUES ($1, $2, $3)",
                     )
@@ -233,41 +256,20 @@ impl Database {
             let mut results = Vec::with_capacity(posts.len());
             for post in posts {
                 let (group_id, epoch) = (post.group_id.as_slice(), to_db(post.epoch));
-                let seq: Option<i64> = sqlx::query_scalar(ADVANCE)
-                    .bind(group_id)
-                    .bind(epoch)
-                    .bind(post.token_hash.as_slice())
-                    .bind(0i64)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                results.push(match seq {
-                    None => {
-                        let current: Option<i64> =
-                            sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
-                                .bind(group_id)
-                                .fetch_optional(&mut *tx)
-                                .await?;
-                        Err(refusal(current, epoch))
-                    }
-                    Some(seq) => {
-                        sqlx::query(
-                            "INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(group_id)
-                        .bind(seq)
-                        .bind(epoch)
-                        .bind(kind_code(EntryKind::Message))
-                        .bind(&post.message)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        Ok(Posted {
-                            seq: from_db(seq),
-                            epoch: from_db(epoch),
-                        })
-                    }
-                });
+                let kind = EntryKind::Message;
+                let appended = append!(
+                    tx,
+                    group_id,
+                    epoch,
+                    &post.token_hash,
+                    kind,
+                    &post.message,
+                    now
+                );
+                results.push(appended.map(|seq| Posted {
+                    seq: from_db(seq),
+                    epoch: from_db(epoch),
+                }));
             }
             results
         }))

@@ -2,9 +2,7 @@
 //! transaction, recorded in `schema_migrations`. Several nodes starting at once on one Postgres
 //! take an advisory lock, so each script runs once.
 
-use sqlx::Connection;
-
-use super::{Database, StorageError};
+use super::{Database, StorageError, write_transaction};
 
 /// `(version, postgres script, sqlite script)`, in order. Never edit a released script: add one.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -39,51 +37,36 @@ const LOCK_KEY: i64 = 0x6d6c_7363_6861_7401;
 
 pub async fn run(db: &Database) -> Result<(), StorageError> {
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-    match db {
-        Database::Postgres(pool) => {
-            let mut conn = pool.acquire().await?;
-            let mut tx = conn.begin().await?;
+    write_transaction!(db, |tx, postgres| {
+        if postgres {
+            // Nodes starting together on one server: one migrates, the others wait and then
+            // find nothing to do. (SQLite's BEGIN IMMEDIATE already serialises them.)
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(LOCK_KEY)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(CREATE_TABLE).execute(&mut *tx).await?;
-            let current: i64 =
-                sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            check_not_newer(current, latest)?;
-            for (version, script, _) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-                sqlx::raw_sql(*script).execute(&mut *tx).await?;
-                sqlx::query(RECORD)
-                    .bind(version)
-                    .bind(super::unix_now())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
         }
-        Database::Sqlite(pool) => {
-            let mut conn = pool.acquire().await?;
-            // IMMEDIATE: take the write lock before reading the version.
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(CREATE_TABLE).execute(&mut *tx).await?;
-            let current: i64 =
-                sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            check_not_newer(current, latest)?;
-            for (version, _, script) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-                sqlx::raw_sql(*script).execute(&mut *tx).await?;
-                sqlx::query(RECORD)
-                    .bind(version)
-                    .bind(super::unix_now())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
+        sqlx::query(CREATE_TABLE).execute(&mut *tx).await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *tx)
+                .await?;
+        check_not_newer(current, latest)?;
+        for (version, postgres_script, sqlite_script) in MIGRATIONS.iter().filter(|m| m.0 > current)
+        {
+            let script = if postgres {
+                *postgres_script
+            } else {
+                *sqlite_script
+            };
+            sqlx::raw_sql(script).execute(&mut *tx).await?;
+            sqlx::query(RECORD)
+                .bind(version)
+                .bind(super::unix_now())
+                .execute(&mut *tx)
+                .await?;
         }
-    }
+    });
     Ok(())
 }
 
