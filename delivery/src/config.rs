@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::server::Registration;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerSection,
@@ -87,17 +87,6 @@ impl Default for LimitsSection {
             max_fetch: 1000,
             claim_burst: 500,
             claim_refill_ms: 100,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerSection::default(),
-            database: DatabaseSection::default(),
-            tls: TlsSection::default(),
-            limits: LimitsSection::default(),
         }
     }
 }

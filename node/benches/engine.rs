@@ -184,7 +184,7 @@ impl Raw {
         let tree = a.export_ratchet_tree().tls_serialize_detached().unwrap();
         let b = t.time("join (Welcome + tree)", || {
             let MlsMessageBodyIn::Welcome(w) =
-                MlsMessageIn::tls_deserialize_exact(&welcome.unwrap())
+                MlsMessageIn::tls_deserialize_exact(welcome.unwrap())
                     .unwrap()
                     .extract()
             else {

@@ -155,6 +155,7 @@ pub enum Incoming {
 /// An incoming `MLSMessage`, parsed and sorted by what it is. Untrusted bytes become this at the
 /// boundary; nothing past it sees raw bytes.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made once per message and consumed at once
 pub enum Parsed {
     /// A handshake or application message for some group.
     Protocol(ProtocolMessage),
@@ -492,7 +493,7 @@ impl Engine {
                 })
             }
             ProcessedMessageContent::OwnPendingCommit
-            | ProcessedMessageContent::OwnPrivateMessage { .. } => Err(EngineError::OwnMessage),
+            | ProcessedMessageContent::OwnPrivateMessage => Err(EngineError::OwnMessage),
             ProcessedMessageContent::ExternalJoinProposalMessage(_) => Err(EngineError::Invalid(
                 "external join proposals are not accepted".into(),
             )),
