@@ -76,6 +76,9 @@ pub struct Node {
     subscribers: std::sync::Mutex<HashMap<Vec<u8>, Vec<mpsc::Sender<Push>>>>,
 }
 
+/// The largest request body from a connection that has not authenticated yet.
+const PRE_AUTH_MAX_FRAME: u32 = 4096;
+
 /// Pushes waiting for a slow connection; beyond this they are dropped, and the client, seeing a
 /// gap in sequence numbers, fetches what it missed.
 const PUSH_QUEUE: usize = 1024;
@@ -360,7 +363,13 @@ impl Node {
     ) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
-        let (kind, result) = match self.read_request(&mut recv).await {
+        // Before authentication only the small auth requests are allowed, so a stranger cannot
+        // make the node allocate a large frame.
+        let limit = match session.lock().await.client() {
+            Ok(_) => self.config.max_frame,
+            Err(_) => PRE_AUTH_MAX_FRAME,
+        };
+        let (kind, result) = match self.read_request(&mut recv, limit).await {
             Ok(_) if self.is_draining() => (
                 "any",
                 Err(Failure::new(
@@ -399,13 +408,17 @@ impl Node {
         }
     }
 
-    /// Reads one request frame: the header first, and the body only if within the limit.
-    async fn read_request(&self, recv: &mut quinn::RecvStream) -> Result<Request, Failure> {
+    /// Reads one request frame: the header first, and the body only if within `limit`.
+    async fn read_request(
+        &self,
+        recv: &mut quinn::RecvStream,
+        limit: u32,
+    ) -> Result<Request, Failure> {
         let mut header = [0u8; HEADER_LEN];
         recv.read_exact(&mut header)
             .await
             .map_err(|_| Failure::from(FrameError::Truncated))?;
-        let header = Header::parse(&header, self.config.max_frame)?;
+        let header = Header::parse(&header, limit)?;
         let mut body = vec![0u8; header.length as usize];
         recv.read_exact(&mut body)
             .await

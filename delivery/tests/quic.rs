@@ -144,6 +144,11 @@ async fn malformed_truncated_and_oversized_frames_get_clear_codes_and_the_node_s
         Response::KeyPackageStock { .. }
     ));
     let bob = Client::connect(node.addr, node.fingerprint).await;
+    // Before authenticating, even a 1 MiB frame is too large.
+    assert_eq!(
+        error_code(&bob.raw(b"\x00\x01\x00\x10\x00\x00").await),
+        Some(ErrorCode::TooLarge)
+    );
     bob.register().await;
 }
 
