@@ -2,7 +2,7 @@
 
 use mlschat_wire::ClientId;
 
-use super::{Database, StorageError, unix_now};
+use super::{Database, StorageError, unix_now, with_pool};
 
 impl Database {
     /// Registers a client; registering the same key again is a no-op. Returns whether it is new.
@@ -14,22 +14,13 @@ impl Database {
         const SQL: &str = "INSERT INTO clients (client_id, signature_key, registered_at)
                            VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
         let client = client.as_slice();
-        let done = match self {
-            Database::Postgres(pool) => {
-                let q = sqlx::query(SQL)
-                    .bind(client)
-                    .bind(signature_key)
-                    .bind(unix_now());
-                q.execute(pool).await?.rows_affected()
-            }
-            Database::Sqlite(pool) => {
-                let q = sqlx::query(SQL)
-                    .bind(client)
-                    .bind(signature_key)
-                    .bind(unix_now());
-                q.execute(pool).await?.rows_affected()
-            }
-        };
+        let done = with_pool!(self, |pool| {
+            let q = sqlx::query(SQL)
+                .bind(client)
+                .bind(signature_key)
+                .bind(unix_now());
+            q.execute(pool).await?.rows_affected()
+        });
         Ok(done == 1)
     }
 
@@ -37,39 +28,23 @@ impl Database {
     pub async fn client_key(&self, client: &ClientId) -> Result<Option<Vec<u8>>, StorageError> {
         const SQL: &str = "SELECT signature_key FROM clients WHERE client_id = $1";
         let client = client.as_slice();
-        Ok(match self {
-            Database::Postgres(pool) => {
-                sqlx::query_scalar(SQL)
-                    .bind(client)
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query_scalar(SQL)
-                    .bind(client)
-                    .fetch_optional(pool)
-                    .await?
-            }
-        })
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(client)
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 
     /// Stores the hash of a new invite token.
     pub async fn create_invite(&self, token_hash: &[u8; 32]) -> Result<(), StorageError> {
         const SQL: &str = "INSERT INTO invites (token_hash, created_at) VALUES ($1, $2)";
-        match self {
-            Database::Postgres(pool) => {
-                let q = sqlx::query(SQL)
-                    .bind(token_hash.as_slice())
-                    .bind(unix_now());
-                q.execute(pool).await?;
-            }
-            Database::Sqlite(pool) => {
-                let q = sqlx::query(SQL)
-                    .bind(token_hash.as_slice())
-                    .bind(unix_now());
-                q.execute(pool).await?;
-            }
-        }
+        with_pool!(self, |pool| {
+            let q = sqlx::query(SQL)
+                .bind(token_hash.as_slice())
+                .bind(unix_now());
+            q.execute(pool).await?;
+        });
         Ok(())
     }
 
@@ -77,20 +52,12 @@ impl Database {
     pub async fn use_invite(&self, token_hash: &[u8; 32]) -> Result<bool, StorageError> {
         const SQL: &str =
             "UPDATE invites SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL";
-        let done = match self {
-            Database::Postgres(pool) => {
-                let q = sqlx::query(SQL)
-                    .bind(token_hash.as_slice())
-                    .bind(unix_now());
-                q.execute(pool).await?.rows_affected()
-            }
-            Database::Sqlite(pool) => {
-                let q = sqlx::query(SQL)
-                    .bind(token_hash.as_slice())
-                    .bind(unix_now());
-                q.execute(pool).await?.rows_affected()
-            }
-        };
+        let done = with_pool!(self, |pool| {
+            let q = sqlx::query(SQL)
+                .bind(token_hash.as_slice())
+                .bind(unix_now());
+            q.execute(pool).await?.rows_affected()
+        });
         Ok(done == 1)
     }
 }

@@ -9,7 +9,9 @@
 
 use mlschat_wire::{ClientId, EntryKind, TokenHash};
 
-use super::{Database, RowExt, StorageError, from_db, to_db, unix_now, write_transaction};
+use super::{
+    Database, RowExt, StorageError, from_db, to_db, unix_now, with_pool, write_transaction,
+};
 
 /// A commit to post, with what it releases.
 #[derive(Debug, Clone)]
@@ -327,10 +329,7 @@ impl Database {
                     .collect::<Result<Vec<_>, _>>()?
             }};
         }
-        let entries = match self {
-            Database::Postgres(pool) => read!(pool),
-            Database::Sqlite(pool) => read!(pool),
-        };
+        let entries = with_pool!(self, |pool| read!(pool));
         Ok(Ok(entries))
     }
 
@@ -342,22 +341,13 @@ impl Database {
     ) -> Result<Option<Vec<u8>>, StorageError> {
         const SQL: &str = "SELECT ratchet_tree FROM group_trees WHERE group_id = $1 AND epoch = $2";
         let epoch = to_db(epoch);
-        Ok(match self {
-            Database::Postgres(pool) => {
-                sqlx::query_scalar(SQL)
-                    .bind(group_id)
-                    .bind(epoch)
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query_scalar(SQL)
-                    .bind(group_id)
-                    .bind(epoch)
-                    .fetch_optional(pool)
-                    .await?
-            }
-        })
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(group_id)
+                .bind(epoch)
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 
     /// The owner's mailbox entries (Welcomes) after `after`; `seq` is the entry id.
@@ -379,26 +369,15 @@ impl Database {
             })
         }
         let (owner, after, limit) = (owner.as_slice(), to_db(after), i64::from(limit));
-        let rows: Result<Vec<Entry>, sqlx::Error> = match self {
-            Database::Postgres(pool) => sqlx::query(SQL)
-                .bind(owner)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(entry)
-                .collect(),
-            Database::Sqlite(pool) => sqlx::query(SQL)
-                .bind(owner)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(entry)
-                .collect(),
-        };
+        let rows: Result<Vec<Entry>, sqlx::Error> = with_pool!(self, |pool| sqlx::query(SQL)
+            .bind(owner)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(entry)
+            .collect());
         Ok(rows?)
     }
 
@@ -406,24 +385,14 @@ impl Database {
     pub async fn ack_mailbox(&self, owner: &ClientId, up_to: u64) -> Result<u64, StorageError> {
         const SQL: &str = "DELETE FROM mailbox WHERE owner = $1 AND id <= $2";
         let (owner, up_to) = (owner.as_slice(), to_db(up_to));
-        Ok(match self {
-            Database::Postgres(pool) => {
-                let done = sqlx::query(SQL)
-                    .bind(owner)
-                    .bind(up_to)
-                    .execute(pool)
-                    .await?;
-                done.rows_affected()
-            }
-            Database::Sqlite(pool) => {
-                let done = sqlx::query(SQL)
-                    .bind(owner)
-                    .bind(up_to)
-                    .execute(pool)
-                    .await?;
-                done.rows_affected()
-            }
-        })
+        Ok(with_pool!(self, |pool| {
+            let done = sqlx::query(SQL)
+                .bind(owner)
+                .bind(up_to)
+                .execute(pool)
+                .await?;
+            done.rows_affected()
+        }))
     }
 }
 

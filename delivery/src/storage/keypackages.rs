@@ -7,7 +7,7 @@
 
 use mlschat_keypackages::{ClaimRecord, Claimed, ClientId, KeyPackage, Stock, Store, StoreError};
 
-use super::{Database, RowExt, StorageError, from_db, to_db, write_transaction};
+use super::{Database, RowExt, StorageError, from_db, to_db, with_pool, write_transaction};
 
 impl From<StorageError> for StoreError {
     fn from(e: StorageError) -> Self {
@@ -151,22 +151,13 @@ impl Database {
         let (owner, now) = (owner.as_slice(), to_db(now));
         let mut counts = [0i64; 2];
         for (count, sql) in counts.iter_mut().zip([ONE_TIME, LAST_RESORT]) {
-            *count = match self {
-                Database::Postgres(pool) => {
-                    sqlx::query_scalar(sql)
-                        .bind(owner)
-                        .bind(now)
-                        .fetch_one(pool)
-                        .await
-                }
-                Database::Sqlite(pool) => {
-                    sqlx::query_scalar(sql)
-                        .bind(owner)
-                        .bind(now)
-                        .fetch_one(pool)
-                        .await
-                }
-            }?;
+            *count = with_pool!(self, |pool| {
+                sqlx::query_scalar(sql)
+                    .bind(owner)
+                    .bind(now)
+                    .fetch_one(pool)
+                    .await
+            })?;
         }
         let [one_time, last_resort] = counts;
         Ok(Stock {
@@ -195,24 +186,14 @@ impl Database {
                 last_resort: row.flag(3)?,
             })
         }
-        let records: Result<Vec<ClaimRecord>, sqlx::Error> = match self {
-            Database::Postgres(pool) => {
-                let rows = sqlx::query(SQL)
-                    .bind(owner)
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(pool);
-                rows.await?.iter().map(record).collect()
-            }
-            Database::Sqlite(pool) => {
-                let rows = sqlx::query(SQL)
-                    .bind(owner)
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(pool);
-                rows.await?.iter().map(record).collect()
-            }
-        };
+        let records: Result<Vec<ClaimRecord>, sqlx::Error> = with_pool!(self, |pool| {
+            let rows = sqlx::query(SQL)
+                .bind(owner)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool);
+            rows.await?.iter().map(record).collect()
+        });
         Ok(records?)
     }
 

@@ -73,13 +73,10 @@ impl Database {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        match self {
-            Database::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await?,
-            Database::Sqlite(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-                return Ok(());
-            }
-        };
+        with_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -99,6 +96,18 @@ fn to_db(n: u64) -> i64 {
 fn from_db(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
+
+/// Evaluates `$body` with `$pool` bound to this database's pool, whichever backend it is: the
+/// same code, type-checked once per backend. `$body` must reduce to a backend-neutral value.
+macro_rules! with_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Database::Postgres($pool) => $body,
+            Database::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
 
 /// Runs `$body` in a write transaction on either backend; `$tx` is the transaction and
 /// `$postgres` tells which dialect to speak. Commits if the body returns normally (it returns
