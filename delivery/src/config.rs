@@ -57,6 +57,10 @@ pub struct LimitsSection {
     /// Claims a claimer may make at once, then one per `claim_refill_ms`.
     pub claim_burst: u32,
     pub claim_refill_ms: u64,
+    /// Welcomes a client's mailbox may hold; a commit that would exceed it is refused.
+    pub mailbox_quota: u64,
+    /// Days a mailbox entry is kept if never acknowledged.
+    pub mailbox_retention_days: u64,
 }
 
 impl Default for ServerSection {
@@ -87,6 +91,8 @@ impl Default for LimitsSection {
             max_fetch: 1000,
             claim_burst: 500,
             claim_refill_ms: 100,
+            mailbox_quota: 10_000,
+            mailbox_retention_days: 30,
         }
     }
 }

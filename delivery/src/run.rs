@@ -53,6 +53,7 @@ pub async fn run(
                 refill: Duration::from_millis(config.limits.claim_refill_ms),
             },
             max_fetch: config.limits.max_fetch,
+            mailbox_quota: config.limits.mailbox_quota,
         },
     ));
     let admin = tokio::net::TcpListener::bind(config.server.admin)
@@ -76,6 +77,8 @@ pub async fn run(
             .into_future(),
     );
     let serving = tokio::spawn(serve(endpoint.clone(), node.clone()));
+    let retention = Duration::from_secs(config.limits.mailbox_retention_days * 86_400);
+    let purging = tokio::spawn(purge_mailboxes(node.clone(), retention));
 
     shutdown.await;
     tracing::info!("draining");
@@ -88,10 +91,28 @@ pub async fn run(
     endpoint.close(0u32.into(), b"shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     serving.abort();
+    purging.abort();
     let _ = stop_admin.send(());
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Hourly, deletes mailbox entries older than the retention period.
+async fn purge_mailboxes(node: Arc<Node>, retention: Duration) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let cut = now.saturating_sub(retention).as_secs();
+        match node.database().purge_mailboxes(cut).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "mailbox entries past retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "mailbox purge failed"),
+        }
+    }
 }
 
 /// The configured certificate, or the one generated on first start and kept in `data_dir`.

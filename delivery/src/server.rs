@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub claim_rate: RateLimit,
     /// The most entries one fetch returns.
     pub max_fetch: u32,
+    /// The most Welcomes a client's mailbox holds.
+    pub mailbox_quota: u64,
 }
 
 impl Default for NodeConfig {
@@ -53,6 +55,7 @@ impl Default for NodeConfig {
             registration: Registration::Open,
             claim_rate: RateLimit::default(),
             max_fetch: 1000,
+            mailbox_quota: 10_000,
         }
     }
 }
@@ -198,6 +201,9 @@ impl From<Refused> for Failure {
             Refused::UnknownGroup => Failure::new(ErrorCode::UnknownGroup, "no such group"),
             Refused::GroupExists => Failure::new(ErrorCode::GroupExists, "group exists"),
             Refused::BadToken => Failure::new(ErrorCode::BadToken, "token does not match"),
+            Refused::QuotaExceeded => {
+                Failure::new(ErrorCode::QuotaExceeded, "a recipient's mailbox is full")
+            }
             Refused::StaleEpoch { current } => Failure {
                 code: ErrorCode::StaleEpoch,
                 current_epoch: current,
@@ -567,19 +573,22 @@ impl Node {
             Request::PostCommit(c) => {
                 let posted = self
                     .db
-                    .post_commit(&NewCommit {
-                        group_id: c.group_id.as_slice().to_vec(),
-                        epoch: c.epoch,
-                        token_hash: token_hash(&c.token),
-                        next_token_hash: c.next_token_hash,
-                        commit: c.commit.as_slice().to_vec(),
-                        welcomes: c
-                            .welcomes
-                            .iter()
-                            .map(|w| (w.recipient, w.welcome.as_slice().to_vec()))
-                            .collect(),
-                        ratchet_tree: c.ratchet_tree.as_slice().to_vec(),
-                    })
+                    .post_commit(
+                        &NewCommit {
+                            group_id: c.group_id.as_slice().to_vec(),
+                            epoch: c.epoch,
+                            token_hash: token_hash(&c.token),
+                            next_token_hash: c.next_token_hash,
+                            commit: c.commit.as_slice().to_vec(),
+                            welcomes: c
+                                .welcomes
+                                .iter()
+                                .map(|w| (w.recipient, w.welcome.as_slice().to_vec()))
+                                .collect(),
+                            ratchet_tree: c.ratchet_tree.as_slice().to_vec(),
+                        },
+                        self.config.mailbox_quota,
+                    )
                     .await??;
                 let entry = GroupEntry {
                     seq: posted.seq,

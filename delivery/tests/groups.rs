@@ -10,6 +10,7 @@ use mlschat_wire::EntryKind;
 use mlschat_wire::token::token_hash;
 
 const GROUP: &[u8] = b"group-1";
+const QUOTA: u64 = 100;
 
 fn token(epoch: u64, variant: u8) -> [u8; 32] {
     let mut t = [variant; 32];
@@ -55,7 +56,7 @@ async fn racing_commits_for_one_epoch_accept_one_and_release_only_its_welcomes()
                 let db = db.clone();
                 tokio::spawn(async move {
                     let c = commit(0, i, vec![([i; 32], vec![i; 5])]);
-                    (i, db.post_commit(&c).await.unwrap())
+                    (i, db.post_commit(&c, QUOTA).await.unwrap())
                 })
             })
             .collect();
@@ -101,17 +102,17 @@ async fn racing_commits_for_one_epoch_accept_one_and_release_only_its_welcomes()
 async fn a_stale_commit_is_refused_with_the_current_epoch_and_writes_nothing() {
     both(async |db: Database| {
         created(&db).await;
-        db.post_commit(&commit(0, 1, vec![]))
+        db.post_commit(&commit(0, 1, vec![]), QUOTA)
             .await
             .unwrap()
             .unwrap();
-        db.post_commit(&commit(1, 2, vec![]))
+        db.post_commit(&commit(1, 2, vec![]), QUOTA)
             .await
             .unwrap()
             .unwrap();
         let late = commit(0, 3, vec![([9; 32], vec![9])]);
         assert_eq!(
-            db.post_commit(&late).await.unwrap(),
+            db.post_commit(&late, QUOTA).await.unwrap(),
             Err(Refused::StaleEpoch { current: 2 })
         );
         assert!(db.fetch_mailbox(&[9; 32], 0, 10).await.unwrap().is_empty());
@@ -130,7 +131,7 @@ async fn a_member_removed_at_an_epoch_cannot_post_after_it() {
     both(async |db: Database| {
         created(&db).await;
         // The commit into epoch 1 registers token 1; the removed member only knows token 0.
-        db.post_commit(&commit(0, 1, vec![]))
+        db.post_commit(&commit(0, 1, vec![]), QUOTA)
             .await
             .unwrap()
             .unwrap();
@@ -151,7 +152,7 @@ async fn a_member_removed_at_an_epoch_cannot_post_after_it() {
         let mut forged = commit(1, 7, vec![]);
         forged.token_hash = old;
         assert_eq!(
-            db.post_commit(&forged).await.unwrap(),
+            db.post_commit(&forged, QUOTA).await.unwrap(),
             Err(Refused::BadToken)
         );
         assert_eq!(
@@ -177,7 +178,7 @@ async fn the_log_orders_commits_and_messages_and_reads_after_a_sequence_number()
         for i in 0..3u8 {
             db.post_message(GROUP, 0, &t0, &[i]).await.unwrap().unwrap();
         }
-        db.post_commit(&commit(0, 9, vec![]))
+        db.post_commit(&commit(0, 9, vec![]), QUOTA)
             .await
             .unwrap()
             .unwrap();
@@ -220,15 +221,9 @@ async fn mailbox_entries_go_only_after_acknowledgement_and_only_the_owners() {
     both(async |db: Database| {
         created(&db).await;
         let (alice, bob) = ([0xa1; 32], [0xb0; 32]);
-        db.post_commit(&commit(
-            0,
-            1,
-            vec![(alice, b"w1".to_vec()), (bob, b"wb".to_vec())],
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-        db.post_commit(&commit(1, 2, vec![(alice, b"w2".to_vec())]))
+        let first = commit(0, 1, vec![(alice, b"w1".to_vec()), (bob, b"wb".to_vec())]);
+        db.post_commit(&first, QUOTA).await.unwrap().unwrap();
+        db.post_commit(&commit(1, 2, vec![(alice, b"w2".to_vec())]), QUOTA)
             .await
             .unwrap()
             .unwrap();
@@ -280,6 +275,38 @@ async fn a_batch_of_posts_is_one_transaction_but_each_post_is_judged_alone() {
         let log = db.fetch_group(GROUP, &good, 0, 10).await.unwrap().unwrap();
         let bodies: Vec<&[u8]> = log.iter().map(|e| e.message.as_slice()).collect();
         assert_eq!(bodies, [b"a".as_slice(), b"b"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_mailbox_refuses_the_commit_and_retention_empties_old_mailboxes() {
+    both(async |db: Database| {
+        created(&db).await;
+        let bob = [0xb0; 32];
+        db.post_commit(&commit(0, 1, vec![(bob, b"w1".to_vec())]), 1)
+            .await
+            .unwrap()
+            .unwrap();
+        // Bob's mailbox holds its quota of one: a commit with another Welcome for him is
+        // refused whole, and the group stays at its epoch.
+        assert_eq!(
+            db.post_commit(&commit(1, 2, vec![(bob, b"w2".to_vec())]), 1)
+                .await
+                .unwrap(),
+            Err(Refused::QuotaExceeded)
+        );
+        assert_eq!(
+            db.post_commit(&commit(1, 3, vec![]), 1).await.unwrap(),
+            Ok(Posted { seq: 2, epoch: 2 }),
+            "the refused commit moved nothing"
+        );
+        // Retention: entries stored before the cut go, acknowledged or not; newer ones stay.
+        let long_ago = 1_000_000;
+        assert_eq!(db.purge_mailboxes(long_ago).await.unwrap(), 0);
+        assert_eq!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(db.purge_mailboxes(u64::MAX >> 2).await.unwrap(), 1);
+        assert!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().is_empty());
     })
     .await;
 }

@@ -57,6 +57,8 @@ pub enum Refused {
     },
     /// The token is not that of the epoch (or, for reads, of any epoch) of the group.
     BadToken,
+    /// A recipient's mailbox is full.
+    QuotaExceeded,
 }
 
 /// One log or mailbox entry.
@@ -170,11 +172,24 @@ impl Database {
     pub async fn post_commit(
         &self,
         commit: &NewCommit,
+        mailbox_quota: u64,
     ) -> Result<Result<Posted, Refused>, StorageError> {
         let group_id = commit.group_id.as_slice();
         let epoch = to_db(commit.epoch);
         let now = unix_now();
         Ok(write_transaction!(self, |tx, _postgres| {
+            // Checked before anything is written: a refusal must leave no trace.
+            let mut full = false;
+            for (recipient, _) in &commit.welcomes {
+                let held: i64 = sqlx::query_scalar("SELECT count(*) FROM mailbox WHERE owner = $1")
+                    .bind(recipient.as_slice())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                full |= from_db(held) >= mailbox_quota;
+            }
+            if full {
+                return Ok(Err(Refused::QuotaExceeded));
+            }
             let kind = EntryKind::Commit;
             match append!(
                 tx,
@@ -379,6 +394,17 @@ impl Database {
             .map(entry)
             .collect());
         Ok(rows?)
+    }
+
+    /// Deletes mailbox entries stored before `before` (unix seconds), acknowledged or not: the
+    /// retention period is over. Returns how many.
+    pub async fn purge_mailboxes(&self, before: u64) -> Result<u64, StorageError> {
+        const SQL: &str = "DELETE FROM mailbox WHERE at < $1";
+        let before = to_db(before);
+        Ok(with_pool!(self, |pool| {
+            let done = sqlx::query(SQL).bind(before).execute(pool).await?;
+            done.rows_affected()
+        }))
     }
 
     /// Deletes the owner's mailbox entries up to and including `up_to`; returns how many.
