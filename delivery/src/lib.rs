@@ -14,7 +14,7 @@
 //! - [`run`]: start (database, certificate, QUIC, admin HTTP) and drain on shutdown.
 //!
 //! Not built yet: federation; pushes across several node processes (subscriptions are per
-//! process); mailbox retention and quotas.
+//! process).
 
 pub mod appender;
 pub mod config;
