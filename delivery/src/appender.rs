@@ -67,17 +67,18 @@ fn shard_of(group_id: &[u8], shards: usize) -> usize {
 async fn write_batches(db: Database, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
-        let posts: Vec<NewMessage> = batch.iter().map(|j| j.post.clone()).collect();
+        let (posts, replies): (Vec<NewMessage>, Vec<_>) =
+            batch.drain(..).map(|job| (job.post, job.reply)).unzip();
         match db.post_messages(&posts).await {
             Ok(results) => {
-                for (job, result) in batch.drain(..).zip(results) {
-                    let _ = job.reply.send(Ok(result));
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, posts = batch.len(), "batch of posts failed");
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(StorageError::BatchFailed));
+                tracing::error!(error = %e, posts = posts.len(), "batch of posts failed");
+                for reply in replies {
+                    let _ = reply.send(Err(StorageError::BatchFailed));
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mlschat_keypackages::{ClaimError, Directory, KeyPackage, RateLimit, Store};
+use mlschat_keypackages::{ClaimError, Directory, KeyPackage, RateLimit};
 use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose};
 use mlschat_wire::frame::{self, FrameError, HEADER_LEN, Header};
 use mlschat_wire::token::token_hash;
@@ -729,9 +729,3 @@ impl Node {
         })
     }
 }
-
-// The directory's store is the node's database.
-const _: fn() = || {
-    fn store<S: Store>() {}
-    store::<Database>();
-};

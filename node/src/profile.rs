@@ -424,9 +424,9 @@ impl Profile {
             Packet::Mls(bytes) => match engine::parse_message(bytes)? {
                 Parsed::Protocol(message) => {
                     let id = message.group_id().clone();
-                    if self.group_ref(&id)?.is_none() {
-                        return Err(ProfileError::NotOurGroup(hex::encode(id.as_slice())));
-                    }
+                    let group = self
+                        .group_ref(&id)?
+                        .ok_or_else(|| ProfileError::NotOurGroup(hex::encode(id.as_slice())))?;
                     let incoming = self.with_group(&id, |engine, provider, group, conn| {
                         if !mark_processed(conn, bytes)? {
                             return Err(ProfileError::Duplicate);
@@ -435,7 +435,6 @@ impl Profile {
                         record_incoming(conn, &id, group.epoch().as_u64(), &incoming)?;
                         Ok(incoming)
                     })?;
-                    let group = self.group_ref(&id)?.expect("checked above");
                     Ok(Received::Message { group, incoming })
                 }
                 Parsed::Welcome(_) => Err(ProfileError::WrongKind(
