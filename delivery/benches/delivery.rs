@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mlschat_delivery::certificate::NodeCertificate;
 use mlschat_delivery::server::{Node, NodeConfig, serve};
 use mlschat_delivery::storage::Database;
-use mlschat_delivery::tls;
 use mlschat_wire::token::token_hash;
 use mlschat_wire::*;
 
@@ -34,9 +34,9 @@ struct Target {
 }
 
 async fn start(db: Database) -> Target {
-    let cert = tls::NodeCertificate::self_signed("localhost").unwrap();
+    let cert = NodeCertificate::self_signed("localhost").unwrap();
     let endpoint = quinn::Endpoint::server(
-        tls::server_config(&cert).unwrap(),
+        cert.server_config().unwrap(),
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
@@ -235,7 +235,7 @@ async fn fan_out(
         let waits: Vec<_> = listeners
             .iter()
             .map(|l| {
-                let connection = l.connection.clone();
+                let connection = l.connection.quinn().clone();
                 tokio::spawn(async move {
                     let mut stream = connection.accept_uni().await.unwrap();
                     stream.read_to_end(1 << 20).await.unwrap();

@@ -9,7 +9,7 @@
 //! - [`session`]: a connection's authentication state, without I/O.
 //! - [`server`]: the QUIC server: reads requests, answers them from storage.
 //! - [`appender`]: group commit: concurrent posts share one transaction.
-//! - [`tls`]: certificates, server and pinned-client TLS configurations.
+//! - [`certificate`]: the node's certificate, self-signed on first start.
 //! - [`config`]: defaults, TOML file, `MLSCHAT__SECTION__KEY` environment.
 //! - [`run`]: start (database, certificate, QUIC, admin HTTP) and drain on shutdown.
 //!
@@ -17,9 +17,9 @@
 //! process).
 
 pub mod appender;
+pub mod certificate;
 pub mod config;
 pub mod run;
 pub mod server;
 pub mod session;
 pub mod storage;
-pub mod tls;

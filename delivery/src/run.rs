@@ -13,10 +13,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
+use crate::certificate::NodeCertificate;
 use crate::config::Config;
 use crate::server::{Node, NodeConfig, serve};
 use crate::storage::Database;
-use crate::tls::{self, NodeCertificate};
 
 /// A node that is up: where it listens and the certificate fingerprint clients pin.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +41,7 @@ pub async fn run(
     }
     .context("opening the database")?;
     let cert = certificate(&config)?;
-    let endpoint = quinn::Endpoint::server(tls::server_config(&cert)?, config.server.listen)
+    let endpoint = quinn::Endpoint::server(cert.server_config()?, config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let node = Arc::new(Node::new(
         db,

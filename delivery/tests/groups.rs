@@ -260,21 +260,58 @@ async fn a_batch_of_posts_is_one_transaction_but_each_post_is_judged_alone() {
             message: body.to_vec(),
         };
         let stranger = token_hash(&token(0, 0x55));
+        // A second group, interleaved, that a commit has moved to epoch 1.
+        let other = |epoch, body: &[u8]| NewMessage {
+            group_id: b"group-2".to_vec(),
+            epoch,
+            token_hash: token_hash(&token(epoch, 0)),
+            message: body.to_vec(),
+        };
+        db.create_group(b"group-2", &token_hash(&token(0, 0)))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut moved = commit(0, 1, vec![]);
+        moved.group_id = b"group-2".to_vec();
+        db.post_commit(&moved, QUOTA).await.unwrap().unwrap();
+        let unknown = NewMessage {
+            group_id: b"nowhere".to_vec(),
+            ..post(good, b"u")
+        };
         let results = db
-            .post_messages(&[post(good, b"a"), post(stranger, b"x"), post(good, b"b")])
+            .post_messages(&[
+                post(good, b"a"),
+                other(1, b"p"),
+                post(stranger, b"x"),
+                other(0, b"stale"),
+                unknown,
+                post(good, b"b"),
+                other(1, b"q"),
+            ])
             .await
             .unwrap();
         assert_eq!(
             results,
             [
                 Ok(Posted { seq: 1, epoch: 0 }),
+                Ok(Posted { seq: 2, epoch: 1 }),
                 Err(Refused::BadToken),
-                Ok(Posted { seq: 2, epoch: 0 })
+                Err(Refused::StaleEpoch { current: 1 }),
+                Err(Refused::UnknownGroup),
+                Ok(Posted { seq: 2, epoch: 0 }),
+                Ok(Posted { seq: 3, epoch: 1 }),
             ]
         );
         let log = db.fetch_group(GROUP, &good, 0, 10).await.unwrap().unwrap();
         let bodies: Vec<&[u8]> = log.iter().map(|e| e.message.as_slice()).collect();
         assert_eq!(bodies, [b"a".as_slice(), b"b"]);
+        let log = db
+            .fetch_group(b"group-2", &good, 1, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        let bodies: Vec<&[u8]> = log.iter().map(|e| e.message.as_slice()).collect();
+        assert_eq!(bodies, [b"p".as_slice(), b"q"]);
     })
     .await;
 }

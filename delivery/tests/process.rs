@@ -124,7 +124,7 @@ async fn a_node_killed_while_clients_write_loses_no_acknowledged_message() {
                         token,
                         message: body.clone().into(),
                     });
-                    let Ok((mut send, mut recv)) = writer.connection.open_bi().await else {
+                    let Ok((mut send, mut recv)) = writer.connection.quinn().open_bi().await else {
                         break;
                     };
                     let frame = frame::encode(&post).unwrap();

@@ -7,8 +7,8 @@ use common::Client;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use mlschat_delivery::certificate::NodeCertificate;
 use mlschat_delivery::server::{Node, NodeConfig, serve};
-use mlschat_delivery::tls;
 use mlschat_wire::token::token_hash;
 use mlschat_wire::*;
 
@@ -21,9 +21,9 @@ struct TestNode {
 
 async fn start_node() -> TestNode {
     let db = common::fresh_postgres().await;
-    let cert = tls::NodeCertificate::self_signed("localhost").unwrap();
+    let cert = NodeCertificate::self_signed("localhost").unwrap();
     let endpoint = quinn::Endpoint::server(
-        tls::server_config(&cert).unwrap(),
+        cert.server_config().unwrap(),
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
@@ -459,7 +459,7 @@ async fn subscribers_get_new_entries_pushed_and_strangers_cannot_subscribe() {
     for subscriber in [&bob, &carol] {
         let mut stream = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            subscriber.connection.accept_uni(),
+            subscriber.connection.quinn().accept_uni(),
         )
         .await
         .expect("a push within 5 s")
@@ -477,7 +477,7 @@ async fn subscribers_get_new_entries_pushed_and_strangers_cannot_subscribe() {
     assert!(
         tokio::time::timeout(
             std::time::Duration::from_millis(300),
-            mallory.connection.accept_uni()
+            mallory.connection.quinn().accept_uni()
         )
         .await
         .is_err()

@@ -1,18 +1,23 @@
 //! The mlschat protocol: the frames peers and delivery nodes exchange over QUIC.
 //!
-//! This crate is codec and constants only: it knows nothing of sockets, async runtimes,
-//! databases or MLS state. `PROTOCOL.md` beside it is the specification, byte for byte.
+//! The core is codec and constants only: it knows nothing of sockets, async runtimes, databases
+//! or MLS state. `PROTOCOL.md` beside it is the specification, byte for byte. The `quic` feature
+//! adds the transport every party shares: TLS configurations and a client connection.
 //!
 //! # Layout
 //! - [`frame`]: version, length prefix and size limit of every frame.
 //! - [`messages`]: requests, responses, pushes and error codes.
 //! - [`auth`]: the transcript a client signs to authenticate, bound to the TLS session.
 //! - [`token`]: per-epoch group tokens, which let the node check posting rights blind.
+//! - `quic` (feature): TLS 1.3 configurations, certificate pinning, the client connection.
 
 pub mod auth;
 pub mod frame;
 pub mod messages;
 pub mod token;
+
+#[cfg(feature = "quic")]
+pub mod quic;
 
 pub use frame::{FrameError, MAX_FRAME, VERSION};
 pub use messages::*;

@@ -269,6 +269,9 @@ impl Database {
         posts: &[NewMessage],
     ) -> Result<Vec<Result<Posted, Refused>>, StorageError> {
         let now = unix_now();
+        if let Database::Postgres(pool) = self {
+            return post_messages_postgres(pool, posts, now).await;
+        }
         Ok(write_transaction!(self, |tx, _postgres| {
             let mut results = Vec::with_capacity(posts.len());
             for post in posts {
@@ -423,6 +426,74 @@ impl Database {
 }
 
 /// Why the compare-and-set found nothing to update.
+/// [`Database::post_messages`] on Postgres in one statement, so a batch costs one round trip
+/// rather than two per post. Same rules as [`ADVANCE`]: each group's row is moved once by the
+/// number of accepted posts, and only if it is still at their epoch when the row lock is held (a
+/// commit racing in re-evaluates the condition), so no message lands after the epoch it was sent
+/// in. Refused posts (rare) then learn why with a query each.
+async fn post_messages_postgres(
+    pool: &sqlx::PgPool,
+    posts: &[NewMessage],
+    now: i64,
+) -> Result<Vec<Result<Posted, Refused>>, StorageError> {
+    const BATCH: &str = "
+        WITH posts AS (
+            SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[])
+                WITH ORDINALITY AS p(group_id, epoch, token_hash, message, ord)),
+        entitled AS (
+            SELECT p.* FROM posts p JOIN group_tokens t
+                ON t.group_id = p.group_id AND t.epoch = p.epoch AND t.token_hash = p.token_hash),
+        counts AS (
+            SELECT group_id, epoch, count(*) AS n FROM entitled GROUP BY group_id, epoch),
+        advanced AS (
+            UPDATE groups g SET next_seq = g.next_seq + c.n FROM counts c
+            WHERE g.group_id = c.group_id AND g.epoch = c.epoch
+            RETURNING g.group_id, g.epoch, g.next_seq - c.n AS first_seq),
+        numbered AS (
+            SELECT e.ord, e.group_id, e.epoch, e.message, a.first_seq - 1
+                   + row_number() OVER (PARTITION BY e.group_id ORDER BY e.ord) AS seq
+            FROM entitled e JOIN advanced a ON a.group_id = e.group_id AND a.epoch = e.epoch),
+        inserted AS (
+            INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
+            SELECT group_id, seq, epoch, $5, message, $6 FROM numbered)
+        SELECT ord, seq FROM numbered";
+    let column = |f: fn(&NewMessage) -> Vec<u8>| posts.iter().map(f).collect::<Vec<_>>();
+    let epochs: Vec<i64> = posts.iter().map(|p| to_db(p.epoch)).collect();
+    let mut tx = pool.begin().await?;
+    let accepted: Vec<(i64, i64)> = sqlx::query_as(BATCH)
+        .bind(column(|p| p.group_id.clone()))
+        .bind(&epochs)
+        .bind(column(|p| p.token_hash.to_vec()))
+        .bind(column(|p| p.message.clone()))
+        .bind(kind_code(EntryKind::Message) as i16)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut seqs = vec![None; posts.len()];
+    for (ord, seq) in accepted {
+        seqs[from_db(ord) as usize - 1] = Some(from_db(seq));
+    }
+    let mut results = Vec::with_capacity(posts.len());
+    for (post, seq) in posts.iter().zip(seqs) {
+        results.push(match seq {
+            Some(seq) => Ok(Posted {
+                seq,
+                epoch: post.epoch,
+            }),
+            None => {
+                let current: Option<i64> =
+                    sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
+                        .bind(&post.group_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                Err(refusal(current, to_db(post.epoch)))
+            }
+        });
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
 fn refusal(current: Option<i64>, posted: i64) -> Refused {
     match current {
         None => Refused::UnknownGroup,

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::net::SocketAddr;
 
 use mlschat_delivery::storage::Database;
-use mlschat_delivery::tls;
-use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose, Transcript};
+use mlschat_wire::auth::Purpose;
+use mlschat_wire::quic::Connection;
 use mlschat_wire::token::client_id;
 use mlschat_wire::*;
 use openmls::prelude::{
@@ -59,24 +59,15 @@ pub async fn fresh_sqlite() -> Database {
 pub struct Client {
     pub signer: SignatureKeyPair,
     pub provider: OpenMlsRustCrypto,
-    pub connection: quinn::Connection,
+    pub connection: Connection,
 }
 
 impl Client {
     pub async fn connect(addr: SocketAddr, fingerprint: [u8; 32]) -> Client {
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let mut config = tls::pinned_client_config(fingerprint).unwrap();
-        // Notice a killed node within two seconds, not QUIC's default thirty.
-        let mut transport = quinn::TransportConfig::default();
-        transport.max_idle_timeout(Some(std::time::Duration::from_secs(2).try_into().unwrap()));
-        transport.keep_alive_interval(Some(std::time::Duration::from_millis(500)));
-        config.transport_config(std::sync::Arc::new(transport));
-        endpoint.set_default_client_config(config);
-        let connection = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
         Client {
             signer: SignatureKeyPair::new(openmls::prelude::SignatureScheme::ED25519).unwrap(),
             provider: OpenMlsRustCrypto::default(),
-            connection,
+            connection: Connection::connect(addr, fingerprint).await.unwrap(),
         }
     }
 
@@ -85,15 +76,11 @@ impl Client {
     }
 
     pub async fn raw(&self, bytes: &[u8]) -> Response {
-        let (mut send, mut recv) = self.connection.open_bi().await.unwrap();
-        send.write_all(bytes).await.unwrap();
-        send.finish().unwrap();
-        let answer = recv.read_to_end(1 << 26).await.unwrap();
-        frame::decode(&answer, MAX_FRAME).unwrap()
+        self.connection.raw(bytes).await.unwrap()
     }
 
     pub async fn request(&self, request: &Request) -> Response {
-        self.raw(&frame::encode(request).unwrap()).await
+        self.connection.answer(request).await.unwrap()
     }
 
     /// The `Register` request for this connection (after a fresh challenge).
@@ -126,15 +113,12 @@ impl Client {
 
     /// Gets a challenge and signs the transcript for this connection.
     async fn sign(&self, purpose: Purpose, invite: &[u8]) -> Vec<u8> {
-        let Response::Challenge { nonce } = self.request(&Request::Challenge).await else {
-            panic!("no challenge")
-        };
-        let mut exporter = [0u8; EXPORTER_LEN];
+        let key = self.signer.public();
+        let sign = |transcript: &[u8]| self.signer.sign(transcript).unwrap();
         self.connection
-            .export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
-            .unwrap();
-        let transcript = Transcript::new(purpose, &exporter, &nonce, self.signer.public(), invite);
-        self.signer.sign(&transcript.to_bytes()).unwrap()
+            .sign_challenge(purpose, key, invite, sign)
+            .await
+            .unwrap()
     }
 
     pub async fn register(&self) {

@@ -1,49 +1,25 @@
-//! TLS for QUIC: the node's certificate (self-signed unless the operator gives one), the server
-//! configuration (TLS 1.3, ALPN `mlschat/1`, no 0-RTT), and a client configuration that trusts
-//! exactly one certificate, pinned by the SHA-256 of its DER encoding.
+//! TLS for QUIC as the protocol fixes it (TLS 1.3, ALPN `mlschat/1`, no 0-RTT): the server
+//! configuration, and a client configuration that trusts exactly one certificate, pinned by the
+//! SHA-256 of its DER encoding.
 
 use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-/// A certificate and its private key.
-#[derive(Debug)]
-pub struct NodeCertificate {
-    pub cert: CertificateDer<'static>,
-    pub key: PrivatePkcs8KeyDer<'static>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("certificate generation: {0}")]
-    Generate(#[from] rcgen::Error),
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("QUIC TLS configuration: {0}")]
     Quic(String),
 }
 
-impl NodeCertificate {
-    /// A fresh self-signed certificate for `name`.
-    pub fn self_signed(name: &str) -> Result<Self, TlsError> {
-        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()])?;
-        Ok(Self {
-            cert: certified.cert.der().clone(),
-            key: PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()),
-        })
-    }
-
-    /// SHA-256 of the certificate's DER encoding: what clients pin.
-    pub fn fingerprint(&self) -> [u8; 32] {
-        fingerprint(&self.cert)
-    }
-}
-
+/// SHA-256 of a certificate's DER encoding: what clients pin.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> [u8; 32] {
     Sha256::digest(cert.as_ref()).into()
 }
@@ -52,16 +28,16 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The node's QUIC server configuration.
-pub fn server_config(cert: &NodeCertificate) -> Result<quinn::ServerConfig, TlsError> {
+/// A QUIC server configuration presenting `cert`.
+pub fn server_config(
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+) -> Result<quinn::ServerConfig, TlsError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.cert.clone()],
-            PrivateKeyDer::Pkcs8(cert.key.clone_key()),
-        )?;
-    tls.alpn_protocols = vec![mlschat_wire::ALPN.to_vec()];
+        .with_single_cert(vec![cert], key)?;
+    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
     // Requests are not replay-safe: no 0-RTT.
     tls.max_early_data_size = 0;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
@@ -80,7 +56,7 @@ pub fn pinned_client_config(fingerprint: [u8; 32]) -> Result<quinn::ClientConfig
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![mlschat_wire::ALPN.to_vec()];
+    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
     tls.enable_early_data = false;
     let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
