@@ -19,6 +19,8 @@ use openmls::prelude::{
 use openmls_basic_credential::SignatureKeyPair;
 
 use crate::identity::{DeviceName, Fingerprint, Identity};
+use mlschat_wire::Token;
+use mlschat_wire::token::{TOKEN_LABEL, TOKEN_LEN};
 
 /// Every group and KeyPackage uses this suite unless told otherwise.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -150,6 +152,29 @@ pub enum Incoming {
         removed_us: bool,
         epoch: u64,
     },
+}
+
+/// The group's delivery token for its current epoch (`mlschat_wire::token`): what lets the node
+/// tell a member from a stranger without a member list.
+pub fn epoch_token(crypto: &impl OpenMlsCrypto, group: &MlsGroup) -> Result<Token, EngineError> {
+    let token = group
+        .export_secret(crypto, TOKEN_LABEL, group.group_id().as_slice(), TOKEN_LEN)
+        .map_err(|e| EngineError::Invalid(format!("exporting the delivery token: {e}")))?;
+    Ok(token.try_into().expect("TOKEN_LEN bytes"))
+}
+
+/// The token of the epoch our pending commit moves the group to.
+pub fn pending_epoch_token(
+    crypto: &impl OpenMlsCrypto,
+    group: &MlsGroup,
+) -> Result<Token, EngineError> {
+    let staged = group
+        .pending_commit()
+        .ok_or_else(|| EngineError::Invalid("no pending commit".into()))?;
+    let token = staged
+        .export_secret(crypto, TOKEN_LABEL, group.group_id().as_slice(), TOKEN_LEN)
+        .map_err(|e| EngineError::Invalid(format!("exporting the delivery token: {e}")))?;
+    Ok(token.try_into().expect("TOKEN_LEN bytes"))
 }
 
 /// An incoming `MLSMessage`, parsed and sorted by what it is. Untrusted bytes become this at the

@@ -10,11 +10,15 @@
 //! - [`store`]: the profile's SQLite database: encryption, schema, transactions.
 //! - [`profile`]: one device's state; every operation runs the engine inside one transaction.
 //! - [`packet`]: the framing of MLS messages in files and pipes.
-//!
-//! This crate does not talk to the network yet and knows nothing of delivery nodes.
+//! - [`online`]: working through our delivery node: log in, KeyPackages, commits in the node's
+//!   order (a lost race is made again), texts, catching up from stored cursors.
+//! - [`daemon`]: the long-running node: keeps the connection, applies pushes, serves the local
+//!   JSON-RPC API (Unix socket and stdio) with numbered, resumable events.
 
+pub mod daemon;
 pub mod engine;
 pub mod identity;
+pub mod online;
 pub mod packet;
 pub mod profile;
 pub mod store;

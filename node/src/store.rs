@@ -46,8 +46,11 @@ pub type MlsStorage<'c> = SqliteStorageProvider<MsgPackCodec, &'c Connection>;
 const DB_FILE: &str = "mlschat.db";
 const KDF_FILE: &str = "kdf.json";
 
-/// Our schema version, kept in SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Our schema version, kept in SQLite's `user_version`: the number of [`MIGRATIONS`] applied.
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Each step brings the schema from version `i` to `i + 1`, in one transaction.
+const MIGRATIONS: [&str; 2] = [SCHEMA, ONLINE];
 
 const SCHEMA: &str = r#"
 CREATE TABLE profile (
@@ -102,6 +105,51 @@ CREATE TABLE key_packages (
     created_at INTEGER NOT NULL,
     consumed_at INTEGER
 );
+"#;
+
+/// Version 2: working through a delivery node (`profile::online`).
+const ONLINE: &str = r#"
+-- Our delivery node, where our groups' logs and our mailbox live. At most one.
+CREATE TABLE home (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    address TEXT NOT NULL,
+    -- SHA-256 of its certificate, pinned
+    fingerprint BLOB NOT NULL,
+    -- the operator's invite token, if registration needs one
+    invite BLOB NOT NULL,
+    -- the last mailbox entry we processed
+    mailbox_seq INTEGER NOT NULL DEFAULT 0
+);
+-- People we can add by name, from their invite codes.
+CREATE TABLE contacts (
+    name TEXT PRIMARY KEY,
+    signature_key BLOB NOT NULL,
+    address TEXT NOT NULL,
+    node_fingerprint BLOB NOT NULL,
+    -- why this contact needs checking (their credential changed), or NULL
+    flagged TEXT,
+    added_at INTEGER NOT NULL
+);
+-- Groups whose log is on our delivery node, with the last log entry we processed.
+ALTER TABLE groups ADD COLUMN hosted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE groups ADD COLUMN log_seq INTEGER NOT NULL DEFAULT 0;
+-- Our commit, made but not yet ordered by the node: kept until it is accepted (then merged) or
+-- loses the epoch to another (then dropped and the intent made again at the new epoch).
+CREATE TABLE pending_commits (
+    group_id BLOB PRIMARY KEY REFERENCES groups(group_id),
+    epoch INTEGER NOT NULL,
+    message BLOB NOT NULL,
+    welcome BLOB,
+    ratchet_tree BLOB,
+    -- client ids (32 bytes each) of the members it adds
+    recipients BLOB NOT NULL,
+    next_token_hash BLOB NOT NULL,
+    -- what we meant, as JSON, to make again if another commit wins the epoch
+    intent TEXT NOT NULL
+);
+-- An outbox row for a text keeps the text, to encrypt again if its epoch ends before the node
+-- orders it.
+ALTER TABLE outbox ADD COLUMN text BLOB;
 "#;
 
 /// What can go wrong opening or writing the profile database.
@@ -271,17 +319,16 @@ impl Store {
         let version: i64 = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        match version {
-            0 => {
-                let tx = self.conn.transaction()?;
-                tx.execute_batch(SCHEMA)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-                tx.commit()?;
-                Ok(())
-            }
-            SCHEMA_VERSION => Ok(()),
-            newer => Err(StoreError::NewerSchema(newer)),
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema(version));
         }
+        for (step, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", step as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
     }
 
     pub fn conn(&self) -> &Connection {

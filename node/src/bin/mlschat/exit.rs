@@ -4,6 +4,7 @@ use mlschat_node::engine::EngineError;
 use mlschat_node::packet::PacketError;
 use mlschat_node::profile::ProfileError;
 use mlschat_node::store::StoreError;
+use mlschat_wire::quic::QuicError;
 
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
@@ -15,7 +16,9 @@ Exit codes:
   5  duplicate: already processed (a replay, or our own message); nothing changed
   6  wrong epoch: the message is for an epoch the group is not in (stale or too new)
   7  not for us: a Welcome for someone else, a group we are not in, or we were removed
-  8  passphrase missing or wrong";
+  8  passphrase missing or wrong
+  9  delivery node: none set, unreachable, or it refused the request
+ 10  a contact is flagged: their key is not the one we were given; check it with them";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -27,6 +30,8 @@ pub enum Exit {
     WrongEpoch = 6,
     NotForUs = 7,
     Passphrase = 8,
+    Delivery = 9,
+    Flagged = 10,
 }
 
 impl Exit {
@@ -45,11 +50,14 @@ pub fn exit_code(error: &anyhow::Error) -> Exit {
                 ProfileError::Duplicate => Exit::Duplicate,
                 ProfileError::UnknownGroup(_)
                 | ProfileError::UnknownMember(_)
+                | ProfileError::UnknownContact(_)
                 | ProfileError::Ambiguous(..) => Exit::Unknown,
                 ProfileError::NotOurGroup(_) => Exit::NotForUs,
                 ProfileError::WrongKind(_) => Exit::InvalidInput,
                 ProfileError::Packet(_) => Exit::Failure,
                 ProfileError::Corrupt(_) => Exit::Failure,
+                ProfileError::NoHome => Exit::Delivery,
+                ProfileError::ContactFlagged(..) => Exit::Flagged,
             };
         }
         if let Some(e) = cause.downcast_ref::<EngineError>() {
@@ -63,6 +71,12 @@ pub fn exit_code(error: &anyhow::Error) -> Exit {
         }
         if let Some(e) = cause.downcast_ref::<StoreError>() {
             return store_code(e);
+        }
+        if let Some(refused) = cause.downcast_ref::<crate::online::Refused>() {
+            return refused.exit();
+        }
+        if cause.downcast_ref::<QuicError>().is_some() {
+            return Exit::Delivery;
         }
     }
     Exit::Failure

@@ -2,9 +2,12 @@
 //! `Profile` operation, print the result.
 //!
 //! MLS messages are read from and written to files and pipes as `packet` streams, so people can
-//! chat by exchanging bytes with no server at all.
+//! chat by exchanging bytes with no server at all. Once a delivery node is set (`home set`),
+//! groups created afterwards live there, and the same verbs go through it (`online`).
 
+mod demo;
 mod exit;
+mod online;
 mod report;
 
 use std::fs::File;
@@ -15,7 +18,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use mlschat_node::identity::DeviceName;
 use mlschat_node::packet::Packet;
-use mlschat_node::profile::{Outgoing, Profile};
+use mlschat_node::profile::{Home, Outgoing, Profile};
 
 use exit::{Exit, exit_code};
 use report::Report;
@@ -100,8 +103,17 @@ enum Command {
         #[command(flatten)]
         out: OutArgs,
     },
-    /// Process MLS packets (messages, commits, Welcomes) from files, or stdin.
-    Receive { files: Vec<PathBuf> },
+    /// Process MLS packets (messages, commits, Welcomes) from files, or stdin; or, with
+    /// --follow, print what a running daemon receives, as it comes.
+    Receive {
+        files: Vec<PathBuf>,
+        /// Follow the daemon's events instead of reading packets.
+        #[arg(long, conflicts_with = "files")]
+        follow: bool,
+        /// With --follow: start after this event id (0: from the beginning).
+        #[arg(long, default_value_t = 0, requires = "follow")]
+        after: i64,
+    },
     /// Show a group's history.
     History {
         group: String,
@@ -113,22 +125,76 @@ enum Command {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// Set or show the delivery node this device works through.
+    #[command(subcommand)]
+    Home(HomeCommand),
+    /// Print your invite code (text, and a QR code on a terminal) for others to add you.
+    Invite {
+        /// Print the QR code even when stdout is not a terminal.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Add and list contacts.
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Catch up with the delivery node now: new groups, messages, commits.
+    Sync,
+    /// Run the long-running node: keeps the connection, receives pushes, serves the local
+    /// JSON-RPC API on a Unix socket in the profile directory.
+    Daemon {
+        /// Also serve the API on stdin/stdout.
+        #[arg(long)]
+        stdio: bool,
+    },
+    /// Chat in a group from the terminal (needs a running daemon).
+    Chat { group: String },
+    /// Play a group's life with a delivery node and several peers, as real processes.
+    Demo {
+        /// Keep the demo's files here (default: a temporary directory, removed at the end).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HomeCommand {
+    /// Work through the delivery node at ADDRESS (host:port) whose certificate has FINGERPRINT.
+    Set {
+        address: String,
+        /// SHA-256 of the node's certificate, hex (`mlschat-delivery fingerprint` prints it).
+        fingerprint: String,
+        /// The invite token the node's operator gave you, if registration needs one.
+        #[arg(long)]
+        invite: Option<String>,
+    },
+    /// Show the delivery node.
+    Show,
+}
+
+#[derive(Subcommand)]
+enum ContactCommand {
+    /// Add a contact from their invite code (`mlschat invite` prints one).
+    Add { code: String },
+    /// List contacts; flagged ones need checking with their owner.
+    List,
 }
 
 #[derive(Subcommand)]
 enum GroupCommand {
     /// Create a group with you as its only member.
     Create { name: String },
-    /// Add members from their KeyPackage files, in one commit.
+    /// Add members in one commit: contacts by name in a group on a delivery node, or
+    /// KeyPackage files in a group kept in files.
     Add {
         group: String,
-        #[arg(required = true)]
-        key_packages: Vec<PathBuf>,
+        #[arg(required = true, value_name = "CONTACT_OR_KEY_PACKAGE")]
+        key_packages: Vec<String>,
         #[command(flatten)]
         out: OutArgs,
-        /// Where to write the Welcome (with the ratchet tree) for the new members.
+        /// Where to write the Welcome (with the ratchet tree) for the new members (groups kept
+        /// in files).
         #[arg(long)]
-        welcome_out: PathBuf,
+        welcome_out: Option<PathBuf>,
     },
     /// Remove members (user/device, user, fingerprint prefix or #leaf) in one commit.
     Remove {
@@ -205,6 +271,25 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
 
+    // A running daemon owns the profile: verbs that change it go through the daemon.
+    let method = online::method_for(&cli.command);
+    if let Some((method, params)) = &method
+        && let Some(answer) = online::via_daemon(&dir, method, params.clone())?
+    {
+        report.answer(method, &answer);
+        return Ok(Exit::Ok);
+    }
+    match &cli.command {
+        Command::Chat { group } => return online::chat(&dir, &report, group).map(|()| Exit::Ok),
+        Command::Receive {
+            follow: true,
+            after,
+            ..
+        } => return online::follow(&dir, &report, *after).map(|()| Exit::Ok),
+        Command::Demo { dir } => return demo::run(dir.as_deref(), &report).map(|()| Exit::Ok),
+        _ => {}
+    }
+
     let mut profile = Profile::open(&dir, passphrase.as_deref())?;
     // Test hook for the crash-safety tests: die as a crash would after the n-th row written.
     if let Some(n) = std::env::var("MLSCHAT_CRASH_AFTER_WRITES")
@@ -214,8 +299,46 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         profile.store().crash_after_writes(n);
     }
 
+    if let Some((method, params)) = method
+        && online::goes_online(&mut profile, &cli.command)?
+    {
+        report.answer(method, &online::here(profile, method, params)?);
+        return Ok(Exit::Ok);
+    }
+
     match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
+        Command::Chat { .. } | Command::Demo { .. } => unreachable!("handled above"),
+        Command::Home(HomeCommand::Set {
+            address,
+            fingerprint,
+            invite,
+        }) => {
+            let fingerprint = hex::decode(fingerprint.trim())
+                .ok()
+                .and_then(|f| <[u8; 32]>::try_from(f).ok())
+                .context("the fingerprint must be 64 hex digits (SHA-256 of the certificate)")?;
+            let home = Home {
+                address,
+                fingerprint,
+                invite: invite.unwrap_or_default().into_bytes(),
+            };
+            profile.set_home(&home)?;
+            report.home(Some(&home));
+        }
+        Command::Home(HomeCommand::Show) => report.home(profile.home()?.as_ref()),
+        Command::Invite { qr } => {
+            report.invite(&profile.invite_code()?, qr || io::stdout().is_terminal())?
+        }
+        Command::Contact(ContactCommand::Add { code }) => {
+            let contact = profile.add_contact(&code.parse()?)?;
+            report.answer("contact.add", &serde_json::to_value(contact)?);
+        }
+        Command::Contact(ContactCommand::List) => {
+            report.answer("contacts", &serde_json::to_value(profile.contacts()?)?)
+        }
+        Command::Sync => unreachable!("always online"),
+        Command::Daemon { stdio } => online::run_daemon(profile, &dir, stdio)?,
         Command::Whoami { qr } => {
             report.whoami(&profile, &dir, qr || io::stdout().is_terminal())?
         }
@@ -240,7 +363,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             deliver(&profile, &out, None, &outgoing)?;
             report.sent(&out, &group, &outgoing);
         }
-        Command::Receive { files } => return receive(&mut profile, &report, &files),
+        Command::Receive { files, .. } => return receive(&mut profile, &report, &files),
         Command::History { group, limit } => report.history(&profile.history(&group, limit)?),
         Command::Outbox { out } => {
             let unsent = profile.unsent()?;
@@ -262,9 +385,12 @@ fn group(profile: &mut Profile, report: &Report, command: GroupCommand) -> anyho
             out,
             welcome_out,
         } => {
+            let welcome_out = welcome_out.context(
+                "this group is kept in files: give --welcome-out FILE for the new members' Welcome",
+            )?;
             let mut messages = Vec::new();
             for path in &key_packages {
-                messages.push(read_key_package(path)?);
+                messages.push(read_key_package(Path::new(path))?);
             }
             let outgoing = profile.add_members(&group, &messages)?;
             deliver(profile, &out, Some(&welcome_out), &outgoing)?;

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use mlschat_node::engine::{Incoming, MemberInfo, display_member};
 use mlschat_node::profile::{
-    GroupSummary, HistoryEntry, Outgoing, Profile, Received, Unsent, describe_commit,
+    GroupSummary, HistoryEntry, Home, InviteCode, Outgoing, Profile, Received, Unsent,
+    describe_commit,
 };
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
@@ -27,6 +28,17 @@ pub fn error(json: bool, error: &anyhow::Error, code: Exit) {
     } else {
         eprintln!("mlschat: error: {message}");
     }
+}
+
+fn print_qr(payload: &str) -> anyhow::Result<()> {
+    let code = QrCode::new(payload.as_bytes())?;
+    let image = code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .build();
+    println!("{image}");
+    Ok(())
 }
 
 fn member_json(m: &MemberInfo) -> Value {
@@ -84,16 +96,93 @@ impl Report {
             },
         );
         if qr && !self.json {
-            let payload = format!("mlschat:{}#{}", identity.name, fingerprint.to_hex());
-            let code = QrCode::new(payload.as_bytes())?;
-            let image = code
-                .render::<Dense1x2>()
-                .dark_color(Dense1x2::Light)
-                .light_color(Dense1x2::Dark)
-                .build();
-            println!("{image}");
+            print_qr(&format!(
+                "mlschat:{}#{}",
+                identity.name,
+                fingerprint.to_hex()
+            ))?;
         }
         Ok(())
+    }
+
+    pub fn invite(&self, code: &InviteCode, qr: bool) -> anyhow::Result<()> {
+        let text = code.to_string();
+        self.emit(false, || text.clone(), || json!({"code": text}));
+        if qr && !self.json {
+            print_qr(&text)?;
+        }
+        Ok(())
+    }
+
+    pub fn home(&self, home: Option<&Home>) {
+        let address = home.map(|h| h.address.clone());
+        let fingerprint = home.map(|h| hex::encode(h.fingerprint));
+        self.emit(
+            false,
+            || match home {
+                Some(h) => format!(
+                    "delivery node: {} (certificate {})",
+                    h.address,
+                    hex::encode(h.fingerprint)
+                ),
+                None => "no delivery node set: groups are kept in files".into(),
+            },
+            || json!({"address": address, "fingerprint": fingerprint}),
+        );
+    }
+
+    /// Prints the answer of a daemon API method.
+    pub fn answer(&self, method: &str, answer: &Value) {
+        if self.json {
+            self.emit(false, String::new, || answer.clone());
+            return;
+        }
+        let text = |k: &str| answer[k].as_str().unwrap_or_default().to_owned();
+        match method {
+            "send" if answer["posted"] == true => println!("sent"),
+            "send" => println!("queued: the delivery node is unreachable; it goes out later"),
+            "sync" => println!("up to date"),
+            "contact.add" => println!("contact {} ({})", text("name"), text("fingerprint")),
+            "contacts" => {
+                for c in answer.as_array().into_iter().flatten() {
+                    let flag = c["flagged"].as_str().map(|f| format!("  FLAGGED: {f}"));
+                    println!(
+                        "{:<30} {}{}",
+                        c["name"].as_str().unwrap_or_default(),
+                        c["fingerprint"].as_str().unwrap_or_default(),
+                        flag.unwrap_or_default()
+                    );
+                }
+            }
+            _ if answer.get("epoch").is_some() => println!(
+                "{}: epoch {}, {} members",
+                answer["name"].as_str().unwrap_or(&text("id")),
+                answer["epoch"],
+                answer["members"]
+            ),
+            _ => println!("{answer}"),
+        }
+    }
+
+    /// Prints one event of the daemon (or one history row): `[group] sender: text`.
+    pub fn event(&self, event: &Value) {
+        if self.json {
+            self.emit(false, String::new, || event.clone());
+            return;
+        }
+        let s = |k: &str| event[k].as_str().unwrap_or_default();
+        let group = if s("group").is_empty() {
+            String::new()
+        } else {
+            format!("[{}] ", s("group"))
+        };
+        let line = match s("kind") {
+            "text" => format!("{group}{}: {}", s("sender"), s("body")),
+            _ => format!("{group}* {} {}", s("sender"), s("body")),
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
     }
 
     pub fn key_package(&self, out: &OutArgs, last_resort: bool, one_time: u64, has_last: bool) {

@@ -24,6 +24,11 @@ use crate::identity::{DeviceName, Identity, SIGNATURE_SCHEME};
 use crate::packet::Packet;
 use crate::store::{MlsStorage, Store, StoreError, unix_now};
 
+mod online;
+pub use online::{
+    Contact, Event, Home, HostedUnsent, Intent, InviteCode, LogEntry, LogOutcome, PendingCommit,
+};
+
 /// What can go wrong in a profile operation.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -52,6 +57,15 @@ pub enum ProfileError {
     /// A packet could not be made (it would be over the size limit).
     #[error(transparent)]
     Packet(#[from] crate::packet::PacketError),
+    /// No contact has this name.
+    #[error("no contact named {0:?} (add one with `mlschat contact add CODE`)")]
+    UnknownContact(String),
+    /// A contact's key is not the one we were given: never accepted silently.
+    #[error("contact {0:?} is flagged: {1}")]
+    ContactFlagged(String, String),
+    /// The operation needs a delivery node and none is set.
+    #[error("no delivery node is set (run `mlschat home set ADDRESS FINGERPRINT`)")]
+    NoHome,
     /// The profile's files do not hold a complete identity.
     #[error("profile is incomplete: {0}")]
     Corrupt(String),
@@ -370,7 +384,7 @@ impl Profile {
                 let epoch = group.epoch().as_u64();
                 append_history(conn, &id, epoch, &me, "event", "asked to leave")?;
                 let mut out = Outgoing::default();
-                out.queue(conn, &id, Packet::Mls(proposal))?;
+                out.queue(conn, &id, Packet::Mls(proposal), None)?;
                 Ok(out)
             })
         })
@@ -380,22 +394,35 @@ impl Profile {
     /// keys yet does so first, in the same transaction, and the commit goes out before the text.
     pub fn send(&mut self, group: &str, text: &str) -> Result<Outgoing, ProfileError> {
         let id = self.find_group(group)?;
-        let me = self.me();
         self.in_transaction(|p| {
             let mut out = Outgoing::default();
             if p.needs_self_update(&id)? {
                 out = p.own_commit(&id, |e, p, g| e.self_update(p, g))?;
             }
-            let message = p.with_group(&id, |engine, provider, group, conn| {
-                let message = engine.send(provider, group, text.as_bytes())?;
-                mark_processed(conn, &message)?;
+            out.append(p.queue_text(&id, text, false)?);
+            Ok(out)
+        })
+    }
+
+    /// Encrypts `text` at the group's current epoch, records it in history (unless it is being
+    /// encrypted again) and queues it in the outbox.
+    fn queue_text(
+        &mut self,
+        id: &GroupId,
+        text: &str,
+        again: bool,
+    ) -> Result<Outgoing, ProfileError> {
+        let me = self.me();
+        let hosted = self.is_hosted(id)?;
+        self.with_group(id, |engine, provider, group, conn| {
+            let message = engine.send(provider, group, text.as_bytes())?;
+            mark_processed(conn, &message)?;
+            if !again {
                 let epoch = group.epoch().as_u64();
-                append_history(conn, &id, epoch, &me, "text", text)?;
-                let mut out = Outgoing::default();
-                out.queue(conn, &id, Packet::Mls(message))?;
-                Ok(out)
-            })?;
-            out.append(message);
+                append_history(conn, id, epoch, &me, "text", text)?;
+            }
+            let mut out = Outgoing::default();
+            out.queue(conn, id, Packet::Mls(message), hosted.then_some(text))?;
             Ok(out)
         })
     }
@@ -525,6 +552,18 @@ impl Profile {
         self.members_of(&id)
     }
 
+    /// Finds members by `user/device`, `user`, `#leaf` or a fingerprint prefix.
+    pub fn resolve_members(
+        &mut self,
+        group: &str,
+        who: &[String],
+    ) -> Result<Vec<MemberInfo>, ProfileError> {
+        let members = self.members(group)?;
+        who.iter()
+            .map(|w| resolve_member(&members, w).cloned())
+            .collect()
+    }
+
     /// The last `limit` history entries of a group, oldest first.
     pub fn history(&self, group: &str, limit: u32) -> Result<Vec<HistoryEntry>, ProfileError> {
         let id = self.find_group(group)?;
@@ -557,26 +596,23 @@ impl Profile {
         let me = self.me();
         self.with_group(id, |engine, provider, group, conn| {
             let out = make(engine, provider, group)?;
-            let changes = engine.merge_pending_commit(provider, group)?;
-            mark_processed(conn, &out.commit)?;
-            let epoch = group.epoch().as_u64();
-            let event = describe_commit(&changes.added, &changes.removed);
-            append_history(conn, id, epoch, &me, "event", &event)?;
-            // Every commit of ours but an add carries an UpdatePath, which refreshes our leaf.
-            if out.welcome.is_none() {
-                conn.execute(
-                    "UPDATE groups SET needs_self_update = 0 WHERE group_id = ?1",
-                    [id.as_slice()],
-                )?;
-            }
+            merge_own_commit(
+                engine,
+                provider,
+                group,
+                conn,
+                &me,
+                &out.commit,
+                out.welcome.is_some(),
+            )?;
             let mut outgoing = Outgoing::default();
-            outgoing.queue(conn, id, Packet::Mls(out.commit))?;
+            outgoing.queue(conn, id, Packet::Mls(out.commit), None)?;
             if let Some(w) = out.welcome {
                 let join = Packet::Join {
                     welcome: w.welcome,
                     ratchet_tree: w.ratchet_tree,
                 };
-                outgoing.queue(conn, id, join)?;
+                outgoing.queue(conn, id, join, None)?;
             }
             Ok(outgoing)
         })
@@ -770,24 +806,28 @@ impl Profile {
 
 impl Outgoing {
     /// Adds a packet, and its outbox row in the current transaction.
+    /// `text` is kept for a message that may have to be encrypted again (see `online`).
     fn queue(
         &mut self,
         conn: &rusqlite::Connection,
         id: &GroupId,
         packet: Packet,
+        text: Option<&str>,
     ) -> Result<(), ProfileError> {
         let audience = match packet {
             Packet::Mls(_) => "group",
             Packet::Join { .. } => "joiners",
         };
         conn.prepare_cached(
-            "INSERT INTO outbox (group_id, audience, packet, created_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO outbox (group_id, audience, packet, created_at, text)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![
             id.as_slice(),
             audience,
             packet.encode()?,
-            unix_now()
+            unix_now(),
+            text.map(str::as_bytes)
         ])?;
         self.outbox.push(conn.last_insert_rowid());
         match packet {
@@ -796,6 +836,33 @@ impl Outgoing {
         }
         Ok(())
     }
+}
+
+/// Merges our pending commit and records it: in history, as processed (its echo is dropped),
+/// and, unless it only added members, as the refresh of our leaf.
+fn merge_own_commit(
+    engine: &Engine,
+    provider: &Provider<'_>,
+    group: &mut MlsGroup,
+    conn: &rusqlite::Connection,
+    me: &MemberInfo,
+    commit: &[u8],
+    adds_members: bool,
+) -> Result<engine::Changes, ProfileError> {
+    let id = group.group_id().clone();
+    let changes = engine.merge_pending_commit(provider, group)?;
+    mark_processed(conn, commit)?;
+    let epoch = group.epoch().as_u64();
+    let event = describe_commit(&changes.added, &changes.removed);
+    append_history(conn, &id, epoch, me, "event", &event)?;
+    // Every commit of ours but an add carries an UpdatePath, which refreshes our leaf.
+    if !adds_members {
+        conn.execute(
+            "UPDATE groups SET needs_self_update = 0 WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+    }
+    Ok(changes)
 }
 
 fn validate_group_name(name: &str) -> Result<(), ProfileError> {

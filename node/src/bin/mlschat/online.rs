@@ -1,0 +1,239 @@
+//! The CLI's verbs that go through a delivery node. Each is one JSON-RPC method of the daemon
+//! (`mlschat_node::daemon`): a running daemon carries it out; without one, this process
+//! connects, catches up, carries out the same method and disconnects. Either way the answer is
+//! the same JSON, printed here.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use mlschat_node::daemon::{self, client::CallError, client::DaemonClient};
+use mlschat_node::profile::Profile;
+use serde_json::{Value, json};
+
+use crate::exit::Exit;
+use crate::{Command, GroupCommand, Report};
+
+/// A refusal from a daemon call, with the kind that decides the exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub kind: String,
+    pub message: String,
+}
+
+impl Refused {
+    pub fn exit(&self) -> Exit {
+        match self.kind.as_str() {
+            "invalid_input" => Exit::InvalidInput,
+            "unknown" => Exit::Unknown,
+            "duplicate" => Exit::Duplicate,
+            "wrong_epoch" => Exit::WrongEpoch,
+            "not_for_us" => Exit::NotForUs,
+            "delivery" => Exit::Delivery,
+            "flagged" => Exit::Flagged,
+            _ => Exit::Failure,
+        }
+    }
+}
+
+fn refused(e: CallError) -> anyhow::Error {
+    match e {
+        CallError::Refused { kind, message } => Refused { kind, message }.into(),
+        other => anyhow::Error::new(other).context("talking to the daemon"),
+    }
+}
+
+/// The method and params of a verb that has an online form.
+pub fn method_for(command: &Command) -> Option<(&'static str, Value)> {
+    Some(match command {
+        Command::Send { group, text, .. } => ("send", json!({"group": group, "text": text})),
+        Command::Sync => ("sync", json!({})),
+        Command::Contact(crate::ContactCommand::Add { code }) => {
+            ("contact.add", json!({"code": code}))
+        }
+        Command::Group(GroupCommand::Create { name }) => ("group.create", json!({"name": name})),
+        Command::Group(GroupCommand::Add {
+            group,
+            key_packages,
+            ..
+        }) => ("group.add", json!({"group": group, "who": key_packages})),
+        Command::Group(GroupCommand::Remove { group, members, .. }) => {
+            ("group.remove", json!({"group": group, "who": members}))
+        }
+        Command::Group(GroupCommand::Update { group, .. }) => {
+            ("group.update", json!({"group": group}))
+        }
+        _ => return None,
+    })
+}
+
+/// Whether, with no daemon running, this verb goes to the delivery node rather than to files:
+/// for hosted groups, for new groups once a delivery node is set, and for `sync`.
+pub fn goes_online(profile: &mut Profile, command: &Command) -> anyhow::Result<bool> {
+    let hosted = |profile: &mut Profile, group: &str| -> anyhow::Result<bool> {
+        Ok(profile.is_hosted(&profile.find_group(group)?)?)
+    };
+    Ok(match command {
+        Command::Sync => true,
+        Command::Contact(_) => false,
+        Command::Group(GroupCommand::Create { .. }) => profile.home()?.is_some(),
+        Command::Send { group, .. }
+        | Command::Group(
+            GroupCommand::Add { group, .. }
+            | GroupCommand::Remove { group, .. }
+            | GroupCommand::Update { group, .. },
+        ) => hosted(profile, group)?,
+        _ => false,
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Calls `method` on the profile's running daemon; `None` when no daemon runs.
+pub fn via_daemon(dir: &Path, method: &str, params: Value) -> anyhow::Result<Option<Value>> {
+    runtime()?.block_on(async {
+        let Some(mut client) = DaemonClient::connect(dir).await else {
+            return Ok(None);
+        };
+        client.call(method, params).await.map(Some).map_err(refused)
+    })
+}
+
+/// Carries out `method` in this process: connect, catch up, call, disconnect.
+pub fn here(profile: Profile, method: &str, params: Value) -> anyhow::Result<Value> {
+    let (_profile, answer) = runtime()?.block_on(daemon::call_once(profile, method, params));
+    answer.map_err(|e| {
+        Refused {
+            kind: e.kind.into(),
+            message: e.message,
+        }
+        .into()
+    })
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C.
+pub fn run_daemon(profile: Profile, dir: &Path, stdio: bool) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let socket = daemon::socket_path(dir);
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("a SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        if !stdio {
+            eprintln!("mlschat daemon: API on {}", socket.display());
+        }
+        daemon::run(profile, &socket, stdio, shutdown).await?;
+        Ok(())
+    })
+}
+
+async fn daemon_client(dir: &Path) -> anyhow::Result<DaemonClient> {
+    match DaemonClient::connect(dir).await {
+        Some(client) => Ok(client),
+        None => bail!(
+            "no daemon runs for this profile: start one with `mlschat daemon` (it keeps the \
+             connection and receives pushes)"
+        ),
+    }
+}
+
+/// Prints events after `after` as they come, until interrupted.
+pub fn follow(dir: &Path, report: &Report, after: i64) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let mut client = daemon_client(dir).await?;
+        client
+            .call("subscribe", json!({"after": after}))
+            .await
+            .map_err(refused)?;
+        loop {
+            let note = client.next().await.map_err(refused)?;
+            if let Some(event) = note.get("params") {
+                report.event(event);
+            }
+        }
+    })
+}
+
+/// A line-based chat in one group: new events are printed as they come, each line typed is
+/// sent. Starts with the last screenful of history.
+pub fn chat(dir: &Path, report: &Report, group: &str) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let mut listener = daemon_client(dir).await?;
+        let mut sender = daemon_client(dir).await?;
+        let history = sender
+            .call("history", json!({"group": group, "limit": 20}))
+            .await
+            .map_err(refused)?;
+        let last = history
+            .as_array()
+            .and_then(|h| h.last())
+            .and_then(|e| e.get("seq"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        for entry in history.as_array().into_iter().flatten() {
+            report.event(entry);
+        }
+        listener
+            .call("subscribe", json!({"after": last}))
+            .await
+            .map_err(refused)?;
+        if std::io::stdin().is_terminal() {
+            eprintln!("chatting in {group}: type a line to send it, Ctrl-D to leave");
+        }
+        let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if lines_tx.blocking_send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let id = sender
+            .call("groups", json!({}))
+            .await
+            .map_err(refused)?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| {
+                g["name"] == group || g["id"].as_str().is_some_and(|id| id.starts_with(group))
+            })
+            .map(|g| (g["id"].clone(), g["name"].clone()));
+        let Some((id, name)) = id else {
+            bail!("no group named {group:?}");
+        };
+        loop {
+            tokio::select! {
+                note = listener.next() => {
+                    let note = note.map_err(refused)?;
+                    if let Some(event) = note.get("params")
+                        && (event["group"] == name || event["group"] == id)
+                    {
+                        report.event(event);
+                    }
+                }
+                line = lines.recv() => {
+                    let Some(text) = line else { return Ok(()) };
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    sender
+                        .call("send", json!({"group": group, "text": text}))
+                        .await
+                        .map_err(refused)?;
+                }
+            }
+        }
+    })
+}
