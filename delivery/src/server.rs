@@ -13,8 +13,8 @@ use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose};
 use mlschat_wire::frame::{self, FrameError, HEADER_LEN, Header};
 use mlschat_wire::token::token_hash;
 use mlschat_wire::{
-    ClaimLogEntry, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry, MailboxEntry, Push,
-    Request, Response,
+    ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry, MailboxEntry,
+    Push, Request, Response,
 };
 use openmls::prelude::{KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion};
 use openmls_rust_crypto::RustCrypto;
@@ -77,6 +77,8 @@ pub struct Node {
     idle: Notify,
     /// Connections subscribed to each group, by their push queues.
     subscribers: std::sync::Mutex<HashMap<Vec<u8>, Vec<mpsc::Sender<Push>>>>,
+    /// Authenticated connections of each client, by their push queues: new mailbox entries.
+    mailboxes: std::sync::Mutex<HashMap<ClientId, Vec<mpsc::Sender<Push>>>>,
 }
 
 /// The largest request body from a connection that has not authenticated yet.
@@ -283,6 +285,7 @@ impl Node {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             subscribers: std::sync::Mutex::new(HashMap::new()),
+            mailboxes: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -307,6 +310,36 @@ impl Node {
         });
         if queues.is_empty() {
             subscribers.remove(group_id);
+        }
+    }
+
+    /// Hands a new mailbox entry to the owner's connections.
+    fn deliver_to_mailbox(&self, owner: &ClientId, entry: MailboxEntry) {
+        let Ok(mut mailboxes) = self.mailboxes.lock() else {
+            return;
+        };
+        let Some(queues) = mailboxes.get_mut(owner) else {
+            return;
+        };
+        queues.retain(|queue| {
+            !matches!(
+                queue.try_send(Push::Mailbox(entry.clone())),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        });
+        if queues.is_empty() {
+            mailboxes.remove(owner);
+        }
+    }
+
+    /// Sends this connection the pushes of `client`'s mailbox from now on.
+    fn watch_mailbox(&self, client: ClientId, pushes: &mpsc::Sender<Push>) {
+        if let Ok(mut mailboxes) = self.mailboxes.lock() {
+            let queues = mailboxes.entry(client).or_default();
+            queues.retain(|q| !q.is_closed());
+            if !queues.iter().any(|q| q.same_channel(pushes)) {
+                queues.push(pushes.clone());
+            }
         }
     }
 
@@ -468,7 +501,7 @@ impl Node {
                     }
                 }
                 self.db.register_client(&who.id, &who.signature_key).await?;
-                return Ok(self.authenticated(session, who).await);
+                return Ok(self.authenticated(session, who, pushes).await);
             }
             Request::Authenticate(a) => {
                 let who = session.lock().await.prove(
@@ -481,15 +514,22 @@ impl Node {
                 if self.db.client_key(&who.id).await?.is_none() {
                     return Err(Failure::new(ErrorCode::UnknownClient, "not registered"));
                 }
-                return Ok(self.authenticated(session, who).await);
+                return Ok(self.authenticated(session, who, pushes).await);
             }
             _ => session.lock().await.client()?.clone(),
         };
         self.handle_authenticated(request, &client, pushes).await
     }
 
-    async fn authenticated(&self, session: &Mutex<Session>, who: Authenticated) -> Response {
+    /// The connection is now `who`'s, and gets the pushes of its mailbox.
+    async fn authenticated(
+        &self,
+        session: &Mutex<Session>,
+        who: Authenticated,
+        pushes: &mpsc::Sender<Push>,
+    ) -> Response {
         let client = who.id;
+        self.watch_mailbox(client, pushes);
         session.lock().await.authenticated(who);
         Response::Authenticated { client }
     }
@@ -590,6 +630,15 @@ impl Node {
                         self.config.mailbox_quota,
                     )
                     .await??;
+                for (welcome, id) in c.welcomes.into_iter().zip(&posted.welcomes) {
+                    let entry = MailboxEntry {
+                        id: *id,
+                        group_id: c.group_id.clone(),
+                        epoch: posted.epoch,
+                        welcome: welcome.welcome,
+                    };
+                    self.deliver_to_mailbox(&welcome.recipient, entry);
+                }
                 let entry = GroupEntry {
                     seq: posted.seq,
                     epoch: c.epoch,

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{fresh_postgres, fresh_sqlite};
-use mlschat_delivery::storage::{Database, NewCommit, NewMessage, Posted, Refused};
+use mlschat_delivery::storage::{Committed, Database, NewCommit, NewMessage, Posted, Refused};
 use mlschat_wire::EntryKind;
 use mlschat_wire::token::token_hash;
 
@@ -63,7 +63,14 @@ async fn racing_commits_for_one_epoch_accept_one_and_release_only_its_welcomes()
         let mut winners = Vec::new();
         for racer in racers {
             match racer.await.unwrap() {
-                (i, Ok(Posted { seq: 1, epoch: 1 })) => winners.push(i),
+                (
+                    i,
+                    Ok(Committed {
+                        seq: 1,
+                        epoch: 1,
+                        welcomes,
+                    }),
+                ) if welcomes.len() == 1 => winners.push(i),
                 (_, Err(Refused::StaleEpoch { current: 1 })) => {}
                 (i, other) => panic!("racer {i}: unexpected {other:?}"),
             }
@@ -335,7 +342,11 @@ async fn a_full_mailbox_refuses_the_commit_and_retention_empties_old_mailboxes()
         );
         assert_eq!(
             db.post_commit(&commit(1, 3, vec![]), 1).await.unwrap(),
-            Ok(Posted { seq: 2, epoch: 2 }),
+            Ok(Committed {
+                seq: 2,
+                epoch: 2,
+                welcomes: vec![]
+            }),
             "the refused commit moved nothing"
         );
         // Retention: entries stored before the cut go, acknowledged or not; newer ones stay.

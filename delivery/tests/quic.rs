@@ -6,6 +6,7 @@ use common::Client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mlschat_delivery::certificate::NodeCertificate;
 use mlschat_delivery::server::{Node, NodeConfig, serve};
@@ -256,6 +257,12 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
     };
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].welcome.as_slice(), b"welcome");
+    // Bob's connection was told at once, with the same entry.
+    let pushed = tokio::time::timeout(Duration::from_secs(5), bob.connection.next_push())
+        .await
+        .expect("the mailbox push arrives")
+        .unwrap();
+    assert_eq!(pushed, Push::Mailbox(entries[0].clone()));
     let Response::Mailbox { entries: none } = alice
         .request(&Request::FetchMailbox {
             after: 0,

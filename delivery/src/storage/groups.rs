@@ -46,6 +46,15 @@ pub struct Posted {
     pub epoch: u64,
 }
 
+/// A commit was stored at `seq`, moving the group to `epoch`; its Welcomes are the mailbox
+/// entries `welcomes`, in the order they were given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub seq: u64,
+    pub epoch: u64,
+    pub welcomes: Vec<u64>,
+}
+
 /// Why a post or a read was refused (normal outcomes, not failures).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -173,7 +182,7 @@ impl Database {
         &self,
         commit: &NewCommit,
         mailbox_quota: u64,
-    ) -> Result<Result<Posted, Refused>, StorageError> {
+    ) -> Result<Result<Committed, Refused>, StorageError> {
         let group_id = commit.group_id.as_slice();
         let epoch = to_db(commit.epoch);
         let now = unix_now();
@@ -221,22 +230,25 @@ impl Database {
                         .execute(&mut *tx)
                         .await?;
                     }
+                    let mut welcomes = Vec::with_capacity(commit.welcomes.len());
                     for (recipient, welcome) in &commit.welcomes {
-                        sqlx::query(
+                        let id: i64 = sqlx::query_scalar(
                             "INSERT INTO mailbox (owner, group_id, epoch, welcome, at)
-                             VALUES ($1, $2, $3, $4, $5)",
+                             VALUES ($1, $2, $3, $4, $5) RETURNING id",
                         )
                         .bind(recipient.as_slice())
                         .bind(group_id)
                         .bind(next)
                         .bind(welcome)
                         .bind(now)
-                        .execute(&mut *tx)
+                        .fetch_one(&mut *tx)
                         .await?;
+                        welcomes.push(from_db(id));
                     }
-                    Ok(Posted {
+                    Ok(Committed {
                         seq: from_db(seq),
                         epoch: from_db(next),
+                        welcomes,
                     })
                 }
             }
