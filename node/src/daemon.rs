@@ -387,8 +387,11 @@ impl Actor {
                 let Text { group, text } = p(params)?;
                 match &mut self.link {
                     Some(Link::Online(online)) => {
-                        online.send(&group, &text).await?;
-                        json!({"posted": true})
+                        let posted = online.send(&group, &text).await?;
+                        if !posted {
+                            self.go_offline("the connection dropped while sending".into());
+                        }
+                        json!({"posted": posted})
                     }
                     // Offline, the text waits in the outbox and goes out on reconnection.
                     _ => {

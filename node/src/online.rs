@@ -198,13 +198,19 @@ impl Online {
         self.commit(group, Intent::Update).await
     }
 
-    /// Sends a text. A member who joined and has not refreshed its keys does so first.
-    pub async fn send(&mut self, group: &str, text: &str) -> Result<(), OnlineError> {
+    /// Sends a text; true once the node has it. A member who joined and has not refreshed its
+    /// keys does so first. If the connection drops after the text is queued, it stays queued
+    /// (durably) for the next connection, and this returns false.
+    pub async fn send(&mut self, group: &str, text: &str) -> Result<bool, OnlineError> {
         if self.profile.needs_refresh(group)? {
             self.commit(group, Intent::Update).await?;
         }
         self.profile.send_hosted(group, text)?;
-        self.post_outbox().await
+        match self.post_outbox().await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_disconnect() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes our commit for `intent` and gets it ordered; when another commit takes the epoch,
@@ -285,7 +291,8 @@ impl Online {
                 message: unsent.message.into(),
             });
             match self.connection.request(&post).await {
-                Ok(_) => self.profile.mark_sent(&[unsent.seq])?,
+                Ok(Response::Accepted { seq, .. }) => self.profile.mark_posted(unsent.seq, seq)?,
+                Ok(other) => return Err(QuicError::Unexpected(format!("{other:?}")).into()),
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
                     self.sync_group(&unsent.group).await?;
                 }

@@ -148,8 +148,13 @@ CREATE TABLE pending_commits (
     intent TEXT NOT NULL
 );
 -- An outbox row for a text keeps the text, to encrypt again if its epoch ends before the node
--- orders it.
+-- orders it, and its history row, which takes the node's order once the node takes it.
 ALTER TABLE outbox ADD COLUMN text BLOB;
+ALTER TABLE outbox ADD COLUMN history_seq INTEGER;
+-- For groups on a delivery node: the log position a history row came from (0 for our own
+-- create or join, NULL while our own text waits for the node), so that every member shows the
+-- group in the node's one order.
+ALTER TABLE messages ADD COLUMN log_seq INTEGER;
 "#;
 
 /// What can go wrong opening or writing the profile database.

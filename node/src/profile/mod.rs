@@ -399,30 +399,35 @@ impl Profile {
             if p.needs_self_update(&id)? {
                 out = p.own_commit(&id, |e, p, g| e.self_update(p, g))?;
             }
-            out.append(p.queue_text(&id, text, false)?);
+            out.append(p.queue_text(&id, text, None)?);
             Ok(out)
         })
     }
 
     /// Encrypts `text` at the group's current epoch, records it in history (unless it is being
-    /// encrypted again) and queues it in the outbox.
+    /// encrypted again: then `again` is its history row) and queues it in the outbox.
     fn queue_text(
         &mut self,
         id: &GroupId,
         text: &str,
-        again: bool,
+        again: Option<i64>,
     ) -> Result<Outgoing, ProfileError> {
         let me = self.me();
         let hosted = self.is_hosted(id)?;
         self.with_group(id, |engine, provider, group, conn| {
             let message = engine.send(provider, group, text.as_bytes())?;
             mark_processed(conn, &message)?;
-            if !again {
-                let epoch = group.epoch().as_u64();
-                append_history(conn, id, epoch, &me, "text", text)?;
-            }
+            let history_seq = match again {
+                Some(seq) => seq,
+                None => {
+                    let epoch = group.epoch().as_u64();
+                    append_history(conn, id, epoch, &me, "text", text)?;
+                    conn.last_insert_rowid()
+                }
+            };
             let mut out = Outgoing::default();
-            out.queue(conn, id, Packet::Mls(message), hosted.then_some(text))?;
+            let kept = hosted.then_some((text, history_seq));
+            out.queue(conn, id, Packet::Mls(message), kept)?;
             Ok(out)
         })
     }
@@ -564,13 +569,14 @@ impl Profile {
             .collect()
     }
 
-    /// The last `limit` history entries of a group, oldest first.
+    /// The last `limit` history entries of a group, oldest first: in the delivery node's order
+    /// for a group on one (our texts it has not taken yet last), else in the order we saw them.
     pub fn history(&self, group: &str, limit: u32) -> Result<Vec<HistoryEntry>, ProfileError> {
         let id = self.find_group(group)?;
         let mut stmt = self.store.conn().prepare(
             "SELECT seq, epoch, sender, kind, body, at FROM (
                  SELECT * FROM messages WHERE group_id = ?1 ORDER BY seq DESC LIMIT ?2
-             ) ORDER BY seq",
+             ) ORDER BY coalesce(log_seq, 9223372036854775807), seq",
         )?;
         let rows = stmt.query_map(params![id.as_slice(), limit], |r| {
             let body: Vec<u8> = r.get(4)?;
@@ -806,28 +812,30 @@ impl Profile {
 
 impl Outgoing {
     /// Adds a packet, and its outbox row in the current transaction.
-    /// `text` is kept for a message that may have to be encrypted again (see `online`).
+    /// `text` (with its history row) is kept for a message that may have to be encrypted again
+    /// (see `online`).
     fn queue(
         &mut self,
         conn: &rusqlite::Connection,
         id: &GroupId,
         packet: Packet,
-        text: Option<&str>,
+        text: Option<(&str, i64)>,
     ) -> Result<(), ProfileError> {
         let audience = match packet {
             Packet::Mls(_) => "group",
             Packet::Join { .. } => "joiners",
         };
         conn.prepare_cached(
-            "INSERT INTO outbox (group_id, audience, packet, created_at, text)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
             id.as_slice(),
             audience,
             packet.encode()?,
             unix_now(),
-            text.map(str::as_bytes)
+            text.map(|(t, _)| t.as_bytes()),
+            text.map(|(_, seq)| seq)
         ])?;
         self.outbox.push(conn.last_insert_rowid());
         match packet {

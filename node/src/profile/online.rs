@@ -332,10 +332,14 @@ impl Profile {
     ) -> Result<(GroupSummary, Vec<u8>, TokenHash), ProfileError> {
         let summary = self.create_group(name)?;
         let id = self.find_group(name)?;
-        self.store.conn().execute(
-            "UPDATE groups SET hosted = 1 WHERE group_id = ?1",
-            [id.as_slice()],
-        )?;
+        self.store.transaction(|| {
+            let conn = self.store.conn();
+            conn.execute(
+                "UPDATE groups SET hosted = 1 WHERE group_id = ?1",
+                [id.as_slice()],
+            )?;
+            self.stamp_history(&id, 0, 0)
+        })?;
         let (_, token) = self.group_token(&id)?;
         Ok((summary, id.as_slice().to_vec(), token_hash(&token)))
     }
@@ -541,7 +545,9 @@ impl Profile {
     /// The node accepted our pending commit at log position `seq`: merge it.
     pub fn confirm_commit(&mut self, id: &GroupId, seq: u64) -> Result<(), ProfileError> {
         self.in_transaction(|p| {
+            let before = p.last_history_seq()?;
             p.confirm_in_transaction(id)?;
+            p.stamp_history(id, before, seq)?;
             p.set_log_seq(id, seq)
         })
     }
@@ -588,6 +594,23 @@ impl Profile {
             .map_err(|e| ProfileError::Corrupt(format!("pending commit intent: {e}")))
     }
 
+    /// The newest history row.
+    fn last_history_seq(&self) -> Result<i64, ProfileError> {
+        Ok(self
+            .store
+            .query_opt::<i64>("SELECT max(seq) FROM messages", [])?
+            .unwrap_or(0))
+    }
+
+    /// Gives the group's history rows written after `after` the log position `log_seq`.
+    fn stamp_history(&self, id: &GroupId, after: i64, log_seq: u64) -> Result<(), ProfileError> {
+        self.store
+            .conn()
+            .prepare_cached("UPDATE messages SET log_seq = ?3 WHERE group_id = ?1 AND seq > ?2")?
+            .execute(params![id.as_slice(), after, log_seq as i64])?;
+        Ok(())
+    }
+
     fn set_log_seq(&self, id: &GroupId, seq: u64) -> Result<(), ProfileError> {
         self.store.conn().execute(
             "UPDATE groups SET log_seq = max(log_seq, ?2) WHERE group_id = ?1",
@@ -606,7 +629,9 @@ impl Profile {
         self.in_transaction(|p| {
             let mut outcomes = Vec::with_capacity(entries.len());
             for entry in entries {
+                let before = p.last_history_seq()?;
                 outcomes.push(p.receive_entry(id, entry)?);
+                p.stamp_history(id, before, entry.seq)?;
                 p.set_log_seq(id, entry.seq)?;
             }
             Ok(outcomes)
@@ -719,27 +744,46 @@ impl Profile {
     /// epoch ends before the node takes it).
     pub fn send_hosted(&mut self, group: &str, text: &str) -> Result<Outgoing, ProfileError> {
         let id = self.find_group(group)?;
-        self.in_transaction(|p| p.queue_text(&id, text, false))
+        self.in_transaction(|p| p.queue_text(&id, text, None))
     }
 
     /// A queued text's epoch ended before the node took it: encrypt it again at the current
     /// epoch, replacing its outbox row.
     pub fn encrypt_again(&mut self, outbox_seq: i64) -> Result<Outgoing, ProfileError> {
-        let (group_id, text): (Vec<u8>, Option<Vec<u8>>) = self.store.conn().query_row(
-            "SELECT group_id, text FROM outbox WHERE seq = ?1",
-            [outbox_seq],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let text = text.ok_or_else(|| {
-            ProfileError::WrongKind("this outbox entry keeps no text to encrypt again".into())
-        })?;
+        let (group_id, text, history_seq): (Vec<u8>, Option<Vec<u8>>, Option<i64>) =
+            self.store.conn().query_row(
+                "SELECT group_id, text, history_seq FROM outbox WHERE seq = ?1",
+                [outbox_seq],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+        let (Some(text), Some(history_seq)) = (text, history_seq) else {
+            return Err(ProfileError::WrongKind(
+                "this outbox entry keeps no text to encrypt again".into(),
+            ));
+        };
         let text = String::from_utf8_lossy(&text).into_owned();
         let id = GroupId::from_slice(&group_id);
         self.in_transaction(|p| {
             p.store
                 .conn()
                 .execute("DELETE FROM outbox WHERE seq = ?1", [outbox_seq])?;
-            p.queue_text(&id, &text, true)
+            p.queue_text(&id, &text, Some(history_seq))
+        })
+    }
+
+    /// The node took a queued text at log position `log_seq`: its history row takes that place
+    /// in the group's order, and the outbox row goes. Not waited for on disk: if lost, the text
+    /// is posted again and dropped by the others as a duplicate.
+    pub fn mark_posted(&self, outbox_seq: i64, log_seq: u64) -> Result<(), ProfileError> {
+        self.store.transaction_without_sync(|| {
+            let conn = self.store.conn();
+            conn.execute(
+                "UPDATE messages SET log_seq = ?2
+                 WHERE seq = (SELECT history_seq FROM outbox WHERE seq = ?1)",
+                params![outbox_seq, log_seq as i64],
+            )?;
+            conn.execute("DELETE FROM outbox WHERE seq = ?1", [outbox_seq])?;
+            Ok(())
         })
     }
 

@@ -1,0 +1,220 @@
+//! Group chat end to end: a delivery node on Postgres and three or more peers, each a real
+//! `mlschat daemon` process, driven through the daemon's JSON-RPC socket.
+
+use std::collections::HashSet;
+
+use mlschat_tests::{Delivery, Peer, converged, eventually};
+use serde_json::json;
+
+/// Peers that know each other, daemons running, and a group created by the first.
+fn group_of(node: &Delivery, names: &[&str]) -> (Vec<Peer>, String) {
+    let mut peers: Vec<Peer> = names.iter().map(|n| Peer::new(n, node)).collect();
+    for peer in &mut peers {
+        peer.start();
+    }
+    for other in &peers[1..] {
+        peers[0].knows(other);
+    }
+    let group = peers[0].call("group.create", json!({"name": "team"}));
+    let id = group["id"].as_str().unwrap().to_owned();
+    let others: Vec<String> = names[1..].iter().map(|n| n.to_string()).collect();
+    if !others.is_empty() {
+        peers[0].call("group.add", json!({"group": id, "who": others}));
+    }
+    let all: Vec<&Peer> = peers.iter().collect();
+    converged(&all, &id);
+    (peers, id)
+}
+
+fn send(peer: &Peer, id: &str, text: &str) {
+    let answer = peer.call("send", json!({"group": id, "text": text}));
+    assert_eq!(answer["posted"], true, "{text} was not posted");
+}
+
+fn assert_no_duplicates(texts: &[String]) {
+    let unique: HashSet<&String> = texts.iter().collect();
+    assert_eq!(
+        unique.len(),
+        texts.len(),
+        "a message is shown twice: {texts:?}"
+    );
+}
+
+#[test]
+fn a_member_offline_during_adds_and_messages_catches_up_in_order() {
+    let node = Delivery::start();
+    let (peers, id) = group_of(&node, &["alice", "carol"]);
+    let (alice, carol) = (&peers[0], &peers[1]);
+    // Bob has been online once (his KeyPackages are on the node), and is away now.
+    let mut bob = Peer::new("bob", &node);
+    bob.cli(&["sync"]);
+    alice.knows(&bob);
+    alice.call("group.add", json!({"group": id, "who": ["bob"]}));
+    for i in 0..5 {
+        send(alice, &id, &format!("a{i}"));
+        send(carol, &id, &format!("c{i}"));
+    }
+    // Carol's first send also refreshed her keys: a commit Bob must apply in order too.
+    bob.start();
+    let all = [alice, &bob, carol];
+    converged(&all, &id);
+    eventually("bob reads all ten messages", || bob.texts(&id).len() == 10);
+    // Each send was acknowledged before the next: the node's order is the order sent, and
+    // every member shows that one order.
+    let expected: Vec<String> = (0..5)
+        .flat_map(|i| [format!("alice: a{i}"), format!("carol: c{i}")])
+        .collect();
+    assert_eq!(
+        bob.texts(&id),
+        expected,
+        "bob caught up out of order or lost some"
+    );
+    assert_eq!(alice.texts(&id), expected);
+    assert_eq!(carol.texts(&id), expected);
+}
+
+#[test]
+fn members_committing_at_once_converge_to_one_epoch() {
+    let node = Delivery::start();
+    let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
+    let mut dave = Peer::new("dave", &node);
+    dave.start();
+    peers[0].knows(&dave);
+    let before = peers[0].group(&id).unwrap()["epoch"].as_u64().unwrap();
+    // Three commits for the same epoch, from three processes, at once.
+    std::thread::scope(|s| {
+        s.spawn(|| peers[0].call("group.add", json!({"group": id, "who": ["dave"]})));
+        s.spawn(|| peers[1].call("group.update", json!({"group": id})));
+        s.spawn(|| peers[2].call("group.update", json!({"group": id})));
+    });
+    let all = [&peers[0], &peers[1], &peers[2], &dave];
+    let epoch = converged(&all, &id);
+    // Each intent took effect exactly once: three commits, whoever won each race.
+    assert_eq!(epoch, before + 3);
+    assert_eq!(peers[1].group(&id).unwrap()["members"], 4);
+    for peer in all {
+        send(peer, &id, &format!("hi from {}", peer.name));
+    }
+    for peer in all {
+        eventually("everyone reads everyone", || peer.texts(&id).len() == 4);
+    }
+}
+
+#[test]
+fn a_removed_member_reads_nothing_new() {
+    let node = Delivery::start();
+    let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
+    let (alice, bob, carol) = (&peers[0], &peers[1], &peers[2]);
+    send(alice, &id, "before");
+    eventually("carol reads the message before", || {
+        carol.texts(&id).len() == 1
+    });
+    alice.call("group.remove", json!({"group": id, "who": ["carol"]}));
+    eventually("carol learns she was removed", || {
+        carol.group(&id).is_some_and(|g| g["state"] == "removed")
+    });
+    send(alice, &id, "after");
+    send(bob, &id, "after too");
+    eventually("bob reads both", || bob.texts(&id).len() == 3);
+    converged(&[alice, bob], &id);
+    // Carol's daemon has had every push bob had; she decrypts none of it.
+    assert_eq!(carol.texts(&id), ["alice: before"]);
+    let refused = carol.try_call("send", json!({"group": id, "text": "let me in"}));
+    assert!(refused.is_err(), "a removed member could send: {refused:?}");
+}
+
+#[test]
+fn restarting_the_delivery_node_loses_nothing_acknowledged_and_shows_nothing_twice() {
+    let mut node = Delivery::start();
+    let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
+    for i in 0..3 {
+        send(&peers[i % 3], &id, &format!("m{i}"));
+    }
+    node.restart();
+    // The daemons notice and reconnect with backoff; a text sent meanwhile waits, durably, in
+    // the outbox ("posted": false) and goes out on reconnection.
+    for i in 3..6 {
+        peers[i % 3].call("send", json!({"group": id, "text": format!("m{i}")}));
+    }
+    let all: Vec<&Peer> = peers.iter().collect();
+    for peer in &all {
+        eventually("all six messages", || peer.texts(&id).len() >= 6);
+    }
+    let reference = peers[0].texts(&id);
+    assert_eq!(reference.len(), 6);
+    assert_no_duplicates(&reference);
+    for peer in &all {
+        assert_eq!(peer.texts(&id), reference);
+    }
+}
+
+#[test]
+fn killing_a_peer_mid_stream_loses_nothing_acknowledged_and_shows_nothing_twice() {
+    let node = Delivery::start();
+    let (mut peers, id) = group_of(&node, &["alice", "bob", "carol"]);
+    // Alice streams messages; Bob's daemon is killed while they arrive, then comes back.
+    let acknowledged: Vec<String> = std::thread::scope(|s| {
+        let alice = &peers[0];
+        let id = &id;
+        let sender = s.spawn(move || {
+            (0..40)
+                .map(|i| {
+                    send(alice, id, &format!("n{i}"));
+                    format!("alice: n{i}")
+                })
+                .collect::<Vec<_>>()
+        });
+        eventually("bob is mid-stream", || peers[1].texts(id).len() >= 5);
+        sender.join().unwrap()
+    });
+    peers[1].kill();
+    peers[1].start();
+    eventually("bob has every acknowledged message", || {
+        peers[1].texts(&id).len() >= acknowledged.len()
+    });
+    assert_eq!(peers[1].texts(&id), acknowledged);
+
+    // Now the sender is killed mid-stream: what it acknowledged arrives once; what it had
+    // only queued may arrive after its restart, also once.
+    let carol_acknowledged: Vec<String> = std::thread::scope(|s| {
+        let carol = &peers[2];
+        let id = &id;
+        let sender = s.spawn(move || {
+            let mut acked = Vec::new();
+            for i in 0..200 {
+                let text = format!("k{i}");
+                match carol.try_call("send", json!({"group": id, "text": text})) {
+                    Ok(answer) if answer["posted"] == true => acked.push(format!("carol: {text}")),
+                    _ => break,
+                }
+            }
+            acked
+        });
+        eventually("carol is mid-stream", || peers[0].texts(id).len() >= 45);
+        // SAFETY of the test: the kill lands while `sender` is calling.
+        let pid = peers[2].pid();
+        kill9(pid);
+        sender.join().unwrap()
+    });
+    peers[2].kill();
+    peers[2].start();
+    let alice_view = || peers[0].texts(&id);
+    eventually("alice has every message carol acknowledged", || {
+        let seen = alice_view();
+        carol_acknowledged.iter().all(|t| seen.contains(t))
+    });
+    converged(&[&peers[0], &peers[1], &peers[2]], &id);
+    let seen = alice_view();
+    assert_no_duplicates(&seen);
+    eventually("bob and alice agree", || {
+        peers[1].texts(&id) == alice_view()
+    });
+}
+
+#[allow(unsafe_code)]
+fn kill9(pid: u32) {
+    // SAFETY: SIGKILL to a child process of this test that has not been reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
