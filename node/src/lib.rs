@@ -14,7 +14,10 @@
 //!   order (a lost race is made again), texts, catching up from stored cursors.
 //! - [`daemon`]: the long-running node: keeps the connection, applies pushes, serves the local
 //!   JSON-RPC API (Unix socket and stdio) with numbered, resumable events.
+//! - [`cluster`]: a delivery node and peers as processes on this machine, for `mlschat demo`
+//!   and the end-to-end tests.
 
+pub mod cluster;
 pub mod daemon;
 pub mod engine;
 pub mod identity;

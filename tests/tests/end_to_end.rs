@@ -3,23 +3,39 @@
 
 use std::collections::HashSet;
 
-use mlschat_tests::{Delivery, Peer, converged, eventually};
-use serde_json::json;
+use mlschat_node::cluster::{PeerProcess as Peer, signal};
+use mlschat_tests::{Node, converged, eventually};
+use serde_json::{Value, json};
+
+/// Unwrapped calls: a failing call fails the test.
+trait Calls {
+    fn rpc(&self, method: &str, params: Value) -> Value;
+    fn read(&self, id: &str) -> Vec<String>;
+}
+
+impl Calls for Peer {
+    fn rpc(&self, method: &str, params: Value) -> Value {
+        self.call(method, params).unwrap()
+    }
+    fn read(&self, id: &str) -> Vec<String> {
+        self.texts(id).unwrap()
+    }
+}
 
 /// Peers that know each other, daemons running, and a group created by the first.
-fn group_of(node: &Delivery, names: &[&str]) -> (Vec<Peer>, String) {
-    let mut peers: Vec<Peer> = names.iter().map(|n| Peer::new(n, node)).collect();
+fn group_of(node: &Node, names: &[&str]) -> (Vec<Peer>, String) {
+    let mut peers: Vec<Peer> = names.iter().map(|n| node.peer(n)).collect();
     for peer in &mut peers {
-        peer.start();
+        peer.start().unwrap();
     }
     for other in &peers[1..] {
-        peers[0].knows(other);
+        peers[0].knows(other).unwrap();
     }
-    let group = peers[0].call("group.create", json!({"name": "team"}));
+    let group = peers[0].rpc("group.create", json!({"name": "team"}));
     let id = group["id"].as_str().unwrap().to_owned();
     let others: Vec<String> = names[1..].iter().map(|n| n.to_string()).collect();
     if !others.is_empty() {
-        peers[0].call("group.add", json!({"group": id, "who": others}));
+        peers[0].rpc("group.add", json!({"group": id, "who": others}));
     }
     let all: Vec<&Peer> = peers.iter().collect();
     converged(&all, &id);
@@ -27,7 +43,7 @@ fn group_of(node: &Delivery, names: &[&str]) -> (Vec<Peer>, String) {
 }
 
 fn send(peer: &Peer, id: &str, text: &str) {
-    let answer = peer.call("send", json!({"group": id, "text": text}));
+    let answer = peer.rpc("send", json!({"group": id, "text": text}));
     assert_eq!(answer["posted"], true, "{text} was not posted");
 }
 
@@ -42,50 +58,50 @@ fn assert_no_duplicates(texts: &[String]) {
 
 #[test]
 fn a_member_offline_during_adds_and_messages_catches_up_in_order() {
-    let node = Delivery::start();
+    let node = Node::start();
     let (peers, id) = group_of(&node, &["alice", "carol"]);
     let (alice, carol) = (&peers[0], &peers[1]);
     // Bob has been online once (his KeyPackages are on the node), and is away now.
-    let mut bob = Peer::new("bob", &node);
-    bob.cli(&["sync"]);
-    alice.knows(&bob);
-    alice.call("group.add", json!({"group": id, "who": ["bob"]}));
+    let mut bob = node.peer("bob");
+    bob.cli(&["sync"]).unwrap();
+    alice.knows(&bob).unwrap();
+    alice.rpc("group.add", json!({"group": id, "who": ["bob"]}));
     for i in 0..5 {
         send(alice, &id, &format!("a{i}"));
         send(carol, &id, &format!("c{i}"));
     }
     // Carol's first send also refreshed her keys: a commit Bob must apply in order too.
-    bob.start();
+    bob.start().unwrap();
     let all = [alice, &bob, carol];
     converged(&all, &id);
-    eventually("bob reads all ten messages", || bob.texts(&id).len() == 10);
+    eventually("bob reads all ten messages", || bob.read(&id).len() == 10);
     // Each send was acknowledged before the next: the node's order is the order sent, and
     // every member shows that one order.
     let expected: Vec<String> = (0..5)
         .flat_map(|i| [format!("alice: a{i}"), format!("carol: c{i}")])
         .collect();
     assert_eq!(
-        bob.texts(&id),
+        bob.read(&id),
         expected,
         "bob caught up out of order or lost some"
     );
-    assert_eq!(alice.texts(&id), expected);
-    assert_eq!(carol.texts(&id), expected);
+    assert_eq!(alice.read(&id), expected);
+    assert_eq!(carol.read(&id), expected);
 }
 
 #[test]
 fn members_committing_at_once_converge_to_one_epoch() {
-    let node = Delivery::start();
+    let node = Node::start();
     let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
-    let mut dave = Peer::new("dave", &node);
-    dave.start();
-    peers[0].knows(&dave);
+    let mut dave = node.peer("dave");
+    dave.start().unwrap();
+    peers[0].knows(&dave).unwrap();
     let before = peers[0].group(&id).unwrap()["epoch"].as_u64().unwrap();
     // Three commits for the same epoch, from three processes, at once.
     std::thread::scope(|s| {
-        s.spawn(|| peers[0].call("group.add", json!({"group": id, "who": ["dave"]})));
-        s.spawn(|| peers[1].call("group.update", json!({"group": id})));
-        s.spawn(|| peers[2].call("group.update", json!({"group": id})));
+        s.spawn(|| peers[0].rpc("group.add", json!({"group": id, "who": ["dave"]})));
+        s.spawn(|| peers[1].rpc("group.update", json!({"group": id})));
+        s.spawn(|| peers[2].rpc("group.update", json!({"group": id})));
     });
     let all = [&peers[0], &peers[1], &peers[2], &dave];
     let epoch = converged(&all, &id);
@@ -96,61 +112,61 @@ fn members_committing_at_once_converge_to_one_epoch() {
         send(peer, &id, &format!("hi from {}", peer.name));
     }
     for peer in all {
-        eventually("everyone reads everyone", || peer.texts(&id).len() == 4);
+        eventually("everyone reads everyone", || peer.read(&id).len() == 4);
     }
 }
 
 #[test]
 fn a_removed_member_reads_nothing_new() {
-    let node = Delivery::start();
+    let node = Node::start();
     let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
     let (alice, bob, carol) = (&peers[0], &peers[1], &peers[2]);
     send(alice, &id, "before");
     eventually("carol reads the message before", || {
-        carol.texts(&id).len() == 1
+        carol.read(&id).len() == 1
     });
-    alice.call("group.remove", json!({"group": id, "who": ["carol"]}));
+    alice.rpc("group.remove", json!({"group": id, "who": ["carol"]}));
     eventually("carol learns she was removed", || {
         carol.group(&id).is_some_and(|g| g["state"] == "removed")
     });
     send(alice, &id, "after");
     send(bob, &id, "after too");
-    eventually("bob reads both", || bob.texts(&id).len() == 3);
+    eventually("bob reads both", || bob.read(&id).len() == 3);
     converged(&[alice, bob], &id);
     // Carol's daemon has had every push bob had; she decrypts none of it.
-    assert_eq!(carol.texts(&id), ["alice: before"]);
+    assert_eq!(carol.read(&id), ["alice: before"]);
     let refused = carol.try_call("send", json!({"group": id, "text": "let me in"}));
     assert!(refused.is_err(), "a removed member could send: {refused:?}");
 }
 
 #[test]
 fn restarting_the_delivery_node_loses_nothing_acknowledged_and_shows_nothing_twice() {
-    let mut node = Delivery::start();
+    let mut node = Node::start();
     let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
     for i in 0..3 {
         send(&peers[i % 3], &id, &format!("m{i}"));
     }
-    node.restart();
+    node.process.restart().unwrap();
     // The daemons notice and reconnect with backoff; a text sent meanwhile waits, durably, in
     // the outbox ("posted": false) and goes out on reconnection.
     for i in 3..6 {
-        peers[i % 3].call("send", json!({"group": id, "text": format!("m{i}")}));
+        peers[i % 3].rpc("send", json!({"group": id, "text": format!("m{i}")}));
     }
     let all: Vec<&Peer> = peers.iter().collect();
     for peer in &all {
-        eventually("all six messages", || peer.texts(&id).len() >= 6);
+        eventually("all six messages", || peer.read(&id).len() >= 6);
     }
-    let reference = peers[0].texts(&id);
+    let reference = peers[0].read(&id);
     assert_eq!(reference.len(), 6);
     assert_no_duplicates(&reference);
     for peer in &all {
-        assert_eq!(peer.texts(&id), reference);
+        assert_eq!(peer.read(&id), reference);
     }
 }
 
 #[test]
 fn killing_a_peer_mid_stream_loses_nothing_acknowledged_and_shows_nothing_twice() {
-    let node = Delivery::start();
+    let node = Node::start();
     let (mut peers, id) = group_of(&node, &["alice", "bob", "carol"]);
     // Alice streams messages; Bob's daemon is killed while they arrive, then comes back.
     let acknowledged: Vec<String> = std::thread::scope(|s| {
@@ -164,15 +180,15 @@ fn killing_a_peer_mid_stream_loses_nothing_acknowledged_and_shows_nothing_twice(
                 })
                 .collect::<Vec<_>>()
         });
-        eventually("bob is mid-stream", || peers[1].texts(id).len() >= 5);
+        eventually("bob is mid-stream", || peers[1].read(id).len() >= 5);
         sender.join().unwrap()
     });
     peers[1].kill();
-    peers[1].start();
+    peers[1].start().unwrap();
     eventually("bob has every acknowledged message", || {
-        peers[1].texts(&id).len() >= acknowledged.len()
+        peers[1].read(&id).len() >= acknowledged.len()
     });
-    assert_eq!(peers[1].texts(&id), acknowledged);
+    assert_eq!(peers[1].read(&id), acknowledged);
 
     // Now the sender is killed mid-stream: what it acknowledged arrives once; what it had
     // only queued may arrive after its restart, also once.
@@ -190,15 +206,14 @@ fn killing_a_peer_mid_stream_loses_nothing_acknowledged_and_shows_nothing_twice(
             }
             acked
         });
-        eventually("carol is mid-stream", || peers[0].texts(id).len() >= 45);
-        // SAFETY of the test: the kill lands while `sender` is calling.
-        let pid = peers[2].pid();
-        kill9(pid);
+        eventually("carol is mid-stream", || peers[0].read(id).len() >= 45);
+        // The kill lands while `sender` is calling.
+        signal(peers[2].pid().unwrap(), libc::SIGKILL);
         sender.join().unwrap()
     });
     peers[2].kill();
-    peers[2].start();
-    let alice_view = || peers[0].texts(&id);
+    peers[2].start().unwrap();
+    let alice_view = || peers[0].read(&id);
     eventually("alice has every message carol acknowledged", || {
         let seen = alice_view();
         carol_acknowledged.iter().all(|t| seen.contains(t))
@@ -206,15 +221,5 @@ fn killing_a_peer_mid_stream_loses_nothing_acknowledged_and_shows_nothing_twice(
     converged(&[&peers[0], &peers[1], &peers[2]], &id);
     let seen = alice_view();
     assert_no_duplicates(&seen);
-    eventually("bob and alice agree", || {
-        peers[1].texts(&id) == alice_view()
-    });
-}
-
-#[allow(unsafe_code)]
-fn kill9(pid: u32) {
-    // SAFETY: SIGKILL to a child process of this test that has not been reaped.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-    }
+    eventually("bob and alice agree", || peers[1].read(&id) == alice_view());
 }

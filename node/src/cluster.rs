@@ -1,0 +1,312 @@
+//! A delivery node and peers as real processes on 127.0.0.1: what `mlschat demo` plays and the
+//! end-to-end tests (`tests/`) drive. Peers are `mlschat` profiles, each with its daemon, used
+//! through the CLI and the daemon's JSON-RPC socket exactly as a user or a front end would.
+//!
+//! Waiting is bounded: a condition that does not come true within [`PATIENCE`] is an error.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::{Value, json};
+
+/// How long a condition may take to come true.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `condition` until it holds; an error naming `what` after [`PATIENCE`].
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !condition() {
+        if start.elapsed() > PATIENCE {
+            bail!("gave up waiting: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// A free UDP port on 127.0.0.1, so that a restarted node listens where peers expect it.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A delivery node process.
+#[derive(Debug)]
+pub struct DeliveryProcess {
+    pub address: String,
+    pub fingerprint: String,
+    command: PathBuf,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl DeliveryProcess {
+    /// Starts `mlschat-delivery` from `bin_dir` with its files in `data_dir`: on Postgres at
+    /// `database_url`, or on SQLite in `data_dir` without one.
+    pub fn start(
+        bin_dir: &Path,
+        data_dir: &Path,
+        database_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut node = Self {
+            address: String::new(),
+            fingerprint: String::new(),
+            command: bin_dir.join("mlschat-delivery"),
+            data_dir: data_dir.to_owned(),
+            database_url: database_url.map(str::to_owned),
+            port: free_port()?,
+            child: None,
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new(&self.command);
+        command
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["--admin", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(url) = &self.database_url {
+            command.arg("--database-url").arg(url);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", self.command.display()))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .context("reading the delivery node's first line")?;
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(key))
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("the delivery node did not start: {line:?}"))
+        };
+        self.address = field("quic=")?;
+        self.fingerprint = field("fingerprint=")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the node (SIGKILL) and starts it again on the same port, files and database.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for DeliveryProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A peer: a profile `NAME/laptop`, and its daemon while it runs.
+#[derive(Debug)]
+pub struct PeerProcess {
+    pub name: String,
+    command: PathBuf,
+    data_dir: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl PeerProcess {
+    /// Creates the profile under `data_dir`, working through `node`.
+    pub fn new(
+        bin_dir: &Path,
+        data_dir: &Path,
+        name: &str,
+        node: &DeliveryProcess,
+    ) -> anyhow::Result<Self> {
+        let peer = Self {
+            name: name.into(),
+            command: bin_dir.join("mlschat"),
+            data_dir: data_dir.to_owned(),
+            daemon: None,
+        };
+        peer.cli(&["init", "--user", name, "--device", "laptop"])?;
+        peer.cli(&["home", "set", &node.address, &node.fingerprint])?;
+        Ok(peer)
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.command);
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--profile", &self.name, "-o", "json"]);
+        command
+    }
+
+    /// Runs `mlschat ARGS` for this profile. Returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.command().args(args).output()?;
+        if !output.status.success() {
+            bail!(
+                "{}: mlschat {args:?} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
+    /// The invite code others add us with.
+    pub fn invite(&self) -> anyhow::Result<String> {
+        let out: Value = serde_json::from_str(&self.cli(&["invite"])?)?;
+        Ok(out["code"].as_str().context("no invite code")?.to_owned())
+    }
+
+    /// Adds `other` as a contact.
+    pub fn knows(&self, other: &PeerProcess) -> anyhow::Result<()> {
+        self.cli(&["contact", "add", &other.invite()?]).map(|_| ())
+    }
+
+    /// Starts the daemon and waits until it is connected.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.daemon.is_some() {
+            bail!("{} already runs", self.name);
+        }
+        let child = self
+            .command()
+            .arg("daemon")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        self.daemon = Some(child);
+        eventually(&format!("{}'s daemon connects", self.name), || {
+            self.try_call("status", json!({}))
+                .is_ok_and(|s| s["link"]["connected"] == true)
+        })
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash or power loss would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            signal(child.id(), libc::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    /// The daemon's process id, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
+    /// Calls a daemon API method; `Err` holds the error object (or the I/O failure).
+    pub fn try_call(&self, method: &str, params: Value) -> Result<Value, Value> {
+        let socket = crate::daemon::socket_path(&self.data_dir.join(&self.name));
+        let io = |e: std::io::Error| json!({"message": e.to_string()});
+        let mut stream = UnixStream::connect(socket).map_err(io)?;
+        let request = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        writeln!(stream, "{request}").map_err(io)?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).map_err(io)?;
+        let answer: Value =
+            serde_json::from_str(&line).map_err(|e| json!({"message": e.to_string()}))?;
+        match answer.get("error") {
+            Some(error) => Err(error.clone()),
+            None => Ok(answer["result"].clone()),
+        }
+    }
+
+    /// Calls a daemon API method; an error answer is an error.
+    pub fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+        self.try_call(method, params)
+            .map_err(|e| anyhow!("{}: {method} failed: {}", self.name, e["message"]))
+    }
+
+    /// The group as this peer sees it, if it is in it.
+    pub fn group(&self, id: &str) -> Option<Value> {
+        let groups = self.try_call("groups", json!({})).ok()?;
+        groups.as_array()?.iter().find(|g| g["id"] == id).cloned()
+    }
+
+    /// The group's history, oldest first.
+    pub fn history(&self, id: &str) -> anyhow::Result<Vec<Value>> {
+        let history = self.call("history", json!({"group": id, "limit": 100_000}))?;
+        Ok(history.as_array().cloned().unwrap_or_default())
+    }
+
+    /// The texts of the group's history, oldest first, as `user: text`.
+    pub fn texts(&self, id: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .history(id)?
+            .iter()
+            .filter(|e| e["kind"] == "text")
+            .map(|e| {
+                let sender = e["sender"].as_str().unwrap_or_default();
+                let user = sender.split('/').next().unwrap_or_default();
+                format!("{user}: {}", e["body"].as_str().unwrap_or_default())
+            })
+            .collect())
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends `signal` to a child process we started and have not reaped.
+#[allow(unsafe_code)] // kill(2) has no safe wrapper in std for signals other than SIGKILL.
+pub fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) only sends a signal; the pid is our own unreaped child.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// Waits until every peer sees group `id` at the same epoch with the same epoch authenticator
+/// (RFC 9420 §8.7): they agree on the whole group state. Returns that epoch and authenticator.
+pub fn converged(peers: &[&PeerProcess], id: &str) -> anyhow::Result<(u64, String)> {
+    let mut agreed = None;
+    eventually(&format!("the members agree on group {id}"), || {
+        let seen: Vec<Option<(u64, String)>> = peers
+            .iter()
+            .map(|p| {
+                p.group(id).map(|g| {
+                    let authenticator = g["epoch_authenticator"].as_str().unwrap_or_default();
+                    (
+                        g["epoch"].as_u64().unwrap_or_default(),
+                        authenticator.to_owned(),
+                    )
+                })
+            })
+            .collect();
+        agreed = seen[0]
+            .clone()
+            .filter(|first| seen.iter().all(|s| s.as_ref() == Some(first)));
+        agreed.is_some()
+    })?;
+    Ok(agreed.expect("set when the wait ends"))
+}
