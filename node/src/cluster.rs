@@ -3,6 +3,7 @@
 //! through the CLI and the daemon's JSON-RPC socket exactly as a user or a front end would.
 //!
 //! Waiting is bounded: a condition that does not come true within [`PATIENCE`] is an error.
+//! Each process writes its log beside its files: `delivery.log`, `peers/NAME.log`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -69,6 +70,11 @@ impl DeliveryProcess {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))?;
         let mut command = Command::new(&self.command);
         command
             .arg("--listen")
@@ -77,7 +83,7 @@ impl DeliveryProcess {
             .arg(&self.data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(log);
         if let Some(url) = &self.database_url {
             command.arg("--database-url").arg(url);
         }
@@ -186,12 +192,13 @@ impl PeerProcess {
         if self.daemon.is_some() {
             bail!("{} already runs", self.name);
         }
+        let log = std::fs::File::create(self.data_dir.join(format!("{}.log", self.name)))?;
         let child = self
             .command()
             .arg("daemon")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()?;
         self.daemon = Some(child);
         eventually(&format!("{}'s daemon connects", self.name), || {

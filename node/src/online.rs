@@ -355,9 +355,12 @@ impl Online {
                     Ok(Response::Tree { ratchet_tree }) => ratchet_tree.as_slice().to_vec(),
                     Ok(_) | Err(_) => Vec::new(), // joining then fails, and says why
                 };
-                let joined_one =
-                    self.profile
-                        .join_hosted(entry.id, entry.welcome.as_slice(), &ratchet_tree)?;
+                let joined_one = self.profile.join_hosted(
+                    entry.id,
+                    entry.group_id.as_slice(),
+                    entry.welcome.as_slice(),
+                    &ratchet_tree,
+                )?;
                 match joined_one {
                     Ok(Received::Joined { group, .. }) => {
                         let id = GroupId::from_slice(&hex::decode(&group.id).unwrap_or_default());

@@ -889,7 +889,8 @@ fn insert_group(
     needs_self_update: bool,
 ) -> Result<(), ProfileError> {
     conn.execute(
-        "INSERT INTO groups (group_id, name, needs_self_update, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO groups (group_id, name, needs_self_update, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (group_id) DO UPDATE SET state = 'active', needs_self_update = ?3",
         params![id.as_slice(), name, needs_self_update, unix_now()],
     )?;
     Ok(())

@@ -8,7 +8,7 @@
 //! A crash in between is resolved by the log itself: [`Profile::receive_log`] meets the commit
 //! that took our epoch and either recognises it as ours or abandons ours.
 
-use openmls::prelude::{GroupId, KeyPackage};
+use openmls::prelude::{GroupId, KeyPackage, MlsGroup};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,7 @@ use super::{
 use crate::engine::{self, Incoming, MemberInfo};
 use crate::identity::{DeviceName, Fingerprint};
 use crate::packet::Packet;
-use crate::store::unix_now;
+use crate::store::{StoreError, unix_now};
 
 /// Our delivery node: where our groups' logs and our mailbox are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -713,16 +713,27 @@ impl Profile {
     pub fn join_hosted(
         &mut self,
         mailbox_id: u64,
+        group_id: &[u8],
         welcome: &[u8],
         ratchet_tree: &[u8],
     ) -> Result<Result<Received, ProfileError>, ProfileError> {
+        let id = GroupId::from_slice(group_id);
         self.in_transaction(|p| {
+            // Added back after a removal: the old MLS state is useless (a new leaf, new keys)
+            // and in the way; the history stays.
+            p.forget_if_removed(&id)?;
             let joined = p.join(welcome, ratchet_tree);
             if let Ok(Received::Joined { group, .. }) = &joined {
-                let id = hex::decode(&group.id).expect("our own hex");
-                p.store
-                    .conn()
-                    .execute("UPDATE groups SET hosted = 1 WHERE group_id = ?1", [id])?;
+                let id = GroupId::from_slice(&hex::decode(&group.id).expect("our own hex"));
+                p.store.conn().execute(
+                    "UPDATE groups SET hosted = 1 WHERE group_id = ?1",
+                    [id.as_slice()],
+                )?;
+                // The join sits where we are in the log: at its start when we first join, after
+                // what we had read when we are added back.
+                let join_row = p.last_history_seq()?;
+                let cursor = p.log_seq(&id)?;
+                p.stamp_history(&id, join_row - 1, cursor)?;
             }
             p.store.conn().execute(
                 "UPDATE home SET mailbox_seq = max(mailbox_seq, ?1) WHERE id = 1",
@@ -730,6 +741,23 @@ impl Profile {
             )?;
             Ok(joined)
         })
+    }
+
+    /// Drops the MLS state of a group we were removed from, keeping its row and history.
+    fn forget_if_removed(&mut self, id: &GroupId) -> Result<(), ProfileError> {
+        let state: Option<String> = self.store.query_opt(
+            "SELECT state FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+        if state.as_deref() != Some("removed") {
+            return Ok(());
+        }
+        let storage = self.store.mls_storage();
+        if let Some(mut old) = MlsGroup::load(&storage, id).map_err(StoreError::from)? {
+            old.delete(&storage).map_err(StoreError::from)?;
+        }
+        self.groups.remove(id);
+        Ok(())
     }
 
     /// The last mailbox entry we processed.
