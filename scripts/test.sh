@@ -5,18 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: OpenSSL's libcrypto for SQLCipher (found through pkg-config), and a
-# PostgreSQL server for the delivery node's tests.
-missing=()
-command -v pkg-config >/dev/null || missing+=(pkg-config)
-pkg-config --exists libcrypto 2>/dev/null || missing+=(libssl-dev)
-if [ -z "${DATABASE_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  missing+=(postgresql)
+# Debian packages the build needs, and a PostgreSQL server unless DATABASE_URL names one.
+if [ -z "${DATABASE_URL:-}" ]; then
+  EXTRA_PACKAGES_IF_MISSING="/usr/lib/postgresql/*/bin/initdb:postgresql"
 fi
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source scripts/prerequisites.sh
 
 # Postgres for the delivery node's tests, unless DATABASE_URL names one.
 source scripts/throwaway-postgres.sh
