@@ -44,17 +44,20 @@ pub struct DeliveryProcess {
     command: PathBuf,
     data_dir: PathBuf,
     database_url: Option<String>,
+    settings: Vec<(String, String)>,
     port: u16,
     child: Option<Child>,
 }
 
 impl DeliveryProcess {
     /// Starts `mlschat-delivery` from `bin_dir` with its files in `data_dir`: on Postgres at
-    /// `database_url`, or on SQLite in `data_dir` without one.
+    /// `database_url`, or on SQLite in `data_dir` without one. `settings` are configuration
+    /// variables (`MLSCHAT__SECTION__KEY`, value).
     pub fn start(
         bin_dir: &Path,
         data_dir: &Path,
         database_url: Option<&str>,
+        settings: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let mut node = Self {
             address: String::new(),
@@ -62,6 +65,10 @@ impl DeliveryProcess {
             command: bin_dir.join("mlschat-delivery"),
             data_dir: data_dir.to_owned(),
             database_url: database_url.map(str::to_owned),
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             port: free_port()?,
             child: None,
         };
@@ -87,6 +94,7 @@ impl DeliveryProcess {
         if let Some(url) = &self.database_url {
             command.arg("--database-url").arg(url);
         }
+        command.envs(self.settings.iter().map(|(k, v)| (k, v)));
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", self.command.display()))?;

@@ -74,9 +74,13 @@ pub struct Node {
 impl Node {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let process =
-            DeliveryProcess::start(bin_dir(), &dir.path().join("node"), Some(&fresh_database()))
-                .unwrap();
+        let process = DeliveryProcess::start(
+            bin_dir(),
+            &dir.path().join("node"),
+            Some(&fresh_database()),
+            &[],
+        )
+        .unwrap();
         Self { process, dir }
     }
 

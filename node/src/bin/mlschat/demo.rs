@@ -102,7 +102,7 @@ pub fn run(dir: Option<&Path>, _report: &Report) -> anyhow::Result<()> {
     };
     let bins = bin_dir()?;
     scene("an embedded delivery node (SQLite) and four people, each a process");
-    let node = DeliveryProcess::start(&bins, &dir.join("delivery"), None)?;
+    let node = DeliveryProcess::start(&bins, &dir.join("delivery"), None, &[])?;
     println!(
         "  delivery node on {} (certificate {}…)",
         node.address,

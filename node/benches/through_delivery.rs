@@ -1,0 +1,351 @@
+//! A large group through a delivery node, end to end: latencies as a member sees them, next to
+//! raw OpenMLS (in memory, no network, no disk) measured in the same run.
+//!
+//! ```text
+//! cargo bench -p mlschat-node --bench through_delivery -- [--members 1000] [--reps 20]
+//! ```
+//!
+//! A real `mlschat-delivery` process (Postgres at `DATABASE_URL` if set, else SQLite) serves
+//! three full peers (Alice, Bob, Carol: profiles on disk, each `Online` on its own thread and
+//! runtime, Bob and Carol applying pushes as they come) and `members - 3` members who only hold
+//! a KeyPackage on the node. Alice builds the group by adding the KeyPackage holders 100 per
+//! commit; then, `reps` times: she adds one more member, removes them, and sends a message. Each
+//! latency runs from Alice's call until Bob (and, for messages, Carol) has processed the result:
+//! claim, commit, post, the node's transaction, the push, Bob's processing and his transaction.
+
+#[path = "raw/mod.rs"]
+mod raw;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlschat_node::cluster::DeliveryProcess;
+use mlschat_node::engine::CIPHERSUITE;
+use mlschat_node::identity::{DeviceName, SIGNATURE_SCHEME};
+use mlschat_node::online::Online;
+use mlschat_node::profile::{Home, InviteCode, Profile};
+use mlschat_wire::quic::Connection;
+use mlschat_wire::{PublishKeyPackages, Request};
+use openmls::prelude::{tls_codec::Serialize as _, *};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::signatures::Signer as _;
+use raw::{Raw, Side, Timings, key_package};
+use tokio::sync::watch;
+
+/// Members added per commit while the group is built.
+const BUILD_BATCH: usize = 100;
+
+/// What a listening peer has processed so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Seen {
+    epoch: u64,
+    texts: usize,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The release binaries' directory, with `mlschat-delivery` built.
+fn bin_dir() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "mlschat-delivery"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_owned()
+}
+
+fn new_profile(dir: &Path, name: &str, node: &DeliveryProcess) -> Profile {
+    let mut profile = Profile::create(
+        &dir.join(name),
+        DeviceName::new(name, "laptop").unwrap(),
+        None,
+    )
+    .unwrap();
+    profile
+        .set_home(&Home {
+            address: node.address.clone(),
+            fingerprint: hex::decode(&node.fingerprint).unwrap().try_into().unwrap(),
+            invite: Vec::new(),
+        })
+        .unwrap();
+    profile
+}
+
+/// A member who exists only as one KeyPackage on the node: registers, publishes, leaves.
+async fn key_package_holder(node: (std::net::SocketAddr, [u8; 32]), name: String) -> InviteCode {
+    let provider = OpenMlsRustCrypto::default();
+    let signer = SignatureKeyPair::new(SIGNATURE_SCHEME).unwrap();
+    let device = DeviceName::new(&name, "dev").unwrap();
+    let credential = CredentialWithKey {
+        credential: device.credential(),
+        signature_key: signer.public().into(),
+    };
+    let bundle = KeyPackage::builder()
+        .leaf_node_capabilities(
+            Capabilities::builder()
+                .extensions(vec![ExtensionType::LastResort])
+                .build(),
+        )
+        .build(CIPHERSUITE, &provider, &signer, credential)
+        .unwrap();
+    let kp = MlsMessageOut::from(bundle.key_package().clone())
+        .tls_serialize_detached()
+        .unwrap();
+    let connection = Connection::connect(node.0, node.1).await.unwrap();
+    let sign = |bytes: &[u8]| signer.sign(bytes).unwrap();
+    connection.log_in(signer.public(), b"", sign).await.unwrap();
+    let publish = Request::PublishKeyPackages(PublishKeyPackages {
+        one_time: vec![kp.into()],
+        last_resort: Vec::new().into(),
+    });
+    connection.request(&publish).await.unwrap();
+    connection.close();
+    InviteCode {
+        name: device,
+        signature_key: signer.public().to_vec(),
+        home: Home {
+            address: String::new(),
+            fingerprint: node.1,
+            invite: Vec::new(),
+        },
+    }
+}
+
+/// Runs a peer on its own thread: connects, then applies pushes and reports what it has seen.
+fn listener(profile: Profile, group: Arc<std::sync::OnceLock<String>>) -> watch::Receiver<Seen> {
+    let (report, seen) = watch::channel(Seen::default());
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let mut online = Online::connect(profile).await.map_err(|(_, e)| e).unwrap();
+            online.start().await.unwrap();
+            let connection = online.connection().clone();
+            loop {
+                let push = connection.next_push().await.unwrap();
+                online.handle_push(push).await.unwrap();
+                let Some(id) = group.get() else { continue };
+                let profile = online.profile();
+                let Ok(gid) = profile.find_group(id) else {
+                    continue;
+                };
+                let (epoch, _) = profile.group_token(&gid).unwrap();
+                let texts = profile
+                    .history(id, u32::MAX)
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e.kind == "text")
+                    .count();
+                report.send_replace(Seen { epoch, texts });
+            }
+        })
+    });
+    seen
+}
+
+async fn wait_for(seen: &mut watch::Receiver<Seen>, done: impl Fn(&Seen) -> bool) {
+    tokio::time::timeout(Duration::from_secs(120), seen.wait_for(|s| done(s)))
+        .await
+        .expect("a listener fell behind for two minutes")
+        .expect("a listener died");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let mut members = 1000;
+    let mut reps = 20;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--members" => members = args.next().unwrap().parse().unwrap(),
+            "--reps" => reps = args.next().unwrap().parse().unwrap(),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let database = std::env::var("DATABASE_URL").ok();
+    let node = DeliveryProcess::start(
+        &bin_dir(),
+        &dir.path().join("node"),
+        database.as_deref(),
+        &[("MLSCHAT__LIMITS__CLAIM_BURST", "1000000")],
+    )
+    .unwrap();
+    let backend = if database.is_some() {
+        "Postgres"
+    } else {
+        "SQLite"
+    };
+    eprintln!("delivery node on {} ({backend})", node.address);
+    let rt = runtime();
+    let addr: std::net::SocketAddr = node.address.parse().unwrap();
+    let pin: [u8; 32] = hex::decode(&node.fingerprint).unwrap().try_into().unwrap();
+
+    // KeyPackage holders: the group's members beyond the three peers, and one per repetition.
+    let started = Instant::now();
+    let holders: Vec<InviteCode> = rt.block_on(async {
+        let mut codes = Vec::new();
+        let names: Vec<String> = (0..members - 3 + reps).map(|i| format!("m{i}")).collect();
+        for chunk in names.chunks(32) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for name in chunk {
+                tasks.spawn(key_package_holder((addr, pin), name.clone()));
+            }
+            codes.extend(tasks.join_all().await);
+        }
+        codes
+    });
+    eprintln!(
+        "{} KeyPackage holders registered in {:?}",
+        holders.len(),
+        started.elapsed()
+    );
+
+    let group = Arc::new(std::sync::OnceLock::new());
+    let bob = new_profile(dir.path(), "bob", &node);
+    let carol = new_profile(dir.path(), "carol", &node);
+    let (bob_code, carol_code) = (bob.invite_code().unwrap(), carol.invite_code().unwrap());
+    let mut bob_seen = listener(bob, group.clone());
+    let mut carol_seen = listener(carol, group.clone());
+    let mut alice = new_profile(dir.path(), "alice", &node);
+    for code in holders.iter().chain([&bob_code, &carol_code]) {
+        let mut code = code.clone();
+        code.home = alice.home().unwrap().unwrap();
+        alice.add_contact(&code).unwrap();
+    }
+
+    let mut t = Timings::default();
+    let mut build = Vec::new();
+    rt.block_on(async {
+        // Let the listeners publish their KeyPackages first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut alice = Online::connect(alice).await.map_err(|(_, e)| e).unwrap();
+        alice.start().await.unwrap();
+        alice.create_group("big").await.unwrap();
+        let names = |codes: &[InviteCode]| -> Vec<String> {
+            codes.iter().map(|c| c.name.to_string()).collect()
+        };
+        alice
+            .add("big", &names(&[bob_code.clone(), carol_code.clone()]))
+            .await
+            .unwrap();
+        let id = alice.profile().groups().unwrap()[0].id.clone();
+        group.set(id).unwrap();
+        let epoch = |a: &mut Online| {
+            let gid = a.profile().find_group("big").unwrap();
+            a.profile().group_token(&gid).unwrap().0
+        };
+        let target = epoch(&mut alice);
+        wait_for(&mut bob_seen, |s| s.epoch >= target).await;
+        wait_for(&mut carol_seen, |s| s.epoch >= target).await;
+
+        for batch in holders[..members - 3].chunks(BUILD_BATCH) {
+            let start = Instant::now();
+            alice.add("big", &names(batch)).await.unwrap();
+            let target = epoch(&mut alice);
+            wait_for(&mut bob_seen, |s| s.epoch >= target).await;
+            build.push(start.elapsed());
+        }
+        let size = alice.profile().members("big").unwrap().len();
+        assert_eq!(size, members);
+        eprintln!("group of {size} built in {} commits", build.len());
+
+        for (i, extra) in holders[members - 3..].iter().enumerate() {
+            let name = extra.name.to_string();
+            let start = Instant::now();
+            alice.add("big", std::slice::from_ref(&name)).await.unwrap();
+            let target = epoch(&mut alice);
+            wait_for(&mut bob_seen, |s| s.epoch >= target).await;
+            t.0.entry("add 1").or_default().push(start.elapsed());
+
+            let start = Instant::now();
+            alice.remove("big", &[name]).await.unwrap();
+            let target = epoch(&mut alice);
+            wait_for(&mut bob_seen, |s| s.epoch >= target).await;
+            t.0.entry("remove 1").or_default().push(start.elapsed());
+
+            let start = Instant::now();
+            alice.send("big", &format!("message {i}")).await.unwrap();
+            wait_for(&mut bob_seen, |s| s.texts > i).await;
+            t.0.entry("message (Bob)")
+                .or_default()
+                .push(start.elapsed());
+            wait_for(&mut carol_seen, |s| s.texts > i).await;
+            t.0.entry("message (Bob and Carol)")
+                .or_default()
+                .push(start.elapsed());
+        }
+    });
+
+    // Raw OpenMLS, same run, same group size: Alice's operation plus Bob's processing.
+    let kps: Vec<KeyPackage> = (0..members)
+        .map(|i| key_package(&format!("r{i}")))
+        .collect();
+    let mut raw_t = Timings::default();
+    let mut raw_side = Raw::new(members, &kps, &mut raw_t);
+    for i in 0..reps {
+        let x = key_package(&format!("x{i}"));
+        raw_t.time("add 1", || {
+            let c = raw_side.add(&x);
+            raw_side.process(&c)
+        });
+        raw_t.time("remove 1", || {
+            let c = raw_side.remove(&x);
+            raw_side.process(&c)
+        });
+        raw_t.time("message (Bob)", || {
+            let m = raw_side.send();
+            raw_side.process(&m)
+        });
+    }
+
+    build.sort();
+    println!(
+        "\n{members} members through a delivery node ({backend}), {reps} repetitions; \
+         latency from Alice's call until Bob has processed it"
+    );
+    println!(
+        "{:<26} {:>10} {:>10} {:>10}   {:>14}",
+        "operation", "p50", "p99", "max", "raw OpenMLS p50"
+    );
+    println!(
+        "{:<26} {:>10} {:>10} {:>10}   {:>14}",
+        format!("add {BUILD_BATCH} (building)"),
+        ms(percentile(&build, 0.5)),
+        ms(percentile(&build, 0.99)),
+        ms(*build.last().unwrap()),
+        "-"
+    );
+    for op in [
+        "add 1",
+        "remove 1",
+        "message (Bob)",
+        "message (Bob and Carol)",
+    ] {
+        let mut v = t.0[op].clone();
+        v.sort();
+        let raw = raw_t.median(op).map_or("-".into(), ms);
+        println!(
+            "{op:<26} {:>10} {:>10} {:>10}   {raw:>14}",
+            ms(percentile(&v, 0.5)),
+            ms(percentile(&v, 0.99)),
+            ms(*v.last().unwrap())
+        );
+    }
+    drop(node);
+}
