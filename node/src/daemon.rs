@@ -29,7 +29,8 @@ pub const SOCKET: &str = "daemon.sock";
 
 /// Reconnection backoff: from the first delay, doubling, up to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(15));
-/// How often the mailbox is read even without a push (a Welcome pushed while we were away).
+/// How often the mailbox is read even without a push (a push can be missed), and the stock of
+/// our KeyPackages on the node checked.
 const MAILBOX_POLL: Duration = Duration::from_secs(30);
 /// Events sent per read while streaming a subscription.
 const EVENT_BATCH: u32 = 500;
@@ -156,7 +157,11 @@ impl Actor {
                 Work::Reconnect => self.reconnect().await,
                 Work::PollMailbox => {
                     if let Some(Link::Online(online)) = &mut self.link {
-                        let result = online.read_mailbox().await.map(|_| ());
+                        let result = match online.read_mailbox().await {
+                            // Others claim our KeyPackages without telling us: check the stock.
+                            Ok(_) => online.top_up_key_packages().await,
+                            Err(e) => Err(e),
+                        };
                         self.after(result);
                     }
                 }

@@ -374,6 +374,10 @@ impl Online {
             let ack = Request::AckMailbox { up_to: last };
             self.connection.request(&ack).await?;
         }
+        if !joined.is_empty() {
+            // Each join used one of our KeyPackages.
+            self.top_up_key_packages().await?;
+        }
         Ok(joined)
     }
 

@@ -223,3 +223,105 @@ fn killing_a_peer_mid_stream_loses_nothing_acknowledged_and_shows_nothing_twice(
     assert_no_duplicates(&seen);
     eventually("bob and alice agree", || peers[1].read(&id) == alice_view());
 }
+
+#[test]
+fn a_front_end_resumes_events_after_the_last_id_it_saw() {
+    let node = Node::start();
+    let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
+    let bob = &peers[1];
+    send(&peers[0], &id, "one");
+    eventually("bob has it", || bob.read(&id).len() == 1);
+    let events = bob.rpc("events", json!({"after": 0}));
+    let last = events.as_array().unwrap().last().unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    // The front end goes away; meanwhile two more messages arrive.
+    send(&peers[0], &id, "two");
+    send(&peers[2], &id, "three");
+    eventually("bob has them", || bob.read(&id).len() == 3);
+    // It comes back and subscribes after the last id it saw: exactly what it missed, then live.
+    let socket = node.dir.path().join("peers/bob/daemon.sock");
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream.try_clone().unwrap()));
+    let mut writer = stream;
+    let subscribe =
+        json!({"jsonrpc": "2.0", "id": 7, "method": "subscribe", "params": {"after": last}});
+    std::io::Write::write_all(&mut writer, format!("{subscribe}\n").as_bytes()).unwrap();
+    let mut next = || -> Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    assert_eq!(next()["id"], 7);
+    let mut texts = Vec::new();
+    while texts.len() < 2 {
+        let note = next();
+        assert_eq!(note["method"], "event");
+        assert!(note["params"]["id"].as_i64().unwrap() > last);
+        if note["params"]["kind"] == "text" {
+            texts.push(note["params"]["body"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(texts, ["two", "three"]);
+    send(&peers[0], &id, "four");
+    loop {
+        let note = next();
+        if note["params"]["kind"] == "text" {
+            assert_eq!(
+                note["params"]["body"], "four",
+                "a live event after the backlog"
+            );
+            break;
+        }
+    }
+}
+
+#[test]
+fn the_daemon_api_answers_bad_requests_with_errors_and_keeps_serving() {
+    let node = Node::start();
+    let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
+    let alice = &peers[0];
+    let socket = node.dir.path().join("peers/alice/daemon.sock");
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream.try_clone().unwrap()));
+    let mut writer = stream;
+    let mut ask = |line: &str| -> Value {
+        std::io::Write::write_all(&mut writer, format!("{line}\n").as_bytes()).unwrap();
+        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap()
+    };
+    assert_eq!(ask("{not json")["error"]["code"], -32700);
+    assert_eq!(ask(r#"{"jsonrpc":"2.0","id":1}"#)["error"]["code"], -32600);
+    assert_eq!(
+        ask(r#"{"jsonrpc":"2.0","id":2,"method":"nope"}"#)["error"]["code"],
+        -32601
+    );
+    let wrong = ask(r#"{"jsonrpc":"2.0","id":3,"method":"send","params":{"group":1}}"#);
+    assert_eq!(wrong["error"]["code"], -32602);
+    let unknown =
+        ask(r#"{"jsonrpc":"2.0","id":4,"method":"send","params":{"group":"nowhere","text":"x"}}"#);
+    assert_eq!(unknown["error"]["data"]["kind"], "unknown");
+    let stranger = ask(
+        r#"{"jsonrpc":"2.0","id":5,"method":"group.add","params":{"group":"team","who":["mallory"]}}"#,
+    );
+    assert_eq!(stranger["error"]["data"]["kind"], "unknown");
+    // The same connection, and the group, still work.
+    let ok = ask(&json!({"jsonrpc": "2.0", "id": 6, "method": "send", "params": {"group": id, "text": "still here"}}).to_string());
+    assert_eq!(ok["result"]["posted"], true);
+    eventually("bob reads it", || {
+        peers[1].read(&id) == ["alice: still here"]
+    });
+    assert_eq!(alice.read(&id), ["alice: still here"]);
+}
+
+#[test]
+fn the_demo_plays_to_the_end() {
+    mlschat_tests::bin_dir();
+    let output = std::process::Command::new(mlschat_tests::bin_dir().join("mlschat"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the demo failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("every member holds the same epoch authenticator"));
+    assert!(stdout.contains("carol can read the surprise: false"));
+}
