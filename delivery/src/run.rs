@@ -79,6 +79,7 @@ pub async fn run(
     let serving = tokio::spawn(serve(endpoint.clone(), node.clone()));
     let retention = Duration::from_secs(config.limits.mailbox_retention_days * 86_400);
     let purging = tokio::spawn(purge_mailboxes(node.clone(), retention));
+    let counting = tokio::spawn(refresh_totals(node.clone()));
 
     shutdown.await;
     tracing::info!("draining");
@@ -92,10 +93,22 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     serving.abort();
     purging.abort();
+    counting.abort();
     let _ = stop_admin.send(());
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every 15 seconds, refreshes the metrics that need a query (a scrape never waits on one).
+async fn refresh_totals(node: Arc<Node>) {
+    let mut every = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        every.tick().await;
+        if let Err(e) = node.refresh_totals().await {
+            tracing::warn!(error = %e, "counting stored bytes and KeyPackages failed");
+        }
+    }
 }
 
 /// Hourly, deletes mailbox entries older than the retention period.

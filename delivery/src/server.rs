@@ -95,6 +95,8 @@ struct Metrics {
     requests: prometheus::IntCounterVec,
     latency: prometheus::HistogramVec,
     connections: prometheus::IntGauge,
+    stored_bytes: prometheus::IntGauge,
+    key_packages: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -113,10 +115,22 @@ impl Metrics {
         .expect("valid metric");
         let connections = prometheus::IntGauge::new("mlschat_connections", "Open QUIC connections")
             .expect("valid metric");
+        let gauge =
+            |name: &str, help: &str| prometheus::IntGauge::new(name, help).expect("valid metric");
+        let stored_bytes = gauge(
+            "mlschat_stored_bytes",
+            "Bytes the database holds (Postgres database size, or SQLite file pages)",
+        );
+        let key_packages = gauge(
+            "mlschat_key_packages",
+            "Unexpired one-time KeyPackages in stock, all owners",
+        );
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(connections.clone()),
+            Box::new(stored_bytes.clone()),
+            Box::new(key_packages.clone()),
         ] {
             registry.register(metric).expect("unique metric names");
         }
@@ -125,6 +139,8 @@ impl Metrics {
             requests,
             latency,
             connections,
+            stored_bytes,
+            key_packages,
         }
     }
 }
@@ -341,6 +357,15 @@ impl Node {
                 queues.push(pushes.clone());
             }
         }
+    }
+
+    /// Refreshes the gauges that need a query (stored bytes, KeyPackage stock).
+    pub async fn refresh_totals(&self) -> Result<(), StorageError> {
+        let totals = self.db.totals(unix_now()).await?;
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.stored_bytes.set(gauge(totals.stored_bytes));
+        self.metrics.key_packages.set(gauge(totals.key_packages));
+        Ok(())
     }
 
     pub fn database(&self) -> &Database {

@@ -243,6 +243,8 @@ async fn invite_only_registration_and_admin_endpoints() {
         metrics.contains("mlschat_requests_total{kind=\"register\",result=\"InviteRequired\"}")
     );
     assert!(metrics.contains("mlschat_requests_total{kind=\"register\",result=\"ok\"} 1"));
+    assert!(metrics.contains("mlschat_stored_bytes "));
+    assert!(metrics.contains("mlschat_key_packages "));
 }
 
 #[tokio::test]

@@ -33,6 +33,13 @@ pub enum StorageError {
     NewerSchema { found: i64, known: i64 },
 }
 
+/// What the node holds (see [`Database::totals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub stored_bytes: u64,
+    pub key_packages: u64,
+}
+
 /// A connection pool to one of the two backends.
 #[derive(Debug, Clone)]
 pub enum Database {
@@ -78,6 +85,34 @@ impl Database {
             .await
             .map(|_| ()))?;
         Ok(())
+    }
+
+    /// What the node holds, for its metrics: bytes on disk (the Postgres database, or the SQLite
+    /// file's pages) and unexpired one-time KeyPackages, all owners together.
+    pub async fn totals(&self, now: u64) -> Result<Totals, StorageError> {
+        const STOCK: &str = "SELECT count(*) FROM key_packages WHERE not_after >= $1";
+        let stored_bytes: i64 =
+            match self {
+                Database::Postgres(pool) => {
+                    sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                        .fetch_one(pool)
+                        .await?
+                }
+                Database::Sqlite(pool) => sqlx::query_scalar(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                )
+                .fetch_one(pool)
+                .await?,
+            };
+        let now = to_db(now);
+        let key_packages: i64 = with_pool!(self, |pool| sqlx::query_scalar(STOCK)
+            .bind(now)
+            .fetch_one(pool)
+            .await)?;
+        Ok(Totals {
+            stored_bytes: from_db(stored_bytes),
+            key_packages: from_db(key_packages),
+        })
     }
 
     pub fn backend(&self) -> &'static str {
