@@ -184,6 +184,16 @@ impl PeerProcess {
         Ok(String::from_utf8(output.stdout)?)
     }
 
+    /// Starts `mlschat ARGS` for this profile with piped stdin and stdout (e.g. `chat`).
+    pub fn spawn(&self, args: &[&str]) -> anyhow::Result<Child> {
+        Ok(self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?)
+    }
+
     /// The invite code others add us with.
     pub fn invite(&self) -> anyhow::Result<String> {
         let out: Value = serde_json::from_str(&self.cli(&["invite"])?)?;

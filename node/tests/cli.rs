@@ -754,3 +754,40 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+#[test]
+fn a_contact_whose_key_changes_is_flagged_never_replaced() {
+    let world = World::new();
+    let node = "127.0.0.1:4433";
+    let pin = "ab".repeat(32);
+    let alice = world.peer("alice");
+    alice.ok(&["home", "set", node, &pin]);
+    // Two profiles that both call themselves bob/dev: the real one and an impostor.
+    let profile = |name: &str| {
+        let peer = Peer {
+            world: &world,
+            name: name.into(),
+        };
+        peer.ok(&["init", "--user", "bob", "--device", "dev"]);
+        peer.ok(&["home", "set", node, &pin]);
+        peer
+    };
+    let (bob, impostor) = (profile("bob"), profile("impostor"));
+    let code = |peer: &Peer| peer.ok(&["invite"]).lines().next().unwrap().to_owned();
+    alice.ok(&["contact", "add", &code(&bob)]);
+    alice.ok(&["contact", "add", &code(&bob)]); // the same code again is fine
+    let stderr = alice.fails(10, &["contact", "add", &code(&impostor)]);
+    assert!(stderr.contains("flagged"), "{stderr}");
+    let contacts: Value =
+        serde_json::from_str(&alice.ok(&["-o", "json", "contact", "list"])).unwrap();
+    let bob_row = &contacts.as_array().unwrap()[0];
+    assert_eq!(bob_row["name"], "bob/dev");
+    assert!(bob_row["flagged"].as_str().unwrap().contains("another key"));
+    // The key we trusted is kept, and a flagged contact is not used until checked.
+    let fingerprint = bob.ok(&["-o", "json", "whoami"]);
+    let fingerprint: Value = serde_json::from_str(&fingerprint).unwrap();
+    assert_eq!(bob_row["fingerprint"], fingerprint["fingerprint"]);
+    // A malformed code is refused with a clear error.
+    let stderr = alice.fails(3, &["contact", "add", "mlschat:invite?name=x"]);
+    assert!(stderr.contains("not a valid invite code"), "{stderr}");
+}

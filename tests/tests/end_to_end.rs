@@ -325,3 +325,44 @@ fn the_demo_plays_to_the_end() {
     assert!(stdout.contains("every member holds the same epoch authenticator"));
     assert!(stdout.contains("carol can read the surprise: false"));
 }
+
+#[test]
+fn chat_sends_each_line_typed_and_prints_what_arrives() {
+    use std::io::{BufRead, Write};
+    let node = Node::start();
+    let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
+    let mut chat = peers[1].spawn(&["chat", &id]).unwrap();
+    let mut typing = chat.stdin.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = chat.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    writeln!(typing, "typed in the terminal").unwrap();
+    eventually("alice reads bob's line", || {
+        peers[0]
+            .read(&id)
+            .contains(&"bob: typed in the terminal".to_owned())
+    });
+    send(&peers[0], &id, "and back");
+    let shown = |want: &str| loop {
+        let line = lines
+            .recv_timeout(mlschat_node::cluster::PATIENCE)
+            .expect("chat printed nothing");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["body"] == want {
+            break event;
+        }
+    };
+    let echoed = shown("typed in the terminal");
+    assert_eq!(echoed["sender"], "bob/laptop");
+    let arrived = shown("and back");
+    assert_eq!(arrived["sender"], "alice/laptop");
+    drop(typing); // end of input ends the chat
+    assert!(chat.wait().unwrap().success());
+}

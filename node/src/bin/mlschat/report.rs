@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use mlschat_node::engine::{Incoming, MemberInfo, display_member};
+use mlschat_node::identity::Fingerprint;
 use mlschat_node::profile::{
     GroupSummary, HistoryEntry, Home, InviteCode, Outgoing, Profile, Received, Unsent,
     describe_commit,
@@ -107,7 +108,17 @@ impl Report {
 
     pub fn invite(&self, code: &InviteCode, qr: bool) -> anyhow::Result<()> {
         let text = code.to_string();
-        self.emit(false, || text.clone(), || json!({"code": text}));
+        let fingerprint = Fingerprint::of_signature_key(&code.signature_key);
+        self.emit(
+            false,
+            || {
+                format!(
+                    "{text}\n{}: {fingerprint} (compare it with theirs)",
+                    code.name
+                )
+            },
+            || json!({"code": text, "fingerprint": fingerprint.to_hex()}),
+        );
         if qr && !self.json {
             print_qr(&text)?;
         }
