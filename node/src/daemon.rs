@@ -41,6 +41,8 @@ pub struct RpcError {
     pub code: i64,
     pub message: String,
     pub kind: &'static str,
+    /// The connection to the delivery node is gone (go offline), as opposed to a refusal.
+    pub disconnected: bool,
 }
 
 impl RpcError {
@@ -49,6 +51,7 @@ impl RpcError {
             code: -32602,
             message: format!("invalid params: {e}"),
             kind: "invalid_input",
+            disconnected: false,
         }
     }
 
@@ -68,6 +71,7 @@ impl From<OnlineError> for RpcError {
             code: -32000,
             message: e.to_string(),
             kind,
+            disconnected: e.is_disconnect(),
         }
     }
 }
@@ -265,6 +269,7 @@ impl Actor {
                 code: -32001,
                 message: format!("not connected to the delivery node ({why}); retrying"),
                 kind: "delivery",
+                disconnected: false,
             }),
         }
     }
@@ -272,7 +277,7 @@ impl Actor {
     async fn call(&mut self, method: &str, params: Value) -> Result<Value, RpcError> {
         let result = self.dispatch(method, params).await;
         if let Err(e) = &result
-            && e.kind == "delivery"
+            && e.disconnected
             && let Some(Link::Online(_)) = &self.link
         {
             self.go_offline(e.message.clone());
@@ -419,6 +424,7 @@ impl Actor {
                     code: -32601,
                     message: format!("no method {method:?}"),
                     kind: "invalid_input",
+                    disconnected: false,
                 });
             }
         })
@@ -471,6 +477,7 @@ impl Handle {
             code: -32002,
             message: "the daemon is stopping".into(),
             kind: "failure",
+            disconnected: false,
         };
         self.work
             .send(Work::Call {

@@ -366,3 +366,45 @@ fn chat_sends_each_line_typed_and_prints_what_arrives() {
     drop(typing); // end of input ends the chat
     assert!(chat.wait().unwrap().success());
 }
+
+#[test]
+fn a_committer_killed_mid_commit_recovers_its_pending_commit_from_the_log() {
+    let node = Node::start();
+    let (mut peers, id) = group_of(&node, &["alice", "bob", "carol"]);
+    // Three times: Alice commits in a loop and is SIGKILLed at some point of one commit (made,
+    // posted, accepted, merged: whichever). On restart the log decides what became of it.
+    for round in 0..3 {
+        let killed_at = std::thread::scope(|s| {
+            let alice = &peers[0];
+            let id = &id;
+            let committer = s.spawn(move || {
+                let mut done = 0;
+                while alice.try_call("group.update", json!({"group": id})).is_ok() {
+                    done += 1;
+                }
+                done
+            });
+            let start = peers[1].group(&id).unwrap()["epoch"].as_u64().unwrap();
+            eventually("alice is committing", || {
+                peers[1].group(&id).unwrap()["epoch"].as_u64().unwrap() >= start + 2 + round
+            });
+            signal(peers[0].pid().unwrap(), libc::SIGKILL);
+            committer.join().unwrap()
+        });
+        peers[0].kill();
+        peers[0].start().unwrap();
+        let all = [&peers[0], &peers[1], &peers[2]];
+        let epoch = converged(&all, &id);
+        assert!(epoch > killed_at as u64, "round {round}: epoch {epoch}");
+        // Nothing is stuck: Alice commits and talks again, and everyone follows.
+        peers[0].rpc("group.update", json!({"group": id}));
+        send(&peers[0], &id, &format!("after crash {round}"));
+        converged(&all, &id);
+        for peer in all {
+            eventually("everyone reads alice", || {
+                peer.read(&id)
+                    .contains(&format!("alice: after crash {round}"))
+            });
+        }
+    }
+}

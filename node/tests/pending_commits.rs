@@ -1,0 +1,197 @@
+//! Our commits while they wait for the delivery node to order them, and after a crash: the log
+//! decides. No network here: the node's log is played by hand, entry by entry.
+
+use mlschat_node::identity::DeviceName;
+use mlschat_node::profile::{Intent, LogEntry, LogOutcome, Profile};
+use mlschat_wire::EntryKind;
+use openmls::prelude::GroupId;
+
+struct Member {
+    dir: tempfile::TempDir,
+    profile: Option<Profile>,
+}
+
+impl Member {
+    fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let device = DeviceName::new(name, "dev").unwrap();
+        let profile = Profile::create(dir.path(), device, None).unwrap();
+        Self {
+            dir,
+            profile: Some(profile),
+        }
+    }
+
+    fn p(&mut self) -> &mut Profile {
+        self.profile.as_mut().unwrap()
+    }
+
+    /// Drops the profile without any goodbye, as a killed process would, and opens it again.
+    fn crash_and_reopen(&mut self) {
+        self.profile = None;
+        self.profile = Some(Profile::open(self.dir.path(), None).unwrap());
+    }
+
+    fn state(&mut self, group: &str) -> (u64, String) {
+        let id = self.p().find_group(group).unwrap();
+        let summary = self
+            .p()
+            .groups()
+            .unwrap()
+            .into_iter()
+            .find(|g| g.id == hex::encode(id.as_slice()))
+            .unwrap();
+        (summary.epoch, summary.epoch_authenticator)
+    }
+}
+
+fn commit_entry(seq: u64, epoch: u64, message: Vec<u8>) -> LogEntry {
+    LogEntry {
+        seq,
+        epoch,
+        kind: EntryKind::Commit,
+        message,
+    }
+}
+
+/// Alice's hosted group with Bob in it, both at epoch 1.
+fn pair() -> (Member, Member, GroupId, String) {
+    let (mut alice, mut bob) = (Member::new("alice"), Member::new("bob"));
+    let (_, group_id, _) = alice.p().create_hosted_group("g").unwrap();
+    let id = GroupId::from_slice(&group_id);
+    let kp = bob.p().new_key_package(false).unwrap();
+    let add = Intent::Add {
+        key_packages: vec![kp],
+    };
+    let pending = alice.p().prepare_commit("g", &add).unwrap().unwrap();
+    alice.p().confirm_commit(&id, 1).unwrap();
+    let joined = bob
+        .p()
+        .join_hosted(
+            1,
+            &group_id,
+            pending.welcome.as_ref().unwrap(),
+            pending.ratchet_tree.as_ref().unwrap(),
+        )
+        .unwrap();
+    assert!(joined.is_ok(), "{joined:?}");
+    let handle = hex::encode(&group_id);
+    bob.p().rename_group(&handle, "g").unwrap();
+    assert_eq!(alice.state("g"), bob.state("g"));
+    (alice, bob, id, handle)
+}
+
+#[test]
+fn a_commit_accepted_before_a_crash_is_recognised_in_the_log_and_merged() {
+    let (mut alice, mut bob, id, _) = pair();
+    let pending = alice
+        .p()
+        .prepare_commit("g", &Intent::Update)
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.epoch, 1);
+    // The node took it (seq 2), and Alice died before she heard so.
+    alice.crash_and_reopen();
+    assert!(
+        alice.p().pending_commit(&id).unwrap().is_some(),
+        "pending survives"
+    );
+    let entry = commit_entry(2, 1, pending.message.clone());
+    let outcomes = alice
+        .p()
+        .receive_log(&id, std::slice::from_ref(&entry))
+        .unwrap();
+    assert!(
+        matches!(outcomes[..], [LogOutcome::Confirmed]),
+        "{outcomes:?}"
+    );
+    let outcomes = bob.p().receive_log(&id, &[entry]).unwrap();
+    assert!(
+        matches!(outcomes[..], [LogOutcome::Received(_)]),
+        "{outcomes:?}"
+    );
+    assert_eq!(alice.state("g").0, 2);
+    assert_eq!(alice.state("g"), bob.state("g"));
+    assert!(alice.p().pending_commit(&id).unwrap().is_none());
+}
+
+#[test]
+fn a_commit_that_lost_its_epoch_is_dropped_and_its_intent_handed_back() {
+    let (mut alice, mut bob, id, _) = pair();
+    alice
+        .p()
+        .prepare_commit("g", &Intent::Update)
+        .unwrap()
+        .unwrap();
+    // Bob's commit for the same epoch reached the node first.
+    let bobs = bob
+        .p()
+        .prepare_commit("g", &Intent::Update)
+        .unwrap()
+        .unwrap();
+    bob.p().confirm_commit(&id, 2).unwrap();
+    alice.crash_and_reopen();
+    let outcomes = alice
+        .p()
+        .receive_log(&id, &[commit_entry(2, 1, bobs.message)])
+        .unwrap();
+    assert!(
+        matches!(&outcomes[..], [LogOutcome::Lost(Intent::Update)]),
+        "{outcomes:?}"
+    );
+    assert!(alice.p().pending_commit(&id).unwrap().is_none());
+    assert_eq!(alice.state("g"), bob.state("g"), "alice applied the winner");
+    // Made again at the new epoch, her intent goes through.
+    let again = alice
+        .p()
+        .prepare_commit("g", &Intent::Update)
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.epoch, 2);
+    alice.p().confirm_commit(&id, 3).unwrap();
+    bob.p()
+        .receive_log(&id, &[commit_entry(3, 2, again.message)])
+        .unwrap();
+    assert_eq!(alice.state("g"), bob.state("g"));
+}
+
+#[test]
+fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
+    let (mut alice, mut bob, id, _) = pair();
+    alice.p().send_hosted("g", "hello").unwrap();
+    let queued = alice.p().next_hosted_unsent().unwrap().unwrap();
+    // Bob's commit moves the group on before the node takes Alice's text.
+    let bobs = bob
+        .p()
+        .prepare_commit("g", &Intent::Update)
+        .unwrap()
+        .unwrap();
+    bob.p().confirm_commit(&id, 2).unwrap();
+    alice
+        .p()
+        .receive_log(&id, &[commit_entry(2, 1, bobs.message)])
+        .unwrap();
+    let again = alice.p().encrypt_again(queued.seq).unwrap();
+    assert_eq!(again.outbox.len(), 1);
+    let requeued = alice.p().next_hosted_unsent().unwrap().unwrap();
+    assert_ne!(requeued.message, queued.message, "a new ciphertext");
+    alice.p().mark_posted(requeued.seq, 3).unwrap();
+    let message = LogEntry {
+        seq: 3,
+        epoch: 2,
+        kind: EntryKind::Message,
+        message: requeued.message,
+    };
+    bob.p().receive_log(&id, &[message]).unwrap();
+    let texts = |m: &mut Member| -> Vec<String> {
+        m.p()
+            .history("g", 100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "text")
+            .map(|e| e.body)
+            .collect()
+    };
+    assert_eq!(texts(&mut alice), ["hello"], "one history row, not two");
+    assert_eq!(texts(&mut bob), ["hello"]);
+}
