@@ -384,9 +384,9 @@ fn a_committer_killed_mid_commit_recovers_its_pending_commit_from_the_log() {
                 }
                 done
             });
-            let start = peers[1].group(&id).unwrap()["epoch"].as_u64().unwrap();
+            let start = peers[1].group(id).unwrap()["epoch"].as_u64().unwrap();
             eventually("alice is committing", || {
-                peers[1].group(&id).unwrap()["epoch"].as_u64().unwrap() >= start + 2 + round
+                peers[1].group(id).unwrap()["epoch"].as_u64().unwrap() >= start + 2 + round
             });
             signal(peers[0].pid().unwrap(), libc::SIGKILL);
             committer.join().unwrap()
