@@ -439,7 +439,7 @@ impl Database {
 
 /// Why the compare-and-set found nothing to update.
 /// [`Database::post_messages`] on Postgres in one statement, so a batch costs one round trip
-/// rather than two per post. Same rules as [`ADVANCE`]: each group's row is moved once by the
+/// (no BEGIN and COMMIT around it) rather than two per post. Same rules as [`ADVANCE`]: each group's row is moved once by the
 /// number of accepted posts, and only if it is still at their epoch when the row lock is held (a
 /// commit racing in re-evaluates the condition), so no message lands after the epoch it was sent
 /// in. Refused posts (rare) then learn why with a query each.
@@ -471,7 +471,7 @@ async fn post_messages_postgres(
         SELECT ord, seq FROM numbered";
     let column = |f: fn(&NewMessage) -> Vec<u8>| posts.iter().map(f).collect::<Vec<_>>();
     let epochs: Vec<i64> = posts.iter().map(|p| to_db(p.epoch)).collect();
-    let mut tx = pool.begin().await?;
+    // One statement is one transaction (autocommit): atomic, and durable before it returns.
     let accepted: Vec<(i64, i64)> = sqlx::query_as(BATCH)
         .bind(column(|p| p.group_id.clone()))
         .bind(&epochs)
@@ -479,7 +479,7 @@ async fn post_messages_postgres(
         .bind(column(|p| p.message.clone()))
         .bind(kind_code(EntryKind::Message) as i16)
         .bind(now)
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?;
     let mut seqs = vec![None; posts.len()];
     for (ord, seq) in accepted {
@@ -496,13 +496,12 @@ async fn post_messages_postgres(
                 let current: Option<i64> =
                     sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
                         .bind(&post.group_id)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(pool)
                         .await?;
                 Err(refusal(current, to_db(post.epoch)))
             }
         });
     }
-    tx.commit().await?;
     Ok(results)
 }
 
