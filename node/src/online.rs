@@ -112,7 +112,8 @@ impl Online {
     pub async fn start(&mut self) -> Result<(), OnlineError> {
         self.top_up_key_packages().await?;
         for (id, _) in self.profile.hosted_groups()? {
-            self.subscribe(&id).await?;
+            let subscribed = self.subscribe(&id).await;
+            per_group(&id, subscribed)?;
         }
         self.catch_up().await
     }
@@ -151,14 +152,32 @@ impl Online {
 
     /// Creates a group on our node.
     pub async fn create_group(&mut self, name: &str) -> Result<GroupSummary, OnlineError> {
-        let (summary, group_id, token_hash) = self.profile.create_hosted_group(name)?;
-        let create = Request::CreateGroup(CreateGroup {
-            group_id: group_id.clone().into(),
-            token_hash,
-        });
-        self.connection.request(&create).await?;
-        self.subscribe(&GroupId::from_slice(&group_id)).await?;
+        let (summary, group_id) = self.profile.create_hosted_group(name)?;
+        let id = GroupId::from_slice(&group_id);
+        self.register_group(&id).await?;
+        self.subscribe(&id).await?;
         Ok(summary)
+    }
+
+    /// Creates the log of our new group (still at epoch 0) on the node.
+    async fn register_group(&mut self, id: &GroupId) -> Result<(), OnlineError> {
+        let (epoch, token) = self.profile.group_token(id)?;
+        if epoch != 0 {
+            return Err(ProfileError::Corrupt(format!(
+                "group {} is at epoch {epoch} but unknown to the delivery node",
+                hex::encode(id.as_slice())
+            ))
+            .into());
+        }
+        let create = Request::CreateGroup(CreateGroup {
+            group_id: id.as_slice().into(),
+            token_hash: mlschat_wire::token::token_hash(&token),
+        });
+        match self.connection.request(&create).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(ErrorCode::GroupExists) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Adds contacts (by name) in one commit, claiming one KeyPackage of each.
@@ -320,13 +339,15 @@ impl Online {
         self.read_mailbox().await?;
         let mut todo = Vec::new();
         for (id, _) in self.profile.hosted_groups()? {
-            for intent in self.sync_group(&id).await? {
+            let synced = self.sync_group(&id).await;
+            for intent in per_group(&id, synced)?.unwrap_or_default() {
                 todo.push((id.clone(), intent));
             }
         }
         for (id, intent) in todo {
             let handle = hex::encode(id.as_slice());
-            self.commit(&handle, intent).await?;
+            let committed = self.commit(&handle, intent).await;
+            per_group(&id, committed)?;
         }
         self.post_outbox().await
     }
@@ -395,8 +416,16 @@ impl Online {
                 after_seq: cursor,
                 limit: FETCH_LIMIT,
             });
-            let Response::GroupEntries { entries } = self.connection.request(&fetch).await? else {
-                return Err(QuicError::Unexpected("no entries".into()).into());
+            let entries = match self.connection.request(&fetch).await {
+                Ok(Response::GroupEntries { entries }) => entries,
+                Ok(other) => return Err(QuicError::Unexpected(format!("{other:?}")).into()),
+                // Our group's creation never reached the node (we were cut off after making
+                // it): create it there now.
+                Err(e) if e.code() == Some(ErrorCode::UnknownGroup) && cursor == 0 => {
+                    self.register_group(id).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             };
             if entries.is_empty() {
                 break;
@@ -466,6 +495,20 @@ impl Online {
                 Ok(())
             }
             Push::Mailbox(_) => self.read_mailbox().await.map(|_| ()),
+        }
+    }
+}
+
+/// One group's trouble must not stop the others: a refusal is logged and skipped, a lost
+/// connection stops everything (it is retried on reconnection).
+fn per_group<T>(id: &GroupId, result: Result<T, OnlineError>) -> Result<Option<T>, OnlineError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.is_disconnect() => Err(e),
+        Err(e) => {
+            let group = hex::encode(id.as_slice());
+            tracing::warn!(%group, error = %e, "group skipped while catching up");
+            Ok(None)
         }
     }
 }

@@ -57,7 +57,7 @@ fn commit_entry(seq: u64, epoch: u64, message: Vec<u8>) -> LogEntry {
 /// Alice's hosted group with Bob in it, both at epoch 1.
 fn pair() -> (Member, Member, GroupId, String) {
     let (mut alice, mut bob) = (Member::new("alice"), Member::new("bob"));
-    let (_, group_id, _) = alice.p().create_hosted_group("g").unwrap();
+    let (_, group_id) = alice.p().create_hosted_group("g").unwrap();
     let id = GroupId::from_slice(&group_id);
     let kp = bob.p().new_key_package(false).unwrap();
     let add = Intent::Add {

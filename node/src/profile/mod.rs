@@ -310,6 +310,11 @@ impl Profile {
 
     /// Creates a group with us as its only member.
     pub fn create_group(&mut self, name: &str) -> Result<GroupSummary, ProfileError> {
+        self.create_group_as(name, false)
+    }
+
+    /// Creates a group, kept in files or (`hosted`) on our delivery node, in one transaction.
+    fn create_group_as(&mut self, name: &str, hosted: bool) -> Result<GroupSummary, ProfileError> {
         validate_group_name(name)?;
         if self.find_group(name).is_ok() {
             return Err(ProfileError::WrongKind(format!(
@@ -326,8 +331,20 @@ impl Profile {
         let me = self.me();
         let group = self.store.transaction(|| {
             let group = self.engine.create_group(&provider, id.clone())?;
-            insert_group(self.store.conn(), &id, Some(name), false)?;
-            append_history(self.store.conn(), &id, 0, &me, "event", "created the group")?;
+            let conn = self.store.conn();
+            insert_group(conn, &id, Some(name), false)?;
+            append_history(conn, &id, 0, &me, "event", "created the group")?;
+            if hosted {
+                // The first row of the node's log comes after this one.
+                conn.execute(
+                    "UPDATE groups SET hosted = 1 WHERE group_id = ?1",
+                    [id.as_slice()],
+                )?;
+                conn.execute(
+                    "UPDATE messages SET log_seq = 0 WHERE group_id = ?1",
+                    [id.as_slice()],
+                )?;
+            }
             Ok::<_, ProfileError>(group)
         })?;
         self.groups.insert(id.clone(), group);

@@ -324,24 +324,14 @@ impl Profile {
         Ok(package)
     }
 
-    /// Creates a group whose log will live on our delivery node. Returns it and the hash of its
-    /// epoch-0 token, for the node.
+    /// Creates a group whose log will live on our delivery node. Returns it and its id.
     pub fn create_hosted_group(
         &mut self,
         name: &str,
-    ) -> Result<(GroupSummary, Vec<u8>, TokenHash), ProfileError> {
-        let summary = self.create_group(name)?;
-        let id = self.find_group(name)?;
-        self.store.transaction(|| {
-            let conn = self.store.conn();
-            conn.execute(
-                "UPDATE groups SET hosted = 1 WHERE group_id = ?1",
-                [id.as_slice()],
-            )?;
-            self.stamp_history(&id, 0, 0)
-        })?;
-        let (_, token) = self.group_token(&id)?;
-        Ok((summary, id.as_slice().to_vec(), token_hash(&token)))
+    ) -> Result<(GroupSummary, Vec<u8>), ProfileError> {
+        let summary = self.create_group_as(name, true)?;
+        let id = hex::decode(&summary.id).expect("our own hex");
+        Ok((summary, id))
     }
 
     pub fn is_hosted(&self, id: &GroupId) -> Result<bool, ProfileError> {
