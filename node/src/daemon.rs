@@ -109,8 +109,8 @@ enum Work {
         reply: oneshot::Sender<Result<Value, RpcError>>,
     },
     Push(Push),
-    /// The connection closed; go offline and try again later.
-    Disconnected,
+    /// Connection number `n` closed; if it is the current one, go offline and try again later.
+    Disconnected(u64),
     Reconnect,
     PollMailbox,
     Stop,
@@ -137,6 +137,8 @@ struct Actor {
     work: mpsc::Sender<Work>,
     latest_event: watch::Sender<i64>,
     backoff: Duration,
+    /// Numbers connections, so that the end of an old one is not taken for the current one's.
+    connection: u64,
 }
 
 impl Actor {
@@ -157,7 +159,10 @@ impl Actor {
                         self.after(result);
                     }
                 }
-                Work::Disconnected => self.go_offline("the connection closed".into()),
+                Work::Disconnected(n) if n == self.connection => {
+                    self.go_offline("the connection closed".into())
+                }
+                Work::Disconnected(_) => {}
                 Work::Reconnect => self.reconnect().await,
                 Work::PollMailbox => {
                     if let Some(Link::Online(online)) = &mut self.link {
@@ -245,8 +250,9 @@ impl Actor {
         };
         match Online::connect(profile).await {
             Ok(mut online) => {
+                self.connection += 1;
                 let started = online.start().await;
-                spawn_push_reader(&online, self.work.clone());
+                spawn_push_reader(&online, self.connection, self.work.clone());
                 self.link = Some(Link::Online(online));
                 self.backoff = BACKOFF.0;
                 tracing::info!("connected to the delivery node");
@@ -443,7 +449,7 @@ fn value(report: impl serde::Serialize) -> Value {
     serde_json::to_value(report).unwrap_or(Value::Null)
 }
 
-fn spawn_push_reader(online: &Online, work: mpsc::Sender<Work>) {
+fn spawn_push_reader(online: &Online, number: u64, work: mpsc::Sender<Work>) {
     let connection = online.connection().clone();
     tokio::spawn(async move {
         loop {
@@ -455,7 +461,7 @@ fn spawn_push_reader(online: &Online, work: mpsc::Sender<Work>) {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "push stream ended");
-                    let _ = work.send(Work::Disconnected).await;
+                    let _ = work.send(Work::Disconnected(number)).await;
                     return;
                 }
             }
@@ -504,6 +510,7 @@ pub async fn call_once(
         work,
         latest_event: watch::channel(0).0,
         backoff: BACKOFF.0,
+        connection: 0,
     };
     actor.reconnect().await;
     let result = actor.call(method, params).await;
@@ -526,6 +533,7 @@ pub async fn run(
         work: work.clone(),
         latest_event,
         backoff: BACKOFF.0,
+        connection: 0,
     };
     work.send(Work::Reconnect).await.ok();
     let handle = Handle {
