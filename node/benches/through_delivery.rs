@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench -p mlschat-node --bench through_delivery -- [--members 1000] [--reps 20]
+//! cargo bench -p mlschat-node --bench through_delivery -- --message-sizes 2,1000,10000
 //! ```
 //!
 //! A real `mlschat-delivery` process (Postgres at `DATABASE_URL` if set, else SQLite) serves
@@ -173,6 +174,10 @@ fn main() {
         match arg.as_str() {
             "--members" => members = args.next().unwrap().parse().unwrap(),
             "--reps" => reps = args.next().unwrap().parse().unwrap(),
+            "--message-sizes" => {
+                let sizes = args.next().unwrap();
+                return message_sizes(sizes.split(',').map(|n| n.parse().unwrap()));
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -348,4 +353,16 @@ fn main() {
         );
     }
     drop(node);
+}
+
+/// What the node stores for one message, by group size: the post is one row holding the
+/// MLSMessage as sent, so its length is the storage. Measured on raw OpenMLS groups with the
+/// same policy (padding included), for the same 5-byte text.
+fn message_sizes(sizes: impl Iterator<Item = usize>) {
+    for n in sizes {
+        let kps: Vec<KeyPackage> = (0..n).map(|i| key_package(&format!("s{i}"))).collect();
+        let mut group = Raw::new(n, &kps, &mut Timings::default());
+        let stored: Vec<usize> = (0..5).map(|_| group.send()[0].len()).collect();
+        println!("{n:>6} members: a message is stored as {stored:?} bytes");
+    }
 }

@@ -335,7 +335,7 @@ impl Actor {
         }
         Ok(match method {
             "status" => {
-                let online = match self.link.as_ref().expect("the link is always put back") {
+                let link = match self.link.as_ref().expect("the link is always put back") {
                     Link::Online(_) => json!({"connected": true}),
                     Link::Offline(_, why) => json!({"connected": false, "why": why}),
                 };
@@ -345,7 +345,7 @@ impl Actor {
                     "name": identity.name.to_string(),
                     "fingerprint": identity.fingerprint().to_hex(),
                     "home": profile.home()?.map(|h| h.address),
-                    "link": online,
+                    "link": link,
                 })
             }
             "groups" => value(&self.profile().groups()?),
