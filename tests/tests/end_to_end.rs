@@ -307,6 +307,29 @@ fn the_daemon_api_answers_bad_requests_with_errors_and_keeps_serving() {
         peers[1].read(&id) == ["alice: still here"]
     });
     assert_eq!(alice.read(&id), ["alice: still here"]);
+
+    // Only its owner may talk to a daemon.
+    use std::os::unix::fs::PermissionsExt;
+    let socket = node.dir.path().join("peers/alice/daemon.sock");
+    let mode = std::fs::metadata(socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The same API on stdin/stdout.
+    let dave = node.peer("dave");
+    let mut daemon = dave.spawn(&["daemon", "--stdio"]).unwrap();
+    let mut input = daemon.stdin.take().unwrap();
+    let stdout = std::io::BufReader::new(daemon.stdout.take().unwrap());
+    let mut output = std::io::BufRead::lines(stdout);
+    let status = json!({"jsonrpc": "2.0", "id": 9, "method": "status"});
+    std::io::Write::write_all(&mut input, format!("{status}\n").as_bytes()).unwrap();
+    let answer: Value = serde_json::from_str(&output.next().unwrap().unwrap()).unwrap();
+    assert_eq!(answer["id"], 9);
+    assert_eq!(answer["result"]["name"], "dave/laptop");
+    signal(daemon.id(), libc::SIGTERM);
+    assert!(
+        daemon.wait().unwrap().success(),
+        "SIGTERM stops the daemon cleanly"
+    );
 }
 
 #[test]

@@ -119,7 +119,8 @@ pub fn here(profile: Profile, method: &str, params: Value) -> anyhow::Result<Val
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 pub fn run_daemon(profile: Profile, dir: &Path, stdio: bool) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
         let socket = daemon::socket_path(dir);
         let shutdown = async {
             let mut term =
@@ -135,7 +136,10 @@ pub fn run_daemon(profile: Profile, dir: &Path, stdio: bool) -> anyhow::Result<(
         }
         daemon::run(profile, &socket, stdio, shutdown).await?;
         Ok(())
-    })
+    });
+    // A read of stdin may still be blocking a thread: do not wait for it.
+    runtime.shutdown_background();
+    result
 }
 
 async fn daemon_client(dir: &Path) -> anyhow::Result<DaemonClient> {
