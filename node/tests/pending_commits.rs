@@ -2,7 +2,7 @@
 //! decides. No network here: the node's log is played by hand, entry by entry.
 
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Intent, LogEntry, LogOutcome, Profile};
+use mlschat_node::profile::{Intent, LogEntry, LogOutcome, PendingCommit, Profile};
 use mlschat_wire::EntryKind;
 use openmls::prelude::GroupId;
 
@@ -32,6 +32,14 @@ impl Member {
         self.profile = Some(Profile::open(self.dir.path(), None).unwrap());
     }
 
+    /// Makes (and keeps as pending) a commit refreshing our keys in group "g".
+    fn update(&mut self) -> PendingCommit {
+        self.p()
+            .prepare_commit("g", &Intent::Update)
+            .unwrap()
+            .unwrap()
+    }
+
     fn state(&mut self, group: &str) -> (u64, String) {
         let id = self.p().find_group(group).unwrap();
         let summary = self
@@ -55,7 +63,7 @@ fn commit_entry(seq: u64, epoch: u64, message: Vec<u8>) -> LogEntry {
 }
 
 /// Alice's hosted group with Bob in it, both at epoch 1.
-fn pair() -> (Member, Member, GroupId, String) {
+fn pair() -> (Member, Member, GroupId) {
     let (mut alice, mut bob) = (Member::new("alice"), Member::new("bob"));
     let (_, group_id) = alice.p().create_hosted_group("g").unwrap();
     let id = GroupId::from_slice(&group_id);
@@ -75,20 +83,15 @@ fn pair() -> (Member, Member, GroupId, String) {
         )
         .unwrap();
     assert!(joined.is_ok(), "{joined:?}");
-    let handle = hex::encode(&group_id);
-    bob.p().rename_group(&handle, "g").unwrap();
+    bob.p().rename_group(&hex::encode(&group_id), "g").unwrap();
     assert_eq!(alice.state("g"), bob.state("g"));
-    (alice, bob, id, handle)
+    (alice, bob, id)
 }
 
 #[test]
 fn a_commit_accepted_before_a_crash_is_recognised_in_the_log_and_merged() {
-    let (mut alice, mut bob, id, _) = pair();
-    let pending = alice
-        .p()
-        .prepare_commit("g", &Intent::Update)
-        .unwrap()
-        .unwrap();
+    let (mut alice, mut bob, id) = pair();
+    let pending = alice.update();
     assert_eq!(pending.epoch, 1);
     // The node took it (seq 2), and Alice died before she heard so.
     alice.crash_and_reopen();
@@ -117,18 +120,10 @@ fn a_commit_accepted_before_a_crash_is_recognised_in_the_log_and_merged() {
 
 #[test]
 fn a_commit_that_lost_its_epoch_is_dropped_and_its_intent_handed_back() {
-    let (mut alice, mut bob, id, _) = pair();
-    alice
-        .p()
-        .prepare_commit("g", &Intent::Update)
-        .unwrap()
-        .unwrap();
+    let (mut alice, mut bob, id) = pair();
+    alice.update();
     // Bob's commit for the same epoch reached the node first.
-    let bobs = bob
-        .p()
-        .prepare_commit("g", &Intent::Update)
-        .unwrap()
-        .unwrap();
+    let bobs = bob.update();
     bob.p().confirm_commit(&id, 2).unwrap();
     alice.crash_and_reopen();
     let outcomes = alice
@@ -142,11 +137,7 @@ fn a_commit_that_lost_its_epoch_is_dropped_and_its_intent_handed_back() {
     assert!(alice.p().pending_commit(&id).unwrap().is_none());
     assert_eq!(alice.state("g"), bob.state("g"), "alice applied the winner");
     // Made again at the new epoch, her intent goes through.
-    let again = alice
-        .p()
-        .prepare_commit("g", &Intent::Update)
-        .unwrap()
-        .unwrap();
+    let again = alice.update();
     assert_eq!(again.epoch, 2);
     alice.p().confirm_commit(&id, 3).unwrap();
     bob.p()
@@ -157,15 +148,11 @@ fn a_commit_that_lost_its_epoch_is_dropped_and_its_intent_handed_back() {
 
 #[test]
 fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
-    let (mut alice, mut bob, id, _) = pair();
+    let (mut alice, mut bob, id) = pair();
     alice.p().send_hosted("g", "hello").unwrap();
     let queued = alice.p().next_hosted_unsent().unwrap().unwrap();
     // Bob's commit moves the group on before the node takes Alice's text.
-    let bobs = bob
-        .p()
-        .prepare_commit("g", &Intent::Update)
-        .unwrap()
-        .unwrap();
+    let bobs = bob.update();
     bob.p().confirm_commit(&id, 2).unwrap();
     alice
         .p()
