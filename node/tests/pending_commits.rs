@@ -2,7 +2,7 @@
 //! decides. No network here: the node's log is played by hand, entry by entry.
 
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Intent, LogEntry, LogOutcome, PendingCommit, Profile};
+use mlschat_node::profile::{Intent, LogEntry, LogOutcome, PendingCommit, Profile, ProfileError};
 use mlschat_wire::EntryKind;
 use openmls::prelude::GroupId;
 
@@ -181,4 +181,25 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
     };
     assert_eq!(texts(&mut alice), ["hello"], "one history row, not two");
     assert_eq!(texts(&mut bob), ["hello"]);
+}
+
+#[test]
+fn a_group_kept_in_files_is_refused_by_the_delivery_path() {
+    let mut alice = Member::new("alice");
+    alice.p().create_group("local").unwrap();
+    let refused = alice.p().send_hosted("local", "hi");
+    assert!(
+        matches!(refused, Err(ProfileError::WrongKind(_))),
+        "{refused:?}"
+    );
+    let refused = alice.p().prepare_commit("local", &Intent::Update);
+    assert!(
+        matches!(refused, Err(ProfileError::WrongKind(_))),
+        "{refused:?}"
+    );
+    assert!(alice.p().unsent().unwrap().is_empty(), "nothing was queued");
+    assert!(
+        alice.p().history("local", 10).unwrap().len() == 1,
+        "only the creation"
+    );
 }

@@ -344,6 +344,18 @@ impl Profile {
             .unwrap_or(false))
     }
 
+    /// A group on our delivery node, by name or id prefix; a group kept in files is refused.
+    fn hosted_group(&self, group: &str) -> Result<GroupId, ProfileError> {
+        let id = self.find_group(group)?;
+        if !self.is_hosted(&id)? {
+            return Err(ProfileError::WrongKind(format!(
+                "group {group:?} is kept in files, not on the delivery node: use the file verbs \
+                 (with --out) while no daemon runs"
+            )));
+        }
+        Ok(id)
+    }
+
     /// The last log entry of the group we processed.
     pub fn log_seq(&self, id: &GroupId) -> Result<u64, ProfileError> {
         Ok(self
@@ -417,7 +429,7 @@ impl Profile {
         group: &str,
         intent: &Intent,
     ) -> Result<Option<PendingCommit>, ProfileError> {
-        let id = self.find_group(group)?;
+        let id = self.hosted_group(group)?;
         if let Some(pending) = self.pending_commit(&id)? {
             return Err(ProfileError::WrongKind(format!(
                 "a commit of ours for epoch {} is still waiting for the node",
@@ -761,7 +773,7 @@ impl Profile {
     /// Encrypts a text for a hosted group and queues it (with the text, to encrypt again if its
     /// epoch ends before the node takes it).
     pub fn send_hosted(&mut self, group: &str, text: &str) -> Result<Outgoing, ProfileError> {
-        let id = self.find_group(group)?;
+        let id = self.hosted_group(group)?;
         self.in_transaction(|p| p.queue_text(&id, text, None))
     }
 
