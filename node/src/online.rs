@@ -15,8 +15,8 @@ use openmls_traits::signatures::Signer as _;
 
 use mlschat_wire::quic::{Connection, QuicError};
 use mlschat_wire::{
-    ClientId, CreateGroup, ErrorCode, FetchGroup, FetchTree, PostCommit, PostMessage,
-    PublishKeyPackages, Push, Request, Response, WelcomeFor,
+    CreateGroup, ErrorCode, FetchGroup, FetchTree, PostCommit, PostMessage, PublishKeyPackages,
+    Push, Request, Response, WelcomeFor,
 };
 
 use crate::engine::{self, Parsed};
@@ -62,7 +62,6 @@ const MAX_RACES: usize = 20;
 pub struct Online {
     profile: Profile,
     connection: Connection,
-    client: ClientId,
 }
 
 impl Online {
@@ -70,24 +69,23 @@ impl Online {
     /// profile is handed back, to try again later.
     pub async fn connect(profile: Profile) -> Result<Self, (Profile, OnlineError)> {
         match Self::log_in(&profile).await {
-            Ok((connection, client)) => Ok(Self {
+            Ok(connection) => Ok(Self {
                 profile,
                 connection,
-                client,
             }),
             Err(e) => Err((profile, e)),
         }
     }
 
-    async fn log_in(profile: &Profile) -> Result<(Connection, ClientId), OnlineError> {
+    async fn log_in(profile: &Profile) -> Result<Connection, OnlineError> {
         let home = profile.home()?.ok_or(ProfileError::NoHome)?;
         let addr = resolve(&home.address).await?;
         let connection = Connection::connect(addr, home.fingerprint).await?;
         let identity = profile.identity();
         let key = identity.signer.public().to_vec();
         let sign = |bytes: &[u8]| identity.signer.sign(bytes).unwrap_or_default();
-        let client = connection.log_in(&key, &home.invite, sign).await?;
-        Ok((connection, client))
+        connection.log_in(&key, &home.invite, sign).await?;
+        Ok(connection)
     }
 
     pub fn profile(&mut self) -> &mut Profile {
@@ -97,10 +95,6 @@ impl Online {
     pub fn into_profile(self) -> Profile {
         self.connection.close();
         self.profile
-    }
-
-    pub fn client_id(&self) -> ClientId {
-        self.client
     }
 
     /// The connection, to read pushes from.
@@ -201,8 +195,8 @@ impl Online {
 
     /// Removes members (user/device, user, fingerprint prefix or #leaf) in one commit.
     pub async fn remove(&mut self, group: &str, who: &[String]) -> Result<(), OnlineError> {
-        let id = self.profile.find_group(group)?;
-        self.sync_group(&id).await?;
+        // By fingerprint: the commit is made (and, after a lost race, made again) against the
+        // group as it is then, after `commit` has caught up.
         let fingerprints = self
             .profile
             .resolve_members(group, who)?

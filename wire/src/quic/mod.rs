@@ -174,11 +174,6 @@ impl Connection {
         Ok(frame::decode(&bytes, MAX_FRAME)?)
     }
 
-    /// Why the connection closed, once it has.
-    pub fn close_reason(&self) -> Option<String> {
-        self.connection.close_reason().map(|e| e.to_string())
-    }
-
     pub fn close(&self) {
         self.connection.close(0u32.into(), b"bye");
     }
