@@ -1,6 +1,7 @@
-//! Delivery node throughput over real QUIC on 127.0.0.1 against Postgres (`DATABASE_URL`).
-//! Run through `scripts/bench-delivery.sh`, which also measures raw Postgres (pgbench) with the
-//! same row size and clients in the same run.
+//! Delivery node throughput: the `mlschat-delivery` binary as its own process, driven over
+//! real QUIC on 127.0.0.1, on Postgres (`DATABASE_URL`), next to raw Postgres measured in the
+//! same run with `pgbench` (1 KiB rows, the same 64 clients, one row per transaction and ten).
+//! Run through `scripts/bench-delivery.sh`, which starts a throwaway Postgres when none is given.
 //!
 //! ```text
 //! cargo bench -p mlschat-delivery --bench delivery -- [--writers 64] [--seconds 10]
@@ -12,47 +13,97 @@
 //! - claims: `writers` clients claim KeyPackages from 64 owners' stocks.
 //! - fan-out: `subscribers` connections subscribe to one group; one message at a time is posted
 //!   and the time until each subscriber has its push is recorded.
+//!
+//! Every line also says how much CPU each operation cost, by process (from /proc): Postgres
+//! (the whole server), the node, and the load generator (this process, or pgbench). On a small
+//! machine the load generator competes with what it measures; these figures say by how much.
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlschat_delivery::certificate::NodeCertificate;
-use mlschat_delivery::server::{Node, NodeConfig, serve};
-use mlschat_delivery::storage::Database;
 use mlschat_wire::token::token_hash;
 use mlschat_wire::*;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::Client;
+use common::{Client, NodeProcess};
 
-struct Target {
-    addr: SocketAddr,
-    fingerprint: [u8; 32],
+/// CPU time used so far, by process, read from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    postgres: Duration,
+    node: Duration,
+    /// This process, the load generator.
+    clients: Duration,
+    /// Children of this process that have exited (pgbench).
+    pgbench: Duration,
 }
 
-async fn start(db: Database) -> Target {
-    let cert = NodeCertificate::self_signed("localhost").unwrap();
-    let endpoint = quinn::Endpoint::server(
-        cert.server_config().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
-    let config = NodeConfig {
-        claim_rate: mlschat_keypackages::RateLimit {
-            burst: u32::MAX,
-            refill: Duration::from_millis(1),
-        },
-        ..NodeConfig::default()
-    };
-    let addr = endpoint.local_addr().unwrap();
-    tokio::spawn(serve(endpoint, Arc::new(Node::new(db, config))));
-    Target {
-        addr,
-        fingerprint: cert.fingerprint(),
+impl Cpu {
+    fn now(node_pid: u32) -> Cpu {
+        let [user, system, children_user, children_system] = times("self");
+        let node = times(&node_pid.to_string());
+        Cpu {
+            postgres: postgres_cpu(),
+            node: node[0] + node[1],
+            clients: user + system,
+            pgbench: children_user + children_system,
+        }
     }
+
+    /// Per operation, in microseconds, since `before`.
+    fn per_op(&self, before: &Cpu, ops: usize) -> [f64; 4] {
+        let us =
+            |now: Duration, then: Duration| (now - then).as_secs_f64() * 1e6 / ops.max(1) as f64;
+        [
+            us(self.postgres, before.postgres),
+            us(self.node, before.node),
+            us(self.clients, before.clients),
+            us(self.pgbench, before.pgbench),
+        ]
+    }
+}
+
+/// utime, stime, cutime, cstime of /proc/`pid`/stat (children: those exited and waited for).
+fn times(pid: &str) -> [Duration; 4] {
+    // Linux reports these in USER_HZ, which is 100 on every architecture we run on.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let tick = |i: usize| {
+        let ticks: u64 = fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0);
+        Duration::from_millis(ticks * 10)
+    };
+    // After the ")": state is field 0, utime field 11 ... cstime field 14.
+    [tick(11), tick(12), tick(13), tick(14)]
+}
+
+/// All CPU the Postgres server has used: every live `postgres` process, plus what exited
+/// backends left in their parent's children times.
+fn postgres_cpu() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(|e| {
+            times(&e.file_name().to_string_lossy())
+                .iter()
+                .sum::<Duration>()
+        })
+        .sum()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -94,13 +145,100 @@ where
     (rate, all)
 }
 
-fn report(name: &str, rate: f64, latencies: &[Duration], json: &mut Vec<serde_json::Value>) {
+fn report(
+    name: &str,
+    rate: f64,
+    latencies: &[Duration],
+    cpu: [f64; 4],
+    json: &mut Vec<serde_json::Value>,
+) {
     let (p50, p99) = (percentile(latencies, 0.5), percentile(latencies, 0.99));
-    println!("{name:<40} {rate:>10.0}/s   p50 {p50:>10.2?}   p99 {p99:>10.2?}");
+    let [postgres, node, clients, _] = cpu;
+    println!(
+        "{name:<52} {rate:>8.0}/s  p50 {p50:>9.2?}  p99 {p99:>9.2?}  \
+         CPU/op: postgres {postgres:.0} µs, node {node:.0} µs, clients {clients:.0} µs"
+    );
     json.push(serde_json::json!({
         "benchmark": name, "per_second": rate,
         "p50_ms": p50.as_secs_f64() * 1e3, "p99_ms": p99.as_secs_f64() * 1e3,
+        "cpu_us_per_op": {"postgres": postgres, "node": node, "clients": clients},
     }));
+}
+
+/// Raw Postgres in the same run: pgbench inserting 1 KiB rows with `clients` connections,
+/// `rows` per transaction. Prints rows per second and the CPU each row cost.
+fn raw_postgres(
+    url: &str,
+    clients: usize,
+    rows: usize,
+    seconds: u64,
+    node_pid: u32,
+    json: &mut Vec<serde_json::Value>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("insert.sql");
+    let insert = "INSERT INTO raw_rows (payload) VALUES (decode(repeat('5a', 1024), 'hex'));\n";
+    std::fs::write(&script, format!("BEGIN;\n{}COMMIT;\n", insert.repeat(rows))).unwrap();
+    let before = Cpu::now(node_pid);
+    let output = std::process::Command::new(pgbench())
+        .args([
+            "-n",
+            "-j",
+            "2",
+            "-c",
+            &clients.to_string(),
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("running pgbench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let tps: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbench: {stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let total = tps * rows as f64 * seconds as f64;
+    let [postgres, _, _, pgbench] = Cpu::now(node_pid).per_op(&before, total as usize);
+    let name = format!("raw Postgres, {rows} row(s) per transaction ({clients} clients, 1 KiB)");
+    println!(
+        "{name:<52} {:>8.0}/s  {:>33}CPU/op: postgres {postgres:.0} µs, pgbench {pgbench:.0} µs",
+        tps * rows as f64,
+        ""
+    );
+    json.push(serde_json::json!({
+        "benchmark": name, "per_second": tps * rows as f64,
+        "cpu_us_per_op": {"postgres": postgres, "pgbench": pgbench},
+    }));
+}
+
+/// `PGBENCH`, else the newest Debian Postgres's, else the one on PATH.
+fn pgbench() -> PathBuf {
+    if let Some(path) = std::env::var_os("PGBENCH") {
+        return path.into();
+    }
+    let mut installed: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin/pgbench"))
+        .filter(|p| p.exists())
+        .collect();
+    installed.sort_by_key(|p| {
+        p.components()
+            .nth(4)
+            .and_then(|c| c.as_os_str().to_str()?.parse::<u32>().ok())
+    });
+    installed.pop().unwrap_or_else(|| "pgbench".into())
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -118,14 +256,31 @@ async fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    let db = common::fresh_postgres().await;
-    let target = start(db).await;
+    let url = common::fresh_postgres_url().await;
+    let data = tempfile::tempdir().unwrap();
+    // Claims are rate-limited per claimer; the benchmark measures the node, not the limit.
+    let unlimited = [
+        ("MLSCHAT__LIMITS__CLAIM_BURST", "1000000000"),
+        ("MLSCHAT__LIMITS__CLAIM_REFILL_MS", "1"),
+    ];
+    let node = NodeProcess::start(data.path(), &url, &unlimited);
+    let pid = node.child.id();
     let mut json = Vec::new();
+
+    let raw = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE raw_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    for rows in [1, 10] {
+        raw_postgres(&url, writers, rows, seconds, pid, &mut json);
+    }
 
     let clients: Vec<Arc<Client>> = {
         let mut v = Vec::new();
         for _ in 0..writers {
-            let c = Client::connect(target.addr, target.fingerprint).await;
+            let c = node.client().await;
             c.register().await;
             v.push(Arc::new(c));
         }
@@ -145,6 +300,7 @@ async fn main() {
         ("appends, all writers one group", true),
     ] {
         let (clients, payload) = (clients.clone(), payload.clone());
+        let before = Cpu::now(pid);
         let (rate, lat) = drive(writers, seconds, move |w| {
             let (client, payload) = (clients[w].clone(), payload.clone());
             async move {
@@ -160,10 +316,12 @@ async fn main() {
             }
         })
         .await;
+        let cpu = Cpu::now(pid).per_op(&before, lat.len());
         report(
             &format!("{name} ({writers} writers, 1 KiB)"),
             rate,
             &lat,
+            cpu,
             &mut json,
         );
     }
@@ -181,6 +339,7 @@ async fn main() {
     }
     let owner_ids: Vec<ClientId> = owners.iter().map(|o| o.id()).collect();
     let claim_clients = clients.clone();
+    let before = Cpu::now(pid);
     let (rate, lat) = drive(writers, seconds.min(5), move |w| {
         let client = claim_clients[w].clone();
         let owner = owner_ids[w % owner_ids.len()];
@@ -190,20 +349,22 @@ async fn main() {
         }
     })
     .await;
+    let cpu = Cpu::now(pid).per_op(&before, lat.len());
     report(
         &format!("KeyPackage claims ({writers} claimers)"),
         rate,
         &lat,
+        cpu,
         &mut json,
     );
-    fan_out(&target, &clients[0], token, subscribers, &mut json).await;
+    fan_out(&node, &clients[0], token, subscribers, &mut json).await;
     println!("{}", serde_json::to_string(&json).unwrap());
 }
 
 /// Many subscribed connections, one message at a time: the time from posting until each
 /// subscriber has read its push. The rate is pushes per second over the slowest delivery.
 async fn fan_out(
-    target: &Target,
+    node: &NodeProcess,
     poster: &Client,
     token: [u8; 32],
     subscribers: usize,
@@ -217,7 +378,7 @@ async fn fan_out(
     assert_eq!(poster.request(&create).await, Response::Ok);
     let mut listeners = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
-        let c = Client::connect(target.addr, target.fingerprint).await;
+        let c = node.client().await;
         c.register().await;
         let subscribe = Request::Subscribe(FetchGroup {
             group_id: group.clone(),
@@ -229,6 +390,7 @@ async fn fan_out(
         listeners.push(c);
     }
     let rounds = 10;
+    let before = Cpu::now(node.child.id());
     let mut latencies = Vec::new();
     let mut slowest = Duration::ZERO;
     for round in 0..rounds {
@@ -260,12 +422,14 @@ async fn fan_out(
             latencies.push(latency);
         }
     }
+    let cpu = Cpu::now(node.child.id()).per_op(&before, latencies.len());
     latencies.sort();
     let rate = latencies.len() as f64 / (slowest.as_secs_f64() * rounds as f64);
     report(
         &format!("fan-out to {subscribers} subscribers (push latency)"),
         rate,
         &latencies,
+        cpu,
         json,
     );
 }

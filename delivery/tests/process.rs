@@ -3,99 +3,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::Client;
+use common::{Client, NodeProcess};
 use mlschat_wire::token::token_hash;
 use mlschat_wire::*;
-
-/// A running node process and where it listens.
-struct NodeProcess {
-    child: Child,
-    quic: SocketAddr,
-    admin: SocketAddr,
-    fingerprint: [u8; 32],
-}
-
-fn start(data_dir: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> NodeProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mlschat-delivery"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(["--database-url", database_url])
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-            .to_owned()
-    };
-    NodeProcess {
-        quic: field("quic").parse().unwrap(),
-        admin: field("admin").parse().unwrap(),
-        fingerprint: hex::decode(field("fingerprint"))
-            .unwrap()
-            .try_into()
-            .unwrap(),
-        child,
-    }
-}
-
-impl NodeProcess {
-    async fn client(&self) -> Client {
-        Client::connect(self.quic, self.fingerprint).await
-    }
-
-    /// A plain HTTP/1.1 request to the admin port; returns status line and body.
-    fn admin(&self, method: &str, path: &str) -> (String, String) {
-        let mut stream = std::net::TcpStream::connect(self.admin).unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response.lines().next().unwrap_or_default().to_owned();
-        let body = response
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        (status, body)
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_while_clients_write_loses_no_acknowledged_message() {
     let url = common::fresh_postgres_url().await;
     let data = tempfile::tempdir().unwrap();
-    let node = start(data.path(), &url, &[]);
+    let node = NodeProcess::start(data.path(), &url, &[]);
     let writer = Arc::new(node.client().await);
     writer.register().await;
     let group: tls_codec::VLBytes = b"kill-test".as_slice().into();
@@ -157,7 +77,7 @@ async fn a_node_killed_while_clients_write_loses_no_acknowledged_message() {
     );
 
     // Restart on the same database; everything acknowledged is there, once, in order of seq.
-    let node = start(data.path(), &url, &[]);
+    let node = NodeProcess::start(data.path(), &url, &[]);
     let reader = node.client().await;
     reader.register().await;
     let fetch = |after| {
@@ -207,7 +127,7 @@ async fn a_node_killed_while_clients_write_loses_no_acknowledged_message() {
 async fn invite_only_registration_and_admin_endpoints() {
     let url = common::fresh_postgres_url().await;
     let data = tempfile::tempdir().unwrap();
-    let node = start(
+    let node = NodeProcess::start(
         data.path(),
         &url,
         &[("MLSCHAT__SERVER__REGISTRATION", "invite")],
@@ -251,7 +171,7 @@ async fn invite_only_registration_and_admin_endpoints() {
 async fn sigterm_drains_and_the_node_exits_cleanly() {
     let url = common::fresh_postgres_url().await;
     let data = tempfile::tempdir().unwrap();
-    let mut node = start(data.path(), &url, &[]);
+    let mut node = NodeProcess::start(data.path(), &url, &[]);
     let client = node.client().await;
     client.register().await;
     let pid = node.child.id().to_string();
@@ -265,6 +185,6 @@ async fn sigterm_drains_and_the_node_exits_cleanly() {
     let status = node.child.wait().unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     // The certificate survives a restart: clients keep their pin.
-    let again = start(data.path(), &url, &[]);
+    let again = NodeProcess::start(data.path(), &url, &[]);
     assert_eq!(again.fingerprint, node.fingerprint);
 }

@@ -448,48 +448,58 @@ async fn post_messages_postgres(
     posts: &[NewMessage],
     now: i64,
 ) -> Result<Vec<Result<Posted, Refused>>, StorageError> {
+    // Each claim is checked and numbered by one UPDATE of its group's row, however many posts
+    // make it; at most one claim per group can pass (one token per epoch), so no row is updated
+    // twice. Then each post is stored at its claim's first number plus its place in the claim.
     const BATCH: &str = "
-        WITH posts AS (
-            SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[])
-                WITH ORDINALITY AS p(group_id, epoch, token_hash, message, ord)),
-        entitled AS (
-            SELECT p.* FROM posts p JOIN group_tokens t
-                ON t.group_id = p.group_id AND t.epoch = p.epoch AND t.token_hash = p.token_hash),
-        counts AS (
-            SELECT group_id, epoch, count(*) AS n FROM entitled GROUP BY group_id, epoch),
-        advanced AS (
-            UPDATE groups g SET next_seq = g.next_seq + c.n FROM counts c
-            WHERE g.group_id = c.group_id AND g.epoch = c.epoch
-            RETURNING g.group_id, g.epoch, g.next_seq - c.n AS first_seq),
+        WITH claims AS (
+            SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[])
+                WITH ORDINALITY AS c(group_id, epoch, token_hash, posts, claim)),
         numbered AS (
-            SELECT e.ord, e.group_id, e.epoch, e.message, a.first_seq - 1
-                   + row_number() OVER (PARTITION BY e.group_id ORDER BY e.ord) AS seq
-            FROM entitled e JOIN advanced a ON a.group_id = e.group_id AND a.epoch = e.epoch),
+            UPDATE groups g SET next_seq = g.next_seq + c.posts FROM claims c
+            WHERE g.group_id = c.group_id AND g.epoch = c.epoch
+              AND EXISTS (SELECT 1 FROM group_tokens t WHERE t.group_id = c.group_id
+                          AND t.epoch = c.epoch AND t.token_hash = c.token_hash)
+            RETURNING c.claim, g.group_id, g.epoch, g.next_seq - c.posts AS first_seq),
         inserted AS (
             INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
-            SELECT group_id, seq, epoch, $5, message, $6 FROM numbered)
-        SELECT ord, seq FROM numbered";
-    let column = |f: fn(&NewMessage) -> Vec<u8>| posts.iter().map(f).collect::<Vec<_>>();
-    let epochs: Vec<i64> = posts.iter().map(|p| to_db(p.epoch)).collect();
+            SELECT n.group_id, n.first_seq + p.place, n.epoch, $8, p.message, $9
+            FROM unnest($5::int8[], $6::int8[], $7::bytea[]) AS p(claim, place, message)
+            JOIN numbered n ON n.claim = p.claim)
+        SELECT claim, first_seq FROM numbered";
+    let claims = Claims::of(posts);
+    let sizes: Vec<i64> = claims.keys.iter().map(|(_, n)| *n as i64).collect();
+    let (mut groups, mut epochs, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
+    for ((group_id, epoch, token_hash), _) in &claims.keys {
+        groups.push(*group_id);
+        epochs.push(to_db(*epoch));
+        tokens.push(token_hash.as_slice());
+    }
+    let post_claims: Vec<i64> = claims.of_post.iter().map(|&(c, _)| c as i64 + 1).collect();
+    let offsets: Vec<i64> = claims.of_post.iter().map(|&(_, k)| k as i64).collect();
+    let messages: Vec<&[u8]> = posts.iter().map(|p| p.message.as_slice()).collect();
     // One statement is one transaction (autocommit): atomic, and durable before it returns.
     let accepted: Vec<(i64, i64)> = sqlx::query_as(BATCH)
-        .bind(column(|p| p.group_id.clone()))
+        .bind(&groups)
         .bind(&epochs)
-        .bind(column(|p| p.token_hash.to_vec()))
-        .bind(column(|p| p.message.clone()))
+        .bind(&tokens)
+        .bind(&sizes)
+        .bind(&post_claims)
+        .bind(&offsets)
+        .bind(&messages)
         .bind(kind_code(EntryKind::Message) as i16)
         .bind(now)
         .fetch_all(pool)
         .await?;
-    let mut seqs = vec![None; posts.len()];
-    for (ord, seq) in accepted {
-        seqs[from_db(ord) as usize - 1] = Some(from_db(seq));
+    let mut first_seqs = vec![None; claims.keys.len()];
+    for (claim, first_seq) in accepted {
+        first_seqs[claim as usize - 1] = Some(from_db(first_seq));
     }
     let mut results = Vec::with_capacity(posts.len());
-    for (post, seq) in posts.iter().zip(seqs) {
-        results.push(match seq {
-            Some(seq) => Ok(Posted {
-                seq,
+    for (post, &(claim, offset)) in posts.iter().zip(&claims.of_post) {
+        results.push(match first_seqs[claim] {
+            Some(first_seq) => Ok(Posted {
+                seq: first_seq + offset as u64,
                 epoch: post.epoch,
             }),
             None => {
@@ -503,6 +513,44 @@ async fn post_messages_postgres(
         });
     }
     Ok(results)
+}
+
+/// What a post claims: its group, its epoch and the hash of its token.
+type Claim<'a> = (&'a [u8], u64, TokenHash);
+
+/// A batch of posts grouped by what they claim, so that each claim is checked and numbered once
+/// however many posts make it.
+struct Claims<'a> {
+    /// Each claim and how many posts make it, ordered by group.
+    keys: Vec<(Claim<'a>, usize)>,
+    /// For each post, its claim and its place among that claim's posts.
+    of_post: Vec<(usize, usize)>,
+}
+
+impl<'a> Claims<'a> {
+    fn of(posts: &'a [NewMessage]) -> Self {
+        let claim = |post: &'a NewMessage| (post.group_id.as_slice(), post.epoch, post.token_hash);
+        // claim -> (posts so far, index in group order)
+        let mut claims = std::collections::BTreeMap::<Claim, (usize, usize)>::new();
+        for post in posts {
+            claims.entry(claim(post)).or_default();
+        }
+        for (index, (_, place)) in claims.values_mut().enumerate() {
+            *place = index;
+        }
+        let of_post = posts
+            .iter()
+            .map(|post| {
+                let (taken, index) = claims.get_mut(&claim(post)).expect("counted above");
+                *taken += 1;
+                (*index, *taken - 1)
+            })
+            .collect();
+        Claims {
+            keys: claims.into_iter().map(|(key, (n, _))| (key, n)).collect(),
+            of_post,
+        }
+    }
 }
 
 fn refusal(current: Option<i64>, posted: i64) -> Refused {

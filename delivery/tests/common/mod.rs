@@ -1,9 +1,11 @@
 #![allow(dead_code)] // each test binary uses part of the harness
 //! Test harness: a fresh database of each backend for every test.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use mlschat_delivery::storage::Database;
 use mlschat_wire::auth::Purpose;
@@ -154,5 +156,85 @@ impl Client {
             .tls_serialize_detached()
             .unwrap()
             .into()
+    }
+}
+
+/// A running node process and where it listens.
+pub struct NodeProcess {
+    pub child: Child,
+    pub quic: SocketAddr,
+    pub admin: SocketAddr,
+    pub fingerprint: [u8; 32],
+}
+
+impl NodeProcess {
+    /// Starts `mlschat-delivery` on free loopback ports with `env` added to its environment,
+    /// and waits for the line that says where it listens.
+    pub fn start(data_dir: &Path, database_url: &str, env: &[(&str, &str)]) -> NodeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mlschat-delivery"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(["--database-url", database_url])
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .to_owned()
+        };
+        NodeProcess {
+            quic: field("quic").parse().unwrap(),
+            admin: field("admin").parse().unwrap(),
+            fingerprint: hex::decode(field("fingerprint"))
+                .unwrap()
+                .try_into()
+                .unwrap(),
+            child,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.quic, self.fingerprint).await
+    }
+
+    /// A plain HTTP/1.1 request to the admin port; returns status line and body.
+    pub fn admin(&self, method: &str, path: &str) -> (String, String) {
+        let mut stream = std::net::TcpStream::connect(self.admin).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.lines().next().unwrap_or_default().to_owned();
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        (status, body)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
