@@ -66,6 +66,59 @@ impl Cpu {
     }
 }
 
+/// `--pin SERVER:LOAD` (CPU lists, e.g. `0:1`): the system under test (Postgres and the node)
+/// runs on the SERVER CPUs and the load generators (this process, pgbench) on the LOAD CPUs, so
+/// that the node and raw Postgres are measured on the same server resources, with the load
+/// generator's CPU set apart.
+struct Pin {
+    server: String,
+    load: String,
+}
+
+impl Pin {
+    fn parse(spec: &str) -> Pin {
+        let (server, load) = spec.split_once(':').expect("--pin SERVER_CPUS:LOAD_CPUS");
+        Pin {
+            server: server.into(),
+            load: load.into(),
+        }
+    }
+
+    /// Pins this process, every Postgres process (new backends inherit it from the postmaster)
+    /// and the node.
+    fn apply(&self, node_pid: u32) {
+        taskset(&self.load, std::process::id());
+        for pid in postgres_pids() {
+            taskset(&self.server, pid);
+        }
+        taskset(&self.server, node_pid);
+        println!(
+            "pinned: Postgres and the node on CPUs {}, load generators on CPUs {}",
+            self.server, self.load
+        );
+    }
+
+    /// Gives Postgres every CPU back.
+    fn release(&self) {
+        let all = format!(
+            "0-{}",
+            std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
+        );
+        for pid in postgres_pids() {
+            taskset(&all, pid);
+        }
+    }
+}
+
+fn taskset(cpus: &str, pid: u32) {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running taskset");
+    assert!(status.success(), "taskset -c {cpus} for {pid} failed");
+}
+
 /// utime, stime, cutime, cstime of /proc/`pid`/stat (children: those exited and waited for).
 fn times(pid: &str) -> [Duration; 4] {
     // Linux reports these in USER_HZ, which is 100 on every architecture we run on.
@@ -84,26 +137,22 @@ fn times(pid: &str) -> [Duration; 4] {
 /// All CPU the Postgres server has used: every live `postgres` process, plus what exited
 /// backends left in their parent's children times.
 fn postgres_cpu() -> Duration {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres")
-        })
-        .map(|e| {
-            times(&e.file_name().to_string_lossy())
-                .iter()
-                .sum::<Duration>()
-        })
+    postgres_pids()
+        .map(|pid| times(&pid.to_string()).iter().sum::<Duration>())
         .sum()
+}
+
+/// Every process of the Postgres server (this machine's: the benchmark runs beside it).
+fn postgres_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -246,12 +295,14 @@ async fn main() {
     let mut writers = 64;
     let mut seconds = 10;
     let mut subscribers = 1000;
+    let mut pin = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--writers" => writers = args.next().unwrap().parse().unwrap(),
             "--seconds" => seconds = args.next().unwrap().parse().unwrap(),
             "--subscribers" => subscribers = args.next().unwrap().parse().unwrap(),
+            "--pin" => pin = args.next().map(|p| Pin::parse(&p)),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -265,6 +316,9 @@ async fn main() {
     ];
     let node = NodeProcess::start(data.path(), &url, &unlimited);
     let pid = node.child.id();
+    if let Some(pin) = &pin {
+        pin.apply(pid);
+    }
     let mut json = Vec::new();
 
     let raw = sqlx::PgPool::connect(&url).await.unwrap();
@@ -359,6 +413,11 @@ async fn main() {
     );
     fan_out(&node, &clients[0], token, subscribers, &mut json).await;
     println!("{}", serde_json::to_string(&json).unwrap());
+    drop(node);
+    common::drop_postgres(&url).await;
+    if let Some(pin) = &pin {
+        pin.release();
+    }
 }
 
 /// Many subscribed connections, one message at a time: the time from posting until each

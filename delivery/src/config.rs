@@ -39,6 +39,9 @@ pub struct DatabaseSection {
     /// `postgres://…`; empty: SQLite in `data_dir`.
     pub url: String,
     pub max_connections: u32,
+    /// Write transactions for posts that may run at once, each a batch of whatever posts are
+    /// waiting: more spread load over a bigger server, fewer make bigger (cheaper) batches.
+    pub writers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -80,6 +83,7 @@ impl Default for DatabaseSection {
         Self {
             url: String::new(),
             max_connections: 32,
+            writers: 2,
         }
     }
 }

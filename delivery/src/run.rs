@@ -54,6 +54,7 @@ pub async fn run(
             },
             max_fetch: config.limits.max_fetch,
             mailbox_quota: config.limits.mailbox_quota,
+            writers: config.database.writers,
         },
     ));
     let admin = tokio::net::TcpListener::bind(config.server.admin)

@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub max_fetch: u32,
     /// The most Welcomes a client's mailbox holds.
     pub mailbox_quota: u64,
+    /// Batches of posts written at once (posts to one group always go to the same writer).
+    pub writers: usize,
 }
 
 impl Default for NodeConfig {
@@ -56,6 +58,7 @@ impl Default for NodeConfig {
             claim_rate: RateLimit::default(),
             max_fetch: 1000,
             mailbox_quota: 10_000,
+            writers: 2,
         }
     }
 }
@@ -289,9 +292,9 @@ impl Node {
     pub fn new(db: Database, config: NodeConfig) -> Self {
         Self {
             directory: Directory::new(db.clone(), config.claim_rate),
-            // Four writers: posts to different groups commit in parallel; SQLite has one
-            // writer anyway, where they simply take turns.
-            appender: Appender::start(db.clone(), 4, 256),
+            // Posts to different groups commit in parallel; SQLite has one writer anyway,
+            // where they simply take turns.
+            appender: Appender::start(db.clone(), config.writers, 256),
             db,
             config,
             crypto: RustCrypto::default(),

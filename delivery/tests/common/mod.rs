@@ -51,6 +51,20 @@ pub async fn fresh_postgres_url() -> String {
     format!("{server}/{name}")
 }
 
+/// Drops a database made by [`fresh_postgres_url`] (benchmarks fill gigabytes).
+pub async fn drop_postgres(url: &str) {
+    let (server, name) = url.rsplit_once('/').expect("a URL ending in /database");
+    let admin_url = std::env::var("DATABASE_URL").unwrap_or(format!("{server}/postgres"));
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+}
+
 /// A new SQLite database in a temporary directory that lives as long as the process.
 pub async fn fresh_sqlite() -> Database {
     let dir = tempfile::tempdir().unwrap().keep();
