@@ -100,12 +100,10 @@ impl Pin {
 
     /// Gives Postgres every CPU back.
     fn release(&self) {
-        let all = format!(
-            "0-{}",
-            std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
-        );
+        // Not available_parallelism(): it answers for this process, which is pinned itself.
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
         for pid in postgres_pids() {
-            taskset(&all, pid);
+            taskset(online.trim(), pid);
         }
     }
 }
