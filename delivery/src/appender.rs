@@ -5,8 +5,11 @@
 //! Posts are sharded by group over a few writer tasks: posts to one group keep their order
 //! (one writer), different groups commit in parallel.
 
+use std::collections::BTreeMap;
+
 use tokio::sync::{mpsc, oneshot};
 
+use crate::announce::{Announcement, Announcer};
 use crate::storage::{Database, NewMessage, Posted, Refused, StorageError};
 
 /// The answer to one post.
@@ -30,12 +33,13 @@ impl std::fmt::Debug for Job {
 }
 
 impl Appender {
-    /// Starts `shards` writer tasks, each committing up to `max_batch` posts at a time.
-    pub fn start(db: Database, shards: usize, max_batch: usize) -> Self {
+    /// Starts `shards` writer tasks, each committing up to `max_batch` posts at a time and
+    /// announcing what it committed to other node processes.
+    pub fn start(db: Database, shards: usize, max_batch: usize, announcer: Announcer) -> Self {
         let shards = (0..shards.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(max_batch * 4);
-                tokio::spawn(write_batches(db.clone(), rx, max_batch));
+                tokio::spawn(write_batches(db.clone(), rx, max_batch, announcer.clone()));
                 tx
             })
             .collect();
@@ -64,13 +68,19 @@ fn shard_of(group_id: &[u8], shards: usize) -> usize {
 
 /// Takes whatever posts are waiting (at least one, at most `max_batch`), commits them together,
 /// answers each; repeats until every handle is dropped.
-async fn write_batches(db: Database, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+async fn write_batches(
+    db: Database,
+    mut jobs: mpsc::Receiver<Job>,
+    max_batch: usize,
+    announcer: Announcer,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
         let (posts, replies): (Vec<NewMessage>, Vec<_>) =
             batch.drain(..).map(|job| (job.post, job.reply)).unzip();
         match db.post_messages(&posts).await {
             Ok(results) => {
+                announcer.announce(committed(&posts, &results));
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
@@ -83,4 +93,25 @@ async fn write_batches(db: Database, mut jobs: mpsc::Receiver<Job>, max_batch: u
             }
         }
     }
+}
+
+/// Each group's accepted posts in a batch, as the range of sequence numbers they took.
+fn committed(posts: &[NewMessage], results: &[Result<Posted, Refused>]) -> Vec<Announcement> {
+    let mut ranges = BTreeMap::<&[u8], (u64, u64)>::new();
+    for (post, result) in posts.iter().zip(results) {
+        if let Ok(posted) = result {
+            let range = ranges
+                .entry(post.group_id.as_slice())
+                .or_insert((posted.seq, posted.seq));
+            *range = (range.0.min(posted.seq), range.1.max(posted.seq));
+        }
+    }
+    ranges
+        .into_iter()
+        .map(|(group_id, (first, last))| Announcement::Log {
+            group_id: group_id.to_vec(),
+            first,
+            last,
+        })
+        .collect()
 }

@@ -9,13 +9,14 @@
 //! - [`session`]: a connection's authentication state, without I/O.
 //! - [`server`]: the QUIC server: reads requests, answers them from storage.
 //! - [`appender`]: group commit: concurrent posts share one transaction.
+//! - [`announce`]: pushes across node processes on one Postgres (LISTEN/NOTIFY).
 //! - [`certificate`]: the node's certificate, self-signed on first start.
 //! - [`config`]: defaults, TOML file, `MLSCHAT__SECTION__KEY` environment.
 //! - [`run`]: start (database, certificate, QUIC, admin HTTP) and drain on shutdown.
 //!
-//! Not built yet: federation; pushes across several node processes (subscriptions are per
-//! process).
+//! Not built yet: federation.
 
+pub mod announce;
 pub mod appender;
 pub mod certificate;
 pub mod config;

@@ -81,6 +81,7 @@ pub async fn run(
     let retention = Duration::from_secs(config.limits.mailbox_retention_days * 86_400);
     let purging = tokio::spawn(purge_mailboxes(node.clone(), retention));
     let counting = tokio::spawn(refresh_totals(node.clone()));
+    let listening = tokio::spawn(crate::announce::listen(node.clone()));
 
     shutdown.await;
     tracing::info!("draining");
@@ -95,6 +96,7 @@ pub async fn run(
     serving.abort();
     purging.abort();
     counting.abort();
+    listening.abort();
     let _ = stop_admin.send(());
     let _ = admin_task.await;
     tracing::info!("stopped");

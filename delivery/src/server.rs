@@ -22,6 +22,7 @@ use tls_codec::Deserialize as _;
 use tokio::sync::{Mutex, Notify, mpsc};
 use tracing::Instrument;
 
+use crate::announce::{Announcement, Announcer};
 use crate::appender::Appender;
 use crate::session::{Authenticated, Session};
 use crate::storage::{Database, NewCommit, NewMessage, Refused, StorageError};
@@ -68,6 +69,8 @@ impl Default for NodeConfig {
 pub struct Node {
     db: Database,
     appender: Appender,
+    /// Tells other node processes on the same Postgres what this one committed.
+    announcer: Announcer,
     directory: Directory<Database>,
     config: NodeConfig,
     crypto: RustCrypto,
@@ -290,11 +293,13 @@ pub async fn serve(endpoint: quinn::Endpoint, node: Arc<Node>) {
 
 impl Node {
     pub fn new(db: Database, config: NodeConfig) -> Self {
+        let announcer = Announcer::new(db.clone());
         Self {
             directory: Directory::new(db.clone(), config.claim_rate),
             // Posts to different groups commit in parallel; SQLite has one writer anyway,
             // where they simply take turns.
-            appender: Appender::start(db.clone(), config.writers, 256),
+            appender: Appender::start(db.clone(), config.writers, 256, announcer.clone()),
+            announcer,
             db,
             config,
             crypto: RustCrypto::default(),
@@ -329,6 +334,69 @@ impl Node {
         });
         if queues.is_empty() {
             subscribers.remove(group_id);
+        }
+    }
+
+    /// This process's id in announcements.
+    pub fn origin(&self) -> u64 {
+        self.announcer.origin()
+    }
+
+    /// Pushes what another node process committed to this one's connections that wait for it.
+    pub async fn push_announced(&self, write: Announcement) {
+        match write {
+            Announcement::Log {
+                group_id,
+                first,
+                last,
+            } => {
+                let waiting = self
+                    .subscribers
+                    .lock()
+                    .is_ok_and(|s| s.contains_key(&group_id));
+                if !waiting {
+                    return;
+                }
+                let count = u32::try_from(last.saturating_sub(first) + 1).unwrap_or(u32::MAX);
+                match self
+                    .db
+                    .log_after(&group_id, first.saturating_sub(1), count)
+                    .await
+                {
+                    Ok(entries) => {
+                        for e in entries {
+                            let entry = GroupEntry {
+                                seq: e.seq,
+                                epoch: e.epoch,
+                                kind: e.kind,
+                                message: e.message.into(),
+                            };
+                            self.publish(&group_id, entry);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading an announced log entry"),
+                }
+            }
+            Announcement::Mailbox { owner, id } => {
+                let waiting = self.mailboxes.lock().is_ok_and(|m| m.contains_key(&owner));
+                if !waiting {
+                    return;
+                }
+                match self.db.fetch_mailbox(&owner, id.saturating_sub(1), 1).await {
+                    Ok(entries) => {
+                        for e in entries.into_iter().filter(|e| e.seq == id) {
+                            let entry = MailboxEntry {
+                                id,
+                                group_id: e.group_id.into(),
+                                epoch: e.epoch,
+                                welcome: e.message.into(),
+                            };
+                            self.deliver_to_mailbox(&owner, entry);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading an announced mailbox entry"),
+                }
+            }
         }
     }
 
@@ -658,6 +726,18 @@ impl Node {
                         self.config.mailbox_quota,
                     )
                     .await??;
+                let mut announced = vec![Announcement::Log {
+                    group_id: c.group_id.as_slice().to_vec(),
+                    first: posted.seq,
+                    last: posted.seq,
+                }];
+                for (welcome, id) in c.welcomes.iter().zip(&posted.welcomes) {
+                    announced.push(Announcement::Mailbox {
+                        owner: welcome.recipient,
+                        id: *id,
+                    });
+                }
+                self.announcer.announce(announced);
                 for (welcome, id) in c.welcomes.into_iter().zip(&posted.welcomes) {
                     let entry = MailboxEntry {
                         id: *id,

@@ -6,6 +6,7 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use common::{Client, NodeProcess};
 use mlschat_wire::token::token_hash;
@@ -187,4 +188,110 @@ async fn sigterm_drains_and_the_node_exits_cleanly() {
     // The certificate survives a restart: clients keep their pin.
     let again = NodeProcess::start(data.path(), &url, &[]);
     assert_eq!(again.fingerprint, node.fingerprint);
+}
+
+/// Two node processes on one Postgres: a connection on one gets the pushes for writes taken by
+/// the other (a subscribed group's commits and messages, its own mailbox's Welcomes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_cross_node_processes_sharing_one_postgres() {
+    let url = common::fresh_postgres_url().await;
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node_a = NodeProcess::start(data_a.path(), &url, &[]);
+    let node_b = NodeProcess::start(data_b.path(), &url, &[]);
+    let (reader, invitee, writer) = (
+        node_a.client().await,
+        node_a.client().await,
+        node_b.client().await,
+    );
+    for client in [&reader, &invitee, &writer] {
+        client.register().await;
+    }
+    let group: tls_codec::VLBytes = b"two-nodes".as_slice().into();
+    let (t0, t1) = ([5u8; 32], [6u8; 32]);
+    let create = Request::CreateGroup(CreateGroup {
+        group_id: group.clone(),
+        token_hash: token_hash(&t0),
+    });
+    assert_eq!(writer.request(&create).await, Response::Ok);
+    let subscribe = Request::Subscribe(FetchGroup {
+        group_id: group.clone(),
+        token: t0,
+        after_seq: 0,
+        limit: 0,
+    });
+    assert_eq!(reader.request(&subscribe).await, Response::Ok);
+    // The listener of node A may still be connecting: post until A pushes one, then check
+    // that everything after it arrives, in full and as stored.
+    async fn push(client: &Client) -> Push {
+        client.connection.next_push().await.unwrap()
+    }
+    let post = |body: &str| {
+        Request::PostMessage(PostMessage {
+            group_id: group.clone(),
+            epoch: 0,
+            token: t0,
+            message: body.as_bytes().into(),
+        })
+    };
+    let mut first = None;
+    for attempt in 0..50 {
+        let Response::Accepted { seq, .. } =
+            writer.request(&post(&format!("hello {attempt}"))).await
+        else {
+            panic!("post refused")
+        };
+        if let Ok(pushed) = tokio::time::timeout(Duration::from_millis(200), push(&reader)).await {
+            first = Some((seq, pushed));
+            break;
+        }
+    }
+    let (seq, pushed) = first.expect("node A pushed a write that node B took");
+    let Push::Group { group_id, entry } = pushed else {
+        panic!("not a group push: {pushed:?}")
+    };
+    assert_eq!(group_id, group);
+    assert!(entry.seq <= seq && entry.kind == EntryKind::Message);
+
+    // A commit with a Welcome for someone connected to node A.
+    let Response::Accepted { seq, epoch: 1 } = writer
+        .request(&Request::PostCommit(PostCommit {
+            group_id: group.clone(),
+            epoch: 0,
+            token: t0,
+            next_token_hash: token_hash(&t1),
+            commit: b"commit".as_slice().into(),
+            welcomes: vec![WelcomeFor {
+                recipient: invitee.id(),
+                welcome: b"welcome".as_slice().into(),
+            }],
+            ratchet_tree: b"tree".as_slice().into(),
+        }))
+        .await
+    else {
+        panic!("commit refused")
+    };
+    let wait = Duration::from_secs(10);
+    let welcome = tokio::time::timeout(wait, push(&invitee))
+        .await
+        .expect("Welcome pushed");
+    let Push::Mailbox(welcome) = welcome else {
+        panic!("not a mailbox push: {welcome:?}")
+    };
+    assert_eq!(welcome.welcome.as_slice(), b"welcome");
+    assert_eq!(welcome.group_id, group);
+    // The reader sees the commit too (after any message pushes still on their way).
+    loop {
+        let pushed = tokio::time::timeout(wait, push(&reader))
+            .await
+            .expect("commit pushed");
+        if let Push::Group { entry, .. } = pushed {
+            if entry.kind == EntryKind::Commit {
+                assert_eq!(
+                    (entry.seq, entry.message.as_slice()),
+                    (seq, b"commit".as_slice())
+                );
+                break;
+            }
+        }
+    }
 }

@@ -318,19 +318,7 @@ impl Database {
         const TOKEN: &str =
             "SELECT count(*) FROM group_tokens WHERE group_id = $1 AND token_hash = $2";
         const EXISTS: &str = "SELECT count(*) FROM groups WHERE group_id = $1";
-        const LOG: &str = "SELECT seq, epoch, CAST(kind AS BIGINT), message FROM group_log
-                           WHERE group_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-        fn entry(group_id: &[u8], row: &impl RowExt) -> Result<Entry, sqlx::Error> {
-            Ok(Entry {
-                seq: from_db(row.int(0)?),
-                epoch: from_db(row.int(1)?),
-                kind: kind_of(row.int(2)?),
-                group_id: group_id.to_vec(),
-                message: row.bytes(3)?,
-            })
-        }
-        let (after, limit) = (to_db(after_seq), i64::from(limit));
-        macro_rules! read {
+        macro_rules! check {
             ($pool:expr) => {{
                 let tokens: i64 = sqlx::query_scalar(TOKEN)
                     .bind(group_id)
@@ -348,19 +336,42 @@ impl Database {
                         Refused::BadToken
                     }));
                 }
-                sqlx::query(LOG)
-                    .bind(group_id)
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all($pool)
-                    .await?
-                    .iter()
-                    .map(|row| entry(group_id, row))
-                    .collect::<Result<Vec<_>, _>>()?
             }};
         }
-        let entries = with_pool!(self, |pool| read!(pool));
-        Ok(Ok(entries))
+        with_pool!(self, |pool| check!(pool));
+        Ok(Ok(self.log_after(group_id, after_seq, limit).await?))
+    }
+
+    /// Log entries after `after_seq`, without a token: for the node's own use (pushing what
+    /// another node process announced to connections that are subscribed).
+    pub async fn log_after(
+        &self,
+        group_id: &[u8],
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StorageError> {
+        const LOG: &str = "SELECT seq, epoch, CAST(kind AS BIGINT), message FROM group_log
+                           WHERE group_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+        fn entry(group_id: &[u8], row: &impl RowExt) -> Result<Entry, sqlx::Error> {
+            Ok(Entry {
+                seq: from_db(row.int(0)?),
+                epoch: from_db(row.int(1)?),
+                kind: kind_of(row.int(2)?),
+                group_id: group_id.to_vec(),
+                message: row.bytes(3)?,
+            })
+        }
+        let (after, limit) = (to_db(after_seq), i64::from(limit));
+        let entries: Result<Vec<Entry>, sqlx::Error> = with_pool!(self, |pool| sqlx::query(LOG)
+            .bind(group_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| entry(group_id, row))
+            .collect());
+        Ok(entries?)
     }
 
     /// The ratchet tree the commit into `epoch` left, if it added anyone.

@@ -59,6 +59,18 @@ impl Database {
         Ok(db)
     }
 
+    /// Sends `payload` on a Postgres notification channel (see `announce`). Postgres only.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StorageError> {
+        if let Database::Postgres(pool) = self {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Opens (creating it if needed) the SQLite file at `path`, in WAL mode with full fsync, and
     /// brings its schema up to date.
     pub async fn sqlite(path: &Path) -> Result<Self, StorageError> {
