@@ -344,60 +344,67 @@ impl Node {
 
     /// Pushes what another node process committed to this one's connections that wait for it.
     pub async fn push_announced(&self, write: Announcement) {
-        match write {
+        let pushed = match write {
             Announcement::Log {
                 group_id,
                 first,
                 last,
-            } => {
-                let waiting = self
-                    .subscribers
-                    .lock()
-                    .is_ok_and(|s| s.contains_key(&group_id));
-                if !waiting {
-                    return;
-                }
-                let count = u32::try_from(last.saturating_sub(first) + 1).unwrap_or(u32::MAX);
-                match self
-                    .db
-                    .log_after(&group_id, first.saturating_sub(1), count)
-                    .await
-                {
-                    Ok(entries) => {
-                        for e in entries {
-                            let entry = GroupEntry {
-                                seq: e.seq,
-                                epoch: e.epoch,
-                                kind: e.kind,
-                                message: e.message.into(),
-                            };
-                            self.publish(&group_id, entry);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reading an announced log entry"),
-                }
-            }
-            Announcement::Mailbox { owner, id } => {
-                let waiting = self.mailboxes.lock().is_ok_and(|m| m.contains_key(&owner));
-                if !waiting {
-                    return;
-                }
-                match self.db.fetch_mailbox(&owner, id.saturating_sub(1), 1).await {
-                    Ok(entries) => {
-                        for e in entries.into_iter().filter(|e| e.seq == id) {
-                            let entry = MailboxEntry {
-                                id,
-                                group_id: e.group_id.into(),
-                                epoch: e.epoch,
-                                welcome: e.message.into(),
-                            };
-                            self.deliver_to_mailbox(&owner, entry);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reading an announced mailbox entry"),
-                }
-            }
+            } => self.push_announced_log(&group_id, first, last).await,
+            Announcement::Mailbox { owner, id } => self.push_announced_welcome(&owner, id).await,
+        };
+        if let Err(e) = pushed {
+            tracing::warn!(error = %e, "reading what another node process announced");
         }
+    }
+
+    async fn push_announced_log(
+        &self,
+        group_id: &[u8],
+        first: u64,
+        last: u64,
+    ) -> Result<(), StorageError> {
+        if !self
+            .subscribers
+            .lock()
+            .is_ok_and(|s| s.contains_key(group_id))
+        {
+            return Ok(());
+        }
+        let count = u32::try_from(last.saturating_sub(first) + 1).unwrap_or(u32::MAX);
+        for e in self
+            .db
+            .log_after(group_id, first.saturating_sub(1), count)
+            .await?
+        {
+            let entry = GroupEntry {
+                seq: e.seq,
+                epoch: e.epoch,
+                kind: e.kind,
+                message: e.message.into(),
+            };
+            self.publish(group_id, entry);
+        }
+        Ok(())
+    }
+
+    async fn push_announced_welcome(&self, owner: &ClientId, id: u64) -> Result<(), StorageError> {
+        if !self.mailboxes.lock().is_ok_and(|m| m.contains_key(owner)) {
+            return Ok(());
+        }
+        let entries = self
+            .db
+            .fetch_mailbox(owner, id.saturating_sub(1), 1)
+            .await?;
+        for e in entries.into_iter().filter(|e| e.seq == id) {
+            let entry = MailboxEntry {
+                id,
+                group_id: e.group_id.into(),
+                epoch: e.epoch,
+                welcome: e.message.into(),
+            };
+            self.deliver_to_mailbox(owner, entry);
+        }
+        Ok(())
     }
 
     /// Hands a new mailbox entry to the owner's connections.
