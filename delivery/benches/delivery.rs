@@ -55,8 +55,10 @@ impl Cpu {
 
     /// Per operation, in microseconds, since `before`.
     fn per_op(&self, before: &Cpu, ops: usize) -> [f64; 4] {
-        let us =
-            |now: Duration, then: Duration| (now - then).as_secs_f64() * 1e6 / ops.max(1) as f64;
+        // Saturating: a Postgres backend that exited and is not yet reaped counts nowhere.
+        let us = |now: Duration, then: Duration| {
+            now.saturating_sub(then).as_secs_f64() * 1e6 / ops.max(1) as f64
+        };
         [
             us(self.postgres, before.postgres),
             us(self.node, before.node),
