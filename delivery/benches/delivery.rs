@@ -5,11 +5,13 @@
 //!
 //! ```text
 //! cargo bench -p mlschat-delivery --bench delivery -- [--writers 64] [--seconds 10]
+//!     [--rounds 1] [--pin SERVER_CPUS:LOAD_CPUS] [--subscribers 1000]
 //! ```
 //!
 //! - appends: `writers` clients post 1 KiB messages, each to its own group, as fast as each
 //!   gets answers; then the same writers all to one group. Acknowledged appends per second and
-//!   latency percentiles.
+//!   latency percentiles. With `--rounds N`, N rounds of (raw Postgres batched, then both),
+//!   and the median ratio of appends to raw rows over the rounds.
 //! - claims: `writers` clients claim KeyPackages from 64 owners' stocks.
 //! - fan-out: `subscribers` connections subscribe to one group; one message at a time is posted
 //!   and the time until each subscriber has its push is recorded.
@@ -223,7 +225,7 @@ fn raw_postgres(
     seconds: u64,
     node_pid: u32,
     json: &mut Vec<serde_json::Value>,
-) {
+) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("insert.sql");
     let insert = "INSERT INTO raw_rows (payload) VALUES (decode(repeat('5a', 1024), 'hex'));\n";
@@ -268,6 +270,7 @@ fn raw_postgres(
         "benchmark": name, "per_second": tps * rows as f64,
         "cpu_us_per_op": {"postgres": postgres, "pgbench": pgbench},
     }));
+    tps * rows as f64
 }
 
 /// `PGBENCH`, else the newest Debian Postgres's, else the one on PATH.
@@ -296,12 +299,14 @@ async fn main() {
     let mut seconds = 10;
     let mut subscribers = 1000;
     let mut pin = None;
+    let mut rounds = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--writers" => writers = args.next().unwrap().parse().unwrap(),
             "--seconds" => seconds = args.next().unwrap().parse().unwrap(),
             "--subscribers" => subscribers = args.next().unwrap().parse().unwrap(),
+            "--rounds" => rounds = args.next().unwrap().parse().unwrap(),
             "--pin" => pin = args.next().map(|p| Pin::parse(&p)),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -327,9 +332,7 @@ async fn main() {
         .await
         .unwrap();
     raw.close().await;
-    for rows in [1, 10] {
-        raw_postgres(&url, writers, rows, seconds, pid, &mut json);
-    }
+    raw_postgres(&url, writers, 1, seconds, pid, &mut json);
 
     let clients: Vec<Arc<Client>> = {
         let mut v = Vec::new();
@@ -349,34 +352,55 @@ async fn main() {
         assert_eq!(clients[0].request(&create).await, Response::Ok);
     }
     let payload = vec![0x5a; 1024];
-    for (name, shared) in [
+    // Rounds interleave raw Postgres and the node, so each ratio compares two measurements
+    // taken under the same neighbours (this machine's speed drifts by half within minutes).
+    let kinds = [
         ("appends, one group per writer", false),
         ("appends, all writers one group", true),
-    ] {
-        let (clients, payload) = (clients.clone(), payload.clone());
-        let before = Cpu::now(pid);
-        let (rate, lat) = drive(writers, seconds, move |w| {
-            let (client, payload) = (clients[w].clone(), payload.clone());
-            async move {
-                let group = if shared { writers } else { w };
-                let post = Request::PostMessage(PostMessage {
-                    group_id: format!("group-{group}").into_bytes().into(),
-                    epoch: 0,
-                    token,
-                    message: payload.into(),
-                });
-                let answer = client.request(&post).await;
-                assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
-            }
-        })
-        .await;
-        let cpu = Cpu::now(pid).per_op(&before, lat.len());
-        report(
-            &format!("{name} ({writers} writers, 1 KiB)"),
-            rate,
-            &lat,
-            cpu,
-            &mut json,
+    ];
+    let mut ratios = vec![Vec::new(); kinds.len()];
+    for round in 1..=rounds {
+        println!("round {round} of {rounds}");
+        let raw = raw_postgres(&url, writers, 10, seconds, pid, &mut json);
+        for (kind, (name, shared)) in kinds.into_iter().enumerate() {
+            let (clients, payload) = (clients.clone(), payload.clone());
+            let before = Cpu::now(pid);
+            let (rate, lat) = drive(writers, seconds, move |w| {
+                let (client, payload) = (clients[w].clone(), payload.clone());
+                async move {
+                    let group = if shared { writers } else { w };
+                    let post = Request::PostMessage(PostMessage {
+                        group_id: format!("group-{group}").into_bytes().into(),
+                        epoch: 0,
+                        token,
+                        message: payload.into(),
+                    });
+                    let answer = client.request(&post).await;
+                    assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+                }
+            })
+            .await;
+            let cpu = Cpu::now(pid).per_op(&before, lat.len());
+            report(
+                &format!("{name} ({writers} writers, 1 KiB)"),
+                rate,
+                &lat,
+                cpu,
+                &mut json,
+            );
+            ratios[kind].push(rate / raw);
+        }
+    }
+    for ((name, _), mut ratios) in kinds.into_iter().zip(ratios) {
+        ratios.sort_by(f64::total_cmp);
+        let each: Vec<String> = ratios
+            .iter()
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .collect();
+        println!(
+            "{name}, to batched raw Postgres in the same round: median {:.0}% ({})",
+            ratios[ratios.len() / 2] * 100.0,
+            each.join(", ")
         );
     }
 
