@@ -284,14 +284,14 @@ async fn pushes_cross_node_processes_sharing_one_postgres() {
         let pushed = tokio::time::timeout(wait, push(&reader))
             .await
             .expect("commit pushed");
-        if let Push::Group { entry, .. } = pushed {
-            if entry.kind == EntryKind::Commit {
-                assert_eq!(
-                    (entry.seq, entry.message.as_slice()),
-                    (seq, b"commit".as_slice())
-                );
-                break;
-            }
+        if let Push::Group { entry, .. } = pushed
+            && entry.kind == EntryKind::Commit
+        {
+            assert_eq!(
+                (entry.seq, entry.message.as_slice()),
+                (seq, b"commit".as_slice())
+            );
+            break;
         }
     }
 }

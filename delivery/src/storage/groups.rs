@@ -487,7 +487,7 @@ async fn post_messages_postgres(
         tokens.push(token_hash.as_slice());
     }
     let post_claims: Vec<i64> = claims.of_post.iter().map(|&(c, _)| c as i64 + 1).collect();
-    let offsets: Vec<i64> = claims.of_post.iter().map(|&(_, k)| k as i64).collect();
+    let places: Vec<i64> = claims.of_post.iter().map(|&(_, k)| k as i64).collect();
     let messages: Vec<&[u8]> = posts.iter().map(|p| p.message.as_slice()).collect();
     // One statement is one transaction (autocommit): atomic, and durable before it returns.
     let accepted: Vec<(i64, i64)> = sqlx::query_as(BATCH)
@@ -496,7 +496,7 @@ async fn post_messages_postgres(
         .bind(&tokens)
         .bind(&sizes)
         .bind(&post_claims)
-        .bind(&offsets)
+        .bind(&places)
         .bind(&messages)
         .bind(kind_code(EntryKind::Message) as i16)
         .bind(now)
@@ -507,10 +507,10 @@ async fn post_messages_postgres(
         first_seqs[claim as usize - 1] = Some(from_db(first_seq));
     }
     let mut results = Vec::with_capacity(posts.len());
-    for (post, &(claim, offset)) in posts.iter().zip(&claims.of_post) {
+    for (post, &(claim, place)) in posts.iter().zip(&claims.of_post) {
         results.push(match first_seqs[claim] {
             Some(first_seq) => Ok(Posted {
-                seq: first_seq + offset as u64,
+                seq: first_seq + place as u64,
                 epoch: post.epoch,
             }),
             None => {
