@@ -129,30 +129,27 @@ pub fn parse(payload: &str, own_origin: u64) -> Vec<Announcement> {
 }
 
 /// Listens for other processes' writes until the task is dropped, and hands each to `node`.
-/// Reconnects when the listening connection drops (what was announced meanwhile is fetched by
-/// the clients themselves).
+/// Starts again a second after the listening connection fails (what was announced meanwhile is
+/// fetched by the clients themselves).
 pub async fn listen(node: Arc<crate::server::Node>) {
     let Database::Postgres(pool) = node.database() else {
         return;
     };
     loop {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::warn!(error = %e, "listening for other node processes");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen(CHANNEL).await {
+        if let Err(e) = follow(&node, pool).await {
             tracing::warn!(error = %e, "listening for other node processes");
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue;
         }
-        while let Ok(notification) = listener.recv().await {
-            for write in parse(notification.payload(), node.origin()) {
-                node.push_announced(write).await;
-            }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+async fn follow(node: &crate::server::Node, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    loop {
+        let notification = listener.recv().await?;
+        for write in parse(notification.payload(), node.origin()) {
+            node.push_announced(write).await;
         }
     }
 }

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::announce::{Announcement, Announcer};
 use crate::appender::Appender;
 use crate::session::{Authenticated, Session};
-use crate::storage::{Database, NewCommit, NewMessage, Refused, StorageError};
+use crate::storage::{Database, Entry, NewCommit, NewMessage, Refused, StorageError};
 
 /// Who may register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -371,18 +371,12 @@ impl Node {
             return Ok(());
         }
         let count = u32::try_from(last.saturating_sub(first) + 1).unwrap_or(u32::MAX);
-        for e in self
+        for entry in self
             .db
             .log_after(group_id, first.saturating_sub(1), count)
             .await?
         {
-            let entry = GroupEntry {
-                seq: e.seq,
-                epoch: e.epoch,
-                kind: e.kind,
-                message: e.message.into(),
-            };
-            self.publish(group_id, entry);
+            self.publish(group_id, group_entry(entry));
         }
         Ok(())
     }
@@ -395,14 +389,8 @@ impl Node {
             .db
             .fetch_mailbox(owner, id.saturating_sub(1), 1)
             .await?;
-        for e in entries.into_iter().filter(|e| e.seq == id) {
-            let entry = MailboxEntry {
-                id,
-                group_id: e.group_id.into(),
-                epoch: e.epoch,
-                welcome: e.message.into(),
-            };
-            self.deliver_to_mailbox(owner, entry);
+        for entry in entries.into_iter().filter(|e| e.seq == id) {
+            self.deliver_to_mailbox(owner, mailbox_entry(entry));
         }
         Ok(())
     }
@@ -800,15 +788,7 @@ impl Node {
                     )
                     .await??;
                 Response::GroupEntries {
-                    entries: entries
-                        .into_iter()
-                        .map(|e| GroupEntry {
-                            seq: e.seq,
-                            epoch: e.epoch,
-                            kind: e.kind,
-                            message: e.message.into(),
-                        })
-                        .collect(),
+                    entries: entries.into_iter().map(group_entry).collect(),
                 }
             }
             Request::FetchTree(t) => {
@@ -848,15 +828,7 @@ impl Node {
                 let limit = limit.min(self.config.max_fetch);
                 let entries = self.db.fetch_mailbox(&client.id, after, limit).await?;
                 Response::Mailbox {
-                    entries: entries
-                        .into_iter()
-                        .map(|e| MailboxEntry {
-                            id: e.seq,
-                            group_id: e.group_id.into(),
-                            epoch: e.epoch,
-                            welcome: e.message.into(),
-                        })
-                        .collect(),
+                    entries: entries.into_iter().map(mailbox_entry).collect(),
                 }
             }
             Request::AckMailbox { up_to } => {
@@ -891,5 +863,25 @@ impl Node {
             message: bytes.to_vec(),
             not_after: kp.life_time().not_after(),
         })
+    }
+}
+
+/// A stored log entry as the wire carries it.
+fn group_entry(e: Entry) -> GroupEntry {
+    GroupEntry {
+        seq: e.seq,
+        epoch: e.epoch,
+        kind: e.kind,
+        message: e.message.into(),
+    }
+}
+
+/// A stored mailbox entry (its `seq` is the entry id) as the wire carries it.
+fn mailbox_entry(e: Entry) -> MailboxEntry {
+    MailboxEntry {
+        id: e.seq,
+        group_id: e.group_id.into(),
+        epoch: e.epoch,
+        welcome: e.message.into(),
     }
 }
