@@ -164,12 +164,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Runs `writers` tasks doing `op` until `seconds` pass; returns ops/s and latencies.
-async fn drive<F, Fut>(writers: usize, seconds: u64, op: F) -> (f64, Vec<Duration>)
+/// Runs `writers` tasks doing `op` until `seconds` pass; returns ops/s, latencies and the CPU
+/// each op cost (see [`Cpu::per_op`]; `node_pid` is the node's process).
+async fn drive<F, Fut>(
+    node_pid: u32,
+    writers: usize,
+    seconds: u64,
+    op: F,
+) -> (f64, Vec<Duration>, [f64; 4])
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    let before = Cpu::now(node_pid);
     let op = Arc::new(op);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
@@ -192,8 +199,9 @@ where
         all.extend(t.await.unwrap());
     }
     let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    let cpu = Cpu::now(node_pid).per_op(&before, all.len());
     all.sort();
-    (rate, all)
+    (rate, all, cpu)
 }
 
 fn report(
@@ -364,8 +372,7 @@ async fn main() {
         let raw = raw_postgres(&url, writers, 10, seconds, pid, &mut json);
         for (kind, (name, shared)) in kinds.into_iter().enumerate() {
             let (clients, payload) = (clients.clone(), payload.clone());
-            let before = Cpu::now(pid);
-            let (rate, lat) = drive(writers, seconds, move |w| {
+            let (rate, lat, cpu) = drive(pid, writers, seconds, move |w| {
                 let (client, payload) = (clients[w].clone(), payload.clone());
                 async move {
                     let group = if shared { writers } else { w };
@@ -380,7 +387,6 @@ async fn main() {
                 }
             })
             .await;
-            let cpu = Cpu::now(pid).per_op(&before, lat.len());
             report(
                 &format!("{name} ({writers} writers, 1 KiB)"),
                 rate,
@@ -417,8 +423,7 @@ async fn main() {
     }
     let owner_ids: Vec<ClientId> = owners.iter().map(|o| o.id()).collect();
     let claim_clients = clients.clone();
-    let before = Cpu::now(pid);
-    let (rate, lat) = drive(writers, seconds.min(5), move |w| {
+    let (rate, lat, cpu) = drive(pid, writers, seconds.min(5), move |w| {
         let client = claim_clients[w].clone();
         let owner = owner_ids[w % owner_ids.len()];
         async move {
@@ -427,7 +432,6 @@ async fn main() {
         }
     })
     .await;
-    let cpu = Cpu::now(pid).per_op(&before, lat.len());
     report(
         &format!("KeyPackage claims ({writers} claimers)"),
         rate,

@@ -448,12 +448,12 @@ impl Database {
     }
 }
 
-/// Why the compare-and-set found nothing to update.
 /// [`Database::post_messages`] on Postgres in one statement, so a batch costs one round trip
-/// (no BEGIN and COMMIT around it) rather than two per post. Same rules as [`ADVANCE`]: each group's row is moved once by the
-/// number of accepted posts, and only if it is still at their epoch when the row lock is held (a
-/// commit racing in re-evaluates the condition), so no message lands after the epoch it was sent
-/// in. Refused posts (rare) then learn why with a query each.
+/// (no BEGIN and COMMIT around it) rather than two per post. Same rules as [`ADVANCE`]: each
+/// group's row is moved once by the number of accepted posts, and only if it is still at their
+/// epoch when the row lock is held (a commit racing in re-evaluates the condition), so no
+/// message lands after the epoch it was sent in. Refused posts (rare) then learn why with a
+/// query each.
 async fn post_messages_postgres(
     pool: &sqlx::PgPool,
     posts: &[NewMessage],
@@ -564,6 +564,7 @@ impl<'a> Claims<'a> {
     }
 }
 
+/// Why the compare-and-set found nothing to update.
 fn refusal(current: Option<i64>, posted: i64) -> Refused {
     match current {
         None => Refused::UnknownGroup,
