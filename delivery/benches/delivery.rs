@@ -380,6 +380,7 @@ async fn main() {
                         group_id: format!("group-{group}").into_bytes().into(),
                         epoch: 0,
                         token,
+                        post_id: common::post_id(),
                         message: payload.into(),
                     });
                     let answer = client.request(&post).await;
@@ -497,6 +498,7 @@ async fn fan_out(
             group_id: group.clone(),
             epoch: 0,
             token,
+            post_id: common::post_id(),
             message: format!("round {round}").into_bytes().into(),
         });
         assert!(matches!(

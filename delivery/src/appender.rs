@@ -99,7 +99,9 @@ async fn write_batches(
 fn committed(posts: &[NewMessage], results: &[Result<Posted, Refused>]) -> Vec<Announcement> {
     let mut ranges = BTreeMap::<&[u8], (u64, u64)>::new();
     for (post, result) in posts.iter().zip(results) {
-        if let Ok(posted) = result {
+        if let Ok(posted) = result
+            && !posted.repeat
+        {
             let range = ranges
                 .entry(post.group_id.as_slice())
                 .or_insert((posted.seq, posted.seq));

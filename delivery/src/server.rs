@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::announce::{Announcement, Announcer};
 use crate::appender::Appender;
 use crate::session::{Authenticated, Session};
-use crate::storage::{Database, Entry, NewCommit, NewMessage, Refused, StorageError};
+use crate::storage::{Database, Entry, NewCommit, NewMessage, Refused, StorageError, post_key};
 
 /// Who may register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -762,15 +762,20 @@ impl Node {
                         epoch: m.epoch,
                         token_hash: token_hash(&m.token),
                         message: m.message.as_slice().to_vec(),
+                        post_key: Some(post_key(&client.id, &m.post_id)),
                     })
                     .await??;
-                let entry = GroupEntry {
-                    seq: posted.seq,
-                    epoch: m.epoch,
-                    kind: EntryKind::Message,
-                    message: m.message,
-                };
-                self.publish(m.group_id.as_slice(), entry);
+                // A repeat was pushed the first time, and its bytes here may differ (the
+                // poster encrypted it again); the log keeps the first.
+                if !posted.repeat {
+                    let entry = GroupEntry {
+                        seq: posted.seq,
+                        epoch: m.epoch,
+                        kind: EntryKind::Message,
+                        message: m.message,
+                    };
+                    self.publish(m.group_id.as_slice(), entry);
+                }
                 Response::Accepted {
                     seq: posted.seq,
                     epoch: posted.epoch,

@@ -166,7 +166,7 @@ async fn a_member_removed_at_an_epoch_cannot_post_after_it() {
             db.post_message(GROUP, 1, &new, b"from a member")
                 .await
                 .unwrap(),
-            Ok(Posted { seq: 2, epoch: 1 })
+            Ok(Posted { seq: 2, epoch: 1, repeat: false })
         );
         // Nothing the removed member tried is in the log.
         let log = db.fetch_group(GROUP, &new, 0, 100).await.unwrap().unwrap();
@@ -194,7 +194,7 @@ async fn the_log_orders_commits_and_messages_and_reads_after_a_sequence_number()
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(last, Posted { seq: 5, epoch: 1 });
+        assert_eq!(last, Posted { seq: 5, epoch: 1, repeat: false });
         let all = db.fetch_group(GROUP, &t1, 0, 100).await.unwrap().unwrap();
         let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
@@ -265,6 +265,7 @@ async fn a_batch_of_posts_is_one_transaction_but_each_post_is_judged_alone() {
             epoch: 0,
             token_hash,
             message: body.to_vec(),
+            post_key: None,
         };
         let stranger = token_hash(&token(0, 0x55));
         // A second group, interleaved, that a commit has moved to epoch 1.
@@ -273,6 +274,7 @@ async fn a_batch_of_posts_is_one_transaction_but_each_post_is_judged_alone() {
             epoch,
             token_hash: token_hash(&token(epoch, 0)),
             message: body.to_vec(),
+            post_key: None,
         };
         db.create_group(b"group-2", &token_hash(&token(0, 0)))
             .await
@@ -300,13 +302,13 @@ async fn a_batch_of_posts_is_one_transaction_but_each_post_is_judged_alone() {
         assert_eq!(
             results,
             [
-                Ok(Posted { seq: 1, epoch: 0 }),
-                Ok(Posted { seq: 2, epoch: 1 }),
+                Ok(Posted { seq: 1, epoch: 0, repeat: false }),
+                Ok(Posted { seq: 2, epoch: 1, repeat: false }),
                 Err(Refused::BadToken),
                 Err(Refused::StaleEpoch { current: 1 }),
                 Err(Refused::UnknownGroup),
-                Ok(Posted { seq: 2, epoch: 0 }),
-                Ok(Posted { seq: 3, epoch: 1 }),
+                Ok(Posted { seq: 2, epoch: 0, repeat: false }),
+                Ok(Posted { seq: 3, epoch: 1, repeat: false }),
             ]
         );
         let log = db.fetch_group(GROUP, &good, 0, 10).await.unwrap().unwrap();
@@ -355,6 +357,56 @@ async fn a_full_mailbox_refuses_the_commit_and_retention_empties_old_mailboxes()
         assert_eq!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().len(), 1);
         assert_eq!(db.purge_mailboxes(u64::MAX >> 2).await.unwrap(), 1);
         assert!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+/// Finding 2 of issue 9: a post whose answer was lost is posted again (maybe encrypted again at
+/// a later epoch); the node answers with the first position and stores nothing new.
+#[tokio::test]
+async fn a_repeated_post_is_answered_with_its_first_position_and_stored_once() {
+    both(async |db: Database| {
+        created(&db).await;
+        let (t0, t1) = (token_hash(&token(0, 0)), token_hash(&token(1, 0)));
+        let key = mlschat_delivery::storage::post_key(&[1; 32], &[2; 16]);
+        let post = |epoch, token_hash, body: &[u8], post_key| NewMessage {
+            group_id: GROUP.to_vec(),
+            epoch,
+            token_hash,
+            message: body.to_vec(),
+            post_key,
+        };
+        let first = db
+            .post_messages(&[post(0, t0, b"first", Some(key))])
+            .await
+            .unwrap();
+        assert_eq!(first, [Ok(Posted { seq: 1, epoch: 0, repeat: false })]);
+        db.post_commit(&commit(0, 1, vec![]), QUOTA)
+            .await
+            .unwrap()
+            .unwrap();
+        // The same post again, at the new epoch, and twice in one batch beside a fresh one; the
+        // same post id from another poster is another post.
+        let other_poster = mlschat_delivery::storage::post_key(&[3; 32], &[2; 16]);
+        let again = db
+            .post_messages(&[
+                post(1, t1, b"again", Some(key)),
+                post(1, t1, b"other", Some(other_poster)),
+                post(1, t1, b"other again", Some(other_poster)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            [
+                Ok(Posted { seq: 1, epoch: 0, repeat: true }),
+                Ok(Posted { seq: 3, epoch: 1, repeat: false }),
+                Ok(Posted { seq: 3, epoch: 1, repeat: true }),
+            ]
+        );
+        let log = db.fetch_group(GROUP, &t1, 0, 10).await.unwrap().unwrap();
+        let bodies: Vec<&[u8]> = log.iter().map(|e| e.message.as_slice()).collect();
+        assert_eq!(bodies, [b"first".as_slice(), &[1u8; 10], b"other"]);
     })
     .await;
 }

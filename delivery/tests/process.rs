@@ -43,6 +43,7 @@ async fn a_node_killed_while_clients_write_loses_no_acknowledged_message() {
                         group_id: group.clone(),
                         epoch: 0,
                         token,
+                        post_id: common::post_id(),
                         message: body.clone().into(),
                     });
                     let Ok((mut send, mut recv)) = writer.connection.quinn().open_bi().await else {
@@ -230,6 +231,7 @@ async fn pushes_cross_node_processes_sharing_one_postgres() {
             group_id: group.clone(),
             epoch: 0,
             token: t0,
+            post_id: common::post_id(),
             message: body.as_bytes().into(),
         })
     };

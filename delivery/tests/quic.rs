@@ -234,6 +234,7 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
             group_id: group.clone(),
             epoch,
             token,
+            post_id: common::post_id(),
             message: b"hello".as_slice().into(),
         })
     };
@@ -457,6 +458,7 @@ async fn subscribers_get_new_entries_pushed_and_strangers_cannot_subscribe() {
         group_id: group.clone(),
         epoch: 0,
         token: t0,
+        post_id: common::post_id(),
         message: b"to everyone".as_slice().into(),
     });
     assert_eq!(

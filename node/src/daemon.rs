@@ -1,8 +1,10 @@
 //! The long-running node: keeps the connection to our delivery node (reconnecting with backoff),
-//! applies its pushes, and serves a local JSON-RPC 2.0 API to front ends and bots, one JSON
+//! drives the sync core, and serves a local JSON-RPC 2.0 API to front ends and bots, one JSON
 //! object per line, on a Unix socket (mode 0600) and optionally on stdio.
 //!
-//! One task (the [`Actor`]) owns the profile; everything else sends it work. Events are the
+//! One task (the [`Actor`]) owns the [`Driver`] and so the profile; API connections send it
+//! calls. A call that needs the node (a send, a change of a group) is queued in the core and
+//! answered when the core says it is done, so other calls are served meanwhile. Events are the
 //! profile's history rows, numbered and durable: `events` reads them after an id and `subscribe`
 //! streams them from an id on, so a front end that reconnects resumes where it stopped and
 //! loses nothing.
@@ -11,6 +13,7 @@
 //! `contacts`, `contact.add`, `group.create`, `group.add`, `group.remove`, `group.update`,
 //! `send`, `sync`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,19 +22,15 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use mlschat_wire::Push;
-
-use crate::online::{Online, OnlineError};
-use crate::profile::{InviteCode, Profile, ProfileError};
+use crate::driver::Driver;
+use crate::profile::{Intent, InviteCode, Profile, ProfileError};
+use crate::sync::{Notice, SyncError, Ticket};
 
 /// The socket's file name in the profile directory.
 pub const SOCKET: &str = "daemon.sock";
 
 /// Reconnection backoff: from the first delay, doubling, up to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(15));
-/// How often the mailbox is read even without a push (a push can be missed), and the stock of
-/// our KeyPackages on the node checked.
-const MAILBOX_POLL: Duration = Duration::from_secs(30);
 /// Events sent per read while streaming a subscription.
 const EVENT_BATCH: u32 = 500;
 
@@ -41,8 +40,6 @@ pub struct RpcError {
     pub code: i64,
     pub message: String,
     pub kind: &'static str,
-    /// The connection to the delivery node is gone (go offline), as opposed to a refusal.
-    pub disconnected: bool,
 }
 
 impl RpcError {
@@ -51,7 +48,14 @@ impl RpcError {
             code: -32602,
             message: format!("invalid params: {e}"),
             kind: "invalid_input",
-            disconnected: false,
+        }
+    }
+
+    fn offline(why: &str) -> Self {
+        Self {
+            code: -32001,
+            message: format!("not connected to the delivery node ({why}); retrying"),
+            kind: "delivery",
         }
     }
 
@@ -60,25 +64,26 @@ impl RpcError {
     }
 }
 
-impl From<OnlineError> for RpcError {
-    fn from(e: OnlineError) -> Self {
+impl From<SyncError> for RpcError {
+    fn from(e: SyncError) -> Self {
         let kind = match &e {
-            OnlineError::Profile(p) => profile_kind(p),
-            OnlineError::Delivery(_) | OnlineError::Address(_) => "delivery",
-            OnlineError::TooManyRaces(_) => "failure",
+            SyncError::Profile(p) => profile_kind(p),
+            SyncError::Refused { .. } | SyncError::Disconnected | SyncError::Unexpected(_) => {
+                "delivery"
+            }
+            SyncError::Removed => "not_for_us",
         };
         Self {
             code: -32000,
             message: e.to_string(),
             kind,
-            disconnected: e.is_disconnect(),
         }
     }
 }
 
 impl From<ProfileError> for RpcError {
     fn from(e: ProfileError) -> Self {
-        OnlineError::Profile(e).into()
+        SyncError::Profile(e).into()
     }
 }
 
@@ -101,102 +106,99 @@ fn profile_kind(e: &ProfileError) -> &'static str {
     }
 }
 
+type Reply = oneshot::Sender<Result<Value, RpcError>>;
+
 /// A request the actor carries out.
 enum Work {
     Call {
         method: String,
         params: Value,
-        reply: oneshot::Sender<Result<Value, RpcError>>,
+        reply: Reply,
     },
-    Push(Push),
-    /// Connection number `n` closed; if it is the current one, go offline and try again later.
-    Disconnected(u64),
     Reconnect,
-    PollMailbox,
     Stop,
 }
 
-/// Where the profile is: connected, or waiting to reconnect.
-enum Link {
-    Online(Online),
-    Offline(Profile, String),
+/// What a call waiting for the core answers once its ticket is done.
+enum Then {
+    /// `{"posted": true}`; `{"posted": false}` if the connection went first (the text stays
+    /// queued and goes out on reconnection).
+    Posted,
+    /// The group's summary.
+    Summary(String),
+    Synced,
 }
 
-impl Link {
-    fn profile(&mut self) -> &mut Profile {
-        match self {
-            Link::Online(online) => online.profile(),
-            Link::Offline(profile, _) => profile,
-        }
-    }
-}
-
-/// Owns the profile; carries out work one item at a time.
+/// Owns the driver; carries out work one item at a time.
 struct Actor {
-    link: Option<Link>,
+    driver: Driver,
     work: mpsc::Sender<Work>,
     latest_event: watch::Sender<i64>,
     backoff: Duration,
-    /// Numbers connections, so that the end of an old one is not taken for the current one's.
-    connection: u64,
+    reconnect_scheduled: bool,
+    waiting: BTreeMap<Ticket, (Then, Reply)>,
 }
 
 impl Actor {
+    fn new(profile: Profile, work: mpsc::Sender<Work>, latest_event: watch::Sender<i64>) -> Self {
+        Self {
+            driver: Driver::new(profile),
+            work,
+            latest_event,
+            backoff: BACKOFF.0,
+            reconnect_scheduled: false,
+            waiting: BTreeMap::new(),
+        }
+    }
+
     async fn run(mut self, mut queue: mpsc::Receiver<Work>) -> Profile {
-        while let Some(work) = queue.recv().await {
-            match work {
-                Work::Call {
-                    method,
-                    params,
-                    reply,
-                } => {
-                    let answer = self.call(&method, params).await;
-                    let _ = reply.send(answer);
-                }
-                Work::Push(push) => {
-                    if let Some(Link::Online(online)) = &mut self.link {
-                        let result = online.handle_push(push).await;
-                        self.after(result);
-                    }
-                }
-                Work::Disconnected(n) if n == self.connection => {
-                    self.go_offline("the connection closed".into())
-                }
-                Work::Disconnected(_) => {}
-                Work::Reconnect => self.reconnect().await,
-                Work::PollMailbox => {
-                    if let Some(Link::Online(online)) = &mut self.link {
-                        let result = match online.read_mailbox().await {
-                            // Others claim our KeyPackages without telling us: check the stock.
-                            Ok(_) => online.top_up_key_packages().await,
-                            Err(e) => Err(e),
-                        };
-                        self.after(result);
-                    }
-                }
-                Work::Stop => break,
+        loop {
+            tokio::select! {
+                work = queue.recv() => match work {
+                    None | Some(Work::Stop) => break,
+                    Some(Work::Call { method, params, reply }) => self.call(&method, params, reply),
+                    Some(Work::Reconnect) => self.reconnect().await,
+                },
+                () = self.driver.step() => {}
             }
-            self.publish_latest_event();
+            self.settle();
         }
-        self.into_profile()
+        self.driver.into_profile()
     }
 
-    fn into_profile(mut self) -> Profile {
-        match self.link.take().expect("the link is always put back") {
-            Link::Online(online) => online.into_profile(),
-            Link::Offline(profile, _) => profile,
+    /// After anything happened: send what the core has, answer the calls it finished, notice
+    /// a lost connection, tell subscribers of new events.
+    fn settle(&mut self) {
+        self.driver.flush();
+        while let Some(notice) = self.driver.poll_notice() {
+            match notice {
+                Notice::Done { ticket, result } => self.answer(ticket, result),
+                Notice::Joined(group) => tracing::info!(group = %group.id, "joined a group"),
+            }
         }
+        if self.driver.offline().is_some() && !self.reconnect_scheduled {
+            self.schedule_reconnect();
+        }
+        self.publish_latest_event();
     }
 
-    fn profile(&mut self) -> &mut Profile {
-        self.link
-            .as_mut()
-            .expect("the link is always put back")
-            .profile()
+    fn answer(&mut self, ticket: Ticket, result: Result<(), SyncError>) {
+        let Some((then, reply)) = self.waiting.remove(&ticket) else {
+            return;
+        };
+        let answer = match (then, result) {
+            (Then::Posted, Ok(())) => Ok(json!({"posted": true})),
+            (Then::Posted, Err(SyncError::Disconnected)) => Ok(json!({"posted": false})),
+            (Then::Summary(group), Ok(())) => self.summary(&group),
+            (Then::Synced, Ok(())) => Ok(json!({"synced": true})),
+            (_, Err(e)) => Err(e.into()),
+        };
+        let _ = reply.send(answer);
     }
 
     fn publish_latest_event(&mut self) {
         if let Ok(Some(latest)) = self
+            .driver
             .profile()
             .store()
             .query_opt::<i64>("SELECT max(seq) FROM messages", [])
@@ -209,30 +211,11 @@ impl Actor {
         }
     }
 
-    /// Logs a failed background step; a lost connection takes us offline.
-    fn after(&mut self, result: Result<(), OnlineError>) {
-        if let Err(e) = result {
-            if e.is_disconnect() {
-                self.go_offline(e.to_string());
-            } else {
-                tracing::warn!(error = %e, "background step failed");
-            }
-        }
-    }
-
-    fn go_offline(&mut self, why: String) {
-        let link = self.link.take().expect("the link is always put back");
-        self.link = Some(match link {
-            Link::Online(online) => {
-                tracing::warn!(%why, "offline; reconnecting");
-                self.schedule_reconnect();
-                Link::Offline(online.into_profile(), why)
-            }
-            offline => offline,
-        });
-    }
-
     fn schedule_reconnect(&mut self) {
+        if matches!(self.driver.profile().home(), Ok(None)) {
+            return; // nowhere to connect to
+        }
+        self.reconnect_scheduled = true;
         let (work, delay) = (self.work.clone(), self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF.1);
         tokio::spawn(async move {
@@ -242,56 +225,39 @@ impl Actor {
     }
 
     async fn reconnect(&mut self) {
-        let Some(Link::Offline(..)) = &self.link else {
+        self.reconnect_scheduled = false;
+        if self.driver.offline().is_none() {
             return;
-        };
-        let Some(Link::Offline(profile, _)) = self.link.take() else {
-            unreachable!("checked above")
-        };
-        match Online::connect(profile).await {
-            Ok(mut online) => {
-                self.connection += 1;
-                let started = online.start().await;
-                spawn_push_reader(&online, self.connection, self.work.clone());
-                self.link = Some(Link::Online(online));
-                self.backoff = BACKOFF.0;
-                tracing::info!("connected to the delivery node");
-                self.after(started);
+        }
+        if self.driver.connect().await.is_ok() {
+            self.backoff = BACKOFF.0;
+        }
+    }
+
+    /// Fails unless connected: for calls that need the node now.
+    fn online(&self) -> Result<(), RpcError> {
+        match self.driver.offline() {
+            None => Ok(()),
+            Some(why) => Err(RpcError::offline(why)),
+        }
+    }
+
+    /// Carries out a call: answered now, or once the core is done with it.
+    fn call(&mut self, method: &str, params: Value, reply: Reply) {
+        match self.dispatch(method, params) {
+            Ok(Answer::Now(value)) => {
+                let _ = reply.send(Ok(value));
             }
-            Err((profile, e)) => {
-                self.link = Some(Link::Offline(profile, e.to_string()));
-                if !matches!(e, OnlineError::Profile(ProfileError::NoHome)) {
-                    self.schedule_reconnect();
-                }
+            Ok(Answer::Later(ticket, then)) => {
+                self.waiting.insert(ticket, (then, reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
             }
         }
     }
 
-    /// Runs a network operation when online; offline, it fails with the reason.
-    fn online(&mut self) -> Result<&mut Online, RpcError> {
-        match self.link.as_mut().expect("the link is always put back") {
-            Link::Online(online) => Ok(online),
-            Link::Offline(_, why) => Err(RpcError {
-                code: -32001,
-                message: format!("not connected to the delivery node ({why}); retrying"),
-                kind: "delivery",
-                disconnected: false,
-            }),
-        }
-    }
-
-    async fn call(&mut self, method: &str, params: Value) -> Result<Value, RpcError> {
-        let result = self.dispatch(method, params).await;
-        if let Err(e) = &result
-            && e.disconnected
-            && let Some(Link::Online(_)) = &self.link
-        {
-            self.go_offline(e.message.clone());
-        }
-        result
-    }
-
-    async fn dispatch(&mut self, method: &str, params: Value) -> Result<Value, RpcError> {
+    fn dispatch(&mut self, method: &str, params: Value) -> Result<Answer, RpcError> {
         fn p<T: for<'de> Deserialize<'de>>(params: Value) -> Result<T, RpcError> {
             serde_json::from_value(params).map_err(RpcError::invalid_params)
         }
@@ -333,25 +299,28 @@ impl Actor {
         fn default_limit() -> u32 {
             100
         }
+        let now = Answer::Now;
         Ok(match method {
             "status" => {
-                let link = match self.link.as_ref().expect("the link is always put back") {
-                    Link::Online(_) => json!({"connected": true}),
-                    Link::Offline(_, why) => json!({"connected": false, "why": why}),
+                let link = match self.driver.offline() {
+                    None => json!({"connected": true}),
+                    Some(why) => json!({"connected": false, "why": why}),
                 };
-                let profile = self.profile();
+                let profile = self.driver.profile();
                 let identity = profile.identity();
-                json!({
+                now(json!({
                     "name": identity.name.to_string(),
                     "fingerprint": identity.fingerprint().to_hex(),
                     "home": profile.home()?.map(|h| h.address),
                     "link": link,
-                })
+                    "invitations": value(&profile.invitations(false)?),
+                }))
             }
-            "groups" => value(&self.profile().groups()?),
+            "groups" => now(value(&self.driver.profile().groups()?)),
             "members" => {
                 let Group { group } = p(params)?;
                 let members: Vec<Value> = self
+                    .driver
                     .profile()
                     .members(&group)?
                     .iter()
@@ -363,110 +332,88 @@ impl Actor {
                         })
                     })
                     .collect();
-                json!(members)
+                now(json!(members))
             }
             "history" => {
                 let History { group, limit } = p(params)?;
-                value(&self.profile().history(&group, limit)?)
+                now(value(&self.driver.profile().history(&group, limit)?))
             }
             "events" => {
                 let After { after, limit } = p(params)?;
-                value(&self.profile().events_after(after, limit)?)
+                now(value(&self.driver.profile().events_after(after, limit)?))
             }
-            "invite" => json!({"code": self.profile().invite_code()?.to_string()}),
-            "contacts" => value(&self.profile().contacts()?),
+            "invite" => now(json!({"code": self.driver.profile().invite_code()?.to_string()})),
+            "contacts" => now(value(&self.driver.profile().contacts()?)),
             "contact.add" => {
                 let Code { code } = p(params)?;
                 let code: InviteCode = code.parse()?;
-                value(&self.profile().add_contact(&code)?)
+                now(value(&self.driver.profile().add_contact(&code)?))
             }
             "group.create" => {
                 let Name { name } = p(params)?;
-                value(&self.online()?.create_group(&name).await?)
+                now(value(&self.driver.core().create_group(&name)?))
             }
             "group.add" => {
                 let Who { group, who } = p(params)?;
-                self.online()?.add(&group, &who).await?;
-                self.summary(&group)?
+                self.online()?;
+                let ticket = self.driver.core().add(&group, &who)?;
+                Answer::Later(ticket, Then::Summary(group))
             }
             "group.remove" => {
                 let Who { group, who } = p(params)?;
-                self.online()?.remove(&group, &who).await?;
-                self.summary(&group)?
+                self.online()?;
+                let ticket = self.driver.core().remove(&group, &who)?;
+                Answer::Later(ticket, Then::Summary(group))
             }
             "group.update" => {
                 let Group { group } = p(params)?;
-                self.online()?.update(&group).await?;
-                self.summary(&group)?
+                self.online()?;
+                let ticket = self.driver.core().change(&group, Intent::Update)?;
+                Answer::Later(ticket, Then::Summary(group))
             }
             "send" => {
                 let Text { group, text } = p(params)?;
-                match &mut self.link {
-                    Some(Link::Online(online)) => {
-                        let posted = online.send(&group, &text).await?;
-                        if !posted {
-                            self.go_offline("the connection dropped while sending".into());
-                        }
-                        json!({"posted": posted})
-                    }
+                if self.driver.offline().is_some() {
                     // Offline, the text waits in the outbox and goes out on reconnection.
-                    _ => {
-                        if self.profile().needs_refresh(&group)? {
-                            self.online()?;
-                        }
-                        self.profile().send_hosted(&group, &text)?;
-                        json!({"posted": false})
-                    }
+                    self.driver.profile().send_hosted(&group, &text)?;
+                    now(json!({"posted": false}))
+                } else {
+                    let ticket = self.driver.core().send(&group, &text)?;
+                    Answer::Later(ticket, Then::Posted)
                 }
             }
             "sync" => {
-                let online = self.online()?;
-                online.top_up_key_packages().await?;
-                online.catch_up().await?;
-                json!({"synced": true})
+                self.online()?;
+                let ticket = self.driver.core().sync()?;
+                Answer::Later(ticket, Then::Synced)
             }
             _ => {
                 return Err(RpcError {
                     code: -32601,
                     message: format!("no method {method:?}"),
                     kind: "invalid_input",
-                    disconnected: false,
                 });
             }
         })
     }
 
     fn summary(&mut self, group: &str) -> Result<Value, RpcError> {
-        let groups = self.profile().groups()?;
-        let id = self.profile().find_group(group)?;
-        let id = hex::encode(id.as_slice());
+        let profile = self.driver.profile();
+        let groups = profile.groups()?;
+        let id = hex::encode(profile.find_group(group)?.as_slice());
         Ok(json!(groups.into_iter().find(|g| g.id == id)))
     }
+}
+
+/// A call's answer: now, or when the core is done with its ticket.
+enum Answer {
+    Now(Value),
+    Later(Ticket, Then),
 }
 
 /// The JSON of a report; reports always serialise.
 fn value(report: impl serde::Serialize) -> Value {
     serde_json::to_value(report).unwrap_or(Value::Null)
-}
-
-fn spawn_push_reader(online: &Online, number: u64, work: mpsc::Sender<Work>) {
-    let connection = online.connection().clone();
-    tokio::spawn(async move {
-        loop {
-            match connection.next_push().await {
-                Ok(push) => {
-                    if work.send(Work::Push(push)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "push stream ended");
-                    let _ = work.send(Work::Disconnected(number)).await;
-                    return;
-                }
-            }
-        }
-    });
 }
 
 /// A handle to a running actor, shared by the API connections.
@@ -483,7 +430,6 @@ impl Handle {
             code: -32002,
             message: "the daemon is stopping".into(),
             kind: "failure",
-            disconnected: false,
         };
         self.work
             .send(Work::Call {
@@ -497,7 +443,7 @@ impl Handle {
     }
 }
 
-/// Carries out one API call without a daemon: connects, catches up, calls, disconnects. This is
+/// Carries out one API call without a daemon: connects, calls, catches up, disconnects. This is
 /// what the CLI does when no daemon runs; the answer is the same as the daemon's.
 pub async fn call_once(
     profile: Profile,
@@ -505,16 +451,31 @@ pub async fn call_once(
     params: Value,
 ) -> (Profile, Result<Value, RpcError>) {
     let (work, _unused) = mpsc::channel(1);
-    let mut actor = Actor {
-        link: Some(Link::Offline(profile, "not connected".into())),
-        work,
-        latest_event: watch::channel(0).0,
-        backoff: BACKOFF.0,
-        connection: 0,
+    let mut actor = Actor::new(profile, work, watch::channel(0).0);
+    // Offline, the call answers as the daemon's would while it is offline.
+    let _ = actor.driver.connect().await;
+    let (reply, mut answer) = oneshot::channel();
+    actor.call(method, params, reply);
+    let result = loop {
+        actor.settle();
+        match answer.try_recv() {
+            Ok(result) => break result,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                break Err(RpcError::offline("the call was dropped"));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => match actor.driver.offline() {
+                Some(why) => break Err(RpcError::offline(why)),
+                None => actor.driver.step().await,
+            },
+        }
     };
-    actor.reconnect().await;
-    let result = actor.call(method, params).await;
-    (actor.into_profile(), result)
+    // Whatever the call set going (and the catch-up) finishes before we go.
+    if actor.driver.offline().is_none()
+        && let Err(e) = actor.driver.sync().await
+    {
+        tracing::warn!(error = %e, "catching up did not finish");
+    }
+    (actor.driver.into_profile(), result)
 }
 
 /// Runs the daemon for `profile` until `shutdown` completes: the API on `socket` (and on
@@ -528,28 +489,12 @@ pub async fn run(
     let listener = bind(socket)?;
     let (work, queue) = mpsc::channel(256);
     let (latest_event, latest_rx) = watch::channel(0);
-    let actor = Actor {
-        link: Some(Link::Offline(profile, "starting".into())),
-        work: work.clone(),
-        latest_event,
-        backoff: BACKOFF.0,
-        connection: 0,
-    };
+    let mut actor = Actor::new(profile, work.clone(), latest_event);
+    actor.reconnect_scheduled = true;
     work.send(Work::Reconnect).await.ok();
     let handle = Handle {
         work: work.clone(),
         latest_event: latest_rx,
-    };
-    let poll = {
-        let work = work.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(MAILBOX_POLL).await;
-                if work.send(Work::PollMailbox).await.is_err() {
-                    return;
-                }
-            }
-        })
     };
     if stdio {
         let handle = handle.clone();
@@ -570,7 +515,6 @@ pub async fn run(
     let stop = async {
         shutdown.await;
         accept.abort();
-        poll.abort();
         let _ = std::fs::remove_file(socket);
         work.send(Work::Stop).await.ok();
     };

@@ -10,8 +10,9 @@
 //! - [`store`]: the profile's SQLite database: encryption, schema, transactions.
 //! - [`profile`]: one device's state; every operation runs the engine inside one transaction.
 //! - [`packet`]: the framing of MLS messages in files and pipes.
-//! - [`online`]: working through our delivery node: log in, KeyPackages, commits in the node's
-//!   order (a lost race is made again), texts, catching up from stored cursors.
+//! - [`sync`]: the sync core, without I/O: every rule for working through a log that orders
+//!   our groups (commits, catch-up, re-encryption, the outbox, joins), as requests and answers.
+//! - [`driver`]: the sync core driven over QUIC to our delivery node.
 //! - [`daemon`]: the long-running node: keeps the connection, applies pushes, serves the local
 //!   JSON-RPC API (Unix socket and stdio) with numbered, resumable events.
 //! - [`cluster`]: a delivery node and peers as processes on this machine, for `mlschat demo`
@@ -19,9 +20,10 @@
 
 pub mod cluster;
 pub mod daemon;
+pub mod driver;
 pub mod engine;
 pub mod identity;
-pub mod online;
 pub mod packet;
 pub mod profile;
 pub mod store;
+pub mod sync;

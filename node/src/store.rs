@@ -50,7 +50,7 @@ const KDF_FILE: &str = "kdf.json";
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each step brings the schema from version `i` to `i + 1`, in one transaction.
-const MIGRATIONS: [&str; 2] = [SCHEMA, ONLINE];
+const MIGRATIONS: [&str; 3] = [SCHEMA, ONLINE, SYNC];
 
 const SCHEMA: &str = r#"
 CREATE TABLE profile (
@@ -155,6 +155,35 @@ ALTER TABLE outbox ADD COLUMN history_seq INTEGER;
 -- create or join, NULL while our own text waits for the node), so that every member shows the
 -- group in the node's one order.
 ALTER TABLE messages ADD COLUMN log_seq INTEGER;
+"#;
+
+/// Version 3: the sync core (`sync`): post ids, durable intents, broken groups, invitations.
+const SYNC: &str = r#"
+-- A text carries the id its sender posted it under (wire `content`); a second copy from the
+-- same sender is dropped by it, even when it was encrypted again.
+ALTER TABLE messages ADD COLUMN post_id BLOB;
+CREATE UNIQUE INDEX messages_by_post ON messages (group_id, sender_fingerprint, post_id)
+    WHERE post_id IS NOT NULL;
+ALTER TABLE outbox ADD COLUMN post_id BLOB;
+-- Changes we asked of a group (add, remove, update) and not yet carried out, in order. The one
+-- being committed moves to pending_commits (with its seq) and comes back if it loses its epoch.
+CREATE TABLE intents (
+    seq INTEGER PRIMARY KEY,
+    group_id BLOB NOT NULL REFERENCES groups(group_id),
+    intent TEXT NOT NULL
+);
+ALTER TABLE pending_commits ADD COLUMN intent_seq INTEGER;
+-- Why we cannot go on in a group (a commit we could not process), or NULL.
+ALTER TABLE groups ADD COLUMN broken TEXT;
+-- Welcomes from our mailbox that we could not join: kept, retried and reported, never dropped.
+CREATE TABLE invitations (
+    mailbox_id INTEGER PRIMARY KEY,
+    group_id BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    welcome BLOB NOT NULL,
+    failure TEXT NOT NULL,
+    attempts INTEGER NOT NULL
+);
 "#;
 
 /// What can go wrong opening or writing the profile database.

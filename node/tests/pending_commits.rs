@@ -2,7 +2,7 @@
 //! decides. No network here: the node's log is played by hand, entry by entry.
 
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Intent, LogEntry, LogOutcome, PendingCommit, Profile, ProfileError};
+use mlschat_node::profile::{Intent, LogEntry, PendingCommit, Prepared, Profile, ProfileError};
 use mlschat_wire::EntryKind;
 use openmls::prelude::GroupId;
 
@@ -32,12 +32,19 @@ impl Member {
         self.profile = Some(Profile::open(self.dir.path(), None).unwrap());
     }
 
+    /// Makes (and keeps as pending) a commit for `intent` in group "g".
+    fn commit(&mut self, intent: &Intent) -> PendingCommit {
+        self.p().queue_intent("g", intent).unwrap();
+        let id = self.p().find_group("g").unwrap();
+        match self.p().prepare_next_commit(&id).unwrap() {
+            Prepared::Commit(pending) => pending,
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// Makes (and keeps as pending) a commit refreshing our keys in group "g".
     fn update(&mut self) -> PendingCommit {
-        self.p()
-            .prepare_commit("g", &Intent::Update)
-            .unwrap()
-            .unwrap()
+        self.commit(&Intent::Update)
     }
 
     fn state(&mut self, group: &str) -> (u64, String) {
@@ -65,25 +72,36 @@ fn commit_entry(seq: u64, epoch: u64, message: Vec<u8>) -> LogEntry {
 /// Alice's hosted group with Bob in it, both at epoch 1.
 fn pair() -> (Member, Member, GroupId) {
     let (mut alice, mut bob) = (Member::new("alice"), Member::new("bob"));
-    let (_, group_id) = alice.p().create_hosted_group("g").unwrap();
-    let id = GroupId::from_slice(&group_id);
+    let (_, id) = alice.p().create_hosted_group("g").unwrap();
+    let group_id = id.as_slice().to_vec();
     let kp = bob.p().new_key_package(false).unwrap();
     let add = Intent::Add {
         key_packages: vec![kp],
     };
-    let pending = alice.p().prepare_commit("g", &add).unwrap().unwrap();
+    let pending = alice.commit(&add);
     alice.p().confirm_commit(&id, 1).unwrap();
     let joined = bob
         .p()
         .join_hosted(
             1,
             &group_id,
+            1,
             pending.welcome.as_ref().unwrap(),
             pending.ratchet_tree.as_ref().unwrap(),
         )
         .unwrap();
     assert!(joined.is_ok(), "{joined:?}");
     bob.p().rename_group(&hex::encode(&group_id), "g").unwrap();
+    // Bob reads the log from its start: the commit that added him is of an epoch before his.
+    let read = bob
+        .p()
+        .receive_log(&id, &[commit_entry(1, 0, pending.message)])
+        .unwrap();
+    assert!(read.failed == 0 && read.broken.is_none(), "{read:?}");
+    // Bob's refresh after joining waits in his queue; these tests make their own commits.
+    let refresh = bob.p().prepare_next_commit(&id).unwrap();
+    assert!(matches!(refresh, Prepared::Commit(_)), "{refresh:?}");
+    bob.p().fail_commit(&id).unwrap();
     assert_eq!(alice.state("g"), bob.state("g"));
     (alice, bob, id)
 }
@@ -100,19 +118,13 @@ fn a_commit_accepted_before_a_crash_is_recognised_in_the_log_and_merged() {
         "pending survives"
     );
     let entry = commit_entry(2, 1, pending.message.clone());
-    let outcomes = alice
+    let read = alice
         .p()
         .receive_log(&id, std::slice::from_ref(&entry))
         .unwrap();
-    assert!(
-        matches!(outcomes[..], [LogOutcome::Confirmed]),
-        "{outcomes:?}"
-    );
-    let outcomes = bob.p().receive_log(&id, &[entry]).unwrap();
-    assert!(
-        matches!(outcomes[..], [LogOutcome::Received(_)]),
-        "{outcomes:?}"
-    );
+    assert_eq!(read.committed, [pending.intent], "{read:?}");
+    let read = bob.p().receive_log(&id, &[entry]).unwrap();
+    assert!(read.committed.is_empty() && !read.lost && read.failed == 0, "{read:?}");
     assert_eq!(alice.state("g").0, 2);
     assert_eq!(alice.state("g"), bob.state("g"));
     assert!(alice.p().pending_commit(&id).unwrap().is_none());
@@ -126,18 +138,18 @@ fn a_commit_that_lost_its_epoch_is_dropped_and_its_intent_handed_back() {
     let bobs = bob.update();
     bob.p().confirm_commit(&id, 2).unwrap();
     alice.crash_and_reopen();
-    let outcomes = alice
+    let read = alice
         .p()
         .receive_log(&id, &[commit_entry(2, 1, bobs.message)])
         .unwrap();
-    assert!(
-        matches!(&outcomes[..], [LogOutcome::Lost(Intent::Update)]),
-        "{outcomes:?}"
-    );
+    assert!(read.lost, "{read:?}");
     assert!(alice.p().pending_commit(&id).unwrap().is_none());
     assert_eq!(alice.state("g"), bob.state("g"), "alice applied the winner");
-    // Made again at the new epoch, her intent goes through.
-    let again = alice.update();
+    // Her intent is back at the head of her queue: made again at the new epoch, it goes through.
+    let again = match alice.p().prepare_next_commit(&id).unwrap() {
+        Prepared::Commit(pending) => pending,
+        other => panic!("{other:?}"),
+    };
     assert_eq!(again.epoch, 2);
     alice.p().confirm_commit(&id, 3).unwrap();
     bob.p()
@@ -150,7 +162,8 @@ fn a_commit_that_lost_its_epoch_is_dropped_and_its_intent_handed_back() {
 fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
     let (mut alice, mut bob, id) = pair();
     alice.p().send_hosted("g", "hello").unwrap();
-    let queued = alice.p().next_hosted_unsent().unwrap().unwrap();
+    alice.p().send_hosted("g", "after hello").unwrap();
+    let queued = alice.p().next_text(&id).unwrap().unwrap();
     // Bob's commit moves the group on before the node takes Alice's text.
     let bobs = bob.update();
     bob.p().confirm_commit(&id, 2).unwrap();
@@ -158,9 +171,11 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
         .p()
         .receive_log(&id, &[commit_entry(2, 1, bobs.message)])
         .unwrap();
-    let again = alice.p().encrypt_again(queued.seq).unwrap();
-    assert_eq!(again.outbox.len(), 1);
-    let requeued = alice.p().next_hosted_unsent().unwrap().unwrap();
+    assert!(alice.p().encrypt_again(queued.seq).unwrap());
+    let requeued = alice.p().next_text(&id).unwrap().unwrap();
+    assert_eq!(requeued.seq, queued.seq, "it keeps its place before later texts");
+    assert_eq!(requeued.post_id, queued.post_id, "and its post id");
+    assert_eq!(requeued.epoch, 2);
     assert_ne!(requeued.message, queued.message, "a new ciphertext");
     alice.p().mark_posted(requeued.seq, 3).unwrap();
     let message = LogEntry {
@@ -179,7 +194,7 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
             .map(|e| e.body)
             .collect()
     };
-    assert_eq!(texts(&mut alice), ["hello"], "one history row, not two");
+    assert_eq!(texts(&mut alice), ["hello", "after hello"], "one history row each");
     assert_eq!(texts(&mut bob), ["hello"]);
 }
 
@@ -192,7 +207,7 @@ fn a_group_kept_in_files_is_refused_by_the_delivery_path() {
         matches!(refused, Err(ProfileError::WrongKind(_))),
         "{refused:?}"
     );
-    let refused = alice.p().prepare_commit("local", &Intent::Update);
+    let refused = alice.p().queue_intent("local", &Intent::Update);
     assert!(
         matches!(refused, Err(ProfileError::WrongKind(_))),
         "{refused:?}"

@@ -7,11 +7,13 @@
 //! # Layout
 //! - [`frame`]: version, length prefix and size limit of every frame.
 //! - [`messages`]: requests, responses, pushes and error codes.
+//! - [`content`]: the plaintext of an application message (versioned, typed, with its post id).
 //! - [`auth`]: the transcript a client signs to authenticate, bound to the TLS session.
 //! - [`token`]: per-epoch group tokens, which let the node check posting rights blind.
 //! - `quic` (feature): TLS 1.3 configurations, certificate pinning, the client connection.
 
 pub mod auth;
+pub mod content;
 pub mod frame;
 pub mod messages;
 pub mod token;

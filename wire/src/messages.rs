@@ -13,6 +13,10 @@ pub type TokenHash = [u8; 32];
 /// A per-epoch group token: proof of membership in one epoch of one group.
 pub type Token = [u8; 32];
 
+/// The id a sender gives a post once and keeps when it encrypts the post again: the node
+/// answers a repeat of (poster, group, id) with the original position instead of storing it twice.
+pub type PostId = [u8; 16];
+
 /// A boolean: one byte, 0 or 1; any other value is malformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]
 #[repr(u8)]
@@ -201,6 +205,8 @@ pub struct PostMessage {
     pub group_id: VLBytes,
     pub epoch: u64,
     pub token: Token,
+    /// Chosen by the poster once per message; a repeat is answered with the first position.
+    pub post_id: PostId,
     /// An `MLSMessage` (a PrivateMessage with an application message or a proposal).
     pub message: VLBytes,
 }

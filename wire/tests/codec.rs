@@ -52,6 +52,7 @@ fn requests() -> Vec<Request> {
             group_id: vl(b"g1"),
             epoch: 4,
             token: [6; 32],
+            post_id: [9; 16],
             message: vl(b"hello"),
         }),
         Request::FetchGroup(group.clone()),
@@ -160,9 +161,13 @@ fn encodings_are_pinned() {
                 group_id: vl(b"g1"),
                 epoch: 4,
                 token: [6; 32],
+                post_id: [7; 16],
                 message: vl(b"hi"),
             }),
-            "00010000003000160267310000000000000004".to_owned() + &"06".repeat(32) + "026869",
+            "00010000004000160267310000000000000004".to_owned()
+                + &"06".repeat(32)
+                + &"07".repeat(16)
+                + "026869",
         ),
     ]
     .into_iter()

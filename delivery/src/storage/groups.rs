@@ -7,7 +7,7 @@
 //! write lock serialises them. The commit's log entry, the next epoch's token, its tree and its
 //! Welcomes are written in the same transaction, so a loser's Welcomes never reach a mailbox.
 
-use mlschat_wire::{ClientId, EntryKind, TokenHash};
+use mlschat_wire::{ClientId, EntryKind, PostId, TokenHash};
 
 use super::{
     Database, RowExt, StorageError, from_db, to_db, unix_now, with_pool, write_transaction,
@@ -37,13 +37,31 @@ pub struct NewMessage {
     /// Hash of the token presented for `epoch`.
     pub token_hash: TokenHash,
     pub message: Vec<u8>,
+    /// [`post_key`] of its poster and post id: a repeat is answered with the first position.
+    /// `None` for a post that is never repeated (the node's own tools).
+    pub post_key: Option<PostKey>,
 }
 
-/// A post was stored at `seq`; the group is at `epoch`.
+/// What makes a post the same post again: SHA-256 of the poster's client id and the post id it
+/// chose. The post id itself and the poster are not stored.
+pub type PostKey = [u8; 32];
+
+pub fn post_key(poster: &ClientId, post_id: &PostId) -> PostKey {
+    use sha2::{Digest, Sha256};
+    Sha256::new()
+        .chain_update(poster)
+        .chain_update(post_id)
+        .finalize()
+        .into()
+}
+
+/// A post was stored at `seq`; the group is at `epoch`. `repeat`: it had been stored before
+/// (same poster, same post id), and `seq` and `epoch` are those of the first time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Posted {
     pub seq: u64,
     pub epoch: u64,
+    pub repeat: bool,
 }
 
 /// A commit was stored at `seq`, moving the group to `epoch`; its Welcomes are the mailbox
@@ -105,7 +123,7 @@ const ADVANCE: &str = "
 /// Inside a write transaction: the compare-and-set of [`ADVANCE`] and, if it succeeds, the log
 /// entry. Evaluates to `Ok(seq)`, or `Err(Refused)` with nothing written.
 macro_rules! append {
-    ($tx:ident, $group_id:expr, $epoch:expr, $token_hash:expr, $kind:expr, $message:expr, $now:expr) => {{
+    ($tx:ident, $group_id:expr, $epoch:expr, $token_hash:expr, $kind:expr, $message:expr, $post_key:expr, $now:expr) => {{
         let advance: i64 = if $kind == EntryKind::Commit { 1 } else { 0 };
         let seq: Option<i64> = sqlx::query_scalar(ADVANCE)
             .bind($group_id)
@@ -125,8 +143,8 @@ macro_rules! append {
             }
             Some(seq) => {
                 sqlx::query(
-                    "INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO group_log (group_id, seq, epoch, kind, message, at, post_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind($group_id)
                 .bind(seq)
@@ -134,6 +152,7 @@ macro_rules! append {
                 .bind(kind_code($kind))
                 .bind($message)
                 .bind($now)
+                .bind($post_key)
                 .execute(&mut *$tx)
                 .await?;
                 Ok(seq)
@@ -207,6 +226,7 @@ impl Database {
                 &commit.token_hash,
                 kind,
                 &commit.commit,
+                None::<&[u8]>,
                 now
             ) {
                 Err(refused) => Err(refused),
@@ -269,6 +289,7 @@ impl Database {
             epoch,
             token_hash: *token_hash,
             message: message.to_vec(),
+            post_key: None,
         };
         let mut results = self.post_messages(std::slice::from_ref(&post)).await?;
         Ok(results.pop().expect("one result per post"))
@@ -288,7 +309,19 @@ impl Database {
             let mut results = Vec::with_capacity(posts.len());
             for post in posts {
                 let (group_id, epoch) = (post.group_id.as_slice(), to_db(post.epoch));
+                if let Some(key) = &post.post_key {
+                    let first: Option<(i64, i64)> = sqlx::query_as(FIRST_POST)
+                        .bind(group_id)
+                        .bind(key.as_slice())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some((seq, epoch)) = first {
+                        results.push(Ok(repeat(seq, epoch)));
+                        continue;
+                    }
+                }
                 let kind = EntryKind::Message;
+                let key = post.post_key.as_ref().map(|k| k.as_slice());
                 let appended = append!(
                     tx,
                     group_id,
@@ -296,11 +329,13 @@ impl Database {
                     &post.token_hash,
                     kind,
                     &post.message,
+                    key,
                     now
                 );
                 results.push(appended.map(|seq| Posted {
                     seq: from_db(seq),
                     epoch: from_db(epoch),
+                    repeat: false,
                 }));
             }
             results
@@ -459,6 +494,77 @@ async fn post_messages_postgres(
     posts: &[NewMessage],
     now: i64,
 ) -> Result<Vec<Result<Posted, Refused>>, StorageError> {
+    // Repeats are answered from the log and leave the batch; so is a second copy within it.
+    let mut answers: Vec<Option<Result<Posted, Refused>>> = vec![None; posts.len()];
+    let keyed: Vec<usize> = (0..posts.len())
+        .filter(|&i| posts[i].post_key.is_some())
+        .collect();
+    if !keyed.is_empty() {
+        const FIRST_POSTS: &str = "
+            SELECT k.i, l.seq, l.epoch
+            FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS k(group_id, post_key, i)
+            JOIN group_log l ON l.group_id = k.group_id AND l.post_key = k.post_key";
+        let groups: Vec<&[u8]> = keyed.iter().map(|&i| posts[i].group_id.as_slice()).collect();
+        let keys: Vec<&[u8]> = keyed
+            .iter()
+            .map(|&i| posts[i].post_key.as_ref().expect("keyed").as_slice())
+            .collect();
+        let found: Vec<(i64, i64, i64)> = sqlx::query_as(FIRST_POSTS)
+            .bind(&groups)
+            .bind(&keys)
+            .fetch_all(pool)
+            .await?;
+        for (i, seq, epoch) in found {
+            answers[keyed[i as usize - 1]] = Some(Ok(repeat(seq, epoch)));
+        }
+    }
+    let mut first_of = std::collections::HashMap::new();
+    let mut copies = Vec::new();
+    let fresh: Vec<usize> = (0..posts.len())
+        .filter(|&i| {
+            if answers[i].is_some() {
+                return false;
+            }
+            let Some(key) = &posts[i].post_key else {
+                return true;
+            };
+            match first_of.entry((posts[i].group_id.as_slice(), key)) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    copies.push((i, *first.get()));
+                    false
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(i);
+                    true
+                }
+            }
+        })
+        .collect();
+    let batch: Vec<NewMessage> = fresh.iter().map(|&i| posts[i].clone()).collect();
+    for (i, result) in fresh.iter().zip(append_batch_postgres(pool, &batch, now).await?) {
+        answers[*i] = Some(result);
+    }
+    for (copy, first) in copies {
+        answers[copy] = Some(answers[first].expect("answered above").map(|posted| Posted {
+            repeat: true,
+            ..posted
+        }));
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every post answered"))
+        .collect())
+}
+
+/// The fresh posts of a batch, as one statement.
+async fn append_batch_postgres(
+    pool: &sqlx::PgPool,
+    posts: &[NewMessage],
+    now: i64,
+) -> Result<Vec<Result<Posted, Refused>>, StorageError> {
+    if posts.is_empty() {
+        return Ok(Vec::new());
+    }
     // Each claim is checked and numbered by one UPDATE of its group's row, however many posts
     // make it; at most one claim per group can pass (one token per epoch), so no row is updated
     // twice. Then each post is stored at its claim's first number plus its place in the claim.
@@ -473,9 +579,10 @@ async fn post_messages_postgres(
                           AND t.epoch = c.epoch AND t.token_hash = c.token_hash)
             RETURNING c.claim, g.group_id, g.epoch, g.next_seq - c.posts AS first_seq),
         inserted AS (
-            INSERT INTO group_log (group_id, seq, epoch, kind, message, at)
-            SELECT n.group_id, n.first_seq + p.place, n.epoch, $8, p.message, $9
-            FROM unnest($5::int8[], $6::int8[], $7::bytea[]) AS p(claim, place, message)
+            INSERT INTO group_log (group_id, seq, epoch, kind, message, at, post_key)
+            SELECT n.group_id, n.first_seq + p.place, n.epoch, $8, p.message, $9, p.post_key
+            FROM unnest($5::int8[], $6::int8[], $7::bytea[], $10::bytea[])
+                AS p(claim, place, message, post_key)
             JOIN numbered n ON n.claim = p.claim)
         SELECT claim, first_seq FROM numbered";
     let claims = Claims::of(posts);
@@ -489,6 +596,10 @@ async fn post_messages_postgres(
     let post_claims: Vec<i64> = claims.of_post.iter().map(|&(c, _)| c as i64 + 1).collect();
     let places: Vec<i64> = claims.of_post.iter().map(|&(_, k)| k as i64).collect();
     let messages: Vec<&[u8]> = posts.iter().map(|p| p.message.as_slice()).collect();
+    let post_keys: Vec<Option<&[u8]>> = posts
+        .iter()
+        .map(|p| p.post_key.as_ref().map(|k| k.as_slice()))
+        .collect();
     // One statement is one transaction (autocommit): atomic, and durable before it returns.
     let accepted: Vec<(i64, i64)> = sqlx::query_as(BATCH)
         .bind(&groups)
@@ -500,6 +611,7 @@ async fn post_messages_postgres(
         .bind(&messages)
         .bind(kind_code(EntryKind::Message) as i16)
         .bind(now)
+        .bind(&post_keys)
         .fetch_all(pool)
         .await?;
     let mut first_seqs = vec![None; claims.keys.len()];
@@ -512,6 +624,7 @@ async fn post_messages_postgres(
             Some(first_seq) => Ok(Posted {
                 seq: first_seq + place as u64,
                 epoch: post.epoch,
+                repeat: false,
             }),
             None => {
                 let current: Option<i64> =
@@ -561,6 +674,17 @@ impl<'a> Claims<'a> {
             keys: claims.into_iter().map(|(key, (n, _))| (key, n)).collect(),
             of_post,
         }
+    }
+}
+
+/// Where a post with the same key was stored the first time.
+const FIRST_POST: &str = "SELECT seq, epoch FROM group_log WHERE group_id = $1 AND post_key = $2";
+
+fn repeat(seq: i64, epoch: i64) -> Posted {
+    Posted {
+        seq: from_db(seq),
+        epoch: from_db(epoch),
+        repeat: true,
     }
 }
 

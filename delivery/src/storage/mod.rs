@@ -7,7 +7,7 @@ mod groups;
 mod keypackages;
 mod migrate;
 
-pub use groups::{Committed, Entry, NewCommit, NewMessage, Posted, Refused};
+pub use groups::{Committed, Entry, NewCommit, NewMessage, PostKey, Posted, Refused, post_key};
 
 use std::path::Path;
 use std::str::FromStr;

@@ -252,3 +252,11 @@ impl Drop for NodeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A fresh post id: every post of these tests is a new message, never a repeat.
+#[allow(dead_code)] // not every test binary posts
+pub fn post_id() -> mlschat_wire::PostId {
+    let mut id = [0; 16];
+    getrandom::fill(&mut id).expect("the OS random source is available");
+    id
+}

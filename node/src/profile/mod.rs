@@ -21,12 +21,17 @@ use crate::engine::{
     self, CommitOut, Engine, EngineError, Incoming, MemberInfo, Parsed, display_member,
 };
 use crate::identity::{DeviceName, Identity, SIGNATURE_SCHEME};
+use mlschat_wire::PostId;
+use mlschat_wire::content::Content;
 use crate::packet::Packet;
 use crate::store::{MlsStorage, Store, StoreError, unix_now};
 
-mod online;
-pub use online::{
-    Contact, Event, Home, HostedUnsent, Intent, InviteCode, LogEntry, LogOutcome, PendingCommit,
+mod contacts;
+mod hosted;
+pub use contacts::{Contact, Home, InviteCode};
+pub use hosted::{
+    Event, Intent, Invitation, JOIN_ATTEMPTS, LogEntry, LogRead, PendingCommit, Prepared,
+    QueuedText, Waiting,
 };
 
 /// What can go wrong in a profile operation.
@@ -63,6 +68,9 @@ pub enum ProfileError {
     /// A contact's key is not the one we were given: never accepted silently.
     #[error("contact {0:?} is flagged: {1}")]
     ContactFlagged(String, String),
+    /// We cannot go on in this group: a commit we could not process.
+    #[error("group {0:?} is broken: {1}")]
+    Broken(String, String),
     /// The operation needs a delivery node and none is set.
     #[error("no delivery node is set (run `mlschat home set ADDRESS FINGERPRINT`)")]
     NoHome,
@@ -416,37 +424,41 @@ impl Profile {
             if p.needs_self_update(&id)? {
                 out = p.own_commit(&id, |e, p, g| e.self_update(p, g))?;
             }
-            out.append(p.queue_text(&id, text, None)?);
+            out.append(p.queue_text(&id, text)?);
             Ok(out)
         })
     }
 
-    /// Encrypts `text` at the group's current epoch, records it in history (unless it is being
-    /// encrypted again: then `again` is its history row) and queues it in the outbox.
-    fn queue_text(
-        &mut self,
-        id: &GroupId,
-        text: &str,
-        again: Option<i64>,
-    ) -> Result<Outgoing, ProfileError> {
+    /// Encrypts `text` at the group's current epoch as a new [`Content`], records it in history
+    /// and queues it in the outbox; a hosted group's row keeps the content, to be encrypted
+    /// again if its epoch ends before the node takes it.
+    fn queue_text(&mut self, id: &GroupId, text: &str) -> Result<Outgoing, ProfileError> {
         let me = self.me();
         let hosted = self.is_hosted(id)?;
+        let content = Content::text(self.new_post_id()?, text);
+        let plaintext = content.encode();
         self.with_group(id, |engine, provider, group, conn| {
-            let message = engine.send(provider, group, text.as_bytes())?;
+            let message = engine.send(provider, group, &plaintext)?;
             mark_processed(conn, &message)?;
-            let history_seq = match again {
-                Some(seq) => seq,
-                None => {
-                    let epoch = group.epoch().as_u64();
-                    append_history(conn, id, epoch, &me, "text", text)?;
-                    conn.last_insert_rowid()
-                }
-            };
+            append_text(conn, id, group.epoch().as_u64(), &me, &content)?;
+            let history_seq = conn.last_insert_rowid();
             let mut out = Outgoing::default();
-            let kept = hosted.then_some((text, history_seq));
+            let kept = hosted.then_some(Kept {
+                content: &plaintext,
+                post_id: content.id,
+                history_seq,
+            });
             out.queue(conn, id, Packet::Mls(message), kept)?;
             Ok(out)
         })
+    }
+
+    fn new_post_id(&self) -> Result<PostId, ProfileError> {
+        let bytes = self
+            .crypto
+            .random_vec(16)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        Ok(bytes.try_into().expect("16 bytes asked for"))
     }
 
     /// Processes one incoming packet: joins from a Welcome, or processes a group message.
@@ -828,31 +840,31 @@ impl Profile {
 }
 
 impl Outgoing {
-    /// Adds a packet, and its outbox row in the current transaction.
-    /// `text` (with its history row) is kept for a message that may have to be encrypted again
-    /// (see `online`).
+    /// Adds a packet, and its outbox row in the current transaction. `kept` is kept for a text
+    /// that may have to be encrypted again (see `online`).
     fn queue(
         &mut self,
         conn: &rusqlite::Connection,
         id: &GroupId,
         packet: Packet,
-        text: Option<(&str, i64)>,
+        kept: Option<Kept<'_>>,
     ) -> Result<(), ProfileError> {
         let audience = match packet {
             Packet::Mls(_) => "group",
             Packet::Join { .. } => "joiners",
         };
         conn.prepare_cached(
-            "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq, post_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             id.as_slice(),
             audience,
             packet.encode()?,
             unix_now(),
-            text.map(|(t, _)| t.as_bytes()),
-            text.map(|(_, seq)| seq)
+            kept.as_ref().map(|k| k.content),
+            kept.as_ref().map(|k| k.history_seq),
+            kept.as_ref().map(|k| k.post_id.as_slice())
         ])?;
         self.outbox.push(conn.last_insert_rowid());
         match packet {
@@ -861,6 +873,15 @@ impl Outgoing {
         }
         Ok(())
     }
+}
+
+/// What an outbox row keeps of a text for a hosted group.
+struct Kept<'a> {
+    /// The encoded [`Content`], to encrypt again.
+    content: &'a [u8],
+    post_id: PostId,
+    /// Its history row, which takes the node's position once the node takes it.
+    history_seq: i64,
 }
 
 /// Merges our pending commit and records it: in history, as processed (its echo is dropped),
@@ -937,6 +958,33 @@ fn append_history(
     Ok(())
 }
 
+/// Appends a text to history; false (and nothing written) when the sender's post id is there
+/// already.
+fn append_text(
+    conn: &rusqlite::Connection,
+    id: &GroupId,
+    epoch: u64,
+    sender: &MemberInfo,
+    content: &Content,
+) -> Result<bool, ProfileError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO messages
+                 (group_id, epoch, sender, sender_fingerprint, kind, body, at, post_id)
+             VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            id.as_slice(),
+            epoch as i64,
+            display_member(sender),
+            sender.fingerprint.0,
+            content.display().as_bytes(),
+            unix_now(),
+            content.id.as_slice()
+        ])?;
+    Ok(inserted == 1)
+}
+
 /// Records that `message` was seen; false if it had been already.
 fn mark_processed(conn: &rusqlite::Connection, message: &[u8]) -> Result<bool, ProfileError> {
     let hash: [u8; 32] = Sha256::digest(message).into();
@@ -953,10 +1001,14 @@ fn record_incoming(
     incoming: &Incoming,
 ) -> Result<(), ProfileError> {
     match incoming {
-        Incoming::Application { sender, plaintext } => {
-            let text = String::from_utf8_lossy(plaintext);
-            append_history(conn, id, epoch, sender, "text", &text)
-        }
+        Incoming::Application { sender, plaintext } => match Content::decode(plaintext) {
+            // A second copy from the same sender (encrypted again) is dropped by its id.
+            Ok(content) => append_text(conn, id, epoch, sender, &content).map(|_| ()),
+            Err(e) => {
+                let body = format!("sent a message this client cannot read ({e})");
+                append_history(conn, id, epoch, sender, "event", &body)
+            }
+        },
         Incoming::Proposal { sender, summary } => append_history(
             conn,
             id,

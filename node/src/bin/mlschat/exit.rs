@@ -58,6 +58,7 @@ pub fn exit_code(error: &anyhow::Error) -> Exit {
                 ProfileError::Corrupt(_) => Exit::Failure,
                 ProfileError::NoHome => Exit::Delivery,
                 ProfileError::ContactFlagged(..) => Exit::Flagged,
+                ProfileError::Broken(..) => Exit::Failure,
             };
         }
         if let Some(e) = cause.downcast_ref::<EngineError>() {

@@ -245,8 +245,39 @@ fn main() {
     std::process::exit(code as i32);
 }
 
+/// Logs go to stderr, filtered by `RUST_LOG` (warnings by default); a daemon also writes them,
+/// at `info` unless `RUST_LOG` says otherwise, to `daemon.log` in its profile directory.
+fn init_logging(daemon_log: Option<&Path>) {
+    use tracing_subscriber::{EnvFilter, Layer as _, fmt, layer::SubscriberExt as _};
+    let filter = |default: &str| {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    };
+    let stderr = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(filter("warn"));
+    let file = daemon_log.and_then(|path| {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| eprintln!("cannot write the log file {}: {e}", path.display()))
+            .ok()?;
+        Some(
+            fmt::layer()
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .with_filter(filter("info")),
+        )
+    });
+    let subscriber = tracing_subscriber::registry().with(stderr).with(file);
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
 fn run(cli: Cli) -> anyhow::Result<Exit> {
     let dir = profile_dir(cli.data_dir.as_deref(), &cli.profile)?;
+    let daemon_log = matches!(cli.command, Command::Daemon { .. }).then(|| dir.join("daemon.log"));
+    init_logging(daemon_log.as_deref());
     let passphrase = passphrase(cli.passphrase_file.as_deref())?;
     let report = Report::new(cli.format == Format::Json);
 

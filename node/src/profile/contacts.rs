@@ -1,0 +1,295 @@
+//! Whom we know: our home delivery node, invite codes, and contacts whose keys we check.
+//!
+//! A contact is added from an invite code and never silently replaced: a code, a claimed
+//! KeyPackage or a group member with the contact's name and another key flags the contact.
+
+use openmls::prelude::KeyPackage;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use mlschat_wire::ClientId;
+use mlschat_wire::token::client_id;
+
+use super::{Profile, ProfileError};
+use crate::engine::{self, MemberInfo};
+use crate::identity::{DeviceName, Fingerprint};
+use crate::store::unix_now;
+
+/// Our delivery node: where our groups' logs and our mailbox are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    /// `host:port` of its QUIC endpoint.
+    pub address: String,
+    /// SHA-256 of its certificate, pinned.
+    pub fingerprint: [u8; 32],
+    /// The operator's invite token; empty where registration is open.
+    pub invite: Vec<u8>,
+}
+
+/// Everything someone needs to add us: who we are and how to reach our delivery node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteCode {
+    pub name: DeviceName,
+    pub signature_key: Vec<u8>,
+    pub home: Home,
+}
+
+const INVITE_PREFIX: &str = "mlschat:invite?";
+
+impl std::fmt::Display for InviteCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{INVITE_PREFIX}name={}&key={}&node={}&pin={}",
+            self.name,
+            hex::encode(&self.signature_key),
+            self.home.address,
+            hex::encode(self.home.fingerprint)
+        )
+    }
+}
+
+impl std::str::FromStr for InviteCode {
+    type Err = ProfileError;
+
+    fn from_str(code: &str) -> Result<Self, ProfileError> {
+        let bad = |why: &str| ProfileError::WrongKind(format!("not a valid invite code: {why}"));
+        let fields = code
+            .trim()
+            .strip_prefix(INVITE_PREFIX)
+            .ok_or_else(|| bad("it must start with mlschat:invite?"))?;
+        let (mut name, mut key, mut node, mut pin) = (None, None, None, None);
+        for field in fields.split('&') {
+            let (k, v) = field.split_once('=').ok_or_else(|| bad(field))?;
+            let slot = match k {
+                "name" => &mut name,
+                "key" => &mut key,
+                "node" => &mut node,
+                "pin" => &mut pin,
+                _ => continue, // newer versions may add fields
+            };
+            *slot = Some(v.to_owned());
+        }
+        let name = name.ok_or_else(|| bad("no name"))?;
+        let (user, device) = name
+            .rsplit_once('/')
+            .ok_or_else(|| bad("name is not user/device"))?;
+        let name = DeviceName::new(user, device).map_err(|e| bad(&e.to_string()))?;
+        let signature_key = hex::decode(key.ok_or_else(|| bad("no key"))?)
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| bad("key is not 32 bytes of hex"))?;
+        let fingerprint = hex::decode(pin.ok_or_else(|| bad("no pin"))?)
+            .ok()
+            .and_then(|p| <[u8; 32]>::try_from(p).ok())
+            .ok_or_else(|| bad("pin is not 32 bytes of hex"))?;
+        let address = node.ok_or_else(|| bad("no node"))?;
+        Ok(Self {
+            name,
+            signature_key,
+            home: Home {
+                address,
+                fingerprint,
+                invite: Vec::new(),
+            },
+        })
+    }
+}
+
+/// Someone we can add by name.
+#[derive(Debug, Clone, Serialize)]
+pub struct Contact {
+    /// `user/device`.
+    pub name: String,
+    pub fingerprint: String,
+    pub node: String,
+    /// Why this contact must be checked before it is used again, if it must.
+    pub flagged: Option<String>,
+    #[serde(skip)]
+    pub signature_key: Vec<u8>,
+}
+
+impl Contact {
+    pub fn client_id(&self) -> ClientId {
+        client_id(&self.signature_key)
+    }
+}
+
+impl Profile {
+    /// Sets (or replaces) our delivery node.
+    pub fn set_home(&mut self, home: &Home) -> Result<(), ProfileError> {
+        self.store.transaction(|| {
+            self.store.conn().execute(
+                "INSERT INTO home (id, address, fingerprint, invite) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET address = ?1, fingerprint = ?2, invite = ?3",
+                params![home.address, home.fingerprint, home.invite],
+            )?;
+            Ok::<_, ProfileError>(())
+        })
+    }
+
+    pub fn home(&self) -> Result<Option<Home>, ProfileError> {
+        let row = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT address, fingerprint, invite FROM home WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        row.map(|(address, fingerprint, invite)| {
+            Ok(Home {
+                address,
+                fingerprint: fingerprint
+                    .try_into()
+                    .map_err(|_| ProfileError::Corrupt("home fingerprint".into()))?,
+                invite,
+            })
+        })
+        .transpose()
+    }
+
+    /// Our invite code, for others to add us as a contact.
+    pub fn invite_code(&self) -> Result<InviteCode, ProfileError> {
+        let identity = self.identity();
+        Ok(InviteCode {
+            name: identity.name.clone(),
+            signature_key: identity.signer.public().to_vec(),
+            home: self.home()?.ok_or(ProfileError::NoHome)?,
+        })
+    }
+
+    /// Adds a contact from their invite code. The same code again is a no-op; a code with the
+    /// same name but another key flags the contact rather than replacing the key.
+    pub fn add_contact(&mut self, code: &InviteCode) -> Result<Contact, ProfileError> {
+        let name = code.name.to_string();
+        if let Ok(known) = self.contact(&name) {
+            if known.signature_key != code.signature_key {
+                let why = format!(
+                    "an invite code for {name} carries another key ({}) than the one we have ({})",
+                    Fingerprint::of_signature_key(&code.signature_key).to_hex(),
+                    known.fingerprint
+                );
+                self.flag_contact(&name, &why)?;
+                return Err(ProfileError::ContactFlagged(name, why));
+            }
+            return Ok(known);
+        }
+        let home = self.home()?.ok_or(ProfileError::NoHome)?;
+        if code.home.fingerprint != home.fingerprint {
+            return Err(ProfileError::WrongKind(format!(
+                "{name} uses another delivery node ({}); federation between nodes is not built \
+                 yet, so contacts must share ours ({})",
+                code.home.address, home.address
+            )));
+        }
+        self.store.conn().execute(
+            "INSERT INTO contacts (name, signature_key, address, node_fingerprint, added_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                name,
+                code.signature_key,
+                code.home.address,
+                code.home.fingerprint,
+                unix_now()
+            ],
+        )?;
+        self.contact(&name)
+    }
+
+    pub fn contacts(&self) -> Result<Vec<Contact>, ProfileError> {
+        let mut stmt = self
+            .store
+            .conn()
+            .prepare("SELECT name, signature_key, address, flagged FROM contacts ORDER BY name")?;
+        let rows = stmt.query_map([], contact_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A contact by `user/device`, or by `user` when that is unambiguous.
+    pub fn contact(&self, name: &str) -> Result<Contact, ProfileError> {
+        let mut stmt = self.store.conn().prepare(
+            "SELECT name, signature_key, address, flagged FROM contacts
+             WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'",
+        )?;
+        let found: Vec<Contact> = stmt
+            .query_map([name], contact_row)?
+            .collect::<Result<_, _>>()?;
+        match <[Contact; 1]>::try_from(found) {
+            Ok([one]) => Ok(one),
+            Err(v) if v.is_empty() => Err(ProfileError::UnknownContact(name.into())),
+            Err(v) => match v.into_iter().find(|c| c.name == name) {
+                Some(exact) => Ok(exact),
+                None => Err(ProfileError::Ambiguous(name.into(), "contact")),
+            },
+        }
+    }
+
+    fn flag_contact(&self, name: &str, why: &str) -> Result<(), ProfileError> {
+        self.store.conn().execute(
+            "UPDATE contacts SET flagged = ?2 WHERE name = ?1",
+            params![name, why],
+        )?;
+        Ok(())
+    }
+
+    /// Checks a KeyPackage claimed for `contact`: it must be valid and carry the contact's key
+    /// and name. Anything else flags the contact.
+    pub fn check_claimed(
+        &self,
+        contact: &Contact,
+        key_package: &[u8],
+    ) -> Result<KeyPackage, ProfileError> {
+        if let Some(why) = &contact.flagged {
+            return Err(ProfileError::ContactFlagged(
+                contact.name.clone(),
+                why.clone(),
+            ));
+        }
+        let package = engine::validate_key_package(&self.crypto, key_package)?;
+        let leaf = package.leaf_node();
+        let name = DeviceName::from_credential(leaf.credential()).map(|n| n.to_string());
+        if leaf.signature_key().as_slice() != contact.signature_key.as_slice()
+            || name.as_deref().ok() != Some(contact.name.as_str())
+        {
+            let why = format!(
+                "the node handed out a KeyPackage for {} with another key or name ({})",
+                contact.name,
+                Fingerprint::of_signature_key(leaf.signature_key().as_slice()).to_hex()
+            );
+            self.flag_contact(&contact.name, &why)?;
+            return Err(ProfileError::ContactFlagged(contact.name.clone(), why));
+        }
+        Ok(package)
+    }
+
+    /// Someone added under a contact's name but with another key: flag the contact.
+    pub(super) fn check_members_against_contacts(&self, added: &[MemberInfo]) -> Result<(), ProfileError> {
+        for member in added {
+            let Some(name) = &member.name else { continue };
+            let Ok(contact) = self.contact(&name.to_string()) else {
+                continue;
+            };
+            let fingerprint = member.fingerprint.to_hex();
+            if contact.fingerprint != fingerprint && contact.flagged.is_none() {
+                let why = format!(
+                    "{name} was added to a group with another key ({fingerprint}) than ours"
+                );
+                self.flag_contact(&contact.name, &why)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
+    let signature_key: Vec<u8> = r.get(1)?;
+    Ok(Contact {
+        name: r.get(0)?,
+        fingerprint: Fingerprint::of_signature_key(&signature_key).to_hex(),
+        node: r.get(2)?,
+        flagged: r.get(3)?,
+        signature_key,
+    })
+}

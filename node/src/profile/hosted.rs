@@ -1,0 +1,918 @@
+//! The profile's durable side of a group whose log lives on a delivery node (or, later, on a
+//! peer acting as one): the cursor into the log, our changes waiting to be committed, our commit
+//! waiting for the log to order it, texts waiting to be posted, and invitations we could not
+//! join. Every method is one transaction; none does I/O beyond the profile's database. The
+//! [`crate::sync`] core decides when each is called.
+//!
+//! - **Intents** (add, remove, update) wait in order. The first is made into a commit and stored
+//!   as pending (durably) before it is posted. If the log orders it, [`Profile::receive_log`]
+//!   (or [`Profile::confirm_commit`]) merges it; if another commit took the epoch, ours is
+//!   dropped and its intent goes back to the head of the queue, to be made again.
+//! - **Texts** are encrypted when sent and kept with their content and post id. One whose epoch
+//!   ended before the node took it is encrypted again in place: it keeps its place in the queue
+//!   and its post id, so the node answers a repeat with the first position.
+//! - **The log's order is the group's order**: history rows carry their log position.
+
+use openmls::prelude::{GroupId, KeyPackage, MlsGroup};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use mlschat_wire::token::{client_id, token_hash};
+use mlschat_wire::{ClientId, EntryKind, PostId, Token, TokenHash};
+
+use super::{
+    GroupSummary, Profile, ProfileError, Received, append_history, mark_processed,
+    merge_own_commit, resolve_member,
+};
+use crate::engine::{self, Incoming, Parsed};
+use crate::packet::Packet;
+use crate::store::StoreError;
+
+/// What one of our commits is meant to do, kept to make it again at a newer epoch if another
+/// member's commit wins ours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    /// Add the owners of these KeyPackages (already claimed).
+    Add { key_packages: Vec<Vec<u8>> },
+    /// Remove these members, by fingerprint.
+    Remove { fingerprints: Vec<String> },
+    /// Refresh our own keys.
+    Update,
+}
+
+/// Our commit, made and stored, waiting for the log to order it.
+#[derive(Debug, Clone)]
+pub struct PendingCommit {
+    pub group_id: Vec<u8>,
+    /// The epoch it is for.
+    pub epoch: u64,
+    /// The token of `epoch`, which lets us post it.
+    pub token: Token,
+    pub next_token_hash: TokenHash,
+    pub message: Vec<u8>,
+    pub welcome: Option<Vec<u8>>,
+    pub ratchet_tree: Option<Vec<u8>>,
+    /// Client ids of the members it adds, who get the Welcome.
+    pub recipients: Vec<ClientId>,
+    /// The intent it carries out.
+    pub intent: i64,
+}
+
+/// What making the next commit of a group came to.
+#[derive(Debug)]
+pub enum Prepared {
+    /// No intent waits.
+    Nothing,
+    /// A commit is pending now; post it.
+    Commit(PendingCommit),
+    /// The intent needed no commit any more (everyone to remove is gone): it is done.
+    Done { intent: i64 },
+    /// The intent cannot be carried out; it is dropped.
+    Failed { intent: i64, error: ProfileError },
+}
+
+/// One entry of a group's log.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub epoch: u64,
+    pub kind: EntryKind,
+    pub message: Vec<u8>,
+}
+
+/// What reading a stretch of a group's log did.
+#[derive(Debug, Default)]
+pub struct LogRead {
+    /// Intents of ours that are done: their commit is merged.
+    pub committed: Vec<i64>,
+    /// Our pending commit lost its epoch: its intent is queued again.
+    pub lost: bool,
+    /// Entries we could not read (reported in history too).
+    pub failed: usize,
+    /// We can no longer go on in this group (a commit we could not process).
+    pub broken: Option<String>,
+    /// We are no longer a member.
+    pub removed: bool,
+}
+
+/// A text queued for a hosted group, not yet taken by the node.
+#[derive(Debug)]
+pub struct QueuedText {
+    /// Its outbox row.
+    pub seq: i64,
+    pub group: GroupId,
+    /// The MLS message.
+    pub message: Vec<u8>,
+    /// The epoch it is encrypted for.
+    pub epoch: u64,
+    pub post_id: PostId,
+}
+
+/// What waits in a group: outbox rows and intents.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    pub texts: Vec<i64>,
+    pub intents: Vec<i64>,
+}
+
+/// A Welcome from our mailbox that we could not join (yet).
+#[derive(Debug, Clone, Serialize)]
+pub struct Invitation {
+    pub mailbox_id: u64,
+    pub group: String,
+    #[serde(skip)]
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    #[serde(skip)]
+    pub welcome: Vec<u8>,
+    pub failure: String,
+    pub attempts: u32,
+}
+
+/// Joining from a Welcome is tried this many times (each with the tree fetched again) before it
+/// is left as failed, still listed.
+pub const JOIN_ATTEMPTS: u32 = 5;
+
+/// One numbered, durable event: a message or a membership change in one of our groups.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub group: String,
+    pub epoch: u64,
+    pub sender: String,
+    /// `text` or `event`.
+    pub kind: String,
+    pub body: String,
+    pub at: i64,
+}
+
+impl Profile {
+    /// Creates a group whose log will live on our delivery node. Returns it and its id.
+    pub fn create_hosted_group(
+        &mut self,
+        name: &str,
+    ) -> Result<(GroupSummary, GroupId), ProfileError> {
+        let summary = self.create_group_as(name, true)?;
+        let id = GroupId::from_slice(&hex::decode(&summary.id).expect("our own hex"));
+        Ok((summary, id))
+    }
+
+    pub fn is_hosted(&self, id: &GroupId) -> Result<bool, ProfileError> {
+        Ok(self
+            .store
+            .query_opt(
+                "SELECT hosted FROM groups WHERE group_id = ?1",
+                [id.as_slice()],
+            )?
+            .unwrap_or(false))
+    }
+
+    /// A group on our delivery node, by name or id prefix, that we can still act in.
+    pub fn hosted_group(&self, group: &str) -> Result<GroupId, ProfileError> {
+        let id = self.find_group(group)?;
+        if !self.is_hosted(&id)? {
+            return Err(ProfileError::WrongKind(format!(
+                "group {group:?} is kept in files, not on the delivery node: use the file verbs \
+                 (with --out) while no daemon runs"
+            )));
+        }
+        if let Some(why) = self.broken(&id)? {
+            return Err(ProfileError::Broken(group.into(), why));
+        }
+        Ok(id)
+    }
+
+    /// Why we cannot go on in the group, if we cannot.
+    pub fn broken(&self, id: &GroupId) -> Result<Option<String>, ProfileError> {
+        Ok(self
+            .store
+            .query_opt::<Option<String>>(
+                "SELECT broken FROM groups WHERE group_id = ?1",
+                [id.as_slice()],
+            )?
+            .flatten())
+    }
+
+    /// The last log entry of the group we processed.
+    pub fn log_seq(&self, id: &GroupId) -> Result<u64, ProfileError> {
+        Ok(self
+            .store
+            .query_opt::<i64>(
+                "SELECT log_seq FROM groups WHERE group_id = ?1",
+                [id.as_slice()],
+            )?
+            .unwrap_or(0) as u64)
+    }
+
+    /// Groups on our delivery node that we are still in and can go on in.
+    pub fn hosted_groups(&self) -> Result<Vec<GroupId>, ProfileError> {
+        let mut stmt = self.store.conn().prepare(
+            "SELECT group_id FROM groups
+             WHERE hosted = 1 AND state = 'active' AND broken IS NULL ORDER BY group_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok(GroupId::from_slice(&r.get::<_, Vec<u8>>(0)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The group's current epoch and its delivery token.
+    pub fn group_token(&mut self, id: &GroupId) -> Result<(u64, Token), ProfileError> {
+        self.load(id)?;
+        let group = &self.groups[id];
+        Ok((
+            group.epoch().as_u64(),
+            engine::epoch_token(&self.crypto, group)?,
+        ))
+    }
+
+    /// Whether we joined the group and have not refreshed our keys yet.
+    pub fn needs_refresh(&self, id: &GroupId) -> Result<bool, ProfileError> {
+        self.needs_self_update(id)
+    }
+
+    /// Queues a change of the group, to be committed in order; returns its number.
+    pub fn queue_intent(&mut self, group: &str, intent: &Intent) -> Result<i64, ProfileError> {
+        let id = self.hosted_group(group)?;
+        let json = serde_json::to_string(intent).expect("an intent serialises");
+        self.store.transaction(|| {
+            self.store.conn().execute(
+                "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
+                params![id.as_slice(), json],
+            )?;
+            Ok(self.store.conn().last_insert_rowid())
+        })
+    }
+
+    /// Whether an intent waits for the group.
+    pub fn has_intent(&self, id: &GroupId) -> Result<bool, ProfileError> {
+        Ok(self
+            .store
+            .query_opt::<i64>(
+                "SELECT seq FROM intents WHERE group_id = ?1 LIMIT 1",
+                [id.as_slice()],
+            )?
+            .is_some())
+    }
+
+    /// Makes the group's first waiting intent into our pending commit, in one transaction.
+    pub fn prepare_next_commit(&mut self, id: &GroupId) -> Result<Prepared, ProfileError> {
+        if self.pending_commit(id)?.is_some() {
+            return Err(ProfileError::WrongKind(
+                "a commit of ours is still waiting for the log".into(),
+            ));
+        }
+        let next: Option<(i64, String)> = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT seq, intent FROM intents WHERE group_id = ?1 ORDER BY seq LIMIT 1",
+                [id.as_slice()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((seq, json)) = next else {
+            return Ok(Prepared::Nothing);
+        };
+        let intent: Intent = serde_json::from_str(&json)
+            .map_err(|e| ProfileError::Corrupt(format!("intent {seq}: {e}")))?;
+        self.in_transaction(|p| {
+            p.store
+                .conn()
+                .execute("DELETE FROM intents WHERE seq = ?1", [seq])?;
+            match p.make_commit(id, seq, &intent, &json) {
+                Ok(Some(pending)) => Ok(Prepared::Commit(pending)),
+                Ok(None) => Ok(Prepared::Done { intent: seq }),
+                Err(e @ ProfileError::Store(_)) => Err(e),
+                Err(error) => Ok(Prepared::Failed { intent: seq, error }),
+            }
+        })
+    }
+
+    /// Makes and stores our commit for `intent`; `None` when there is nothing left to do.
+    fn make_commit(
+        &mut self,
+        id: &GroupId,
+        intent_seq: i64,
+        intent: &Intent,
+        intent_json: &str,
+    ) -> Result<Option<PendingCommit>, ProfileError> {
+        let key_packages = match intent {
+            Intent::Add { key_packages } => key_packages
+                .iter()
+                .map(|kp| engine::validate_key_package(&self.crypto, kp))
+                .collect::<Result<Vec<KeyPackage>, _>>()?,
+            _ => Vec::new(),
+        };
+        let leaves: Vec<u32> = match intent {
+            Intent::Remove { fingerprints } => {
+                let members = self.members_of(id)?;
+                fingerprints
+                    .iter()
+                    .filter_map(|f| resolve_member(&members, f).ok())
+                    .map(|m| m.leaf_index)
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        if matches!(intent, Intent::Remove { .. }) && leaves.is_empty() {
+            return Ok(None);
+        }
+        let recipients: Vec<ClientId> = key_packages
+            .iter()
+            .map(|kp| client_id(kp.leaf_node().signature_key().as_slice()))
+            .collect();
+        self.with_group(id, |engine, provider, group, conn| {
+            let token = engine::epoch_token(provider.crypto, group)?;
+            let out = match intent {
+                Intent::Add { .. } => engine.add_members(provider, group, &key_packages)?,
+                Intent::Remove { .. } => engine.remove_members(provider, group, &leaves)?,
+                Intent::Update => engine.self_update(provider, group)?,
+            };
+            let next_token = engine::pending_epoch_token(provider.crypto, group)?;
+            let pending = PendingCommit {
+                group_id: id.as_slice().to_vec(),
+                epoch: group.epoch().as_u64(),
+                token,
+                next_token_hash: token_hash(&next_token),
+                message: out.commit,
+                welcome: out.welcome.as_ref().map(|w| w.welcome.clone()),
+                ratchet_tree: out.welcome.map(|w| w.ratchet_tree),
+                recipients,
+                intent: intent_seq,
+            };
+            conn.execute(
+                "INSERT INTO pending_commits (group_id, epoch, message, welcome, ratchet_tree,
+                     recipients, next_token_hash, intent, intent_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    pending.group_id,
+                    pending.epoch as i64,
+                    pending.message,
+                    pending.welcome,
+                    pending.ratchet_tree,
+                    pending.recipients.concat(),
+                    pending.next_token_hash,
+                    intent_json,
+                    intent_seq
+                ],
+            )?;
+            Ok(Some(pending))
+        })
+    }
+
+    /// Our commit waiting for the log in this group, if any.
+    pub fn pending_commit(&mut self, id: &GroupId) -> Result<Option<PendingCommit>, ProfileError> {
+        let row = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT epoch, message, welcome, ratchet_tree, recipients, next_token_hash,
+                        intent_seq
+                 FROM pending_commits WHERE group_id = ?1",
+                [id.as_slice()],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                        r.get::<_, Vec<u8>>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((epoch, message, welcome, ratchet_tree, recipients, next, intent)) = row else {
+            return Ok(None);
+        };
+        let (_, token) = self.group_token(id)?;
+        Ok(Some(PendingCommit {
+            group_id: id.as_slice().to_vec(),
+            epoch,
+            token,
+            next_token_hash: next
+                .try_into()
+                .map_err(|_| ProfileError::Corrupt("pending commit token hash".into()))?,
+            message,
+            welcome,
+            ratchet_tree,
+            recipients: recipients
+                .chunks_exact(32)
+                .map(|c| c.try_into().expect("32-byte chunks"))
+                .collect(),
+            intent: intent.unwrap_or(0),
+        }))
+    }
+
+    /// The log ordered our pending commit at `seq`, right after our cursor: merge it. Returns
+    /// its intent. (When entries lie between, read them with [`Self::receive_log`] instead:
+    /// it merges ours when it meets it.)
+    pub fn confirm_commit(&mut self, id: &GroupId, seq: u64) -> Result<i64, ProfileError> {
+        let cursor = self.log_seq(id)?;
+        if seq != cursor + 1 {
+            return Err(ProfileError::WrongKind(format!(
+                "our commit is at log position {seq}, but we have read only up to {cursor}"
+            )));
+        }
+        self.in_transaction(|p| {
+            let before = p.last_history_seq()?;
+            let intent = p.confirm_in_transaction(id)?;
+            p.stamp_history(id, before, seq)?;
+            p.set_log_seq(id, seq)?;
+            Ok(intent)
+        })
+    }
+
+    fn confirm_in_transaction(&mut self, id: &GroupId) -> Result<i64, ProfileError> {
+        let me = self.me();
+        let (message, adds, intent): (Vec<u8>, bool, Option<i64>) = self.store.conn().query_row(
+            "SELECT message, welcome IS NOT NULL, intent_seq FROM pending_commits
+             WHERE group_id = ?1",
+            [id.as_slice()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        self.with_group(id, |engine, provider, group, conn| {
+            merge_own_commit(engine, provider, group, conn, &me, &message, adds)?;
+            conn.execute(
+                "DELETE FROM pending_commits WHERE group_id = ?1",
+                [id.as_slice()],
+            )?;
+            Ok(())
+        })?;
+        Ok(intent.unwrap_or(0))
+    }
+
+    /// Another commit took our pending commit's epoch: drop ours and put its intent back at the
+    /// head of the queue (same number), to be made again at the new epoch.
+    fn abandon_in_transaction(&mut self, id: &GroupId) -> Result<(), ProfileError> {
+        let (intent, seq): (String, Option<i64>) = self.store.conn().query_row(
+            "SELECT intent, intent_seq FROM pending_commits WHERE group_id = ?1",
+            [id.as_slice()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        self.with_group(id, |_, provider, group, conn| {
+            group
+                .clear_pending_commit(&provider.storage)
+                .map_err(StoreError::from)?;
+            conn.execute(
+                "DELETE FROM pending_commits WHERE group_id = ?1",
+                [id.as_slice()],
+            )?;
+            conn.execute(
+                "INSERT INTO intents (seq, group_id, intent) VALUES (?1, ?2, ?3)",
+                params![seq, id.as_slice(), intent],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The node will never take our pending commit (it refused it for good): drop it, and its
+    /// intent with it. Returns the intent.
+    pub fn fail_commit(&mut self, id: &GroupId) -> Result<i64, ProfileError> {
+        self.in_transaction(|p| {
+            let intent: Option<i64> = p.store.query_opt(
+                "SELECT intent_seq FROM pending_commits WHERE group_id = ?1",
+                [id.as_slice()],
+            )?;
+            p.abandon_in_transaction(id)?;
+            p.store.conn().execute(
+                "DELETE FROM intents WHERE seq = ?1",
+                [intent.unwrap_or(0)],
+            )?;
+            Ok(intent.unwrap_or(0))
+        })
+    }
+
+    /// The node will never take a queued text (it refused it for good): it leaves the outbox,
+    /// and its history says so.
+    pub fn fail_text(&mut self, outbox_seq: i64, why: &str) -> Result<(), ProfileError> {
+        self.in_transaction(|p| {
+            let (group_id, history_seq): (Vec<u8>, Option<i64>) = p.store.conn().query_row(
+                "SELECT group_id, history_seq FROM outbox WHERE seq = ?1",
+                [outbox_seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let id = GroupId::from_slice(&group_id);
+            p.store
+                .conn()
+                .execute("DELETE FROM outbox WHERE seq = ?1", [outbox_seq])?;
+            let (epoch, _) = p.group_token(&id)?;
+            let body = format!(
+                "the text above (#{}) was not delivered: {why}",
+                history_seq.unwrap_or(0)
+            );
+            append_history(p.store.conn(), &id, epoch, &p.me(), "event", &body)?;
+            Ok(())
+        })
+    }
+
+    /// Outbox rows and intents waiting in a group.
+    pub fn waiting_in(&mut self, id: &GroupId) -> Result<Waiting, ProfileError> {
+        let list = |sql: &str| -> Result<Vec<i64>, ProfileError> {
+            let mut stmt = self.store.conn().prepare(sql)?;
+            let rows = stmt.query_map([id.as_slice()], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        };
+        Ok(Waiting {
+            texts: list("SELECT seq FROM outbox WHERE group_id = ?1")?,
+            intents: list(
+                "SELECT seq FROM intents WHERE group_id = ?1
+                 UNION ALL SELECT intent_seq FROM pending_commits WHERE group_id = ?1",
+            )?,
+        })
+    }
+
+    /// The newest history row.
+    fn last_history_seq(&self) -> Result<i64, ProfileError> {
+        Ok(self
+            .store
+            .query_opt::<i64>("SELECT max(seq) FROM messages", [])?
+            .unwrap_or(0))
+    }
+
+    /// Gives the group's history rows written after `after` the log position `log_seq`.
+    fn stamp_history(&self, id: &GroupId, after: i64, log_seq: u64) -> Result<(), ProfileError> {
+        self.store
+            .conn()
+            .prepare_cached("UPDATE messages SET log_seq = ?3 WHERE group_id = ?1 AND seq > ?2")?
+            .execute(params![id.as_slice(), after, log_seq as i64])?;
+        Ok(())
+    }
+
+    fn set_log_seq(&self, id: &GroupId, seq: u64) -> Result<(), ProfileError> {
+        self.store.conn().execute(
+            "UPDATE groups SET log_seq = max(log_seq, ?2) WHERE group_id = ?1",
+            params![id.as_slice(), seq as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Processes entries of a group's log in order, in one transaction, moving the group's
+    /// cursor past each. Entries at or before the cursor are skipped (delivered twice); a
+    /// jump past the cursor is recorded as missing messages; an entry we cannot read is
+    /// reported in history and passed. A commit we cannot process stops the group: the cursor
+    /// stays before it and the group is marked broken, since every later entry depends on it.
+    pub fn receive_log(
+        &mut self,
+        id: &GroupId,
+        entries: &[LogEntry],
+    ) -> Result<LogRead, ProfileError> {
+        self.in_transaction(|p| {
+            let mut read = LogRead::default();
+            let mut cursor = p.log_seq(id)?;
+            for entry in entries {
+                if entry.seq <= cursor {
+                    continue; // delivered twice
+                }
+                if p.broken(id)?.is_some() || !p.is_active(id)? {
+                    break;
+                }
+                let before = p.last_history_seq()?;
+                if entry.seq > cursor + 1 {
+                    let missing = entry.seq - cursor - 1;
+                    let (epoch, _) = p.group_token(id)?;
+                    let body = format!(
+                        "{missing} entries of the log (positions {} to {}) are gone from the \
+                         delivery node; messages among them are lost to us",
+                        cursor + 1,
+                        entry.seq - 1
+                    );
+                    append_history(p.store.conn(), id, epoch, &p.me(), "event", &body)?;
+                }
+                match p.receive_entry(id, entry)? {
+                    Outcome::Read => {}
+                    Outcome::Confirmed(intent) => read.committed.push(intent),
+                    Outcome::Lost => read.lost = true,
+                    Outcome::Unreadable(e) => {
+                        read.failed += 1;
+                        let body = format!(
+                            "the message at log position {} could not be read: {e}",
+                            entry.seq
+                        );
+                        tracing::warn!(group = %hex::encode(id.as_slice()), seq = entry.seq, error = %e, "unreadable log entry");
+                        append_history(p.store.conn(), id, entry.epoch, &p.me(), "event", &body)?;
+                    }
+                    Outcome::Broken(e) => {
+                        let why = format!(
+                            "the commit at log position {} (epoch {}) could not be processed: {e}",
+                            entry.seq, entry.epoch
+                        );
+                        tracing::error!(group = %hex::encode(id.as_slice()), %why, "group broken");
+                        p.store.conn().execute(
+                            "UPDATE groups SET broken = ?2 WHERE group_id = ?1",
+                            params![id.as_slice(), why],
+                        )?;
+                        let body = format!("cannot go on in this group: {why}");
+                        append_history(p.store.conn(), id, entry.epoch, &p.me(), "event", &body)?;
+                        p.stamp_history(id, before, cursor)?;
+                        read.broken = Some(why);
+                        break;
+                    }
+                }
+                p.stamp_history(id, before, entry.seq)?;
+                p.set_log_seq(id, entry.seq)?;
+                cursor = entry.seq;
+            }
+            read.removed = !p.is_active(id)?;
+            Ok(read)
+        })
+    }
+
+    fn is_active(&mut self, id: &GroupId) -> Result<bool, ProfileError> {
+        self.load(id)?;
+        Ok(self.groups[id].is_active())
+    }
+
+    fn receive_entry(&mut self, id: &GroupId, entry: &LogEntry) -> Result<Outcome, ProfileError> {
+        self.load(id)?;
+        let epoch = self.groups[id].epoch().as_u64();
+        if entry.epoch < epoch {
+            // From before we joined, or of an epoch we left by our own commit: not for us.
+            return Ok(Outcome::Read);
+        }
+        let mut lost = false;
+        if entry.kind == EntryKind::Commit {
+            let ours: Option<Vec<u8>> = self
+                .store
+                .conn()
+                .query_row(
+                    "SELECT message FROM pending_commits WHERE group_id = ?1 AND epoch = ?2",
+                    params![id.as_slice(), entry.epoch as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match ours {
+                Some(ours) if ours == entry.message => {
+                    return Ok(Outcome::Confirmed(self.confirm_in_transaction(id)?));
+                }
+                Some(_) => {
+                    self.abandon_in_transaction(id)?;
+                    lost = true;
+                }
+                None => {}
+            }
+        }
+        match self.receive_one(&Packet::Mls(entry.message.clone())) {
+            Ok(received) => {
+                if let Received::Message {
+                    incoming: Incoming::Commit { added, .. },
+                    ..
+                } = &received
+                {
+                    self.check_members_against_contacts(added)?;
+                }
+                Ok(if lost { Outcome::Lost } else { Outcome::Read })
+            }
+            Err(ProfileError::Duplicate) => Ok(Outcome::Read),
+            Err(e @ ProfileError::Store(_)) => Err(e),
+            Err(e) if entry.kind == EntryKind::Commit => Ok(Outcome::Broken(e)),
+            Err(e) => Ok(Outcome::Unreadable(e)),
+        }
+    }
+
+    /// Joins a group from a Welcome in our node's mailbox (entry `mailbox_id`), with the tree the
+    /// node keeps; the group is then read from its log. A Welcome we cannot join is kept as an
+    /// [`Invitation`], to be tried again and listed, and never acknowledged unseen.
+    pub fn join_hosted(
+        &mut self,
+        mailbox_id: u64,
+        group_id: &[u8],
+        epoch: u64,
+        welcome: &[u8],
+        ratchet_tree: &[u8],
+    ) -> Result<Result<GroupSummary, String>, ProfileError> {
+        let id = GroupId::from_slice(group_id);
+        self.in_transaction(|p| {
+            // Added back after a removal: the old MLS state is useless (a new leaf, new keys)
+            // and in the way; the history stays.
+            p.forget_if_removed(&id)?;
+            let joined = match p.join(welcome, ratchet_tree) {
+                Ok(Received::Joined { group, .. }) => {
+                    let joined = GroupId::from_slice(&hex::decode(&group.id).expect("our hex"));
+                    p.store.conn().execute(
+                        "UPDATE groups SET hosted = 1, broken = NULL WHERE group_id = ?1",
+                        [joined.as_slice()],
+                    )?;
+                    // The join sits where we are in the log: at its start when we first join,
+                    // after what we had read when we are added back.
+                    let join_row = p.last_history_seq()?;
+                    let cursor = p.log_seq(&joined)?;
+                    p.stamp_history(&joined, join_row - 1, cursor)?;
+                    // Our leaf came from a KeyPackage: refresh it before we send.
+                    p.store.conn().execute(
+                        "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
+                        params![
+                            joined.as_slice(),
+                            serde_json::to_string(&Intent::Update).expect("serialises")
+                        ],
+                    )?;
+                    p.store.conn().execute(
+                        "DELETE FROM invitations WHERE mailbox_id = ?1",
+                        [mailbox_id as i64],
+                    )?;
+                    Ok(group)
+                }
+                Ok(Received::Message { .. }) => Err("not a Welcome".to_owned()),
+                // Joined already (the mailbox entry was delivered twice).
+                Err(ProfileError::Duplicate) => {
+                    p.store.conn().execute(
+                        "DELETE FROM invitations WHERE mailbox_id = ?1",
+                        [mailbox_id as i64],
+                    )?;
+                    Err("joined already".to_owned())
+                }
+                Err(e @ ProfileError::Store(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(mailbox_id, error = %e, "could not join from a Welcome");
+                    p.store.conn().execute(
+                        "INSERT INTO invitations (mailbox_id, group_id, epoch, welcome, failure,
+                             attempts)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1)
+                         ON CONFLICT (mailbox_id) DO UPDATE
+                         SET failure = ?5, attempts = attempts + 1",
+                        params![mailbox_id as i64, group_id, epoch as i64, welcome, e.to_string()],
+                    )?;
+                    Err(e.to_string())
+                }
+            };
+            p.store.conn().execute(
+                "UPDATE home SET mailbox_seq = max(mailbox_seq, ?1) WHERE id = 1",
+                [mailbox_id as i64],
+            )?;
+            Ok(joined)
+        })
+    }
+
+    /// Welcomes we could not join; with `retry`, only those still worth another attempt.
+    pub fn invitations(&self, retry: bool) -> Result<Vec<Invitation>, ProfileError> {
+        let mut stmt = self.store.conn().prepare(
+            "SELECT mailbox_id, group_id, epoch, welcome, failure, attempts FROM invitations
+             WHERE attempts < ?1 ORDER BY mailbox_id",
+        )?;
+        let limit = if retry { JOIN_ATTEMPTS } else { u32::MAX };
+        let rows = stmt.query_map([limit], |r| {
+            let group_id: Vec<u8> = r.get(1)?;
+            Ok(Invitation {
+                mailbox_id: r.get::<_, i64>(0)? as u64,
+                group: hex::encode(&group_id),
+                group_id,
+                epoch: r.get::<_, i64>(2)? as u64,
+                welcome: r.get(3)?,
+                failure: r.get(4)?,
+                attempts: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Drops the MLS state of a group we were removed from, keeping its row and history.
+    fn forget_if_removed(&mut self, id: &GroupId) -> Result<(), ProfileError> {
+        let state: Option<String> = self.store.query_opt(
+            "SELECT state FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+        if state.as_deref() != Some("removed") {
+            return Ok(());
+        }
+        let storage = self.store.mls_storage();
+        if let Some(mut old) = MlsGroup::load(&storage, id).map_err(StoreError::from)? {
+            old.delete(&storage).map_err(StoreError::from)?;
+        }
+        self.groups.remove(id);
+        Ok(())
+    }
+
+    /// The last mailbox entry we processed.
+    pub fn mailbox_seq(&self) -> Result<u64, ProfileError> {
+        Ok(self
+            .store
+            .query_opt::<i64>("SELECT mailbox_seq FROM home WHERE id = 1", [])?
+            .unwrap_or(0) as u64)
+    }
+
+    /// Encrypts a text for a hosted group and queues it; returns its outbox row.
+    pub fn send_hosted(&mut self, group: &str, text: &str) -> Result<i64, ProfileError> {
+        let id = self.hosted_group(group)?;
+        let out = self.in_transaction(|p| p.queue_text(&id, text))?;
+        Ok(out.outbox[0])
+    }
+
+    /// The oldest message queued for a hosted group: a text, or a proposal (leaving).
+    pub fn next_text(&self, id: &GroupId) -> Result<Option<QueuedText>, ProfileError> {
+        let row: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = self
+            .store
+            .conn()
+            .prepare_cached(
+                "SELECT seq, packet, post_id FROM outbox
+                 WHERE group_id = ?1 AND audience = 'group' ORDER BY seq LIMIT 1",
+            )?
+            .query_row([id.as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((seq, packet, post_id)) = row else {
+            return Ok(None);
+        };
+        let unreadable = || ProfileError::Corrupt(format!("outbox row {seq} is unreadable"));
+        let Ok(Some(Packet::Mls(message))) = Packet::read_from(&mut packet.as_slice()) else {
+            return Err(unreadable());
+        };
+        let Ok(Parsed::Protocol(parsed)) = engine::parse_message(&message) else {
+            return Err(unreadable());
+        };
+        // A message queued without an id (a proposal) is named by its hash: it is never
+        // encrypted again, so its bytes are its identity.
+        let post_id = match post_id {
+            Some(id) => id.try_into().map_err(|_| unreadable())?,
+            None => Sha256::digest(&message)[..16].try_into().expect("16 bytes"),
+        };
+        Ok(Some(QueuedText {
+            seq,
+            group: id.clone(),
+            epoch: parsed.epoch().as_u64(),
+            message,
+            post_id,
+        }))
+    }
+
+    /// A queued text's epoch ended before the node took it: encrypt its content again at the
+    /// current epoch, in place (it keeps its place in the queue and its post id). A queued
+    /// proposal cannot be: it is dropped, and false returned.
+    pub fn encrypt_again(&mut self, outbox_seq: i64) -> Result<bool, ProfileError> {
+        let (group_id, content): (Vec<u8>, Option<Vec<u8>>) = self.store.conn().query_row(
+            "SELECT group_id, text FROM outbox WHERE seq = ?1",
+            [outbox_seq],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let id = GroupId::from_slice(&group_id);
+        self.in_transaction(|p| {
+            let Some(content) = content else {
+                p.store
+                    .conn()
+                    .execute("DELETE FROM outbox WHERE seq = ?1", [outbox_seq])?;
+                return Ok(false);
+            };
+            p.with_group(&id, |engine, provider, group, conn| {
+                let message = engine.send(provider, group, &content)?;
+                mark_processed(conn, &message)?;
+                conn.execute(
+                    "UPDATE outbox SET packet = ?2 WHERE seq = ?1",
+                    params![outbox_seq, Packet::Mls(message).encode()?],
+                )?;
+                Ok(true)
+            })
+        })
+    }
+
+    /// The node took a queued text at log position `log_seq`: its history row takes that place
+    /// in the group's order, and the outbox row goes. Not waited for on disk: if lost, the text
+    /// is posted again and the node answers with the same position.
+    pub fn mark_posted(&self, outbox_seq: i64, log_seq: u64) -> Result<(), ProfileError> {
+        self.store.transaction_without_sync(|| {
+            let conn = self.store.conn();
+            conn.execute(
+                "UPDATE messages SET log_seq = ?2
+                 WHERE seq = (SELECT history_seq FROM outbox WHERE seq = ?1)",
+                params![outbox_seq, log_seq as i64],
+            )?;
+            conn.execute("DELETE FROM outbox WHERE seq = ?1", [outbox_seq])?;
+            Ok(())
+        })
+    }
+
+    /// Events (history rows of every group) after `after`, oldest first: what front ends
+    /// resume from.
+    pub fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>, ProfileError> {
+        let mut stmt = self.store.conn().prepare_cached(
+            "SELECT m.seq, coalesce(g.name, lower(hex(g.group_id))), m.epoch, m.sender, m.kind,
+                    m.body, m.at
+             FROM messages m JOIN groups g USING (group_id)
+             WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit], |r| {
+            Ok(Event {
+                id: r.get(0)?,
+                group: r.get(1)?,
+                epoch: r.get::<_, i64>(2)? as u64,
+                sender: r.get(3)?,
+                kind: r.get(4)?,
+                body: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(5)?).into_owned(),
+                at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// What one log entry did.
+enum Outcome {
+    Read,
+    /// It is our pending commit, merged now; the intent it carried out.
+    Confirmed(i64),
+    /// Another commit took our pending commit's epoch: ours is dropped, its intent queued again.
+    Lost,
+    /// A message we cannot read; we go on past it.
+    Unreadable(ProfileError),
+    /// A commit we cannot process; we cannot go on.
+    Broken(ProfileError),
+}

@@ -1,0 +1,903 @@
+//! The sync core: every rule that decides what happens to our groups when a log orders them, with
+//! no I/O of its own (sans-IO, as quinn-proto is). Inputs are the node's answers, its pushes,
+//! the time and the user's requests; outputs are requests to send ([`Core::poll_request`]) and
+//! notices for the user ([`Core::poll_notice`]). The profile underneath is the durable state:
+//! every decision is taken from it and written to it before anything is sent.
+//!
+//! Drivers carry the requests: the QUIC client of a delivery node ([`crate::driver`]), and the
+//! deterministic simulator (`node/tests/simulation.rs`), which delays, drops, duplicates and
+//! reorders them, loses answers and crashes members. Direct peer-to-peer transport will be a
+//! third driver: a peer serving a group's log speaks the same requests.
+//!
+//! # Lanes
+//! Requests travel in lanes: one per group, one for the mailbox, one for the account
+//! (KeyPackages, claims). A lane has at most one request in flight, so a group's posts reach the
+//! log in the order we made them; different lanes go in parallel. In a group's lane, in order:
+//! subscribe; read the log while it may hold entries past our cursor; post our pending commit;
+//! refresh our keys first if we joined and have not; post the oldest queued text (encrypted
+//! again first if its epoch has ended); make the next queued change into a commit.
+//!
+//! # Rules that keep acknowledged texts
+//! - When the log orders our commit at `seq` and entries lie between our cursor and `seq`, they
+//!   are read first (OpenMLS keeps the current epoch until our commit is merged), so texts sent
+//!   just before our commit are not skipped.
+//! - A text keeps its post id when encrypted again; the log answers a repeat with the first
+//!   position, which is where the sender shows it too.
+//! - Losing a race for an epoch puts our change back at the head of its queue (durably).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use openmls::prelude::GroupId;
+
+use mlschat_wire::{
+    CreateGroup, ErrorCode, ErrorResponse, FetchGroup, FetchTree, MailboxEntry, PostCommit,
+    PostMessage, PublishKeyPackages, Request, Response, WelcomeFor,
+};
+
+use crate::profile::{
+    GroupSummary, Intent, LogEntry, LogRead, PendingCommit, Prepared, Profile, ProfileError,
+};
+
+/// Keep at least this many one-time KeyPackages on the node; top up to [`KEY_PACKAGE_STOCK`].
+const KEY_PACKAGE_LOW: u32 = 10;
+const KEY_PACKAGE_STOCK: u32 = 30;
+/// Entries asked for per read of a log or mailbox.
+pub const FETCH_LIMIT: u32 = 500;
+/// How often (ms) the mailbox and our KeyPackage stock are checked without a push.
+pub const POLL_INTERVAL: u64 = 30_000;
+/// How long (ms) a lane waits after a refusal that may pass (the node failed or is busy).
+pub const RETRY_AFTER: u64 = 1_000;
+
+/// Where a request travels: requests of one lane go one at a time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    /// KeyPackages and claims.
+    Account,
+    /// Welcomes.
+    Mailbox,
+    /// One group's log.
+    Group(Vec<u8>),
+}
+
+/// A request to send, and the lane its answer belongs to.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub lane: Lane,
+    pub request: Request,
+}
+
+/// The node's answer: a response, or a refusal.
+pub type Answer = Result<Response, ErrorResponse>;
+
+/// Names a user request whose outcome comes later as a [`Notice`].
+pub type Ticket = u64;
+
+/// What the user hears.
+#[derive(Debug)]
+pub enum Notice {
+    /// A request is done: the text is on the node, the change committed, the sync finished.
+    Done {
+        ticket: Ticket,
+        result: Result<(), SyncError>,
+    },
+    /// We joined a group from a Welcome.
+    Joined(GroupSummary),
+}
+
+/// Why a request did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The node refused, for a reason that will not pass by retrying.
+    #[error("the delivery node refused: {detail} ({code:?})")]
+    Refused { code: ErrorCode, detail: String },
+    /// The connection went before the request was done. Texts stay queued and changes too:
+    /// they go on after reconnecting.
+    #[error("the connection to the delivery node was lost; the request goes on once it is back")]
+    Disconnected,
+    /// We are no longer a member of the group.
+    #[error("we are no longer a member of this group")]
+    Removed,
+    /// The node answered with something that does not answer the request.
+    #[error("the delivery node answered out of protocol: {0}")]
+    Unexpected(String),
+}
+
+impl SyncError {
+    fn refused(e: &ErrorResponse) -> Self {
+        SyncError::Refused {
+            code: e.code,
+            detail: String::from_utf8_lossy(e.detail.as_slice()).into_owned(),
+        }
+    }
+}
+
+/// What a lane's request in flight is.
+#[derive(Debug)]
+enum Waiting {
+    Subscribe,
+    Fetch,
+    Create,
+    Commit,
+    Text { outbox: i64 },
+    Stock,
+    Publish,
+    Claim,
+    Mailbox,
+    Tree,
+    Ack,
+}
+
+#[derive(Debug, Default)]
+struct LaneState {
+    waiting: Option<Waiting>,
+    /// The log (or mailbox) may hold entries past our cursor; for the account lane, the stock
+    /// is to be checked.
+    behind: bool,
+    subscribed: bool,
+    /// The group is unknown to the node (its creation never reached it): create it.
+    create: bool,
+    /// After a refusal that may pass: nothing is sent before this time (ms).
+    parked_until: u64,
+}
+
+/// An `add` waiting for the contacts' KeyPackages to be claimed.
+#[derive(Debug)]
+struct Claims {
+    ticket: Ticket,
+    group: String,
+    remaining: VecDeque<String>,
+    key_packages: Vec<Vec<u8>>,
+}
+
+/// A Welcome to join: fetch its tree, then join.
+#[derive(Debug)]
+struct Join {
+    mailbox_id: u64,
+    group_id: Vec<u8>,
+    epoch: u64,
+    welcome: Vec<u8>,
+}
+
+/// The sync core of one profile.
+#[derive(Debug)]
+pub struct Core {
+    profile: Profile,
+    connected: bool,
+    now: u64,
+    lanes: BTreeMap<Lane, LaneState>,
+    /// Lanes that may have something to send.
+    dirty: BTreeSet<Lane>,
+    notices: VecDeque<Notice>,
+    next_ticket: Ticket,
+    /// Who waits for which outbox row, intent, or for the core to go idle.
+    texts: BTreeMap<i64, Ticket>,
+    intents: BTreeMap<i64, Ticket>,
+    syncs: Vec<Ticket>,
+    claims: VecDeque<Claims>,
+    joins: VecDeque<Join>,
+    /// The last mailbox entry fetched that is still to be acknowledged.
+    ack: Option<u64>,
+    /// Fresh KeyPackages to publish.
+    publish: Option<PublishKeyPackages>,
+    next_poll: u64,
+}
+
+impl Core {
+    pub fn new(profile: Profile) -> Self {
+        Self {
+            profile,
+            connected: false,
+            now: 0,
+            lanes: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            notices: VecDeque::new(),
+            next_ticket: 1,
+            texts: BTreeMap::new(),
+            intents: BTreeMap::new(),
+            syncs: Vec::new(),
+            claims: VecDeque::new(),
+            joins: VecDeque::new(),
+            ack: None,
+            publish: None,
+            next_poll: 0,
+        }
+    }
+
+    pub fn profile(&mut self) -> &mut Profile {
+        &mut self.profile
+    }
+
+    pub fn into_profile(self) -> Profile {
+        self.profile
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    // ----- inputs -----
+
+    /// A connection is up (logged in): everything is read again from our cursors.
+    pub fn handle_connected(&mut self, now: u64) -> Result<(), ProfileError> {
+        self.connected = true;
+        self.now = now;
+        self.lanes.clear();
+        self.joins.clear();
+        self.ack = None;
+        for id in self.profile.hosted_groups()? {
+            self.touch_group(id.as_slice(), true);
+        }
+        self.touch(Lane::Mailbox, true);
+        self.touch(Lane::Account, true);
+        self.queue_invitations()?;
+        self.next_poll = now + POLL_INTERVAL;
+        Ok(())
+    }
+
+    /// The connection is gone: answers in flight are lost. Everything durable stays queued; the
+    /// requests waiting on it are told.
+    pub fn handle_disconnected(&mut self) {
+        self.connected = false;
+        self.lanes.clear();
+        self.dirty.clear();
+        self.joins.clear();
+        self.ack = None;
+        let waiting = std::mem::take(&mut self.texts)
+            .into_values()
+            .chain(std::mem::take(&mut self.intents).into_values())
+            .chain(std::mem::take(&mut self.syncs))
+            .chain(std::mem::take(&mut self.claims).into_iter().map(|c| c.ticket))
+            .collect::<Vec<_>>();
+        for ticket in waiting {
+            self.done(ticket, Err(SyncError::Disconnected));
+        }
+    }
+
+    /// Time passes: periodic checks, and lanes parked after a refusal go again.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.now = now;
+        if !self.connected {
+            return;
+        }
+        if now >= self.next_poll {
+            self.next_poll = now + POLL_INTERVAL;
+            self.touch(Lane::Mailbox, true);
+            self.touch(Lane::Account, true);
+            if let Err(e) = self.queue_invitations() {
+                tracing::warn!(error = %e, "could not list invitations to retry");
+            }
+        }
+        let due: Vec<Lane> = self
+            .lanes
+            .iter()
+            .filter(|(_, s)| s.parked_until != 0 && s.parked_until <= now)
+            .map(|(lane, _)| lane.clone())
+            .collect();
+        for lane in due {
+            self.lanes.get_mut(&lane).expect("listed").parked_until = 0;
+            self.dirty.insert(lane);
+        }
+    }
+
+    /// When [`Self::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if !self.connected {
+            return None;
+        }
+        let parked = self.lanes.values().map(|s| s.parked_until).filter(|&t| t != 0);
+        parked.chain([self.next_poll]).min()
+    }
+
+    /// A push from the node.
+    pub fn handle_push(&mut self, push: mlschat_wire::Push) -> Result<(), ProfileError> {
+        match push {
+            mlschat_wire::Push::Group { group_id, entry } => {
+                let id = GroupId::from_slice(group_id.as_slice());
+                if !self.profile.hosted_groups()?.contains(&id) {
+                    return Ok(());
+                }
+                let cursor = self.profile.log_seq(&id)?;
+                if entry.seq == cursor + 1 {
+                    let entry = log_entry(entry);
+                    let read = self.profile.receive_log(&id, &[entry])?;
+                    self.after_read(&id, read);
+                } else if entry.seq > cursor {
+                    self.touch_group(id.as_slice(), true);
+                }
+            }
+            mlschat_wire::Push::Mailbox(_) => self.touch(Lane::Mailbox, true),
+        }
+        Ok(())
+    }
+
+    /// The answer to the request in flight on `lane`.
+    pub fn handle_answer(&mut self, lane: Lane, answer: Answer) {
+        let Some(state) = self.lanes.get_mut(&lane) else {
+            return; // a lane of an older connection
+        };
+        let Some(waiting) = state.waiting.take() else {
+            return;
+        };
+        self.dirty.insert(lane.clone());
+        let result = match &lane {
+            Lane::Group(id) => self.group_answer(&GroupId::from_slice(id), waiting, answer),
+            Lane::Mailbox => self.mailbox_answer(waiting, answer),
+            Lane::Account => self.account_answer(waiting, answer),
+        };
+        if let Err(e) = result {
+            tracing::warn!(?lane, error = %e, "an answer could not be applied; retrying");
+            self.park(&lane);
+        }
+    }
+
+    // ----- user requests -----
+
+    /// Queues a text for a hosted group; done once the node has it.
+    pub fn send(&mut self, group: &str, text: &str) -> Result<Ticket, ProfileError> {
+        let id = self.profile.hosted_group(group)?;
+        let outbox = self.profile.send_hosted(group, text)?;
+        let ticket = self.ticket();
+        self.texts.insert(outbox, ticket);
+        self.touch_group(id.as_slice(), false);
+        Ok(ticket)
+    }
+
+    /// Queues a change of a hosted group; done once it is committed.
+    pub fn change(&mut self, group: &str, intent: Intent) -> Result<Ticket, ProfileError> {
+        let id = self.profile.hosted_group(group)?;
+        let seq = self.profile.queue_intent(group, &intent)?;
+        let ticket = self.ticket();
+        self.intents.insert(seq, ticket);
+        self.touch_group(id.as_slice(), false);
+        Ok(ticket)
+    }
+
+    /// Adds contacts (by name) in one commit: their KeyPackages are claimed first.
+    pub fn add(&mut self, group: &str, contacts: &[String]) -> Result<Ticket, ProfileError> {
+        self.profile.hosted_group(group)?;
+        for name in contacts {
+            let contact = self.profile.contact(name)?;
+            if let Some(why) = contact.flagged {
+                return Err(ProfileError::ContactFlagged(contact.name, why));
+            }
+        }
+        let ticket = self.ticket();
+        self.claims.push_back(Claims {
+            ticket,
+            group: group.into(),
+            remaining: contacts.iter().cloned().collect(),
+            key_packages: Vec::new(),
+        });
+        self.touch(Lane::Account, false);
+        Ok(ticket)
+    }
+
+    /// Removes members (user/device, user, fingerprint prefix or #leaf) in one commit.
+    pub fn remove(&mut self, group: &str, who: &[String]) -> Result<Ticket, ProfileError> {
+        // By fingerprint: made (and made again after a lost race) against the group as it is.
+        let fingerprints = self
+            .profile
+            .resolve_members(group, who)?
+            .iter()
+            .map(|m| m.fingerprint.to_hex())
+            .collect();
+        self.change(group, Intent::Remove { fingerprints })
+    }
+
+    /// Creates a group whose log lives on our node; the lane creates it there.
+    pub fn create_group(&mut self, name: &str) -> Result<GroupSummary, ProfileError> {
+        let (summary, id) = self.profile.create_hosted_group(name)?;
+        self.touch_group(id.as_slice(), true);
+        Ok(summary)
+    }
+
+    /// Reads everything again; done when nothing is left to send or read.
+    pub fn sync(&mut self) -> Result<Ticket, ProfileError> {
+        for id in self.profile.hosted_groups()? {
+            self.touch_group(id.as_slice(), true);
+        }
+        self.touch(Lane::Mailbox, true);
+        self.touch(Lane::Account, true);
+        let ticket = self.ticket();
+        if self.connected {
+            self.syncs.push(ticket);
+        } else {
+            self.done(ticket, Err(SyncError::Disconnected));
+        }
+        Ok(ticket)
+    }
+
+    // ----- outputs -----
+
+    pub fn poll_notice(&mut self) -> Option<Notice> {
+        self.notices.pop_front()
+    }
+
+    /// The next request to send, if any lane has one.
+    pub fn poll_request(&mut self) -> Option<Outbound> {
+        if !self.connected {
+            return None;
+        }
+        while let Some(lane) = self.dirty.pop_first() {
+            let state = self.lanes.entry(lane.clone()).or_default();
+            if state.waiting.is_some() || state.parked_until > self.now {
+                continue;
+            }
+            let next = match &lane {
+                Lane::Group(id) => self.next_for_group(&GroupId::from_slice(id)),
+                Lane::Mailbox => self.next_for_mailbox(),
+                Lane::Account => self.next_for_account(),
+            };
+            match next {
+                Ok(Some((waiting, request))) => {
+                    self.lanes.get_mut(&lane).expect("made above").waiting = Some(waiting);
+                    return Some(Outbound { lane, request });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(?lane, error = %e, "could not prepare a request; retrying");
+                    self.park(&lane);
+                }
+            }
+        }
+        if self.is_idle() {
+            for ticket in std::mem::take(&mut self.syncs) {
+                self.done(ticket, Ok(()));
+            }
+        }
+        None
+    }
+
+    /// Nothing in flight, nothing to send.
+    pub fn is_idle(&self) -> bool {
+        self.dirty.is_empty()
+            && self
+                .lanes
+                .values()
+                .all(|s| s.waiting.is_none() && s.parked_until == 0)
+            && self.claims.is_empty()
+            && self.joins.is_empty()
+    }
+
+    // ----- groups -----
+
+    fn next_for_group(&mut self, id: &GroupId) -> Result<Option<(Waiting, Request)>, SyncError> {
+        if !self.profile.hosted_groups()?.contains(id) {
+            return Ok(None);
+        }
+        let (epoch, token) = self.profile.group_token(id)?;
+        let state = &self.lanes[&Lane::Group(id.as_slice().to_vec())];
+        let (subscribed, behind) = (state.subscribed, state.behind);
+        let read = |limit| FetchGroup {
+            group_id: id.as_slice().into(),
+            token,
+            after_seq: 0,
+            limit,
+        };
+        if state.create {
+            let create = CreateGroup {
+                group_id: id.as_slice().into(),
+                token_hash: mlschat_wire::token::token_hash(&token),
+            };
+            return Ok(Some((Waiting::Create, Request::CreateGroup(create))));
+        }
+        if !subscribed {
+            return Ok(Some((Waiting::Subscribe, Request::Subscribe(read(0)))));
+        }
+        if behind {
+            let fetch = FetchGroup {
+                after_seq: self.profile.log_seq(id)?,
+                ..read(FETCH_LIMIT)
+            };
+            return Ok(Some((Waiting::Fetch, Request::FetchGroup(fetch))));
+        }
+        if let Some(pending) = self.profile.pending_commit(id)? {
+            return Ok(Some((Waiting::Commit, post_commit(&pending))));
+        }
+        let refresh_first = self.profile.needs_refresh(id)? && self.profile.has_intent(id)?;
+        if !refresh_first {
+            while let Some(text) = self.profile.next_text(id)? {
+                if text.epoch != epoch {
+                    if !self.profile.encrypt_again(text.seq)? {
+                        // A proposal of an ended epoch cannot be made again.
+                        self.text_done(text.seq, Err(SyncError::Unexpected(
+                            "a queued proposal's epoch ended; it was dropped".into(),
+                        )));
+                    }
+                    continue;
+                }
+                let post = PostMessage {
+                    group_id: id.as_slice().into(),
+                    epoch,
+                    token,
+                    post_id: text.post_id,
+                    message: text.message.into(),
+                };
+                let waiting = Waiting::Text { outbox: text.seq };
+                return Ok(Some((waiting, Request::PostMessage(post))));
+            }
+        }
+        loop {
+            match self.profile.prepare_next_commit(id)? {
+                Prepared::Nothing => return Ok(None),
+                Prepared::Commit(pending) => {
+                    return Ok(Some((Waiting::Commit, post_commit(&pending))));
+                }
+                Prepared::Done { intent } => self.intent_done(intent, Ok(())),
+                Prepared::Failed { intent, error } => {
+                    tracing::warn!(intent, %error, "a change could not be made");
+                    self.intent_done(intent, Err(error.into()));
+                }
+            }
+        }
+    }
+
+    fn group_answer(
+        &mut self,
+        id: &GroupId,
+        waiting: Waiting,
+        answer: Answer,
+    ) -> Result<(), SyncError> {
+        let lane = Lane::Group(id.as_slice().to_vec());
+        match (waiting, answer) {
+            (Waiting::Subscribe, Ok(_)) => self.state(&lane).subscribed = true,
+            (Waiting::Fetch, Ok(Response::GroupEntries { entries })) => {
+                self.state(&lane).behind = !entries.is_empty();
+                let entries: Vec<LogEntry> = entries.into_iter().map(log_entry).collect();
+                let read = self.profile.receive_log(id, &entries)?;
+                self.after_read(id, read);
+            }
+            (Waiting::Subscribe | Waiting::Fetch, Err(e)) if e.code == ErrorCode::UnknownGroup => {
+                // Our group's creation never reached the node: create it now.
+                if self.profile.group_token(id)?.0 != 0 || self.profile.log_seq(id)? != 0 {
+                    return Err(SyncError::refused(&e));
+                }
+                self.state(&lane).create = true;
+            }
+            (Waiting::Create, Ok(_)) => self.state(&lane).create = false,
+            (Waiting::Create, Err(e)) if e.code == ErrorCode::GroupExists => {
+                self.state(&lane).create = false;
+            }
+            (Waiting::Commit, Ok(Response::Accepted { seq, .. })) => {
+                if self.profile.pending_commit(id)?.is_some() {
+                    if seq == self.profile.log_seq(id)? + 1 {
+                        let intent = self.profile.confirm_commit(id, seq)?;
+                        self.intent_done(intent, Ok(()));
+                    } else {
+                        // Entries lie between our cursor and our commit: read them first.
+                        self.state(&lane).behind = true;
+                    }
+                }
+            }
+            (Waiting::Text { outbox }, Ok(Response::Accepted { seq, .. })) => {
+                self.profile.mark_posted(outbox, seq)?;
+                self.text_done(outbox, Ok(()));
+            }
+            (Waiting::Commit | Waiting::Text { .. }, Err(e))
+                if matches!(e.code, ErrorCode::StaleEpoch | ErrorCode::BadToken) =>
+            {
+                // Another commit took the epoch (or removed us): the log says which.
+                self.state(&lane).behind = true;
+            }
+            (Waiting::Commit, Err(e)) if !passes(e.code) => {
+                let intent = self.profile.fail_commit(id)?;
+                self.intent_done(intent, Err(SyncError::refused(&e)));
+            }
+            (Waiting::Text { outbox }, Err(e)) if !passes(e.code) => {
+                self.profile.fail_text(outbox, &SyncError::refused(&e).to_string())?;
+                self.text_done(outbox, Err(SyncError::refused(&e)));
+            }
+            (_, Err(e)) => {
+                tracing::warn!(code = ?e.code, "the delivery node refused; retrying later");
+                self.park(&lane);
+            }
+            (_, Ok(other)) => return Err(SyncError::Unexpected(format!("{other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Applies what reading the log did to the requests waiting on it.
+    fn after_read(&mut self, id: &GroupId, read: LogRead) {
+        for intent in read.committed {
+            self.intent_done(intent, Ok(()));
+        }
+        if read.lost || read.failed > 0 {
+            self.touch_group(id.as_slice(), false);
+        }
+        let gone = match (read.broken, read.removed) {
+            (Some(why), _) => Some(SyncError::Profile(ProfileError::Broken(
+                hex::encode(id.as_slice()),
+                why,
+            ))),
+            (None, true) => Some(SyncError::Removed),
+            (None, false) => None,
+        };
+        if let Some(error) = gone {
+            // Nothing waiting in this group can go through any more.
+            let message = error.to_string();
+            if let Ok(waiting) = self.profile.waiting_in(id) {
+                for outbox in waiting.texts {
+                    self.text_done(outbox, Err(SyncError::Unexpected(message.clone())));
+                }
+                for intent in waiting.intents {
+                    self.intent_done(intent, Err(SyncError::Unexpected(message.clone())));
+                }
+            }
+        } else {
+            self.touch_group(id.as_slice(), false);
+        }
+    }
+
+    // ----- mailbox -----
+
+    fn next_for_mailbox(&mut self) -> Result<Option<(Waiting, Request)>, SyncError> {
+        if let Some(join) = self.joins.front() {
+            let tree = FetchTree {
+                group_id: join.group_id.clone().into(),
+                epoch: join.epoch,
+            };
+            return Ok(Some((Waiting::Tree, Request::FetchTree(tree))));
+        }
+        if let Some(up_to) = self.ack.take() {
+            return Ok(Some((Waiting::Ack, Request::AckMailbox { up_to })));
+        }
+        if self.state(&Lane::Mailbox).behind {
+            let fetch = Request::FetchMailbox {
+                after: self.profile.mailbox_seq()?,
+                limit: FETCH_LIMIT,
+            };
+            return Ok(Some((Waiting::Mailbox, fetch)));
+        }
+        Ok(None)
+    }
+
+    fn mailbox_answer(&mut self, waiting: Waiting, answer: Answer) -> Result<(), SyncError> {
+        match (waiting, answer) {
+            (Waiting::Mailbox, Ok(Response::Mailbox { entries })) => {
+                self.state(&Lane::Mailbox).behind = !entries.is_empty();
+                let after = self.profile.mailbox_seq()?;
+                if let Some(last) = entries.last() {
+                    self.ack = Some(last.id);
+                }
+                for entry in entries.into_iter().filter(|e| e.id > after) {
+                    self.joins.push_back(join_of(entry));
+                }
+            }
+            (Waiting::Tree, answer) => {
+                let join = self.joins.pop_front().expect("a join was waiting");
+                let tree = match answer {
+                    Ok(Response::Tree { ratchet_tree }) => ratchet_tree.as_slice().to_vec(),
+                    // Joining then fails and says why; the Welcome is kept to try again.
+                    _ => Vec::new(),
+                };
+                let joined = self.profile.join_hosted(
+                    join.mailbox_id,
+                    &join.group_id,
+                    join.epoch,
+                    &join.welcome,
+                    &tree,
+                )?;
+                if let Ok(group) = joined {
+                    let id = hex::decode(&group.id).expect("our own hex");
+                    self.touch_group(&id, true);
+                    // Each join used one of our KeyPackages.
+                    self.touch(Lane::Account, true);
+                    self.notices.push_back(Notice::Joined(group));
+                }
+            }
+            (Waiting::Ack, _) => {}
+            (_, Err(e)) => {
+                tracing::warn!(code = ?e.code, "the delivery node refused a mailbox request");
+                self.park(&Lane::Mailbox);
+            }
+            (_, Ok(other)) => return Err(SyncError::Unexpected(format!("{other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Welcomes we could not join yet are tried again, each with its tree fetched again.
+    fn queue_invitations(&mut self) -> Result<(), ProfileError> {
+        for invitation in self.profile.invitations(true)? {
+            if self.joins.iter().all(|j| j.mailbox_id != invitation.mailbox_id) {
+                self.joins.push_back(Join {
+                    mailbox_id: invitation.mailbox_id,
+                    group_id: invitation.group_id,
+                    epoch: invitation.epoch,
+                    welcome: invitation.welcome,
+                });
+            }
+        }
+        if !self.joins.is_empty() {
+            self.touch(Lane::Mailbox, false);
+        }
+        Ok(())
+    }
+
+    // ----- account -----
+
+    fn next_for_account(&mut self) -> Result<Option<(Waiting, Request)>, SyncError> {
+        if let Some(claims) = self.claims.front() {
+            let name = claims.remaining.front().expect("claims with none left are done");
+            let owner = self.profile.contact(name)?.client_id();
+            return Ok(Some((Waiting::Claim, Request::ClaimKeyPackage { owner })));
+        }
+        if let Some(publish) = self.publish.take() {
+            return Ok(Some((Waiting::Publish, Request::PublishKeyPackages(publish))));
+        }
+        let state = self.state(&Lane::Account);
+        if state.behind {
+            state.behind = false;
+            return Ok(Some((Waiting::Stock, Request::KeyPackageStock)));
+        }
+        Ok(None)
+    }
+
+    fn account_answer(&mut self, waiting: Waiting, answer: Answer) -> Result<(), SyncError> {
+        match (waiting, answer) {
+            (Waiting::Claim, answer) => {
+                let mut claims = self.claims.pop_front().expect("a claim was waiting");
+                let name = claims.remaining.pop_front().expect("a name was claimed");
+                let checked = match answer {
+                    Ok(Response::KeyPackage { key_package }) => self
+                        .profile
+                        .contact(&name)
+                        .and_then(|c| self.profile.check_claimed(&c, key_package.as_slice()))
+                        .map(|_| key_package.as_slice().to_vec())
+                        .map_err(SyncError::from),
+                    Ok(other) => Err(SyncError::Unexpected(format!("{other:?}"))),
+                    Err(e) => Err(SyncError::refused(&e)),
+                };
+                match checked {
+                    Err(e) => self.done(claims.ticket, Err(e)),
+                    Ok(key_package) => {
+                        claims.key_packages.push(key_package);
+                        if claims.remaining.is_empty() {
+                            let intent = Intent::Add {
+                                key_packages: claims.key_packages,
+                            };
+                            match self.profile.queue_intent(&claims.group, &intent) {
+                                Ok(seq) => {
+                                    self.intents.insert(seq, claims.ticket);
+                                    let id = self.profile.find_group(&claims.group)?;
+                                    self.touch_group(id.as_slice(), false);
+                                }
+                                Err(e) => self.done(claims.ticket, Err(e.into())),
+                            }
+                        } else {
+                            self.claims.push_front(claims);
+                        }
+                    }
+                }
+            }
+            (Waiting::Stock, Ok(Response::KeyPackageStock { one_time, last_resort })) => {
+                let missing_last_resort = !bool::from(last_resort);
+                if one_time < KEY_PACKAGE_LOW || missing_last_resort {
+                    let fresh = if one_time < KEY_PACKAGE_LOW {
+                        KEY_PACKAGE_STOCK - one_time
+                    } else {
+                        0
+                    };
+                    let mut packages = Vec::new();
+                    for _ in 0..fresh {
+                        packages.push(self.profile.new_key_package(false)?.into());
+                    }
+                    let last_resort = if missing_last_resort {
+                        self.profile.new_key_package(true)?
+                    } else {
+                        Vec::new()
+                    };
+                    let publish = PublishKeyPackages {
+                        one_time: packages,
+                        last_resort: last_resort.into(),
+                    };
+                    self.publish = Some(publish);
+                }
+            }
+            (Waiting::Publish, Ok(_)) => {}
+            (_, Err(e)) => {
+                tracing::warn!(code = ?e.code, "the delivery node refused an account request");
+                self.park(&Lane::Account);
+            }
+            (_, Ok(other)) => return Err(SyncError::Unexpected(format!("{other:?}"))),
+        }
+        Ok(())
+    }
+
+    // ----- helpers -----
+
+    fn ticket(&mut self) -> Ticket {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
+    fn done(&mut self, ticket: Ticket, result: Result<(), SyncError>) {
+        self.notices.push_back(Notice::Done { ticket, result });
+    }
+
+    fn text_done(&mut self, outbox: i64, result: Result<(), SyncError>) {
+        if let Some(ticket) = self.texts.remove(&outbox) {
+            self.done(ticket, result);
+        }
+    }
+
+    fn intent_done(&mut self, intent: i64, result: Result<(), SyncError>) {
+        if let Some(ticket) = self.intents.remove(&intent) {
+            self.done(ticket, result);
+        }
+    }
+
+    fn state(&mut self, lane: &Lane) -> &mut LaneState {
+        self.lanes.entry(lane.clone()).or_default()
+    }
+
+    /// Marks a lane as having work (and, with `behind`, entries to read).
+    fn touch(&mut self, lane: Lane, behind: bool) {
+        if !self.connected {
+            return;
+        }
+        let state = self.state(&lane);
+        state.behind |= behind;
+        self.dirty.insert(lane);
+    }
+
+    fn touch_group(&mut self, id: &[u8], behind: bool) {
+        self.touch(Lane::Group(id.to_vec()), behind);
+    }
+
+    fn park(&mut self, lane: &Lane) {
+        let until = self.now + RETRY_AFTER;
+        self.state(lane).parked_until = until;
+        self.dirty.remove(lane);
+    }
+}
+
+/// Refusals that may pass by themselves: the request is tried again later.
+fn passes(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::RateLimited
+    )
+}
+
+fn log_entry(entry: mlschat_wire::GroupEntry) -> LogEntry {
+    LogEntry {
+        seq: entry.seq,
+        epoch: entry.epoch,
+        kind: entry.kind,
+        message: entry.message.into(),
+    }
+}
+
+fn join_of(entry: MailboxEntry) -> Join {
+    Join {
+        mailbox_id: entry.id,
+        group_id: entry.group_id.into(),
+        epoch: entry.epoch,
+        welcome: entry.welcome.into(),
+    }
+}
+
+fn post_commit(pending: &PendingCommit) -> Request {
+    let welcomes = match &pending.welcome {
+        Some(welcome) => pending
+            .recipients
+            .iter()
+            .map(|recipient| WelcomeFor {
+                recipient: *recipient,
+                welcome: welcome.clone().into(),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Request::PostCommit(PostCommit {
+        group_id: pending.group_id.clone().into(),
+        epoch: pending.epoch,
+        token: pending.token,
+        next_token_hash: pending.next_token_hash,
+        commit: pending.message.clone().into(),
+        welcomes,
+        ratchet_tree: pending.ratchet_tree.clone().unwrap_or_default().into(),
+    })
+}
