@@ -166,7 +166,11 @@ async fn a_member_removed_at_an_epoch_cannot_post_after_it() {
             db.post_message(GROUP, 1, &new, b"from a member")
                 .await
                 .unwrap(),
-            Ok(Posted { seq: 2, epoch: 1, repeat: false })
+            Ok(Posted {
+                seq: 2,
+                epoch: 1,
+                repeat: false
+            })
         );
         // Nothing the removed member tried is in the log.
         let log = db.fetch_group(GROUP, &new, 0, 100).await.unwrap().unwrap();
@@ -194,7 +198,14 @@ async fn the_log_orders_commits_and_messages_and_reads_after_a_sequence_number()
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(last, Posted { seq: 5, epoch: 1, repeat: false });
+        assert_eq!(
+            last,
+            Posted {
+                seq: 5,
+                epoch: 1,
+                repeat: false
+            }
+        );
         let all = db.fetch_group(GROUP, &t1, 0, 100).await.unwrap().unwrap();
         let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
@@ -302,13 +313,29 @@ async fn a_batch_of_posts_is_one_transaction_but_each_post_is_judged_alone() {
         assert_eq!(
             results,
             [
-                Ok(Posted { seq: 1, epoch: 0, repeat: false }),
-                Ok(Posted { seq: 2, epoch: 1, repeat: false }),
+                Ok(Posted {
+                    seq: 1,
+                    epoch: 0,
+                    repeat: false
+                }),
+                Ok(Posted {
+                    seq: 2,
+                    epoch: 1,
+                    repeat: false
+                }),
                 Err(Refused::BadToken),
                 Err(Refused::StaleEpoch { current: 1 }),
                 Err(Refused::UnknownGroup),
-                Ok(Posted { seq: 2, epoch: 0, repeat: false }),
-                Ok(Posted { seq: 3, epoch: 1, repeat: false }),
+                Ok(Posted {
+                    seq: 2,
+                    epoch: 0,
+                    repeat: false
+                }),
+                Ok(Posted {
+                    seq: 3,
+                    epoch: 1,
+                    repeat: false
+                }),
             ]
         );
         let log = db.fetch_group(GROUP, &good, 0, 10).await.unwrap().unwrap();
@@ -380,7 +407,14 @@ async fn a_repeated_post_is_answered_with_its_first_position_and_stored_once() {
             .post_messages(&[post(0, t0, b"first", Some(key))])
             .await
             .unwrap();
-        assert_eq!(first, [Ok(Posted { seq: 1, epoch: 0, repeat: false })]);
+        assert_eq!(
+            first,
+            [Ok(Posted {
+                seq: 1,
+                epoch: 0,
+                repeat: false
+            })]
+        );
         db.post_commit(&commit(0, 1, vec![]), QUOTA)
             .await
             .unwrap()
@@ -399,9 +433,21 @@ async fn a_repeated_post_is_answered_with_its_first_position_and_stored_once() {
         assert_eq!(
             again,
             [
-                Ok(Posted { seq: 1, epoch: 0, repeat: true }),
-                Ok(Posted { seq: 3, epoch: 1, repeat: false }),
-                Ok(Posted { seq: 3, epoch: 1, repeat: true }),
+                Ok(Posted {
+                    seq: 1,
+                    epoch: 0,
+                    repeat: true
+                }),
+                Ok(Posted {
+                    seq: 3,
+                    epoch: 1,
+                    repeat: false
+                }),
+                Ok(Posted {
+                    seq: 3,
+                    epoch: 1,
+                    repeat: true
+                }),
             ]
         );
         let log = db.fetch_group(GROUP, &t1, 0, 10).await.unwrap().unwrap();

@@ -313,7 +313,7 @@ impl Actor {
                     "fingerprint": identity.fingerprint().to_hex(),
                     "home": profile.home()?.map(|h| h.address),
                     "link": link,
-                    "invitations": value(&profile.invitations(false)?),
+                    "invitations": value(&profile.invitations()?),
                 }))
             }
             "groups" => now(value(&self.driver.profile().groups()?)),

@@ -151,9 +151,10 @@ impl Driver {
         if self.connection.is_none() {
             return std::future::pending().await;
         }
-        let deadline = self.core.poll_timeout().map(|at| {
-            tokio::time::Instant::from_std(self.started + Duration::from_millis(at))
-        });
+        let deadline = self
+            .core
+            .poll_timeout()
+            .map(|at| tokio::time::Instant::from_std(self.started + Duration::from_millis(at)));
         let timer = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,

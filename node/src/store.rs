@@ -167,8 +167,10 @@ CREATE UNIQUE INDEX messages_by_post ON messages (group_id, sender_fingerprint, 
 ALTER TABLE outbox ADD COLUMN post_id BLOB;
 -- Changes we asked of a group (add, remove, update) and not yet carried out, in order. The one
 -- being committed moves to pending_commits (with its seq) and comes back if it loses its epoch.
+-- AUTOINCREMENT: a number is never reused, since an intent that lost its epoch comes back
+-- under its own number (at the head of the queue).
 CREATE TABLE intents (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     group_id BLOB NOT NULL REFERENCES groups(group_id),
     intent TEXT NOT NULL
 );

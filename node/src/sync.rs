@@ -43,7 +43,7 @@ const KEY_PACKAGE_LOW: u32 = 10;
 const KEY_PACKAGE_STOCK: u32 = 30;
 /// Entries asked for per read of a log or mailbox.
 pub const FETCH_LIMIT: u32 = 500;
-/// How often (ms) the mailbox and our KeyPackage stock are checked without a push.
+/// How often (ms) our logs, the mailbox and our KeyPackage stock are read without a push.
 pub const POLL_INTERVAL: u64 = 30_000;
 /// How long (ms) a lane waits after a refusal that may pass (the node failed or is busy).
 pub const RETRY_AFTER: u64 = 1_000;
@@ -248,7 +248,11 @@ impl Core {
             .into_values()
             .chain(std::mem::take(&mut self.intents).into_values())
             .chain(std::mem::take(&mut self.syncs))
-            .chain(std::mem::take(&mut self.claims).into_iter().map(|c| c.ticket))
+            .chain(
+                std::mem::take(&mut self.claims)
+                    .into_iter()
+                    .map(|c| c.ticket),
+            )
             .collect::<Vec<_>>();
         for ticket in waiting {
             self.done(ticket, Err(SyncError::Disconnected));
@@ -263,6 +267,16 @@ impl Core {
         }
         if now >= self.next_poll {
             self.next_poll = now + POLL_INTERVAL;
+            // Pushes may be lost (the node drops them for a slow connection): a lost push of a
+            // log's last entry leaves no gap to notice, so every log is read again now and then.
+            match self.profile.hosted_groups() {
+                Ok(groups) => {
+                    for id in groups {
+                        self.touch_group(id.as_slice(), true);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not list groups to poll"),
+            }
             self.touch(Lane::Mailbox, true);
             self.touch(Lane::Account, true);
             if let Err(e) = self.queue_invitations() {
@@ -286,7 +300,11 @@ impl Core {
         if !self.connected {
             return None;
         }
-        let parked = self.lanes.values().map(|s| s.parked_until).filter(|&t| t != 0);
+        let parked = self
+            .lanes
+            .values()
+            .map(|s| s.parked_until)
+            .filter(|&t| t != 0);
         parked.chain([self.next_poll]).min()
     }
 
@@ -499,21 +517,20 @@ impl Core {
         let refresh_first = self.profile.needs_refresh(id)? && self.profile.has_intent(id)?;
         if !refresh_first {
             while let Some(text) = self.profile.next_text(id)? {
-                if text.epoch != epoch {
-                    if !self.profile.encrypt_again(text.seq)? {
-                        // A proposal of an ended epoch cannot be made again.
-                        self.text_done(text.seq, Err(SyncError::Unexpected(
-                            "a queued proposal's epoch ended; it was dropped".into(),
-                        )));
+                let Some((at, message)) = text.encrypted.filter(|(at, _)| *at == epoch) else {
+                    // Its turn has come, or its epoch ended before the node took it.
+                    if !self.profile.encrypt_queued(text.seq)? {
+                        let dropped = "a queued proposal's epoch ended; it was dropped";
+                        self.text_done(text.seq, Err(SyncError::Unexpected(dropped.into())));
                     }
                     continue;
-                }
+                };
                 let post = PostMessage {
                     group_id: id.as_slice().into(),
-                    epoch,
+                    epoch: at,
                     token,
                     post_id: text.post_id,
-                    message: text.message.into(),
+                    message: message.into(),
                 };
                 let waiting = Waiting::Text { outbox: text.seq };
                 return Ok(Some((waiting, Request::PostMessage(post))));
@@ -586,7 +603,8 @@ impl Core {
                 self.intent_done(intent, Err(SyncError::refused(&e)));
             }
             (Waiting::Text { outbox }, Err(e)) if !passes(e.code) => {
-                self.profile.fail_text(outbox, &SyncError::refused(&e).to_string())?;
+                self.profile
+                    .fail_text(outbox, &SyncError::refused(&e).to_string())?;
                 self.text_done(outbox, Err(SyncError::refused(&e)));
             }
             (_, Err(e)) => {
@@ -699,8 +717,12 @@ impl Core {
 
     /// Welcomes we could not join yet are tried again, each with its tree fetched again.
     fn queue_invitations(&mut self) -> Result<(), ProfileError> {
-        for invitation in self.profile.invitations(true)? {
-            if self.joins.iter().all(|j| j.mailbox_id != invitation.mailbox_id) {
+        for invitation in self.profile.invitations()? {
+            if self
+                .joins
+                .iter()
+                .all(|j| j.mailbox_id != invitation.mailbox_id)
+            {
                 self.joins.push_back(Join {
                     mailbox_id: invitation.mailbox_id,
                     group_id: invitation.group_id,
@@ -719,12 +741,18 @@ impl Core {
 
     fn next_for_account(&mut self) -> Result<Option<(Waiting, Request)>, SyncError> {
         if let Some(claims) = self.claims.front() {
-            let name = claims.remaining.front().expect("claims with none left are done");
+            let name = claims
+                .remaining
+                .front()
+                .expect("claims with none left are done");
             let owner = self.profile.contact(name)?.client_id();
             return Ok(Some((Waiting::Claim, Request::ClaimKeyPackage { owner })));
         }
         if let Some(publish) = self.publish.take() {
-            return Ok(Some((Waiting::Publish, Request::PublishKeyPackages(publish))));
+            return Ok(Some((
+                Waiting::Publish,
+                Request::PublishKeyPackages(publish),
+            )));
         }
         let state = self.state(&Lane::Account);
         if state.behind {
@@ -771,7 +799,13 @@ impl Core {
                     }
                 }
             }
-            (Waiting::Stock, Ok(Response::KeyPackageStock { one_time, last_resort })) => {
+            (
+                Waiting::Stock,
+                Ok(Response::KeyPackageStock {
+                    one_time,
+                    last_resort,
+                }),
+            ) => {
                 let missing_last_resort = !bool::from(last_resort);
                 if one_time < KEY_PACKAGE_LOW || missing_last_resort {
                     let fresh = if one_time < KEY_PACKAGE_LOW {

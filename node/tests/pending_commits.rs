@@ -124,7 +124,10 @@ fn a_commit_accepted_before_a_crash_is_recognised_in_the_log_and_merged() {
         .unwrap();
     assert_eq!(read.committed, [pending.intent], "{read:?}");
     let read = bob.p().receive_log(&id, &[entry]).unwrap();
-    assert!(read.committed.is_empty() && !read.lost && read.failed == 0, "{read:?}");
+    assert!(
+        read.committed.is_empty() && !read.lost && read.failed == 0,
+        "{read:?}"
+    );
     assert_eq!(alice.state("g").0, 2);
     assert_eq!(alice.state("g"), bob.state("g"));
     assert!(alice.p().pending_commit(&id).unwrap().is_none());
@@ -163,7 +166,15 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
     let (mut alice, mut bob, id) = pair();
     alice.p().send_hosted("g", "hello").unwrap();
     alice.p().send_hosted("g", "after hello").unwrap();
+    let first = alice.p().next_text(&id).unwrap().unwrap();
+    assert!(
+        first.encrypted.is_none(),
+        "encrypted only when its turn comes"
+    );
+    assert!(alice.p().encrypt_queued(first.seq).unwrap());
     let queued = alice.p().next_text(&id).unwrap().unwrap();
+    let (epoch, old) = queued.encrypted.clone().unwrap();
+    assert_eq!(epoch, 1);
     // Bob's commit moves the group on before the node takes Alice's text.
     let bobs = bob.update();
     bob.p().confirm_commit(&id, 2).unwrap();
@@ -171,18 +182,22 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
         .p()
         .receive_log(&id, &[commit_entry(2, 1, bobs.message)])
         .unwrap();
-    assert!(alice.p().encrypt_again(queued.seq).unwrap());
+    assert!(alice.p().encrypt_queued(queued.seq).unwrap());
     let requeued = alice.p().next_text(&id).unwrap().unwrap();
-    assert_eq!(requeued.seq, queued.seq, "it keeps its place before later texts");
+    assert_eq!(
+        requeued.seq, queued.seq,
+        "it keeps its place before later texts"
+    );
     assert_eq!(requeued.post_id, queued.post_id, "and its post id");
-    assert_eq!(requeued.epoch, 2);
-    assert_ne!(requeued.message, queued.message, "a new ciphertext");
+    let (epoch, message) = requeued.encrypted.unwrap();
+    assert_eq!(epoch, 2);
+    assert_ne!(message, old, "a new ciphertext");
     alice.p().mark_posted(requeued.seq, 3).unwrap();
     let message = LogEntry {
         seq: 3,
         epoch: 2,
         kind: EntryKind::Message,
-        message: requeued.message,
+        message,
     };
     bob.p().receive_log(&id, &[message]).unwrap();
     let texts = |m: &mut Member| -> Vec<String> {
@@ -194,7 +209,11 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
             .map(|e| e.body)
             .collect()
     };
-    assert_eq!(texts(&mut alice), ["hello", "after hello"], "one history row each");
+    assert_eq!(
+        texts(&mut alice),
+        ["hello", "after hello"],
+        "one history row each"
+    );
     assert_eq!(texts(&mut bob), ["hello"]);
 }
 

@@ -7,7 +7,9 @@
 //! that id, which catches a text the node took twice under different ciphertexts (encrypted
 //! again at a later epoch after its first answer was lost).
 
-use tls_codec::{DeserializeBytes as _, Serialize as _, TlsDeserializeBytes, TlsSerialize, TlsSize, VLBytes};
+use tls_codec::{
+    DeserializeBytes as _, Serialize as _, TlsDeserializeBytes, TlsSerialize, TlsSize, VLBytes,
+};
 
 use crate::PostId;
 
@@ -129,6 +131,9 @@ mod tests {
         future[0] = 2;
         assert_eq!(Content::decode(&future), Err(ContentError::Version(2)));
         assert_eq!(Content::decode(b""), Err(ContentError::Malformed));
-        assert_eq!(Content::decode(&text.encode()[..10]), Err(ContentError::Malformed));
+        assert_eq!(
+            Content::decode(&text.encode()[..10]),
+            Err(ContentError::Malformed)
+        );
     }
 }

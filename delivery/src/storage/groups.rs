@@ -504,7 +504,10 @@ async fn post_messages_postgres(
             SELECT k.i, l.seq, l.epoch
             FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS k(group_id, post_key, i)
             JOIN group_log l ON l.group_id = k.group_id AND l.post_key = k.post_key";
-        let groups: Vec<&[u8]> = keyed.iter().map(|&i| posts[i].group_id.as_slice()).collect();
+        let groups: Vec<&[u8]> = keyed
+            .iter()
+            .map(|&i| posts[i].group_id.as_slice())
+            .collect();
         let keys: Vec<&[u8]> = keyed
             .iter()
             .map(|&i| posts[i].post_key.as_ref().expect("keyed").as_slice())
@@ -541,14 +544,21 @@ async fn post_messages_postgres(
         })
         .collect();
     let batch: Vec<NewMessage> = fresh.iter().map(|&i| posts[i].clone()).collect();
-    for (i, result) in fresh.iter().zip(append_batch_postgres(pool, &batch, now).await?) {
+    for (i, result) in fresh
+        .iter()
+        .zip(append_batch_postgres(pool, &batch, now).await?)
+    {
         answers[*i] = Some(result);
     }
     for (copy, first) in copies {
-        answers[copy] = Some(answers[first].expect("answered above").map(|posted| Posted {
-            repeat: true,
-            ..posted
-        }));
+        answers[copy] = Some(
+            answers[first]
+                .expect("answered above")
+                .map(|posted| Posted {
+                    repeat: true,
+                    ..posted
+                }),
+        );
     }
     Ok(answers
         .into_iter()

@@ -265,7 +265,10 @@ impl Profile {
     }
 
     /// Someone added under a contact's name but with another key: flag the contact.
-    pub(super) fn check_members_against_contacts(&self, added: &[MemberInfo]) -> Result<(), ProfileError> {
+    pub(super) fn check_members_against_contacts(
+        &self,
+        added: &[MemberInfo],
+    ) -> Result<(), ProfileError> {
         for member in added {
             let Some(name) = &member.name else { continue };
             let Ok(contact) = self.contact(&name.to_string()) else {

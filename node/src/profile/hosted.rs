@@ -8,9 +8,11 @@
 //!   as pending (durably) before it is posted. If the log orders it, [`Profile::receive_log`]
 //!   (or [`Profile::confirm_commit`]) merges it; if another commit took the epoch, ours is
 //!   dropped and its intent goes back to the head of the queue, to be made again.
-//! - **Texts** are encrypted when sent and kept with their content and post id. One whose epoch
-//!   ended before the node took it is encrypted again in place: it keeps its place in the queue
-//!   and its post id, so the node answers a repeat with the first position.
+//! - **Texts** wait in order with their content and post id, and are encrypted when their turn
+//!   to be posted comes, so the ratchet generations of our texts follow the log's order (a
+//!   receiver tolerates only a few out of order). One whose epoch ended before the node took it
+//!   is encrypted again in place: it keeps its place and its post id, so the node answers a
+//!   repeat with the first position.
 //! - **The log's order is the group's order**: history rows carry their log position.
 
 use openmls::prelude::{GroupId, KeyPackage, MlsGroup};
@@ -22,12 +24,13 @@ use mlschat_wire::token::{client_id, token_hash};
 use mlschat_wire::{ClientId, EntryKind, PostId, Token, TokenHash};
 
 use super::{
-    GroupSummary, Profile, ProfileError, Received, append_history, mark_processed,
+    GroupSummary, Profile, ProfileError, Received, append_history, append_text, mark_processed,
     merge_own_commit, resolve_member,
 };
 use crate::engine::{self, Incoming, Parsed};
 use crate::packet::Packet;
-use crate::store::StoreError;
+use crate::store::{StoreError, unix_now};
+use mlschat_wire::content::Content;
 
 /// What one of our commits is meant to do, kept to make it again at a newer epoch if another
 /// member's commit wins ours.
@@ -103,10 +106,8 @@ pub struct QueuedText {
     /// Its outbox row.
     pub seq: i64,
     pub group: GroupId,
-    /// The MLS message.
-    pub message: Vec<u8>,
-    /// The epoch it is encrypted for.
-    pub epoch: u64,
+    /// The epoch it is encrypted for and the MLS message, once it is encrypted.
+    pub encrypted: Option<(u64, Vec<u8>)>,
     pub post_id: PostId,
 }
 
@@ -130,10 +131,6 @@ pub struct Invitation {
     pub failure: String,
     pub attempts: u32,
 }
-
-/// Joining from a Welcome is tried this many times (each with the tree fetched again) before it
-/// is left as failed, still listed.
-pub const JOIN_ATTEMPTS: u32 = 5;
 
 /// One numbered, durable event: a message or a membership change in one of our groups.
 #[derive(Debug, Clone, Serialize)]
@@ -477,10 +474,9 @@ impl Profile {
                 [id.as_slice()],
             )?;
             p.abandon_in_transaction(id)?;
-            p.store.conn().execute(
-                "DELETE FROM intents WHERE seq = ?1",
-                [intent.unwrap_or(0)],
-            )?;
+            p.store
+                .conn()
+                .execute("DELETE FROM intents WHERE seq = ?1", [intent.unwrap_or(0)])?;
             Ok(intent.unwrap_or(0))
         })
     }
@@ -688,45 +684,46 @@ impl Profile {
             // Added back after a removal: the old MLS state is useless (a new leaf, new keys)
             // and in the way; the history stays.
             p.forget_if_removed(&id)?;
-            let joined = match p.join(welcome, ratchet_tree) {
-                Ok(Received::Joined { group, .. }) => {
-                    let joined = GroupId::from_slice(&hex::decode(&group.id).expect("our hex"));
-                    p.store.conn().execute(
-                        "UPDATE groups SET hosted = 1, broken = NULL WHERE group_id = ?1",
-                        [joined.as_slice()],
-                    )?;
-                    // The join sits where we are in the log: at its start when we first join,
-                    // after what we had read when we are added back.
-                    let join_row = p.last_history_seq()?;
-                    let cursor = p.log_seq(&joined)?;
-                    p.stamp_history(&joined, join_row - 1, cursor)?;
-                    // Our leaf came from a KeyPackage: refresh it before we send.
-                    p.store.conn().execute(
-                        "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
-                        params![
-                            joined.as_slice(),
-                            serde_json::to_string(&Intent::Update).expect("serialises")
-                        ],
-                    )?;
-                    p.store.conn().execute(
-                        "DELETE FROM invitations WHERE mailbox_id = ?1",
-                        [mailbox_id as i64],
-                    )?;
-                    Ok(group)
-                }
-                Ok(Received::Message { .. }) => Err("not a Welcome".to_owned()),
-                // Joined already (the mailbox entry was delivered twice).
-                Err(ProfileError::Duplicate) => {
-                    p.store.conn().execute(
-                        "DELETE FROM invitations WHERE mailbox_id = ?1",
-                        [mailbox_id as i64],
-                    )?;
-                    Err("joined already".to_owned())
-                }
-                Err(e @ ProfileError::Store(_)) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(mailbox_id, error = %e, "could not join from a Welcome");
-                    p.store.conn().execute(
+            let joined =
+                match p.join(welcome, ratchet_tree) {
+                    Ok(Received::Joined { group, .. }) => {
+                        let joined = GroupId::from_slice(&hex::decode(&group.id).expect("our hex"));
+                        p.store.conn().execute(
+                            "UPDATE groups SET hosted = 1, broken = NULL WHERE group_id = ?1",
+                            [joined.as_slice()],
+                        )?;
+                        // The join sits where we are in the log: at its start when we first join,
+                        // after what we had read when we are added back.
+                        let join_row = p.last_history_seq()?;
+                        let cursor = p.log_seq(&joined)?;
+                        p.stamp_history(&joined, join_row - 1, cursor)?;
+                        // Our leaf came from a KeyPackage: refresh it before we send.
+                        p.store.conn().execute(
+                            "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
+                            params![
+                                joined.as_slice(),
+                                serde_json::to_string(&Intent::Update).expect("serialises")
+                            ],
+                        )?;
+                        p.store.conn().execute(
+                            "DELETE FROM invitations WHERE mailbox_id = ?1",
+                            [mailbox_id as i64],
+                        )?;
+                        Ok(group)
+                    }
+                    Ok(Received::Message { .. }) => Err("not a Welcome".to_owned()),
+                    // Joined already (the mailbox entry was delivered twice).
+                    Err(ProfileError::Duplicate) => {
+                        p.store.conn().execute(
+                            "DELETE FROM invitations WHERE mailbox_id = ?1",
+                            [mailbox_id as i64],
+                        )?;
+                        Err("joined already".to_owned())
+                    }
+                    Err(e @ ProfileError::Store(_)) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(mailbox_id, error = %e, "could not join from a Welcome");
+                        p.store.conn().execute(
                         "INSERT INTO invitations (mailbox_id, group_id, epoch, welcome, failure,
                              attempts)
                          VALUES (?1, ?2, ?3, ?4, ?5, 1)
@@ -734,9 +731,9 @@ impl Profile {
                          SET failure = ?5, attempts = attempts + 1",
                         params![mailbox_id as i64, group_id, epoch as i64, welcome, e.to_string()],
                     )?;
-                    Err(e.to_string())
-                }
-            };
+                        Err(e.to_string())
+                    }
+                };
             p.store.conn().execute(
                 "UPDATE home SET mailbox_seq = max(mailbox_seq, ?1) WHERE id = 1",
                 [mailbox_id as i64],
@@ -745,14 +742,14 @@ impl Profile {
         })
     }
 
-    /// Welcomes we could not join; with `retry`, only those still worth another attempt.
-    pub fn invitations(&self, retry: bool) -> Result<Vec<Invitation>, ProfileError> {
+    /// Welcomes we could not join yet. Each is tried again (with its tree fetched again) at
+    /// every poll and reconnection: the node's tree may come back, and the cost is one fetch.
+    pub fn invitations(&self) -> Result<Vec<Invitation>, ProfileError> {
         let mut stmt = self.store.conn().prepare(
             "SELECT mailbox_id, group_id, epoch, welcome, failure, attempts FROM invitations
-             WHERE attempts < ?1 ORDER BY mailbox_id",
+             ORDER BY mailbox_id",
         )?;
-        let limit = if retry { JOIN_ATTEMPTS } else { u32::MAX };
-        let rows = stmt.query_map([limit], |r| {
+        let rows = stmt.query_map([], |r| {
             let group_id: Vec<u8> = r.get(1)?;
             Ok(Invitation {
                 mailbox_id: r.get::<_, i64>(0)? as u64,
@@ -792,11 +789,32 @@ impl Profile {
             .unwrap_or(0) as u64)
     }
 
-    /// Encrypts a text for a hosted group and queues it; returns its outbox row.
+    /// Queues a text for a hosted group and records it in history; returns its outbox row. It
+    /// is encrypted only when its turn to be posted comes ([`Self::encrypt_queued`]), so that
+    /// our texts' ratchet generations follow the order in which the log takes them.
     pub fn send_hosted(&mut self, group: &str, text: &str) -> Result<i64, ProfileError> {
         let id = self.hosted_group(group)?;
-        let out = self.in_transaction(|p| p.queue_text(&id, text))?;
-        Ok(out.outbox[0])
+        let content = Content::text(self.new_post_id()?, text);
+        let (epoch, _) = self.group_token(&id)?;
+        let me = self.me();
+        self.in_transaction(|p| {
+            let conn = p.store.conn();
+            append_text(conn, &id, epoch, &me, &content)?;
+            let history_seq = conn.last_insert_rowid();
+            conn.prepare_cached(
+                "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq,
+                     post_id)
+                 VALUES (?1, 'group', X'', ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                id.as_slice(),
+                unix_now(),
+                content.encode(),
+                history_seq,
+                content.id.as_slice()
+            ])?;
+            Ok(conn.last_insert_rowid())
+        })
     }
 
     /// The oldest message queued for a hosted group: a text, or a proposal (leaving).
@@ -814,36 +832,44 @@ impl Profile {
             return Ok(None);
         };
         let unreadable = || ProfileError::Corrupt(format!("outbox row {seq} is unreadable"));
-        let Ok(Some(Packet::Mls(message))) = Packet::read_from(&mut packet.as_slice()) else {
-            return Err(unreadable());
-        };
-        let Ok(Parsed::Protocol(parsed)) = engine::parse_message(&message) else {
-            return Err(unreadable());
+        let encrypted = if packet.is_empty() {
+            None
+        } else {
+            let Ok(Some(Packet::Mls(message))) = Packet::read_from(&mut packet.as_slice()) else {
+                return Err(unreadable());
+            };
+            let Ok(Parsed::Protocol(parsed)) = engine::parse_message(&message) else {
+                return Err(unreadable());
+            };
+            Some((parsed.epoch().as_u64(), message))
         };
         // A message queued without an id (a proposal) is named by its hash: it is never
         // encrypted again, so its bytes are its identity.
-        let post_id = match post_id {
-            Some(id) => id.try_into().map_err(|_| unreadable())?,
-            None => Sha256::digest(&message)[..16].try_into().expect("16 bytes"),
+        let post_id = match (post_id, &encrypted) {
+            (Some(id), _) => id.try_into().map_err(|_| unreadable())?,
+            (None, Some((_, message))) => {
+                Sha256::digest(message)[..16].try_into().expect("16 bytes")
+            }
+            (None, None) => return Err(unreadable()),
         };
         Ok(Some(QueuedText {
             seq,
             group: id.clone(),
-            epoch: parsed.epoch().as_u64(),
-            message,
+            encrypted,
             post_id,
         }))
     }
 
-    /// A queued text's epoch ended before the node took it: encrypt its content again at the
-    /// current epoch, in place (it keeps its place in the queue and its post id). A queued
-    /// proposal cannot be: it is dropped, and false returned.
-    pub fn encrypt_again(&mut self, outbox_seq: i64) -> Result<bool, ProfileError> {
-        let (group_id, content): (Vec<u8>, Option<Vec<u8>>) = self.store.conn().query_row(
-            "SELECT group_id, text FROM outbox WHERE seq = ?1",
-            [outbox_seq],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+    /// Encrypts a queued text at the group's current epoch (its turn has come, or the epoch it
+    /// was encrypted for ended before the node took it). It keeps its place in the queue and
+    /// its post id. A queued proposal cannot be made again: it is dropped, and false returned.
+    pub fn encrypt_queued(&mut self, outbox_seq: i64) -> Result<bool, ProfileError> {
+        let (group_id, content, history_seq): (Vec<u8>, Option<Vec<u8>>, Option<i64>) =
+            self.store.conn().query_row(
+                "SELECT group_id, text, history_seq FROM outbox WHERE seq = ?1",
+                [outbox_seq],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
         let id = GroupId::from_slice(&group_id);
         self.in_transaction(|p| {
             let Some(content) = content else {
@@ -858,6 +884,10 @@ impl Profile {
                 conn.execute(
                     "UPDATE outbox SET packet = ?2 WHERE seq = ?1",
                     params![outbox_seq, Packet::Mls(message).encode()?],
+                )?;
+                conn.execute(
+                    "UPDATE messages SET epoch = ?2 WHERE seq = ?1",
+                    params![history_seq, group.epoch().as_u64() as i64],
                 )?;
                 Ok(true)
             })

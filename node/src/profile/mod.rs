@@ -21,17 +21,16 @@ use crate::engine::{
     self, CommitOut, Engine, EngineError, Incoming, MemberInfo, Parsed, display_member,
 };
 use crate::identity::{DeviceName, Identity, SIGNATURE_SCHEME};
-use mlschat_wire::PostId;
-use mlschat_wire::content::Content;
 use crate::packet::Packet;
 use crate::store::{MlsStorage, Store, StoreError, unix_now};
+use mlschat_wire::PostId;
+use mlschat_wire::content::Content;
 
 mod contacts;
 mod hosted;
 pub use contacts::{Contact, Home, InviteCode};
 pub use hosted::{
-    Event, Intent, Invitation, JOIN_ATTEMPTS, LogEntry, LogRead, PendingCommit, Prepared,
-    QueuedText, Waiting,
+    Event, Intent, Invitation, LogEntry, LogRead, PendingCommit, Prepared, QueuedText, Waiting,
 };
 
 /// What can go wrong in a profile operation.
@@ -409,7 +408,7 @@ impl Profile {
                 let epoch = group.epoch().as_u64();
                 append_history(conn, &id, epoch, &me, "event", "asked to leave")?;
                 let mut out = Outgoing::default();
-                out.queue(conn, &id, Packet::Mls(proposal), None)?;
+                out.queue(conn, &id, Packet::Mls(proposal))?;
                 Ok(out)
             })
         })
@@ -430,25 +429,16 @@ impl Profile {
     }
 
     /// Encrypts `text` at the group's current epoch as a new [`Content`], records it in history
-    /// and queues it in the outbox; a hosted group's row keeps the content, to be encrypted
-    /// again if its epoch ends before the node takes it.
+    /// and queues the packet in the outbox (groups kept in files).
     fn queue_text(&mut self, id: &GroupId, text: &str) -> Result<Outgoing, ProfileError> {
         let me = self.me();
-        let hosted = self.is_hosted(id)?;
         let content = Content::text(self.new_post_id()?, text);
-        let plaintext = content.encode();
         self.with_group(id, |engine, provider, group, conn| {
-            let message = engine.send(provider, group, &plaintext)?;
+            let message = engine.send(provider, group, &content.encode())?;
             mark_processed(conn, &message)?;
             append_text(conn, id, group.epoch().as_u64(), &me, &content)?;
-            let history_seq = conn.last_insert_rowid();
             let mut out = Outgoing::default();
-            let kept = hosted.then_some(Kept {
-                content: &plaintext,
-                post_id: content.id,
-                history_seq,
-            });
-            out.queue(conn, id, Packet::Mls(message), kept)?;
+            out.queue(conn, id, Packet::Mls(message))?;
             Ok(out)
         })
     }
@@ -641,13 +631,13 @@ impl Profile {
                 out.welcome.is_some(),
             )?;
             let mut outgoing = Outgoing::default();
-            outgoing.queue(conn, id, Packet::Mls(out.commit), None)?;
+            outgoing.queue(conn, id, Packet::Mls(out.commit))?;
             if let Some(w) = out.welcome {
                 let join = Packet::Join {
                     welcome: w.welcome,
                     ratchet_tree: w.ratchet_tree,
                 };
-                outgoing.queue(conn, id, join, None)?;
+                outgoing.queue(conn, id, join)?;
             }
             Ok(outgoing)
         })
@@ -840,31 +830,25 @@ impl Profile {
 }
 
 impl Outgoing {
-    /// Adds a packet, and its outbox row in the current transaction. `kept` is kept for a text
-    /// that may have to be encrypted again (see `online`).
+    /// Adds a packet, and its outbox row in the current transaction.
     fn queue(
         &mut self,
         conn: &rusqlite::Connection,
         id: &GroupId,
         packet: Packet,
-        kept: Option<Kept<'_>>,
     ) -> Result<(), ProfileError> {
         let audience = match packet {
             Packet::Mls(_) => "group",
             Packet::Join { .. } => "joiners",
         };
         conn.prepare_cached(
-            "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq, post_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO outbox (group_id, audience, packet, created_at) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![
             id.as_slice(),
             audience,
             packet.encode()?,
-            unix_now(),
-            kept.as_ref().map(|k| k.content),
-            kept.as_ref().map(|k| k.history_seq),
-            kept.as_ref().map(|k| k.post_id.as_slice())
+            unix_now()
         ])?;
         self.outbox.push(conn.last_insert_rowid());
         match packet {
@@ -873,15 +857,6 @@ impl Outgoing {
         }
         Ok(())
     }
-}
-
-/// What an outbox row keeps of a text for a hosted group.
-struct Kept<'a> {
-    /// The encoded [`Content`], to encrypt again.
-    content: &'a [u8],
-    post_id: PostId,
-    /// Its history row, which takes the node's position once the node takes it.
-    history_seq: i64,
 }
 
 /// Merges our pending commit and records it: in history, as processed (its echo is dropped),

@@ -1,0 +1,1022 @@
+//! Deterministic simulation of the sync core (in the spirit of FoundationDB's simulator and
+//! TigerBeetle's VOPR): one seed drives members with real OpenMLS and their real profiles on
+//! disk, an in-process model of the delivery node's log, and a scheduler that delays, reorders,
+//! drops and duplicates pushes, loses answers with their connections, crashes members (memory
+//! dropped, profile reopened from disk) and restarts the node. Invariants are checked along the
+//! way and after the system is healed and left to settle:
+//!
+//! - every text a member queued (its `send` returned) reaches every member exactly once;
+//! - all members show the texts in one order, and each sender's texts in send order;
+//! - epoch authenticators agree; nobody is left with queued work (nobody is stuck);
+//! - every invitation is joined (a failed join is retried, never dropped).
+//!
+//! `SIM_SEEDS=N` runs N seeds (default 40), `SIM_SEED=S` replays one, `SIM_STEPS` sets the steps
+//! per seed (default 400). A failing seed prints itself; replaying it takes the same decisions
+//! (MLS randomness differs between runs, but no decision depends on it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use mlschat_node::identity::DeviceName;
+use mlschat_node::profile::{Home, Intent, Profile};
+use mlschat_node::sync::{Answer, Core, Lane, Notice, Ticket};
+use mlschat_wire::token::{client_id, token_hash};
+use mlschat_wire::{
+    ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry, MailboxEntry, PostId, Push,
+    Request, Response, TokenHash,
+};
+
+// ----- randomness -----
+
+/// SplitMix64: small, fast, and the same sequence for the same seed everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// True with probability `percent`/100.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+// ----- the delivery node's log semantics, in memory -----
+
+#[derive(Default)]
+struct GroupLog {
+    epoch: u64,
+    tokens: BTreeMap<u64, TokenHash>,
+    entries: Vec<GroupEntry>,
+    posts: BTreeMap<(ClientId, PostId), (u64, u64)>,
+    trees: BTreeMap<u64, Vec<u8>>,
+}
+
+#[derive(Default)]
+struct KeyPackages {
+    one_time: Vec<Vec<u8>>,
+    last_resort: Option<Vec<u8>>,
+}
+
+/// What the node keeps: durable across its restarts, as the real node's database is.
+#[derive(Default)]
+struct Node {
+    groups: BTreeMap<Vec<u8>, GroupLog>,
+    mailboxes: BTreeMap<ClientId, Vec<MailboxEntry>>,
+    next_mailbox_id: u64,
+    key_packages: BTreeMap<ClientId, KeyPackages>,
+    /// Connections subscribed to each group: (member, connection). Lost on restart.
+    subscribers: BTreeMap<Vec<u8>, BTreeSet<(usize, u64)>>,
+    /// Fault: fetching a tree fails (a damaged tree), so joins fail and must be retried.
+    trees_damaged: bool,
+}
+
+fn refuse(code: ErrorCode, current_epoch: u64) -> Response {
+    Response::Error(ErrorResponse {
+        code,
+        current_epoch,
+        detail: format!("{code:?}").into_bytes().into(),
+    })
+}
+
+impl Node {
+    /// Carries out one request of `member` (client `client`) on connection `conn`; returns the
+    /// answer and the pushes it causes, as (member, connection, push), plus Welcome recipients.
+    fn handle(
+        &mut self,
+        member: usize,
+        conn: u64,
+        client: ClientId,
+        request: Request,
+    ) -> (Response, Vec<(usize, u64, Push)>, Vec<ClientId>) {
+        let mut pushes = Vec::new();
+        let mut welcomed = Vec::new();
+        let answer = match request {
+            Request::CreateGroup(g) => {
+                let id = g.group_id.as_slice().to_vec();
+                if self.groups.contains_key(&id) {
+                    refuse(ErrorCode::GroupExists, 0)
+                } else {
+                    let mut log = GroupLog::default();
+                    log.tokens.insert(0, g.token_hash);
+                    self.groups.insert(id, log);
+                    Response::Ok
+                }
+            }
+            Request::Subscribe(f) => match self.groups.get(f.group_id.as_slice()) {
+                None => refuse(ErrorCode::UnknownGroup, 0),
+                Some(log) if !log.tokens.values().any(|h| *h == token_hash(&f.token)) => {
+                    refuse(ErrorCode::BadToken, 0)
+                }
+                Some(_) => {
+                    self.subscribers
+                        .entry(f.group_id.as_slice().to_vec())
+                        .or_default()
+                        .insert((member, conn));
+                    Response::Ok
+                }
+            },
+            Request::FetchGroup(f) => match self.groups.get(f.group_id.as_slice()) {
+                None => refuse(ErrorCode::UnknownGroup, 0),
+                Some(log) if !log.tokens.values().any(|h| *h == token_hash(&f.token)) => {
+                    refuse(ErrorCode::BadToken, 0)
+                }
+                Some(log) => Response::GroupEntries {
+                    entries: log
+                        .entries
+                        .iter()
+                        .filter(|e| e.seq > f.after_seq)
+                        .take(f.limit.min(7) as usize) // small pages: more paging to get right
+                        .cloned()
+                        .collect(),
+                },
+            },
+            Request::PostMessage(m) => {
+                let id = m.group_id.as_slice().to_vec();
+                match self.groups.get_mut(&id) {
+                    None => refuse(ErrorCode::UnknownGroup, 0),
+                    Some(log) => {
+                        if let Some(&(seq, epoch)) = log.posts.get(&(client, m.post_id)) {
+                            Response::Accepted { seq, epoch }
+                        } else if m.epoch != log.epoch {
+                            refuse(ErrorCode::StaleEpoch, log.epoch)
+                        } else if log.tokens.get(&m.epoch) != Some(&token_hash(&m.token)) {
+                            refuse(ErrorCode::BadToken, 0)
+                        } else {
+                            let entry = GroupEntry {
+                                seq: log.entries.len() as u64 + 1,
+                                epoch: m.epoch,
+                                kind: EntryKind::Message,
+                                message: m.message,
+                            };
+                            log.posts.insert((client, m.post_id), (entry.seq, m.epoch));
+                            log.entries.push(entry.clone());
+                            pushes.extend(self.group_pushes(&id, entry.clone()));
+                            Response::Accepted {
+                                seq: entry.seq,
+                                epoch: m.epoch,
+                            }
+                        }
+                    }
+                }
+            }
+            Request::PostCommit(c) => {
+                let id = c.group_id.as_slice().to_vec();
+                match self.groups.get_mut(&id) {
+                    None => refuse(ErrorCode::UnknownGroup, 0),
+                    Some(log) if c.epoch != log.epoch => refuse(ErrorCode::StaleEpoch, log.epoch),
+                    Some(log) if log.tokens.get(&c.epoch) != Some(&token_hash(&c.token)) => {
+                        refuse(ErrorCode::BadToken, 0)
+                    }
+                    Some(log) => {
+                        log.epoch += 1;
+                        log.tokens.insert(log.epoch, c.next_token_hash);
+                        if !c.ratchet_tree.as_slice().is_empty() {
+                            log.trees
+                                .insert(log.epoch, c.ratchet_tree.as_slice().to_vec());
+                        }
+                        let entry = GroupEntry {
+                            seq: log.entries.len() as u64 + 1,
+                            epoch: c.epoch,
+                            kind: EntryKind::Commit,
+                            message: c.commit,
+                        };
+                        log.entries.push(entry.clone());
+                        let epoch = log.epoch;
+                        for welcome in c.welcomes {
+                            self.next_mailbox_id += 1;
+                            let entry = MailboxEntry {
+                                id: self.next_mailbox_id,
+                                group_id: c.group_id.clone(),
+                                epoch,
+                                welcome: welcome.welcome,
+                            };
+                            self.mailboxes
+                                .entry(welcome.recipient)
+                                .or_default()
+                                .push(entry);
+                            welcomed.push(welcome.recipient);
+                        }
+                        pushes.extend(self.group_pushes(&id, entry.clone()));
+                        Response::Accepted {
+                            seq: entry.seq,
+                            epoch,
+                        }
+                    }
+                }
+            }
+            Request::FetchTree(t) => {
+                let tree = self
+                    .groups
+                    .get(t.group_id.as_slice())
+                    .and_then(|g| g.trees.get(&t.epoch));
+                match tree {
+                    Some(tree) if !self.trees_damaged => Response::Tree {
+                        ratchet_tree: tree.clone().into(),
+                    },
+                    _ => refuse(ErrorCode::UnknownGroup, 0),
+                }
+            }
+            Request::FetchMailbox { after, limit } => Response::Mailbox {
+                entries: self
+                    .mailboxes
+                    .get(&client)
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e.id > after)
+                    .take(limit.min(3) as usize)
+                    .cloned()
+                    .collect(),
+            },
+            Request::AckMailbox { up_to } => {
+                if let Some(mailbox) = self.mailboxes.get_mut(&client) {
+                    mailbox.retain(|e| e.id > up_to);
+                }
+                Response::Ok
+            }
+            Request::KeyPackageStock => {
+                let stock = self.key_packages.entry(client).or_default();
+                Response::KeyPackageStock {
+                    one_time: stock.one_time.len() as u32,
+                    last_resort: Flag::from(stock.last_resort.is_some()),
+                }
+            }
+            Request::PublishKeyPackages(p) => {
+                let stock = self.key_packages.entry(client).or_default();
+                stock
+                    .one_time
+                    .extend(p.one_time.into_iter().map(|k| k.as_slice().to_vec()));
+                if !p.last_resort.as_slice().is_empty() {
+                    stock.last_resort = Some(p.last_resort.as_slice().to_vec());
+                }
+                Response::Ok
+            }
+            Request::ClaimKeyPackage { owner } => {
+                let stock = self.key_packages.entry(owner).or_default();
+                match stock.one_time.pop().or_else(|| stock.last_resort.clone()) {
+                    Some(kp) => Response::KeyPackage {
+                        key_package: kp.into(),
+                    },
+                    None => refuse(ErrorCode::NoKeyPackage, 0),
+                }
+            }
+            other => panic!("the simulated node does not take {other:?}"),
+        };
+        (answer, pushes, welcomed)
+    }
+
+    fn group_pushes(&self, id: &[u8], entry: GroupEntry) -> Vec<(usize, u64, Push)> {
+        self.subscribers
+            .get(id)
+            .into_iter()
+            .flatten()
+            .map(|&(member, conn)| {
+                let push = Push::Group {
+                    group_id: id.to_vec().into(),
+                    entry: entry.clone(),
+                };
+                (member, conn, push)
+            })
+            .collect()
+    }
+}
+
+// ----- members -----
+
+struct Member {
+    name: String,
+    dir: tempfile::TempDir,
+    core: Option<Core>,
+    client: ClientId,
+    /// The current connection's number; 0 while offline.
+    conn: u64,
+    /// Texts this member queued: (tag, ticket if it was sent online).
+    sent: Vec<String>,
+    tickets: BTreeMap<Ticket, String>,
+}
+
+impl Member {
+    fn core(&mut self) -> &mut Core {
+        self.core.as_mut().expect("the member is running")
+    }
+}
+
+/// Something on its way.
+enum Flight {
+    ToNode {
+        member: usize,
+        conn: u64,
+        lane: Lane,
+        request: Request,
+    },
+    ToMember {
+        member: usize,
+        conn: u64,
+        what: Delivery,
+    },
+}
+
+enum Delivery {
+    Answer(Lane, Answer),
+    Push(Push),
+}
+
+/// How wild a run is.
+#[derive(Clone, Copy)]
+struct Faults {
+    crash: u64,
+    disconnect: u64,
+    node_restart: u64,
+    drop_push: u64,
+    duplicate_push: u64,
+    damaged_trees: u64,
+}
+
+const HOSTILE: Faults = Faults {
+    crash: 2,
+    disconnect: 3,
+    node_restart: 1,
+    drop_push: 20,
+    duplicate_push: 10,
+    damaged_trees: 2,
+};
+
+const CALM: Faults = Faults {
+    crash: 0,
+    disconnect: 0,
+    node_restart: 0,
+    drop_push: 0,
+    duplicate_push: 0,
+    damaged_trees: 0,
+};
+
+struct Sim {
+    rng: Rng,
+    now: u64,
+    node: Node,
+    members: Vec<Member>,
+    flights: Vec<Flight>,
+    group: String,
+    /// Statistics, printed with a failure.
+    log: Vec<String>,
+}
+
+fn profile_root() -> tempfile::TempDir {
+    // tmpfs where there is one: the simulation fsyncs on every operation.
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
+const HOME: [u8; 32] = [7; 32];
+
+impl Sim {
+    fn new(seed: u64, names: &[&str]) -> Self {
+        let members = names
+            .iter()
+            .map(|name| {
+                let dir = profile_root();
+                let device = DeviceName::new(name, "dev").unwrap();
+                let mut profile = Profile::create(dir.path(), device, None).unwrap();
+                profile
+                    .set_home(&Home {
+                        address: "simulated:1".into(),
+                        fingerprint: HOME,
+                        invite: Vec::new(),
+                    })
+                    .unwrap();
+                let client = client_id(profile.identity().signer.public());
+                Member {
+                    name: name.to_string(),
+                    dir,
+                    core: Some(Core::new(profile)),
+                    client,
+                    conn: 0,
+                    sent: Vec::new(),
+                    tickets: BTreeMap::new(),
+                }
+            })
+            .collect();
+        Self {
+            rng: Rng(seed),
+            now: 0,
+            node: Node::default(),
+            members,
+            flights: Vec::new(),
+            group: "team".into(),
+            log: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, what: String) {
+        self.log.push(format!("t={} {what}", self.now));
+    }
+
+    fn connect(&mut self, m: usize) {
+        if self.members[m].conn != 0 {
+            return;
+        }
+        let conn = self.rng.next() | 1;
+        self.members[m].conn = conn;
+        let now = self.now;
+        self.members[m].core().handle_connected(now).unwrap();
+        self.note(format!("{} connects", self.members[m].name));
+        self.pump(m);
+    }
+
+    fn disconnect(&mut self, m: usize) {
+        if self.members[m].conn == 0 {
+            return;
+        }
+        self.members[m].conn = 0;
+        self.members[m].core().handle_disconnected();
+        self.take_notices(m);
+        for subs in self.node.subscribers.values_mut() {
+            subs.retain(|&(member, _)| member != m);
+        }
+    }
+
+    /// Kills the member's process: what it held in memory is gone; its profile is reopened.
+    fn crash(&mut self, m: usize) {
+        self.note(format!("{} crashes", self.members[m].name));
+        self.disconnect(m);
+        let member = &mut self.members[m];
+        member.core = None;
+        member.tickets.clear();
+        let profile = Profile::open(member.dir.path(), None).unwrap();
+        member.core = Some(Core::new(profile));
+    }
+
+    fn restart_node(&mut self) {
+        self.note("the node restarts".into());
+        for m in 0..self.members.len() {
+            self.disconnect(m);
+        }
+        self.node.subscribers.clear();
+        // Requests on the wire either reached the node before it died or never did.
+        let flights = std::mem::take(&mut self.flights);
+        for flight in flights {
+            if let Flight::ToNode { .. } = flight
+                && self.rng.chance(50)
+            {
+                self.flights.push(flight);
+            }
+        }
+    }
+
+    /// Sends whatever the member's core has to send.
+    fn pump(&mut self, m: usize) {
+        let conn = self.members[m].conn;
+        while let Some(out) = self.members[m].core().poll_request() {
+            self.flights.push(Flight::ToNode {
+                member: m,
+                conn,
+                lane: out.lane,
+                request: out.request,
+            });
+        }
+        self.take_notices(m);
+    }
+
+    fn take_notices(&mut self, m: usize) {
+        while let Some(notice) = self.members[m].core().poll_notice() {
+            if let Notice::Done { ticket, result } = notice
+                && let Some(tag) = self.members[m].tickets.remove(&ticket)
+            {
+                let outcome = match result {
+                    Ok(()) => "acknowledged".to_owned(),
+                    Err(e) => format!("not acknowledged ({e})"),
+                };
+                self.note(format!("{tag} {outcome}"));
+            }
+        }
+    }
+
+    /// Delivers one flight, chosen at random: the network reorders freely across lanes.
+    fn deliver(&mut self, faults: Faults) -> bool {
+        if self.flights.is_empty() {
+            return false;
+        }
+        let flight = self.flights.swap_remove(self.rng.below(self.flights.len()));
+        match flight {
+            Flight::ToNode {
+                member,
+                conn,
+                lane,
+                request,
+            } => {
+                let client = self.members[member].client;
+                let what = match &request {
+                    Request::PostMessage(m) => Some(format!("text e{}", m.epoch)),
+                    Request::PostCommit(c) => Some(format!("commit e{}", c.epoch)),
+                    Request::FetchGroup(f) => Some(format!("fetch after {}", f.after_seq)),
+                    _ => None,
+                };
+                let (answer, pushes, welcomed) = self.node.handle(member, conn, client, request);
+                if let Some(what) = what {
+                    let name = self.members[member].name.clone();
+                    let answered = match &answer {
+                        Response::Accepted { seq, .. } => format!("at {seq}"),
+                        Response::GroupEntries { entries } => {
+                            format!("{:?}", entries.iter().map(|e| e.seq).collect::<Vec<_>>())
+                        }
+                        other => format!("{other:?}").chars().take(40).collect(),
+                    };
+                    self.note(format!("{name} {what}: {answered}"));
+                }
+                let answer = match answer {
+                    Response::Error(e) => Err(e),
+                    other => Ok(other),
+                };
+                self.flights.push(Flight::ToMember {
+                    member,
+                    conn,
+                    what: Delivery::Answer(lane, answer),
+                });
+                for (to, conn, push) in pushes {
+                    if self.rng.chance(faults.drop_push) {
+                        continue;
+                    }
+                    if self.rng.chance(faults.duplicate_push) {
+                        let copy = push.clone();
+                        self.flights.push(Flight::ToMember {
+                            member: to,
+                            conn,
+                            what: Delivery::Push(copy),
+                        });
+                    }
+                    self.flights.push(Flight::ToMember {
+                        member: to,
+                        conn,
+                        what: Delivery::Push(push),
+                    });
+                }
+                for recipient in welcomed {
+                    if let Some(to) = self.members.iter().position(|m| m.client == recipient)
+                        && self.members[to].conn != 0
+                    {
+                        let conn = self.members[to].conn;
+                        let entry = self.node.mailboxes[&recipient].last().unwrap().clone();
+                        self.flights.push(Flight::ToMember {
+                            member: to,
+                            conn,
+                            what: Delivery::Push(Push::Mailbox(entry)),
+                        });
+                    }
+                }
+            }
+            Flight::ToMember { member, conn, what } => {
+                if self.members[member].conn != conn || conn == 0 {
+                    return true; // for a connection that is gone
+                }
+                let core = self.members[member].core();
+                match what {
+                    Delivery::Answer(lane, answer) => core.handle_answer(lane, answer),
+                    Delivery::Push(push) => core.handle_push(push).unwrap(),
+                }
+                self.pump(member);
+            }
+        }
+        true
+    }
+
+    fn tick(&mut self) {
+        self.now += 1 + self.rng.below(200) as u64;
+        for m in 0..self.members.len() {
+            let now = self.now;
+            let core = self.members[m].core();
+            if core.poll_timeout().is_some_and(|at| at <= now) {
+                core.handle_timeout(now);
+                self.pump(m);
+            }
+        }
+    }
+
+    fn in_group(&mut self, m: usize) -> bool {
+        let group = self.group.clone();
+        self.members[m]
+            .core()
+            .profile()
+            .hosted_group(&group)
+            .is_ok()
+    }
+
+    fn send_text(&mut self, m: usize) {
+        if !self.in_group(m) {
+            return;
+        }
+        let tag = format!("{}-{}", self.members[m].name, self.members[m].sent.len());
+        let group = self.group.clone();
+        let online = self.members[m].conn != 0;
+        let member = &mut self.members[m];
+        if online {
+            let ticket = member.core().send(&group, &tag).unwrap();
+            member.tickets.insert(ticket, tag.clone());
+        } else {
+            member.core().profile().send_hosted(&group, &tag).unwrap();
+        }
+        member.sent.push(tag);
+        self.pump(m);
+    }
+
+    fn commit_update(&mut self, m: usize) {
+        if self.members[m].conn == 0 || !self.in_group(m) {
+            return;
+        }
+        let group = self.group.clone();
+        let ticket = self.members[m]
+            .core()
+            .change(&group, Intent::Update)
+            .unwrap();
+        let tag = format!("{}'s update", self.members[m].name);
+        self.members[m].tickets.insert(ticket, tag);
+        self.pump(m);
+    }
+
+    /// One random step: a delivery most of the time, else an action or a fault.
+    fn step(&mut self, faults: Faults) {
+        self.tick();
+        let roll = self.rng.below(100);
+        let m = self.rng.below(self.members.len());
+        match roll {
+            0..=59 => {
+                self.deliver(faults);
+            }
+            60..=74 => self.send_text(m),
+            75..=77 => self.commit_update(m),
+            78..=89 => self.connect(m),
+            _ => {
+                if self.rng.chance(faults.crash * 10) {
+                    self.crash(m);
+                } else if self.rng.chance(faults.disconnect * 10) {
+                    self.note(format!("{} loses its connection", self.members[m].name));
+                    self.disconnect(m);
+                } else if self.rng.chance(faults.node_restart * 10) {
+                    self.restart_node();
+                } else if self.rng.chance(faults.damaged_trees * 10) {
+                    self.node.trees_damaged = !self.node.trees_damaged;
+                }
+            }
+        }
+    }
+
+    /// Heals everything and runs until no member has anything left to do, and a sync by each
+    /// (what a poll or a person does) brings nothing new.
+    fn settle(&mut self) -> Result<(), String> {
+        self.node.trees_damaged = false;
+        for _ in 0..20 {
+            self.run_until_idle()?;
+            let before = self.history_rows();
+            for m in 0..self.members.len() {
+                let _ = self.members[m].core().sync();
+                self.pump(m);
+            }
+            self.run_until_idle()?;
+            if self.history_rows() == before {
+                return Ok(());
+            }
+        }
+        Err("every sync brings something new".into())
+    }
+
+    fn history_rows(&mut self) -> usize {
+        let group = self.group.clone();
+        (0..self.members.len())
+            .map(|m| {
+                let profile = self.members[m].core().profile();
+                profile.history(&group, u32::MAX).map_or(0, |h| h.len())
+            })
+            .sum()
+    }
+
+    fn run_until_idle(&mut self) -> Result<(), String> {
+        for _ in 0..100_000 {
+            for m in 0..self.members.len() {
+                self.connect(m);
+            }
+            if self.deliver(CALM) {
+                continue;
+            }
+            let idle = self
+                .members
+                .iter()
+                .all(|m| m.core.as_ref().unwrap().is_idle());
+            let invitations_left = self
+                .members
+                .iter_mut()
+                .any(|m| !m.core().profile().invitations().unwrap().is_empty());
+            if idle && !invitations_left {
+                return Ok(());
+            }
+            // Let time pass: parked lanes go again, polls retry invitations.
+            self.now += mlschat_node::sync::RETRY_AFTER * 5;
+            self.tick();
+        }
+        let busy: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| !m.core.as_ref().unwrap().is_idle())
+            .map(|m| format!("{}: {:?}", m.name, m.core.as_ref().unwrap()))
+            .collect();
+        Err(format!("the system did not settle; busy: {busy:#?}"))
+    }
+
+    /// Alice creates the group and adds everyone else (under the run's faults).
+    fn form_group(&mut self, faults: Faults) {
+        for m in 0..self.members.len() {
+            self.connect(m);
+        }
+        let invites: Vec<_> = (1..self.members.len())
+            .map(|m| self.members[m].core().profile().invite_code().unwrap())
+            .collect();
+        let group = self.group.clone();
+        let alice = self.members[0].core();
+        for code in &invites {
+            alice.profile().add_contact(code).unwrap();
+        }
+        let created = alice.create_group(&group).unwrap();
+        // Joiners know the group by its id (names are local).
+        self.group = created.id;
+        let group = self.group.clone();
+        // Everyone publishes KeyPackages before Alice claims them.
+        for _ in 0..200 {
+            self.deliver(CALM);
+        }
+        let names: Vec<String> = invites.iter().map(|c| c.name.to_string()).collect();
+        // Alice adds whoever is not in yet, again when an add fails (as a person would, when
+        // told the connection went), until everyone has joined.
+        for _ in 0..200 {
+            let in_alices_view: Vec<String> = self.members[0]
+                .core()
+                .profile()
+                .members(&group)
+                .unwrap()
+                .iter()
+                .filter_map(|m| m.name.as_ref().map(|n| n.to_string()))
+                .collect();
+            let missing: Vec<String> = names
+                .iter()
+                .filter(|n| !in_alices_view.contains(n))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            let adding = self.members[0].tickets.values().any(|t| t == "the add");
+            if !adding && self.members[0].conn != 0 {
+                if let Ok(ticket) = self.members[0].core().add(&group, &missing) {
+                    self.members[0].tickets.insert(ticket, "the add".into());
+                }
+                self.pump(0);
+            }
+            for _ in 0..20 {
+                self.step(Faults { crash: 0, ..faults });
+            }
+        }
+        panic!("the group never formed");
+    }
+
+    fn texts(&mut self, m: usize) -> Vec<String> {
+        let group = self.group.clone();
+        self.members[m]
+            .core()
+            .profile()
+            .history(&group, u32::MAX)
+            .map(|h| {
+                h.into_iter()
+                    .filter(|e| e.kind == "text")
+                    .map(|e| e.body)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The invariants that must hold at every step: nobody shows a text twice, and each
+    /// sender's texts appear in send order.
+    fn check_always(&mut self) -> Result<(), String> {
+        for m in 0..self.members.len() {
+            let texts = self.texts(m);
+            let unique: BTreeSet<&String> = texts.iter().collect();
+            if unique.len() != texts.len() {
+                return Err(format!(
+                    "{} shows a text twice: {texts:?}",
+                    self.members[m].name
+                ));
+            }
+            check_sender_order(&texts).map_err(|e| format!("{}: {e}", self.members[m].name))?;
+        }
+        Ok(())
+    }
+
+    /// Each text's epoch as its sender shows it (the epoch the node took it at), and each
+    /// member's join epoch (0 for the creator).
+    fn epochs(&mut self) -> (BTreeMap<String, u64>, Vec<u64>) {
+        let group = self.group.clone();
+        let mut texts = BTreeMap::new();
+        let mut joined = Vec::new();
+        for m in 0..self.members.len() {
+            let me = format!("{}/dev", self.members[m].name);
+            let history = self.members[m]
+                .core()
+                .profile()
+                .history(&group, u32::MAX)
+                .unwrap_or_default();
+            let join = history
+                .iter()
+                .find(|e| e.kind == "event" && e.body == "joined the group")
+                .map_or(0, |e| e.epoch);
+            joined.push(join);
+            for e in history
+                .iter()
+                .filter(|e| e.kind == "text" && e.sender == me)
+            {
+                texts.insert(e.body.clone(), e.epoch);
+            }
+        }
+        (texts, joined)
+    }
+
+    fn check_settled(&mut self) -> Result<String, String> {
+        self.check_always()?;
+        let sent: BTreeSet<String> = self.members.iter().flat_map(|m| m.sent.clone()).collect();
+        let (epochs, joined) = self.epochs();
+        let latest_join = joined.iter().copied().max().unwrap_or(0);
+        let common = |texts: Vec<String>| -> Vec<String> {
+            texts
+                .into_iter()
+                .filter(|t| epochs.get(t).is_some_and(|&e| e >= latest_join))
+                .collect()
+        };
+        let first = common(self.texts(0));
+        let mut states = BTreeSet::new();
+        for m in 0..self.members.len() {
+            let name = self.members[m].name.clone();
+            let texts = self.texts(m);
+            let shown: BTreeSet<String> = texts.iter().cloned().collect();
+            // Every text of an epoch at or after our join, exactly once (check_always: once).
+            let due: BTreeSet<String> = sent
+                .iter()
+                .filter(|t| epochs.get(*t).is_none_or(|&e| e >= joined[m]))
+                .cloned()
+                .collect();
+            let lost: Vec<&String> = due.difference(&shown).collect();
+            if !lost.is_empty() {
+                return Err(format!("{name} never got {lost:?}"));
+            }
+            let extra: Vec<&String> = shown.difference(&sent).collect();
+            if !extra.is_empty() {
+                return Err(format!("{name} shows texts nobody sent: {extra:?}"));
+            }
+            let order = common(texts);
+            if order != first {
+                return Err(format!(
+                    "{name} shows another order than {}:\n  {order:?}\n  {first:?}",
+                    self.members[0].name
+                ));
+            }
+            let group = self.group.clone();
+            let profile = self.members[m].core().profile();
+            let summary = profile
+                .groups()
+                .unwrap()
+                .into_iter()
+                .find(|g| g.id == group)
+                .ok_or_else(|| format!("{name} is not in the group"))?;
+            states.insert((summary.epoch, summary.epoch_authenticator.clone()));
+            let id = profile.find_group(&summary.id).unwrap();
+            let waiting = profile.waiting_in(&id).unwrap();
+            if !waiting.texts.is_empty() || !waiting.intents.is_empty() {
+                return Err(format!("{name} is stuck with {waiting:?}"));
+            }
+            if let Some(why) = profile.broken(&id).unwrap() {
+                return Err(format!("{name} is broken: {why}"));
+            }
+            let invitations = profile.invitations().unwrap();
+            if !invitations.is_empty() {
+                return Err(format!("{name} has unjoined invitations: {invitations:?}"));
+            }
+        }
+        if states.len() != 1 {
+            return Err(format!("members disagree on the group's state: {states:?}"));
+        }
+        let count = |what: &str| self.log.iter().filter(|l| l.ends_with(what)).count();
+        Ok(format!(
+            "{} texts, epoch {}; {} crashes, {} lost connections, {} node restarts",
+            sent.len(),
+            states.first().unwrap().0,
+            count(" crashes"),
+            count(" loses its connection"),
+            count("the node restarts"),
+        ))
+    }
+}
+
+/// Each sender's texts (`name-n`) must appear with rising `n`.
+fn check_sender_order(texts: &[String]) -> Result<(), String> {
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for text in texts {
+        let (sender, n) = text.rsplit_once('-').expect("tagged texts");
+        let n: u64 = n.parse().expect("numbered texts");
+        if let Some(&before) = last.get(sender)
+            && n <= before
+        {
+            return Err(format!("{text} shown after {sender}-{before}"));
+        }
+        last.insert(sender, n);
+    }
+    Ok(())
+}
+
+/// One seed, start to end: form the group under faults, run, heal, check.
+fn run_seed(seed: u64, steps: usize, faults: Faults) -> Result<String, String> {
+    let names = ["alice", "bob", "carol", "dave"];
+    let members = env("SIM_MEMBERS").unwrap_or(3) as usize;
+    let mut sim = Sim::new(seed, &names[..members.clamp(2, names.len())]);
+    sim.form_group(faults);
+    for step in 0..steps {
+        sim.step(faults);
+        if step % 50 == 0 {
+            sim.check_always()?;
+        }
+    }
+    sim.settle()
+        .and_then(|()| sim.check_settled())
+        .map_err(|e| {
+            if std::env::var("SIM_TRACE").is_ok() {
+                for m in 0..sim.members.len() {
+                    let group = sim.group.clone();
+                    let name = sim.members[m].name.clone();
+                    for e in sim.members[m]
+                        .core()
+                        .profile()
+                        .history(&group, u32::MAX)
+                        .unwrap()
+                    {
+                        eprintln!(
+                            "{name}: #{} e{} {} {}: {}",
+                            e.seq, e.epoch, e.kind, e.sender, e.body
+                        );
+                    }
+                }
+                return format!("{e}\nevents:\n  {}", sim.log.join("\n  "));
+            }
+            let tail = sim.log.len().saturating_sub(40);
+            format!("{e}\nlast events:\n  {}", sim.log[tail..].join("\n  "))
+        })
+}
+
+fn env(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn run_seeds(faults: Faults, default_seeds: u64) {
+    if std::env::var("SIM_TRACE").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let steps = env("SIM_STEPS").unwrap_or(400) as usize;
+    let seeds: Vec<u64> = match env("SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (1..=env("SIM_SEEDS").unwrap_or(default_seeds)).collect(),
+    };
+    let mut failures = Vec::new();
+    for &seed in &seeds {
+        match run_seed(seed, steps, faults) {
+            Ok(summary) => eprintln!("seed {seed}: ok ({summary})"),
+            Err(e) => {
+                eprintln!("seed {seed}: FAILED: {e}");
+                failures.push(seed);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} seeds failed: {failures:?} (replay one with SIM_SEED=…)",
+        failures.len(),
+        seeds.len()
+    );
+}
+
+#[test]
+fn members_agree_on_every_text_without_faults() {
+    run_seeds(CALM, 5);
+}
+
+#[test]
+fn members_agree_on_every_text_through_crashes_losses_and_reordering() {
+    run_seeds(HOSTILE, 40);
+}
