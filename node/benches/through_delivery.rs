@@ -7,8 +7,8 @@
 //! ```
 //!
 //! A real `mlschat-delivery` process (Postgres at `DATABASE_URL` if set, else SQLite) serves
-//! three full peers (Alice, Bob, Carol: profiles on disk, each `Online` on its own thread and
-//! runtime, Bob and Carol applying pushes as they come) and `members - 3` members who only hold
+//! three full peers (Alice, Bob, Carol: profiles on disk, each a `Driver` on its own thread and
+//! runtime, each driving its sync core; Bob and Carol applying pushes as they come) and `members - 3` members who only hold
 //! a KeyPackage on the node. Alice builds the group by adding the KeyPackage holders 100 per
 //! commit; then, `reps` times: she adds one more member, removes them, and sends a message. Each
 //! latency runs from Alice's call until Bob (and, for messages, Carol) has processed the result:
@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlschat_node::cluster::DeliveryProcess;
+use mlschat_node::driver::Driver;
 use mlschat_node::engine::CIPHERSUITE;
 use mlschat_node::identity::{DeviceName, SIGNATURE_SCHEME};
-use mlschat_node::online::Online;
 use mlschat_node::profile::{Home, InviteCode, Profile};
 use mlschat_wire::quic::Connection;
 use mlschat_wire::{PublishKeyPackages, Request};
@@ -121,19 +121,23 @@ async fn key_package_holder(node: (std::net::SocketAddr, [u8; 32]), name: String
     }
 }
 
+/// Alice adds these contacts in one commit and waits until the node has ordered it.
+async fn add(alice: &mut Driver, who: Vec<String>) {
+    let ticket = alice.core().add("big", &who).unwrap();
+    alice.wait(ticket).await.unwrap();
+}
+
 /// Runs a peer on its own thread: connects, then applies pushes and reports what it has seen.
 fn listener(profile: Profile, group: Arc<std::sync::OnceLock<String>>) -> watch::Receiver<Seen> {
     let (report, seen) = watch::channel(Seen::default());
     std::thread::spawn(move || {
         runtime().block_on(async move {
-            let mut online = Online::connect(profile).await.map_err(|(_, e)| e).unwrap();
-            online.start().await.unwrap();
-            let connection = online.connection().clone();
+            let mut driver = Driver::new(profile);
+            driver.connect().await.unwrap();
             loop {
-                let push = connection.next_push().await.unwrap();
-                online.handle_push(push).await.unwrap();
+                driver.step().await;
                 let Some(id) = group.get() else { continue };
-                let profile = online.profile();
+                let profile = driver.profile();
                 let Ok(gid) = profile.find_group(id) else {
                     continue;
                 };
@@ -239,19 +243,17 @@ fn main() {
     rt.block_on(async {
         // Let the listeners publish their KeyPackages first.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut alice = Online::connect(alice).await.map_err(|(_, e)| e).unwrap();
-        alice.start().await.unwrap();
-        alice.create_group("big").await.unwrap();
+        let mut alice = Driver::new(alice);
+        alice.connect().await.unwrap();
+        alice.sync().await.unwrap();
+        alice.core().create_group("big").unwrap();
         let names = |codes: &[InviteCode]| -> Vec<String> {
             codes.iter().map(|c| c.name.to_string()).collect()
         };
-        alice
-            .add("big", &names(&[bob_code.clone(), carol_code.clone()]))
-            .await
-            .unwrap();
+        add(&mut alice, names(&[bob_code.clone(), carol_code.clone()])).await;
         let id = alice.profile().groups().unwrap()[0].id.clone();
         group.set(id).unwrap();
-        let epoch = |a: &mut Online| {
+        let epoch = |a: &mut Driver| {
             let gid = a.profile().find_group("big").unwrap();
             a.profile().group_token(&gid).unwrap().0
         };
@@ -261,7 +263,7 @@ fn main() {
 
         for batch in holders[..members - 3].chunks(BUILD_BATCH) {
             let start = Instant::now();
-            alice.add("big", &names(batch)).await.unwrap();
+            add(&mut alice, names(batch)).await;
             let target = epoch(&mut alice);
             wait_for(&mut bob_seen, |s| s.epoch >= target).await;
             build.push(start.elapsed());
@@ -273,19 +275,21 @@ fn main() {
         for (i, extra) in holders[members - 3..].iter().enumerate() {
             let name = extra.name.to_string();
             let start = Instant::now();
-            alice.add("big", std::slice::from_ref(&name)).await.unwrap();
+            add(&mut alice, vec![name.clone()]).await;
             let target = epoch(&mut alice);
             wait_for(&mut bob_seen, |s| s.epoch >= target).await;
             t.0.entry("add 1").or_default().push(start.elapsed());
 
             let start = Instant::now();
-            alice.remove("big", &[name]).await.unwrap();
+            let ticket = alice.core().remove("big", &[name]).unwrap();
+            alice.wait(ticket).await.unwrap();
             let target = epoch(&mut alice);
             wait_for(&mut bob_seen, |s| s.epoch >= target).await;
             t.0.entry("remove 1").or_default().push(start.elapsed());
 
             let start = Instant::now();
-            alice.send("big", &format!("message {i}")).await.unwrap();
+            let ticket = alice.core().send("big", &format!("message {i}")).unwrap();
+            alice.wait(ticket).await.unwrap();
             wait_for(&mut bob_seen, |s| s.texts > i).await;
             t.0.entry("message (Bob)")
                 .or_default()

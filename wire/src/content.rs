@@ -104,6 +104,14 @@ impl Content {
         })
     }
 
+    /// What a person is shown for a plaintext: its text, or a note of what it is not.
+    pub fn show(plaintext: &[u8]) -> String {
+        match Self::decode(plaintext) {
+            Ok(content) => content.display(),
+            Err(e) => format!("[a message this client cannot read: {e}]"),
+        }
+    }
+
     /// What a person is shown: the text, or a note that the kind is not understood.
     pub fn display(&self) -> String {
         match self.kind {

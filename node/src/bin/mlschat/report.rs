@@ -268,7 +268,7 @@ impl Report {
                 let handle = group.handle();
                 match incoming {
                     Incoming::Application { sender, plaintext } => {
-                        let text = String::from_utf8_lossy(plaintext);
+                        let text = mlschat_wire::content::Content::show(plaintext);
                         self.emit(
                             false,
                             || format!("[{handle}] {}: {text}", display_member(sender)),
