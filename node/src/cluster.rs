@@ -248,18 +248,14 @@ impl PeerProcess {
 
     /// Calls a daemon API method; `Err` holds the error object (or the I/O failure).
     pub fn try_call(&self, method: &str, params: Value) -> Result<Value, Value> {
-        let socket = crate::daemon::socket_path(&self.data_dir.join(&self.name));
-        let io = |e: std::io::Error| json!({"message": e.to_string()});
-        let mut stream = UnixStream::connect(socket).map_err(io)?;
-        let request = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        writeln!(stream, "{request}").map_err(io)?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).map_err(io)?;
-        let answer: Value =
-            serde_json::from_str(&line).map_err(|e| json!({"message": e.to_string()}))?;
-        match answer.get("error") {
-            Some(error) => Err(error.clone()),
-            None => Ok(answer["result"].clone()),
+        self.caller().try_call(method, params)
+    }
+
+    /// A handle that calls this peer's daemon from another thread, while this one kills and
+    /// restarts it.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            socket: crate::daemon::socket_path(&self.data_dir.join(&self.name)),
         }
     }
 
@@ -293,6 +289,30 @@ impl PeerProcess {
                 format!("{user}: {}", e["body"].as_str().unwrap_or_default())
             })
             .collect())
+    }
+}
+
+/// Calls one peer's daemon API over its socket.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    socket: PathBuf,
+}
+
+impl Caller {
+    /// Calls a daemon API method; `Err` holds the error object (or the I/O failure).
+    pub fn try_call(&self, method: &str, params: Value) -> Result<Value, Value> {
+        let io = |e: std::io::Error| json!({"message": e.to_string()});
+        let mut stream = UnixStream::connect(&self.socket).map_err(io)?;
+        let request = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        writeln!(stream, "{request}").map_err(io)?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).map_err(io)?;
+        let answer: Value =
+            serde_json::from_str(&line).map_err(|e| json!({"message": e.to_string()}))?;
+        match answer.get("error") {
+            Some(error) => Err(error.clone()),
+            None => Ok(answer["result"].clone()),
+        }
     }
 }
 
