@@ -173,7 +173,11 @@ fn run(database: Option<String>, backend: &str) -> Tally {
         let unique: BTreeSet<&String> = shown.iter().collect();
         tally.duplicated += shown.len() - unique.len();
         for s in &sent {
-            tally.lost += s.acknowledged.iter().filter(|t| !unique.contains(t)).count();
+            let lost: Vec<&String> = s.acknowledged.iter().filter(|t| !unique.contains(t)).collect();
+            if !lost.is_empty() {
+                println!("{backend}: {} lost {lost:?}", peer.name);
+            }
+            tally.lost += lost.len();
         }
         // Each sender's texts in the order it sent them.
         let mut last = BTreeMap::<&str, u64>::new();
@@ -186,6 +190,7 @@ fn run(database: Option<String>, backend: &str) -> Tally {
             last.insert(who, n);
         }
         if shown != reference {
+            println!("{backend}: {} shows {} texts, {} {}", peer.name, shown.len(), peers[0].name, reference.len());
             tally.divergent += 1;
         }
     }
@@ -195,6 +200,10 @@ fn run(database: Option<String>, backend: &str) -> Tally {
         settled.is_ok(),
         converged.is_ok()
     );
+    if settled.is_err() || converged.is_err() {
+        let kept = dir.keep();
+        println!("{backend}: files kept in {}", kept.display());
+    }
     settled.unwrap();
     converged.unwrap();
     tally
