@@ -164,7 +164,22 @@ const SYNC: &str = r#"
 ALTER TABLE messages ADD COLUMN post_id BLOB;
 CREATE UNIQUE INDEX messages_by_post ON messages (group_id, sender_fingerprint, post_id)
     WHERE post_id IS NOT NULL;
-ALTER TABLE outbox ADD COLUMN post_id BLOB;
+-- Outbox numbers are never reused (AUTOINCREMENT): the sync core keys what waits on a queued
+-- text by its number, and an answer may come after the row is gone.
+CREATE TABLE outbox_numbered (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id BLOB NOT NULL REFERENCES groups(group_id),
+    audience TEXT NOT NULL CHECK (audience IN ('group', 'joiners')),
+    packet BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    text BLOB,
+    history_seq INTEGER,
+    post_id BLOB
+);
+INSERT INTO outbox_numbered (seq, group_id, audience, packet, created_at, text, history_seq)
+    SELECT seq, group_id, audience, packet, created_at, text, history_seq FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_numbered RENAME TO outbox;
 -- Changes we asked of a group (add, remove, update) and not yet carried out, in order. The one
 -- being committed moves to pending_commits (with its seq) and comes back if it loses its epoch.
 -- AUTOINCREMENT: a number is never reused, since an intent that lost its epoch comes back
@@ -175,8 +190,21 @@ CREATE TABLE intents (
     intent TEXT NOT NULL
 );
 ALTER TABLE pending_commits ADD COLUMN intent_seq INTEGER;
--- Why we cannot go on in a group (a commit we could not process), or NULL.
+-- Why we cannot go on in a group (a commit we could not process, or it continues in another
+-- group), or NULL.
 ALTER TABLE groups ADD COLUMN broken TEXT;
+-- A broken group is started again as a new group with the same members: the old one names
+-- the new (replaced_by), the new one the old (continues) until it has announced it.
+ALTER TABLE groups ADD COLUMN replaced_by BLOB;
+ALTER TABLE groups ADD COLUMN continues BLOB;
+-- Announcements that a group continues one we are not in yet (its Welcome still waits): applied
+-- when we join it, if the announcer was a member there.
+CREATE TABLE announcements (
+    old BLOB NOT NULL,
+    new BLOB NOT NULL,
+    sender BLOB NOT NULL,
+    PRIMARY KEY (old, new)
+);
 -- Welcomes from our mailbox that we could not join: kept, retried and reported, never dropped.
 CREATE TABLE invitations (
     mailbox_id INTEGER PRIMARY KEY,

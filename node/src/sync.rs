@@ -13,9 +13,17 @@
 //! Requests travel in lanes: one per group, one for the mailbox, one for the account
 //! (KeyPackages, claims). A lane has at most one request in flight, so a group's posts reach the
 //! log in the order we made them; different lanes go in parallel. In a group's lane, in order:
-//! subscribe; read the log while it may hold entries past our cursor; post our pending commit;
-//! refresh our keys first if we joined and have not; post the oldest queued text (encrypted
-//! again first if its epoch has ended); make the next queued change into a commit.
+//! create the group on the node if it never got there; subscribe; read the log while it may
+//! hold entries past our cursor; post our pending commit; make the next queued change into a
+//! commit; post the oldest queued text (encrypted when its turn comes, and again if its epoch
+//! ended first).
+//!
+//! # A group we cannot go on in
+//! A commit we cannot process marks the group broken (the profile stops reading it there).
+//! Its members then start it again in turn ([`RECOVERY_STAGGER`] apart, by leaf order): a new
+//! group on our node with everyone we knew, which announces, once they are added, that it
+//! continues the old one. A member who was in the old group follows the announcement: the new
+//! group takes the old one's name and its queued texts.
 //!
 //! # Rules that keep acknowledged texts
 //! - When the log orders our commit at `seq` and entries lie between our cursor and `seq`, they
@@ -30,10 +38,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use openmls::prelude::GroupId;
 
 use mlschat_wire::{
-    CreateGroup, ErrorCode, ErrorResponse, FetchGroup, FetchTree, MailboxEntry, PostCommit,
+    CreateGroup, ErrorCode, ErrorResponse, FetchGroup, FetchTree, MailboxEntry, PostCommit, PostId,
     PostMessage, PublishKeyPackages, Request, Response, WelcomeFor,
 };
 
+use crate::engine::MemberInfo;
+use crate::identity::Fingerprint;
 use crate::profile::{
     GroupSummary, Intent, LogEntry, LogRead, PendingCommit, Prepared, Profile, ProfileError,
 };
@@ -47,6 +57,10 @@ pub const FETCH_LIMIT: u32 = 500;
 pub const POLL_INTERVAL: u64 = 30_000;
 /// How long (ms) a lane waits after a refusal that may pass (the node failed or is busy).
 pub const RETRY_AFTER: u64 = 1_000;
+/// A broken group is started again by its members in turn (by leaf order), this long (ms)
+/// apart: long beside a poll, so that the others have followed the first one's announcement
+/// before their turn comes unless it is offline that long.
+pub const RECOVERY_STAGGER: u64 = 600_000;
 
 /// Where a request travels: requests of one lane go one at a time.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -120,7 +134,9 @@ enum Waiting {
     Fetch,
     Create,
     Commit,
-    Text { outbox: i64 },
+    Text { outbox: i64, post_id: PostId },
+    /// That this group continues a broken one.
+    Announcement,
     Stock,
     Publish,
     Claim,
@@ -142,13 +158,23 @@ struct LaneState {
     parked_until: u64,
 }
 
-/// An `add` waiting for the contacts' KeyPackages to be claimed.
+/// An `add` waiting for KeyPackages to be claimed.
 #[derive(Debug)]
 struct Claims {
     ticket: Ticket,
     group: String,
-    remaining: VecDeque<String>,
+    remaining: VecDeque<Claimee>,
     key_packages: Vec<Vec<u8>>,
+}
+
+/// Whose KeyPackage to claim.
+#[derive(Debug)]
+enum Claimee {
+    /// A contact, by name: the package must carry the contact's key and name.
+    Contact(String),
+    /// A member of a group we start again: the package must carry the key we knew. One that
+    /// cannot be claimed is left out rather than stopping the others.
+    Member(Fingerprint),
 }
 
 /// A Welcome to join: fetch its tree, then join.
@@ -181,6 +207,8 @@ pub struct Core {
     ack: Option<u64>,
     /// Fresh KeyPackages to publish.
     publish: Option<PublishKeyPackages>,
+    /// Broken groups we start again at these times (ms), unless a member did first.
+    recoveries: BTreeMap<Vec<u8>, u64>,
     next_poll: u64,
 }
 
@@ -201,6 +229,7 @@ impl Core {
             joins: VecDeque::new(),
             ack: None,
             publish: None,
+            recoveries: BTreeMap::new(),
             next_poll: 0,
         }
     }
@@ -232,6 +261,11 @@ impl Core {
         self.touch(Lane::Mailbox, true);
         self.touch(Lane::Account, true);
         self.queue_invitations()?;
+        self.schedule_recoveries()?;
+        // A group we started again whose members were never added (we crashed meanwhile).
+        for (new, members) in self.profile.unfinished_continuations()? {
+            self.claim_members(hex::encode(new.as_slice()), members);
+        }
         self.next_poll = now + POLL_INTERVAL;
         Ok(())
     }
@@ -281,6 +315,28 @@ impl Core {
             self.touch(Lane::Account, true);
             if let Err(e) = self.queue_invitations() {
                 tracing::warn!(error = %e, "could not list invitations to retry");
+            }
+        }
+        let recover: Vec<Vec<u8>> = self
+            .recoveries
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let still_broken: Vec<Vec<u8>> = match self.profile.broken_groups() {
+            Ok(broken) => broken.into_iter().map(|(id, ..)| id.as_slice().to_vec()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list broken groups");
+                Vec::new()
+            }
+        };
+        for id in recover {
+            self.recoveries.remove(&id);
+            if !still_broken.contains(&id) {
+                continue; // another member started it again, and we followed
+            }
+            if let Err(e) = self.recover(&GroupId::from_slice(&id)) {
+                tracing::warn!(group = %hex::encode(&id), error = %e, "could not start a broken group again");
             }
         }
         let due: Vec<Lane> = self
@@ -385,7 +441,7 @@ impl Core {
         self.claims.push_back(Claims {
             ticket,
             group: group.into(),
-            remaining: contacts.iter().cloned().collect(),
+            remaining: contacts.iter().cloned().map(Claimee::Contact).collect(),
             key_packages: Vec::new(),
         });
         self.touch(Lane::Account, false);
@@ -425,6 +481,39 @@ impl Core {
             self.done(ticket, Err(SyncError::Disconnected));
         }
         Ok(ticket)
+    }
+
+    /// Starts a broken group again now: a new group on our node with everyone we knew there,
+    /// which announces that it continues the old one. Done once they are added.
+    pub fn recover(&mut self, old: &GroupId) -> Result<Ticket, ProfileError> {
+        let (summary, members) = self.profile.start_continuation(old)?;
+        tracing::info!(old = %hex::encode(old.as_slice()), new = %summary.id, "starting a broken group again");
+        let id = hex::decode(&summary.id).expect("our own hex");
+        self.touch_group(&id, true);
+        Ok(self.claim_members(summary.id, members))
+    }
+
+    /// Claims KeyPackages of the members of a group we start again, to add them.
+    fn claim_members(&mut self, group: String, members: Vec<MemberInfo>) -> Ticket {
+        let ticket = self.ticket();
+        self.claims.push_back(Claims {
+            ticket,
+            group,
+            remaining: members.into_iter().map(|m| Claimee::Member(m.fingerprint)).collect(),
+            key_packages: Vec::new(),
+        });
+        self.touch(Lane::Account, false);
+        ticket
+    }
+
+    /// Each broken group is started again by its members in leaf order, [`RECOVERY_STAGGER`]
+    /// apart: the first who is able does it, and the others follow its announcement.
+    fn schedule_recoveries(&mut self) -> Result<(), ProfileError> {
+        for (id, _, rank) in self.profile.broken_groups()? {
+            let at = self.now + rank as u64 * RECOVERY_STAGGER;
+            self.recoveries.entry(id.as_slice().to_vec()).or_insert(at);
+        }
+        Ok(())
     }
 
     // ----- outputs -----
@@ -477,6 +566,7 @@ impl Core {
                 .all(|s| s.waiting.is_none() && s.parked_until == 0)
             && self.claims.is_empty()
             && self.joins.is_empty()
+            && self.recoveries.is_empty()
     }
 
     // ----- groups -----
@@ -514,31 +604,11 @@ impl Core {
         if let Some(pending) = self.profile.pending_commit(id)? {
             return Ok(Some((Waiting::Commit, post_commit(&pending))));
         }
-        let refresh_first = self.profile.needs_refresh(id)? && self.profile.has_intent(id)?;
-        if !refresh_first {
-            while let Some(text) = self.profile.next_text(id)? {
-                let Some((at, message)) = text.encrypted.filter(|(at, _)| *at == epoch) else {
-                    // Its turn has come, or its epoch ended before the node took it.
-                    if !self.profile.encrypt_queued(text.seq)? {
-                        let dropped = "a queued proposal's epoch ended; it was dropped";
-                        self.text_done(text.seq, Err(SyncError::Unexpected(dropped.into())));
-                    }
-                    continue;
-                };
-                let post = PostMessage {
-                    group_id: id.as_slice().into(),
-                    epoch: at,
-                    token,
-                    post_id: text.post_id,
-                    message: message.into(),
-                };
-                let waiting = Waiting::Text { outbox: text.seq };
-                return Ok(Some((waiting, Request::PostMessage(post))));
-            }
-        }
+        // Changes first: a joiner refreshes its keys before it sends, and a group started again
+        // adds its members before it announces itself.
         loop {
             match self.profile.prepare_next_commit(id)? {
-                Prepared::Nothing => return Ok(None),
+                Prepared::Nothing => break,
                 Prepared::Commit(pending) => {
                     return Ok(Some((Waiting::Commit, post_commit(&pending))));
                 }
@@ -549,6 +619,44 @@ impl Core {
                 }
             }
         }
+        // A group started again says so before anything else, once its members are in.
+        match self.profile.announcement(id)? {
+            None => {}
+            Some(Err(())) => return Ok(None), // the members are being added
+            Some(Ok((at, message, post_id))) => {
+                let post = PostMessage {
+                    group_id: id.as_slice().into(),
+                    epoch: at,
+                    token,
+                    post_id,
+                    message: message.into(),
+                };
+                return Ok(Some((Waiting::Announcement, Request::PostMessage(post))));
+            }
+        }
+        while let Some(text) = self.profile.next_text(id)? {
+            let Some((at, message)) = text.encrypted.filter(|(at, _)| *at == epoch) else {
+                // Its turn has come, or its epoch ended before the node took it.
+                if !self.profile.encrypt_queued(text.seq)? {
+                    let dropped = "a queued proposal's epoch ended; it was dropped";
+                    self.text_done(text.seq, Err(SyncError::Unexpected(dropped.into())));
+                }
+                continue;
+            };
+            let post = PostMessage {
+                group_id: id.as_slice().into(),
+                epoch: at,
+                token,
+                post_id: text.post_id,
+                message: message.into(),
+            };
+            let waiting = Waiting::Text {
+                outbox: text.seq,
+                post_id: text.post_id,
+            };
+            return Ok(Some((waiting, Request::PostMessage(post))));
+        }
+        Ok(None)
     }
 
     fn group_answer(
@@ -588,11 +696,13 @@ impl Core {
                     }
                 }
             }
-            (Waiting::Text { outbox }, Ok(Response::Accepted { seq, .. })) => {
-                self.profile.mark_posted(outbox, seq)?;
-                self.text_done(outbox, Ok(()));
+            (Waiting::Text { outbox, post_id }, Ok(Response::Accepted { seq, .. })) => {
+                if self.profile.mark_posted(outbox, &post_id, seq)? {
+                    self.text_done(outbox, Ok(()));
+                }
             }
-            (Waiting::Commit | Waiting::Text { .. }, Err(e))
+            (Waiting::Announcement, Ok(Response::Accepted { .. })) => self.profile.announced(id)?,
+            (Waiting::Commit | Waiting::Text { .. } | Waiting::Announcement, Err(e))
                 if matches!(e.code, ErrorCode::StaleEpoch | ErrorCode::BadToken) =>
             {
                 // Another commit took the epoch (or removed us): the log says which.
@@ -602,7 +712,7 @@ impl Core {
                 let intent = self.profile.fail_commit(id)?;
                 self.intent_done(intent, Err(SyncError::refused(&e)));
             }
-            (Waiting::Text { outbox }, Err(e)) if !passes(e.code) => {
+            (Waiting::Text { outbox, .. }, Err(e)) if !passes(e.code) => {
                 self.profile
                     .fail_text(outbox, &SyncError::refused(&e).to_string())?;
                 self.text_done(outbox, Err(SyncError::refused(&e)));
@@ -621,6 +731,9 @@ impl Core {
         for intent in read.committed {
             self.intent_done(intent, Ok(()));
         }
+        for outbox in read.posted {
+            self.text_done(outbox, Ok(()));
+        }
         if read.lost || read.failed > 0 {
             self.touch_group(id.as_slice(), false);
         }
@@ -632,6 +745,11 @@ impl Core {
             (None, true) => Some(SyncError::Removed),
             (None, false) => None,
         };
+        if let Some(SyncError::Profile(ProfileError::Broken(..))) = &gone
+            && let Err(e) = self.schedule_recoveries()
+        {
+            tracing::warn!(error = %e, "could not plan starting a broken group again");
+        }
         if let Some(error) = gone {
             // Nothing waiting in this group can go through any more.
             let message = error.to_string();
@@ -740,12 +858,17 @@ impl Core {
     // ----- account -----
 
     fn next_for_account(&mut self) -> Result<Option<(Waiting, Request)>, SyncError> {
-        if let Some(claims) = self.claims.front() {
-            let name = claims
-                .remaining
-                .front()
-                .expect("claims with none left are done");
-            let owner = self.profile.contact(name)?.client_id();
+        while let Some(claims) = self.claims.front_mut() {
+            let owner = match claims.remaining.front() {
+                Some(Claimee::Contact(name)) => self.profile.contact(name)?.client_id(),
+                Some(Claimee::Member(fingerprint)) => fingerprint.0,
+                None => {
+                    // Nobody to claim for: nothing to add.
+                    let claims = self.claims.pop_front().expect("looked at");
+                    self.queue_add(claims);
+                    continue;
+                }
+            };
             return Ok(Some((Waiting::Claim, Request::ClaimKeyPackage { owner })));
         }
         if let Some(publish) = self.publish.take() {
@@ -766,37 +889,39 @@ impl Core {
         match (waiting, answer) {
             (Waiting::Claim, answer) => {
                 let mut claims = self.claims.pop_front().expect("a claim was waiting");
-                let name = claims.remaining.pop_front().expect("a name was claimed");
-                let checked = match answer {
-                    Ok(Response::KeyPackage { key_package }) => self
-                        .profile
-                        .contact(&name)
-                        .and_then(|c| self.profile.check_claimed(&c, key_package.as_slice()))
-                        .map(|_| key_package.as_slice().to_vec())
-                        .map_err(SyncError::from),
+                let claimee = claims.remaining.pop_front().expect("a claim was made");
+                let key_package = match answer {
+                    Ok(Response::KeyPackage { key_package }) => Ok(key_package.as_slice().to_vec()),
                     Ok(other) => Err(SyncError::Unexpected(format!("{other:?}"))),
                     Err(e) => Err(SyncError::refused(&e)),
                 };
-                match checked {
-                    Err(e) => self.done(claims.ticket, Err(e)),
-                    Ok(key_package) => {
-                        claims.key_packages.push(key_package);
-                        if claims.remaining.is_empty() {
-                            let intent = Intent::Add {
-                                key_packages: claims.key_packages,
-                            };
-                            match self.profile.queue_intent(&claims.group, &intent) {
-                                Ok(seq) => {
-                                    self.intents.insert(seq, claims.ticket);
-                                    let id = self.profile.find_group(&claims.group)?;
-                                    self.touch_group(id.as_slice(), false);
-                                }
-                                Err(e) => self.done(claims.ticket, Err(e.into())),
-                            }
-                        } else {
-                            self.claims.push_front(claims);
+                let checked = key_package.and_then(|kp| {
+                    match &claimee {
+                        Claimee::Contact(name) => self
+                            .profile
+                            .contact(name)
+                            .and_then(|c| self.profile.check_claimed(&c, &kp)),
+                        Claimee::Member(fingerprint) => {
+                            self.profile.check_claimed_member(fingerprint, &kp)
                         }
                     }
+                    .map(|_| kp)
+                    .map_err(SyncError::from)
+                });
+                match (checked, &claimee) {
+                    (Ok(key_package), _) => claims.key_packages.push(key_package),
+                    (Err(e), Claimee::Member(fingerprint)) => {
+                        tracing::warn!(member = %fingerprint.to_hex(), error = %e, "a member is left out of a group started again");
+                    }
+                    (Err(e), Claimee::Contact(_)) => {
+                        self.done(claims.ticket, Err(e));
+                        return Ok(());
+                    }
+                }
+                if claims.remaining.is_empty() {
+                    self.queue_add(claims);
+                } else {
+                    self.claims.push_front(claims);
                 }
             }
             (
@@ -837,6 +962,25 @@ impl Core {
             (_, Ok(other)) => return Err(SyncError::Unexpected(format!("{other:?}"))),
         }
         Ok(())
+    }
+
+    /// Every KeyPackage is claimed: the add waits in the group's queue.
+    fn queue_add(&mut self, claims: Claims) {
+        if claims.key_packages.is_empty() {
+            return self.done(claims.ticket, Ok(()));
+        }
+        let intent = Intent::Add {
+            key_packages: claims.key_packages,
+        };
+        match self.profile.queue_intent(&claims.group, &intent) {
+            Ok(seq) => {
+                self.intents.insert(seq, claims.ticket);
+                if let Ok(id) = self.profile.find_group(&claims.group) {
+                    self.touch_group(id.as_slice(), false);
+                }
+            }
+            Err(e) => self.done(claims.ticket, Err(e.into())),
+        }
     }
 
     // ----- helpers -----

@@ -274,6 +274,24 @@ impl Node {
         (answer, pushes, welcomed)
     }
 
+    /// A member posts, with its valid token, a commit nobody can process, and registers a
+    /// token only it knows: the group can go on only as a new group.
+    fn inject_hostile_commit(&mut self, id: &[u8]) -> Vec<(usize, u64, Push)> {
+        let Some(log) = self.groups.get_mut(id) else {
+            return Vec::new();
+        };
+        let entry = GroupEntry {
+            seq: log.entries.len() as u64 + 1,
+            epoch: log.epoch,
+            kind: EntryKind::Commit,
+            message: b"not a commit anyone can process".to_vec().into(),
+        };
+        log.epoch += 1;
+        log.tokens.insert(log.epoch, [0xee; 32]);
+        log.entries.push(entry.clone());
+        self.group_pushes(id, entry)
+    }
+
     fn group_pushes(&self, id: &[u8], entry: GroupEntry) -> Vec<(usize, u64, Push)> {
         self.subscribers
             .get(id)
@@ -339,6 +357,8 @@ struct Faults {
     drop_push: u64,
     duplicate_push: u64,
     damaged_trees: u64,
+    /// A member posts a commit nobody can process (once per run at most).
+    hostile_commit: u64,
 }
 
 const HOSTILE: Faults = Faults {
@@ -348,6 +368,13 @@ const HOSTILE: Faults = Faults {
     drop_push: 20,
     duplicate_push: 10,
     damaged_trees: 2,
+    hostile_commit: 0,
+};
+
+/// A hostile member among them: a commit nobody can process, then the group must recover.
+const HOSTILE_MEMBER: Faults = Faults {
+    hostile_commit: 5,
+    ..HOSTILE
 };
 
 const CALM: Faults = Faults {
@@ -357,6 +384,7 @@ const CALM: Faults = Faults {
     drop_push: 0,
     duplicate_push: 0,
     damaged_trees: 0,
+    hostile_commit: 0,
 };
 
 struct Sim {
@@ -366,6 +394,8 @@ struct Sim {
     members: Vec<Member>,
     flights: Vec<Flight>,
     group: String,
+    /// Whether the hostile commit was posted already.
+    attacked: bool,
     /// Statistics, printed with a failure.
     log: Vec<String>,
 }
@@ -416,6 +446,7 @@ impl Sim {
             members,
             flights: Vec::new(),
             group: "team".into(),
+            attacked: false,
             log: Vec::new(),
         }
     }
@@ -518,10 +549,25 @@ impl Sim {
                 request,
             } => {
                 let client = self.members[member].client;
+                let short = |g: &[u8]| hex::encode(&g[..2]);
                 let what = match &request {
-                    Request::PostMessage(m) => Some(format!("text e{}", m.epoch)),
-                    Request::PostCommit(c) => Some(format!("commit e{}", c.epoch)),
-                    Request::FetchGroup(f) => Some(format!("fetch after {}", f.after_seq)),
+                    Request::PostMessage(m) => {
+                        Some(format!("text {} e{}", short(m.group_id.as_slice()), m.epoch))
+                    }
+                    Request::PostCommit(c) => Some(format!(
+                        "commit {} e{} +{}",
+                        short(c.group_id.as_slice()),
+                        c.epoch,
+                        c.welcomes.len()
+                    )),
+                    Request::FetchGroup(f) => Some(format!(
+                        "fetch {} after {}",
+                        short(f.group_id.as_slice()),
+                        f.after_seq
+                    )),
+                    Request::ClaimKeyPackage { .. } => Some("claim".into()),
+                    Request::FetchMailbox { .. } => Some("mailbox".into()),
+                    Request::FetchTree(_) => Some("tree".into()),
                     _ => None,
                 };
                 let (answer, pushes, welcomed) = self.node.handle(member, conn, client, request);
@@ -604,8 +650,25 @@ impl Sim {
         }
     }
 
+    /// The groups member `m` has been through: the first, then each that continued it.
+    fn chain(&mut self, m: usize) -> Vec<String> {
+        let mut chain = vec![self.group.clone()];
+        let profile = self.members[m].core().profile();
+        while let Ok(id) = profile.find_group(chain.last().unwrap())
+            && let Ok(Some(next)) = profile.replaced_by(&id)
+        {
+            chain.push(hex::encode(next.as_slice()));
+        }
+        chain
+    }
+
+    /// The group member `m` is in now.
+    fn current(&mut self, m: usize) -> String {
+        self.chain(m).pop().unwrap()
+    }
+
     fn in_group(&mut self, m: usize) -> bool {
-        let group = self.group.clone();
+        let group = self.current(m);
         self.members[m]
             .core()
             .profile()
@@ -618,7 +681,7 @@ impl Sim {
             return;
         }
         let tag = format!("{}-{}", self.members[m].name, self.members[m].sent.len());
-        let group = self.group.clone();
+        let group = self.current(m);
         let online = self.members[m].conn != 0;
         let member = &mut self.members[m];
         if online {
@@ -635,7 +698,7 @@ impl Sim {
         if self.members[m].conn == 0 || !self.in_group(m) {
             return;
         }
-        let group = self.group.clone();
+        let group = self.current(m);
         let ticket = self.members[m]
             .core()
             .change(&group, Intent::Update)
@@ -667,6 +730,17 @@ impl Sim {
                     self.restart_node();
                 } else if self.rng.chance(faults.damaged_trees * 10) {
                     self.node.trees_damaged = !self.node.trees_damaged;
+                } else if !self.attacked && self.rng.chance(faults.hostile_commit * 10) {
+                    self.attacked = true;
+                    self.note("a member posts a commit nobody can process".into());
+                    let id = hex::decode(&self.group).unwrap();
+                    for (to, conn, push) in self.node.inject_hostile_commit(&id) {
+                        self.flights.push(Flight::ToMember {
+                            member: to,
+                            conn,
+                            what: Delivery::Push(push),
+                        });
+                    }
                 }
             }
         }
@@ -782,25 +856,26 @@ impl Sim {
                 self.pump(0);
             }
             for _ in 0..20 {
-                self.step(Faults { crash: 0, ..faults });
+                self.step(Faults {
+                    crash: 0,
+                    hostile_commit: 0,
+                    ..faults
+                });
             }
         }
         panic!("the group never formed");
     }
 
+    /// The texts member `m` shows, through every group of its chain.
     fn texts(&mut self, m: usize) -> Vec<String> {
-        let group = self.group.clone();
-        self.members[m]
-            .core()
-            .profile()
-            .history(&group, u32::MAX)
-            .map(|h| {
-                h.into_iter()
-                    .filter(|e| e.kind == "text")
-                    .map(|e| e.body)
-                    .collect()
-            })
-            .unwrap_or_default()
+        let chain = self.chain(m);
+        let profile = self.members[m].core().profile();
+        chain
+            .iter()
+            .flat_map(|group| profile.history(group, u32::MAX).unwrap_or_default())
+            .filter(|e| e.kind == "text")
+            .map(|e| e.body)
+            .collect()
     }
 
     /// The invariants that must hold at every step: nobody shows a text twice, and each
@@ -861,6 +936,7 @@ impl Sim {
         };
         let first = common(self.texts(0));
         let mut states = BTreeSet::new();
+        let mut currents = BTreeSet::new();
         for m in 0..self.members.len() {
             let name = self.members[m].name.clone();
             let texts = self.texts(m);
@@ -886,7 +962,7 @@ impl Sim {
                     self.members[0].name
                 ));
             }
-            let group = self.group.clone();
+            let group = self.current(m);
             let profile = self.members[m].core().profile();
             let summary = profile
                 .groups()
@@ -907,6 +983,10 @@ impl Sim {
             if !invitations.is_empty() {
                 return Err(format!("{name} has unjoined invitations: {invitations:?}"));
             }
+            currents.insert(group);
+        }
+        if currents.len() != 1 {
+            return Err(format!("members went on in different groups: {currents:?}"));
         }
         if states.len() != 1 {
             return Err(format!("members disagree on the group's state: {states:?}"));
@@ -984,7 +1064,7 @@ fn env(name: &str) -> Option<u64> {
 fn run_seeds(faults: Faults, default_seeds: u64) {
     if std::env::var("SIM_TRACE").is_ok() {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("warn")
+            .with_env_filter("info")
             .with_writer(std::io::stderr)
             .try_init();
     }
@@ -1019,4 +1099,9 @@ fn members_agree_on_every_text_without_faults() {
 #[test]
 fn members_agree_on_every_text_through_crashes_losses_and_reordering() {
     run_seeds(HOSTILE, 40);
+}
+
+#[test]
+fn a_group_that_a_hostile_commit_breaks_goes_on_as_a_new_group() {
+    run_seeds(HOSTILE_MEMBER, 20);
 }

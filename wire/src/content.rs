@@ -21,6 +21,9 @@ pub const CONTENT_VERSION: u8 = 1;
 pub enum ContentKind {
     /// UTF-8 text.
     Text,
+    /// The group it is sent in continues a group the sender could not go on in; the body is
+    /// that group's id. Receivers who were in it move to the new group.
+    Continuation,
     /// A kind this client does not know (sent by a newer one).
     Unknown(u16),
 }
@@ -29,6 +32,7 @@ impl ContentKind {
     fn code(self) -> u16 {
         match self {
             ContentKind::Text => 1,
+            ContentKind::Continuation => 2,
             ContentKind::Unknown(code) => code,
         }
     }
@@ -36,6 +40,7 @@ impl ContentKind {
     fn of(code: u16) -> Self {
         match code {
             1 => ContentKind::Text,
+            2 => ContentKind::Continuation,
             other => ContentKind::Unknown(other),
         }
     }
@@ -116,6 +121,9 @@ impl Content {
     pub fn display(&self) -> String {
         match self.kind {
             ContentKind::Text => String::from_utf8_lossy(&self.body).into_owned(),
+            ContentKind::Continuation => {
+                format!("[this group continues group {}]", hex::encode(&self.body))
+            }
             ContentKind::Unknown(code) => {
                 format!("[content of kind {code}, which this version of mlschat cannot show]")
             }

@@ -265,6 +265,24 @@ impl Profile {
     }
 
     /// Someone added under a contact's name but with another key: flag the contact.
+    /// Checks a KeyPackage claimed for a member we knew by `fingerprint` (a group started
+    /// again): it must be valid and carry that member's key.
+    pub fn check_claimed_member(
+        &self,
+        fingerprint: &Fingerprint,
+        key_package: &[u8],
+    ) -> Result<KeyPackage, ProfileError> {
+        let package = engine::validate_key_package(&self.crypto, key_package)?;
+        let key = package.leaf_node().signature_key().as_slice();
+        if Fingerprint::of_signature_key(key) != *fingerprint {
+            return Err(ProfileError::WrongKind(format!(
+                "the node handed out a KeyPackage for {} with another key",
+                fingerprint.to_hex()
+            )));
+        }
+        Ok(package)
+    }
+
     pub(super) fn check_members_against_contacts(
         &self,
         added: &[MemberInfo],

@@ -27,10 +27,10 @@ use super::{
     GroupSummary, Profile, ProfileError, Received, append_history, append_text, mark_processed,
     merge_own_commit, resolve_member,
 };
-use crate::engine::{self, Incoming, Parsed};
+use crate::engine::{self, Incoming, MemberInfo, Parsed};
 use crate::packet::Packet;
 use crate::store::{StoreError, unix_now};
-use mlschat_wire::content::Content;
+use mlschat_wire::content::{Content, ContentKind};
 
 /// What one of our commits is meant to do, kept to make it again at a newer epoch if another
 /// member's commit wins ours.
@@ -98,6 +98,8 @@ pub struct LogRead {
     pub broken: Option<String>,
     /// We are no longer a member.
     pub removed: bool,
+    /// Queued texts of ours met in the log (their answer was lost): taken, by outbox row.
+    pub posted: Vec<i64>,
 }
 
 /// A text queued for a hosted group, not yet taken by the node.
@@ -178,6 +180,10 @@ impl Profile {
         if let Some(why) = self.broken(&id)? {
             return Err(ProfileError::Broken(group.into(), why));
         }
+        if let Some(next) = self.replaced_by(&id)? {
+            let why = format!("it continues in group {}", hex::encode(next.as_slice()));
+            return Err(ProfileError::Broken(group.into(), why));
+        }
         Ok(id)
     }
 
@@ -190,6 +196,15 @@ impl Profile {
                 [id.as_slice()],
             )?
             .flatten())
+    }
+
+    /// The group that continues this one, if one does.
+    pub fn replaced_by(&self, id: &GroupId) -> Result<Option<GroupId>, ProfileError> {
+        let next: Option<Option<Vec<u8>>> = self.store.query_opt(
+            "SELECT replaced_by FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+        Ok(next.flatten().map(|id| GroupId::from_slice(&id)))
     }
 
     /// The last log entry of the group we processed.
@@ -579,6 +594,7 @@ impl Profile {
                 }
                 match p.receive_entry(id, entry)? {
                     Outcome::Read => {}
+                    Outcome::Ours(outbox) => read.posted.push(outbox),
                     Outcome::Confirmed(intent) => read.committed.push(intent),
                     Outcome::Lost => read.lost = true,
                     Outcome::Unreadable(e) => {
@@ -652,20 +668,58 @@ impl Profile {
         }
         match self.receive_one(&Packet::Mls(entry.message.clone())) {
             Ok(received) => {
-                if let Received::Message {
-                    incoming: Incoming::Commit { added, .. },
-                    ..
-                } = &received
-                {
-                    self.check_members_against_contacts(added)?;
+                match &received {
+                    Received::Message {
+                        incoming: Incoming::Commit { added, .. },
+                        ..
+                    } => self.check_members_against_contacts(added)?,
+                    Received::Message {
+                        incoming: Incoming::Application { sender, plaintext },
+                        ..
+                    } => {
+                        if let Ok(content) = Content::decode(plaintext)
+                            && content.kind == ContentKind::Continuation
+                        {
+                            let old = GroupId::from_slice(&content.body);
+                            self.follow_continuation(&old, id, sender)?;
+                        }
+                    }
+                    _ => {}
                 }
                 Ok(if lost { Outcome::Lost } else { Outcome::Read })
             }
-            Err(ProfileError::Duplicate) => Ok(Outcome::Read),
+            Err(ProfileError::Duplicate) => self.meet_own_text(id, entry),
             Err(e @ ProfileError::Store(_)) => Err(e),
             Err(e) if entry.kind == EntryKind::Commit => Ok(Outcome::Broken(e)),
             Err(e) => Ok(Outcome::Unreadable(e)),
         }
+    }
+
+    /// A message we sent, met in the log: if it is still queued (the node's answer was lost),
+    /// the log's position is its position, and it leaves the queue.
+    fn meet_own_text(&mut self, id: &GroupId, entry: &LogEntry) -> Result<Outcome, ProfileError> {
+        let packet = Packet::Mls(entry.message.clone()).encode()?;
+        let queued: Option<i64> = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT seq FROM outbox WHERE group_id = ?1 AND packet = ?2",
+                params![id.as_slice(), packet],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(outbox) = queued else {
+            return Ok(Outcome::Read);
+        };
+        self.store.conn().execute(
+            "UPDATE messages SET log_seq = ?2
+             WHERE seq = (SELECT history_seq FROM outbox WHERE seq = ?1)",
+            params![outbox, entry.seq as i64],
+        )?;
+        self.store
+            .conn()
+            .execute("DELETE FROM outbox WHERE seq = ?1", [outbox])?;
+        Ok(Outcome::Ours(outbox))
     }
 
     /// Joins a group from a Welcome in our node's mailbox (entry `mailbox_id`), with the tree the
@@ -684,6 +738,23 @@ impl Profile {
             // Added back after a removal: the old MLS state is useless (a new leaf, new keys)
             // and in the way; the history stays.
             p.forget_if_removed(&id)?;
+            let member: Option<String> = p.store.query_opt(
+                "SELECT state FROM groups WHERE group_id = ?1",
+                [id.as_slice()],
+            )?;
+            if member.as_deref() == Some("active") {
+                // In it already (an invitation tried again, or delivered twice): joining again
+                // would throw away the state we have.
+                p.store.conn().execute(
+                    "DELETE FROM invitations WHERE mailbox_id = ?1",
+                    [mailbox_id as i64],
+                )?;
+                p.store.conn().execute(
+                    "UPDATE home SET mailbox_seq = max(mailbox_seq, ?1) WHERE id = 1",
+                    [mailbox_id as i64],
+                )?;
+                return Ok(Err("joined already".to_owned()));
+            }
             let joined =
                 match p.join(welcome, ratchet_tree) {
                     Ok(Received::Joined { group, .. }) => {
@@ -709,6 +780,7 @@ impl Profile {
                             "DELETE FROM invitations WHERE mailbox_id = ?1",
                             [mailbox_id as i64],
                         )?;
+                        p.follow_announcements(&joined)?;
                         Ok(group)
                     }
                     Ok(Received::Message { .. }) => Err("not a Welcome".to_owned()),
@@ -798,22 +870,9 @@ impl Profile {
         let (epoch, _) = self.group_token(&id)?;
         let me = self.me();
         self.in_transaction(|p| {
-            let conn = p.store.conn();
-            append_text(conn, &id, epoch, &me, &content)?;
-            let history_seq = conn.last_insert_rowid();
-            conn.prepare_cached(
-                "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq,
-                     post_id)
-                 VALUES (?1, 'group', X'', ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                id.as_slice(),
-                unix_now(),
-                content.encode(),
-                history_seq,
-                content.id.as_slice()
-            ])?;
-            Ok(conn.last_insert_rowid())
+            append_text(p.store.conn(), &id, epoch, &me, &content)?;
+            let history_seq = p.store.conn().last_insert_rowid();
+            p.queue_content(&id, &content, Some(history_seq))
         })
     }
 
@@ -894,20 +953,294 @@ impl Profile {
         })
     }
 
-    /// The node took a queued text at log position `log_seq`: its history row takes that place
-    /// in the group's order, and the outbox row goes. Not waited for on disk: if lost, the text
-    /// is posted again and the node answers with the same position.
-    pub fn mark_posted(&self, outbox_seq: i64, log_seq: u64) -> Result<(), ProfileError> {
+    /// The node took a queued text (`post_id`) at log position `log_seq`: its history row takes
+    /// that place in the group's order, and the outbox row goes. False if the row had gone
+    /// already (the log showed it to us first). Not waited for on disk: if lost, the text is
+    /// posted again and the node answers with the same position.
+    pub fn mark_posted(
+        &self,
+        outbox_seq: i64,
+        post_id: &PostId,
+        log_seq: u64,
+    ) -> Result<bool, ProfileError> {
         self.store.transaction_without_sync(|| {
             let conn = self.store.conn();
             conn.execute(
-                "UPDATE messages SET log_seq = ?2
-                 WHERE seq = (SELECT history_seq FROM outbox WHERE seq = ?1)",
-                params![outbox_seq, log_seq as i64],
+                "UPDATE messages SET log_seq = ?3
+                 WHERE seq = (SELECT history_seq FROM outbox WHERE seq = ?1 AND post_id = ?2)",
+                params![outbox_seq, post_id.as_slice(), log_seq as i64],
             )?;
-            conn.execute("DELETE FROM outbox WHERE seq = ?1", [outbox_seq])?;
-            Ok(())
+            let gone = conn.execute(
+                "DELETE FROM outbox WHERE seq = ?1 AND post_id = ?2",
+                params![outbox_seq, post_id.as_slice()],
+            )?;
+            Ok(gone == 1)
         })
+    }
+
+    /// Groups we cannot go on in and that no group continues yet, each with the members we knew
+    /// there (leaf order) and our place among them.
+    pub fn broken_groups(&mut self) -> Result<Vec<(GroupId, Vec<MemberInfo>, usize)>, ProfileError> {
+        let ids: Vec<Vec<u8>> = {
+            let mut stmt = self.store.conn().prepare(
+                "SELECT group_id FROM groups WHERE hosted = 1 AND broken IS NOT NULL
+                 AND replaced_by IS NULL AND state = 'active' ORDER BY group_id",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let me = self.identity().fingerprint();
+        let mut broken = Vec::new();
+        for id in ids {
+            let id = GroupId::from_slice(&id);
+            let members = self.members_of(&id)?;
+            let rank = members
+                .iter()
+                .position(|m| m.fingerprint == me)
+                .unwrap_or(members.len());
+            broken.push((id, members, rank));
+        }
+        Ok(broken)
+    }
+
+    /// Starts a broken group again as a new group on our node, in one transaction: the new
+    /// group takes the old one's name and our texts still queued there, and announces, once its
+    /// members are added, that it continues the old one. Returns the new group and the members
+    /// to add (everyone we knew in the old group but us).
+    pub fn start_continuation(
+        &mut self,
+        old: &GroupId,
+    ) -> Result<(GroupSummary, Vec<MemberInfo>), ProfileError> {
+        let me = self.identity().fingerprint();
+        let members: Vec<MemberInfo> = self
+            .members_of(old)?
+            .into_iter()
+            .filter(|m| m.fingerprint != me)
+            .collect();
+        let name: Option<String> = self.store.query_opt(
+            "SELECT name FROM groups WHERE group_id = ?1",
+            [old.as_slice()],
+        )?.flatten();
+        let placeholder = format!("continues {}", hex::encode(old.as_slice()));
+        self.in_transaction(|p| {
+            let conn = p.store.conn();
+            conn.execute("UPDATE groups SET name = NULL WHERE group_id = ?1", [old.as_slice()])?;
+            let summary = p.create_group_as(name.as_deref().unwrap_or(&placeholder), true)?;
+            let new = GroupId::from_slice(&hex::decode(&summary.id).expect("our own hex"));
+            p.store.conn().execute(
+                "UPDATE groups SET continues = ?2 WHERE group_id = ?1",
+                params![new.as_slice(), old.as_slice()],
+            )?;
+            p.replace_group(old, &new)?;
+            Ok((summary, members))
+        })
+    }
+
+    /// Groups we started again whose members are not added yet (the claims were lost with our
+    /// memory): each with the members to add (everyone we knew in the old group but us).
+    pub fn unfinished_continuations(
+        &mut self,
+    ) -> Result<Vec<(GroupId, Vec<MemberInfo>)>, ProfileError> {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = {
+            let mut stmt = self.store.conn().prepare(
+                "SELECT g.group_id, g.continues FROM groups g
+                 WHERE g.continues IS NOT NULL AND g.state = 'active' AND g.broken IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM intents i WHERE i.group_id = g.group_id)
+                   AND NOT EXISTS (SELECT 1 FROM pending_commits p WHERE p.group_id = g.group_id)",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let me = self.identity().fingerprint();
+        let mut unfinished = Vec::new();
+        for (new, old) in rows {
+            let (new, old) = (GroupId::from_slice(&new), GroupId::from_slice(&old));
+            if self.members_of(&new)?.len() > 1 {
+                continue;
+            }
+            let members = self
+                .members_of(&old)?
+                .into_iter()
+                .filter(|m| m.fingerprint != me)
+                .collect();
+            unfinished.push((new, members));
+        }
+        Ok(unfinished)
+    }
+
+    /// The announcement that `id` continues a group, encrypted now, while it is still to be
+    /// made and the members are added: `(epoch, message, post id)`. Its post id is derived from
+    /// the two groups, so that posting it again is a repeat. `Err` (of nothing to do yet) while
+    /// the members are still being added: nothing else is posted before it.
+    pub fn announcement(
+        &mut self,
+        id: &GroupId,
+    ) -> Result<Option<Result<(u64, Vec<u8>, PostId), ()>>, ProfileError> {
+        let old: Option<Option<Vec<u8>>> = self.store.query_opt(
+            "SELECT continues FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+        let Some(old) = old.flatten() else {
+            return Ok(None);
+        };
+        if self.members_of(id)?.len() <= 1 {
+            return Ok(Some(Err(())));
+        }
+        let post_id: PostId = Sha256::new()
+            .chain_update(b"mlschat continuation")
+            .chain_update(&old)
+            .chain_update(id.as_slice())
+            .finalize()[..16]
+            .try_into()
+            .expect("16 bytes");
+        let content = Content {
+            id: post_id,
+            kind: ContentKind::Continuation,
+            body: old,
+        };
+        let message = self.in_transaction(|p| {
+            p.with_group(id, |engine, provider, group, conn| {
+                let message = engine.send(provider, group, &content.encode())?;
+                mark_processed(conn, &message)?;
+                Ok((group.epoch().as_u64(), message))
+            })
+        })?;
+        Ok(Some(Ok((message.0, message.1, post_id))))
+    }
+
+    /// The announcement that `id` continues a group is in its log.
+    pub fn announced(&mut self, id: &GroupId) -> Result<(), ProfileError> {
+        self.store.conn().execute(
+            "UPDATE groups SET continues = NULL WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+        Ok(())
+    }
+
+    /// Someone announced that `new` continues `old`: if they were in `old` with us, `old` is
+    /// replaced by `new` (the name and our queued texts move there).
+    fn follow_continuation(
+        &mut self,
+        old: &GroupId,
+        new: &GroupId,
+        sender: &MemberInfo,
+    ) -> Result<(), ProfileError> {
+        let ours: Option<(bool, Option<Vec<u8>>)> = self.store.conn().query_row(
+            "SELECT hosted, replaced_by FROM groups WHERE group_id = ?1",
+            [old.as_slice()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        ).optional()?;
+        let Some((true, None)) = ours else {
+            if ours.is_none() {
+                // We may be about to join it (its Welcome waits): keep the word for then.
+                self.store.conn().execute(
+                    "INSERT OR IGNORE INTO announcements (old, new, sender) VALUES (?1, ?2, ?3)",
+                    params![old.as_slice(), new.as_slice(), sender.fingerprint.0],
+                )?;
+            }
+            return Ok(()); // otherwise it goes on elsewhere already
+        };
+        if old == new || !self.members_of(old)?.iter().any(|m| m.fingerprint == sender.fingerprint) {
+            return Ok(()); // only a member of the old group may continue it
+        }
+        let name: Option<String> = self.store.query_opt(
+            "SELECT name FROM groups WHERE group_id = ?1",
+            [old.as_slice()],
+        )?.flatten();
+        let conn = self.store.conn();
+        conn.execute("UPDATE groups SET name = NULL WHERE group_id = ?1", [old.as_slice()])?;
+        conn.execute(
+            "UPDATE groups SET name = coalesce(name, ?2) WHERE group_id = ?1",
+            params![new.as_slice(), name],
+        )?;
+        self.replace_group(old, new)
+    }
+
+    /// We joined a group that was announced as continued while we were not in it yet.
+    fn follow_announcements(&mut self, joined: &GroupId) -> Result<(), ProfileError> {
+        let announced: Vec<(Vec<u8>, Vec<u8>)> = {
+            let mut stmt = self
+                .store
+                .conn()
+                .prepare("SELECT new, sender FROM announcements WHERE old = ?1 ORDER BY new")?;
+            let rows = stmt.query_map([joined.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (new, sender) in announced {
+            let Ok(fingerprint) = <[u8; 32]>::try_from(sender) else {
+                continue;
+            };
+            let sender = MemberInfo {
+                leaf_index: 0,
+                name: None,
+                fingerprint: crate::identity::Fingerprint(fingerprint),
+            };
+            self.follow_continuation(joined, &GroupId::from_slice(&new), &sender)?;
+        }
+        Ok(())
+    }
+
+    /// `old` goes on as `new`: it is closed (with a history event), and our texts still queued
+    /// in it move to `new`'s queue, in order, keeping their post ids.
+    fn replace_group(&mut self, old: &GroupId, new: &GroupId) -> Result<(), ProfileError> {
+        let conn = self.store.conn();
+        // Still read up to where it breaks (if it does): what was said there before stands.
+        conn.execute(
+            "UPDATE groups SET replaced_by = ?2 WHERE group_id = ?1",
+            params![old.as_slice(), new.as_slice()],
+        )?;
+        let moved: Vec<(Vec<u8>, i64, Vec<u8>)> = {
+            let mut stmt = conn.prepare(
+                "SELECT text, history_seq, post_id FROM outbox
+                 WHERE group_id = ?1 AND text IS NOT NULL ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([old.as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        conn.execute("DELETE FROM outbox WHERE group_id = ?1", [old.as_slice()])?;
+        conn.execute("DELETE FROM intents WHERE group_id = ?1", [old.as_slice()])?;
+        for (content, history_seq, post_id) in moved {
+            conn.execute(
+                "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq,
+                     post_id) VALUES (?1, 'group', X'', ?2, ?3, ?4, ?5)",
+                params![new.as_slice(), unix_now(), content, history_seq, post_id],
+            )?;
+            conn.execute(
+                "UPDATE messages SET group_id = ?2, log_seq = NULL WHERE seq = ?1",
+                params![history_seq, new.as_slice()],
+            )?;
+        }
+        let (epoch, _) = self.group_token(old)?;
+        let me = self.me();
+        let body = format!("this group continues in group {}", hex::encode(new.as_slice()));
+        append_history(self.store.conn(), old, epoch, &me, "event", &body)?;
+        let body = format!("this group continues group {}", hex::encode(old.as_slice()));
+        append_history(self.store.conn(), new, 0, &me, "event", &body)?;
+        Ok(())
+    }
+
+    /// Queues content (a text, an announcement) for a hosted group; `history` is its history
+    /// row, if it has one.
+    fn queue_content(
+        &mut self,
+        id: &GroupId,
+        content: &Content,
+        history: Option<i64>,
+    ) -> Result<i64, ProfileError> {
+        let conn = self.store.conn();
+        conn.prepare_cached(
+            "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq,
+                 post_id)
+             VALUES (?1, 'group', X'', ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            id.as_slice(),
+            unix_now(),
+            content.encode(),
+            history,
+            content.id.as_slice()
+        ])?;
+        Ok(conn.last_insert_rowid())
     }
 
     /// Events (history rows of every group) after `after`, oldest first: what front ends
@@ -937,6 +1270,8 @@ impl Profile {
 /// What one log entry did.
 enum Outcome {
     Read,
+    /// A text of ours still queued: the log took it (its answer was lost).
+    Ours(i64),
     /// It is our pending commit, merged now; the intent it carried out.
     Confirmed(i64),
     /// Another commit took our pending commit's epoch: ours is dropped, its intent queued again.

@@ -24,7 +24,7 @@ use crate::identity::{DeviceName, Identity, SIGNATURE_SCHEME};
 use crate::packet::Packet;
 use crate::store::{MlsStorage, Store, StoreError, unix_now};
 use mlschat_wire::PostId;
-use mlschat_wire::content::Content;
+use mlschat_wire::content::{Content, ContentKind};
 
 mod contacts;
 mod hosted;
@@ -336,7 +336,8 @@ impl Profile {
         );
         let provider = self.provider();
         let me = self.me();
-        let group = self.store.transaction(|| {
+        // A savepoint: a transaction of its own, or part of the caller's (a continuation).
+        let group = self.store.savepoint(|| {
             let group = self.engine.create_group(&provider, id.clone())?;
             let conn = self.store.conn();
             insert_group(conn, &id, Some(name), false)?;
@@ -977,6 +978,10 @@ fn record_incoming(
 ) -> Result<(), ProfileError> {
     match incoming {
         Incoming::Application { sender, plaintext } => match Content::decode(plaintext) {
+            // An announcement is an event of the group, not something someone said.
+            Ok(content) if content.kind == ContentKind::Continuation => {
+                append_history(conn, id, epoch, sender, "event", &content.display())
+            }
             // A second copy from the same sender (encrypted again) is dropped by its id.
             Ok(content) => append_text(conn, id, epoch, sender, &content).map(|_| ()),
             Err(e) => {
