@@ -45,7 +45,8 @@ use mlschat_wire::{
 use crate::engine::MemberInfo;
 use crate::identity::Fingerprint;
 use crate::profile::{
-    GroupSummary, Intent, LogEntry, LogRead, PendingCommit, Prepared, Profile, ProfileError,
+    Announcement, GroupSummary, Intent, LogEntry, LogRead, PendingCommit, Prepared, Profile,
+    ProfileError,
 };
 
 /// Keep at least this many one-time KeyPackages on the node; top up to [`KEY_PACKAGE_STOCK`].
@@ -134,7 +135,10 @@ enum Waiting {
     Fetch,
     Create,
     Commit,
-    Text { outbox: i64, post_id: PostId },
+    Text {
+        outbox: i64,
+        post_id: PostId,
+    },
     /// That this group continues a broken one.
     Announcement,
     Stock,
@@ -324,7 +328,10 @@ impl Core {
             .map(|(id, _)| id.clone())
             .collect();
         let still_broken: Vec<Vec<u8>> = match self.profile.broken_groups() {
-            Ok(broken) => broken.into_iter().map(|(id, ..)| id.as_slice().to_vec()).collect(),
+            Ok(broken) => broken
+                .into_iter()
+                .map(|(id, ..)| id.as_slice().to_vec())
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "could not list broken groups");
                 Vec::new()
@@ -499,7 +506,10 @@ impl Core {
         self.claims.push_back(Claims {
             ticket,
             group,
-            remaining: members.into_iter().map(|m| Claimee::Member(m.fingerprint)).collect(),
+            remaining: members
+                .into_iter()
+                .map(|m| Claimee::Member(m.fingerprint))
+                .collect(),
             key_packages: Vec::new(),
         });
         self.touch(Lane::Account, false);
@@ -622,11 +632,15 @@ impl Core {
         // A group started again says so before anything else, once its members are in.
         match self.profile.announcement(id)? {
             None => {}
-            Some(Err(())) => return Ok(None), // the members are being added
-            Some(Ok((at, message, post_id))) => {
+            Some(Announcement::Waiting) => return Ok(None),
+            Some(Announcement::Ready {
+                epoch,
+                message,
+                post_id,
+            }) => {
                 let post = PostMessage {
                     group_id: id.as_slice().into(),
-                    epoch: at,
+                    epoch,
                     token,
                     post_id,
                     message: message.into(),

@@ -192,7 +192,12 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
     let (epoch, message) = requeued.encrypted.unwrap();
     assert_eq!(epoch, 2);
     assert_ne!(message, old, "a new ciphertext");
-    assert!(alice.p().mark_posted(requeued.seq, &requeued.post_id, 3).unwrap());
+    assert!(
+        alice
+            .p()
+            .mark_posted(requeued.seq, &requeued.post_id, 3)
+            .unwrap()
+    );
     let message = LogEntry {
         seq: 3,
         epoch: 2,

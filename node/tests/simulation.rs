@@ -101,17 +101,17 @@ impl Node {
         let mut pushes = Vec::new();
         let mut welcomed = Vec::new();
         let answer = match request {
-            Request::CreateGroup(g) => {
-                let id = g.group_id.as_slice().to_vec();
-                if self.groups.contains_key(&id) {
+            Request::CreateGroup(g) => match self.groups.entry(g.group_id.as_slice().to_vec()) {
+                std::collections::btree_map::Entry::Occupied(_) => {
                     refuse(ErrorCode::GroupExists, 0)
-                } else {
-                    let mut log = GroupLog::default();
-                    log.tokens.insert(0, g.token_hash);
-                    self.groups.insert(id, log);
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(GroupLog::default())
+                        .tokens
+                        .insert(0, g.token_hash);
                     Response::Ok
                 }
-            }
+            },
             Request::Subscribe(f) => match self.groups.get(f.group_id.as_slice()) {
                 None => refuse(ErrorCode::UnknownGroup, 0),
                 Some(log) if !log.tokens.values().any(|h| *h == token_hash(&f.token)) => {
@@ -551,9 +551,11 @@ impl Sim {
                 let client = self.members[member].client;
                 let short = |g: &[u8]| hex::encode(&g[..2]);
                 let what = match &request {
-                    Request::PostMessage(m) => {
-                        Some(format!("text {} e{}", short(m.group_id.as_slice()), m.epoch))
-                    }
+                    Request::PostMessage(m) => Some(format!(
+                        "text {} e{}",
+                        short(m.group_id.as_slice()),
+                        m.epoch
+                    )),
                     Request::PostCommit(c) => Some(format!(
                         "commit {} e{} +{}",
                         short(c.group_id.as_slice()),
@@ -937,14 +939,14 @@ impl Sim {
         let first = common(self.texts(0));
         let mut states = BTreeSet::new();
         let mut currents = BTreeSet::new();
-        for m in 0..self.members.len() {
+        for (m, &join) in joined.iter().enumerate() {
             let name = self.members[m].name.clone();
             let texts = self.texts(m);
             let shown: BTreeSet<String> = texts.iter().cloned().collect();
             // Every text of an epoch at or after our join, exactly once (check_always: once).
             let due: BTreeSet<String> = sent
                 .iter()
-                .filter(|t| epochs.get(*t).is_none_or(|&e| e >= joined[m]))
+                .filter(|t| epochs.get(*t).is_none_or(|&e| e >= join))
                 .cloned()
                 .collect();
             let lost: Vec<&String> = due.difference(&shown).collect();

@@ -7,8 +7,8 @@
 //! `MLSCHAT_CRASH_CYCLES` sets the number of kill/restart cycles per backend (default 100).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mlschat_node::cluster::{Caller, DeliveryProcess, PeerProcess, converged, eventually};
@@ -80,9 +80,13 @@ fn run(database: Option<String>, backend: &str) -> Tally {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     let dir = tempfile::tempdir().unwrap();
-    let mut node =
-        DeliveryProcess::start(bin_dir(), &dir.path().join("node"), database.as_deref(), &[])
-            .unwrap();
+    let mut node = DeliveryProcess::start(
+        bin_dir(),
+        &dir.path().join("node"),
+        database.as_deref(),
+        &[],
+    )
+    .unwrap();
     let mut peers: Vec<PeerProcess> = NAMES
         .iter()
         .map(|n| PeerProcess::new(bin_dir(), &dir.path().join("peers"), n, &node).unwrap())
@@ -93,7 +97,9 @@ fn run(database: Option<String>, backend: &str) -> Tally {
     for other in &peers[1..] {
         peers[0].knows(other).unwrap();
     }
-    let group = peers[0].call("group.create", json!({"name": "team"})).unwrap();
+    let group = peers[0]
+        .call("group.create", json!({"name": "team"}))
+        .unwrap();
     let id = group["id"].as_str().unwrap().to_owned();
     let others: Vec<&str> = NAMES[1..].to_vec();
     peers[0]
@@ -117,7 +123,10 @@ fn run(database: Option<String>, backend: &str) -> Tally {
             let mut commits = 0;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(300));
-                if caller.try_call("group.update", json!({"group": id})).is_ok() {
+                if caller
+                    .try_call("group.update", json!({"group": id}))
+                    .is_ok()
+                {
                     commits += 1;
                 }
             }
@@ -151,7 +160,11 @@ fn run(database: Option<String>, backend: &str) -> Tally {
         peer.texts(&id)
             .unwrap()
             .into_iter()
-            .map(|t| t.split_once(": ").map(|(_, body)| body.to_owned()).unwrap_or(t))
+            .map(|t| {
+                t.split_once(": ")
+                    .map(|(_, body)| body.to_owned())
+                    .unwrap_or(t)
+            })
             .collect()
     };
     let settled = eventually("every answered text reaches every member", || {
@@ -173,7 +186,11 @@ fn run(database: Option<String>, backend: &str) -> Tally {
         let unique: BTreeSet<&String> = shown.iter().collect();
         tally.duplicated += shown.len() - unique.len();
         for s in &sent {
-            let lost: Vec<&String> = s.acknowledged.iter().filter(|t| !unique.contains(t)).collect();
+            let lost: Vec<&String> = s
+                .acknowledged
+                .iter()
+                .filter(|t| !unique.contains(t))
+                .collect();
             if !lost.is_empty() {
                 println!("{backend}: {} lost {lost:?}", peer.name);
             }
@@ -190,7 +207,13 @@ fn run(database: Option<String>, backend: &str) -> Tally {
             last.insert(who, n);
         }
         if shown != reference {
-            println!("{backend}: {} shows {} texts, {} {}", peer.name, shown.len(), peers[0].name, reference.len());
+            println!(
+                "{backend}: {} shows {} texts, {} {}",
+                peer.name,
+                shown.len(),
+                peers[0].name,
+                reference.len()
+            );
             tally.divergent += 1;
         }
     }
@@ -210,9 +233,17 @@ fn run(database: Option<String>, backend: &str) -> Tally {
 }
 
 fn assert_clean(tally: Tally) {
-    assert!(tally.acknowledged > 0, "nothing was acknowledged: {tally:?}");
+    assert!(
+        tally.acknowledged > 0,
+        "nothing was acknowledged: {tally:?}"
+    );
     assert_eq!(
-        (tally.lost, tally.duplicated, tally.reordered, tally.divergent),
+        (
+            tally.lost,
+            tally.duplicated,
+            tally.reordered,
+            tally.divergent
+        ),
         (0, 0, 0, 0),
         "{tally:?}"
     );

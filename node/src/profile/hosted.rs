@@ -113,6 +113,19 @@ pub struct QueuedText {
     pub post_id: PostId,
 }
 
+/// A group started again announces that it continues the old one before anything else.
+#[derive(Debug)]
+pub enum Announcement {
+    /// Its members are still being added: nothing is posted before the announcement.
+    Waiting,
+    /// Encrypted at `epoch`, to post.
+    Ready {
+        epoch: u64,
+        message: Vec<u8>,
+        post_id: PostId,
+    },
+}
+
 /// What waits in a group: outbox rows and intents.
 #[derive(Debug, Default)]
 pub struct Waiting {
@@ -238,11 +251,6 @@ impl Profile {
         ))
     }
 
-    /// Whether we joined the group and have not refreshed our keys yet.
-    pub fn needs_refresh(&self, id: &GroupId) -> Result<bool, ProfileError> {
-        self.needs_self_update(id)
-    }
-
     /// Queues a change of the group, to be committed in order; returns its number.
     pub fn queue_intent(&mut self, group: &str, intent: &Intent) -> Result<i64, ProfileError> {
         let id = self.hosted_group(group)?;
@@ -254,17 +262,6 @@ impl Profile {
             )?;
             Ok(self.store.conn().last_insert_rowid())
         })
-    }
-
-    /// Whether an intent waits for the group.
-    pub fn has_intent(&self, id: &GroupId) -> Result<bool, ProfileError> {
-        Ok(self
-            .store
-            .query_opt::<i64>(
-                "SELECT seq FROM intents WHERE group_id = ?1 LIMIT 1",
-                [id.as_slice()],
-            )?
-            .is_some())
     }
 
     /// Makes the group's first waiting intent into our pending commit, in one transaction.
@@ -980,7 +977,9 @@ impl Profile {
 
     /// Groups we cannot go on in and that no group continues yet, each with the members we knew
     /// there (leaf order) and our place among them.
-    pub fn broken_groups(&mut self) -> Result<Vec<(GroupId, Vec<MemberInfo>, usize)>, ProfileError> {
+    pub fn broken_groups(
+        &mut self,
+    ) -> Result<Vec<(GroupId, Vec<MemberInfo>, usize)>, ProfileError> {
         let ids: Vec<Vec<u8>> = {
             let mut stmt = self.store.conn().prepare(
                 "SELECT group_id FROM groups WHERE hosted = 1 AND broken IS NOT NULL
@@ -1017,14 +1016,20 @@ impl Profile {
             .into_iter()
             .filter(|m| m.fingerprint != me)
             .collect();
-        let name: Option<String> = self.store.query_opt(
-            "SELECT name FROM groups WHERE group_id = ?1",
-            [old.as_slice()],
-        )?.flatten();
+        let name: Option<String> = self
+            .store
+            .query_opt(
+                "SELECT name FROM groups WHERE group_id = ?1",
+                [old.as_slice()],
+            )?
+            .flatten();
         let placeholder = format!("continues {}", hex::encode(old.as_slice()));
         self.in_transaction(|p| {
             let conn = p.store.conn();
-            conn.execute("UPDATE groups SET name = NULL WHERE group_id = ?1", [old.as_slice()])?;
+            conn.execute(
+                "UPDATE groups SET name = NULL WHERE group_id = ?1",
+                [old.as_slice()],
+            )?;
             let summary = p.create_group_as(name.as_deref().unwrap_or(&placeholder), true)?;
             let new = GroupId::from_slice(&hex::decode(&summary.id).expect("our own hex"));
             p.store.conn().execute(
@@ -1068,14 +1073,10 @@ impl Profile {
         Ok(unfinished)
     }
 
-    /// The announcement that `id` continues a group, encrypted now, while it is still to be
-    /// made and the members are added: `(epoch, message, post id)`. Its post id is derived from
-    /// the two groups, so that posting it again is a repeat. `Err` (of nothing to do yet) while
-    /// the members are still being added: nothing else is posted before it.
-    pub fn announcement(
-        &mut self,
-        id: &GroupId,
-    ) -> Result<Option<Result<(u64, Vec<u8>, PostId), ()>>, ProfileError> {
+    /// The announcement that `id` continues a group, while it is still to be made: encrypted
+    /// now once the members are added. Its post id is derived from the two groups, so that
+    /// posting it again is a repeat.
+    pub fn announcement(&mut self, id: &GroupId) -> Result<Option<Announcement>, ProfileError> {
         let old: Option<Option<Vec<u8>>> = self.store.query_opt(
             "SELECT continues FROM groups WHERE group_id = ?1",
             [id.as_slice()],
@@ -1084,7 +1085,7 @@ impl Profile {
             return Ok(None);
         };
         if self.members_of(id)?.len() <= 1 {
-            return Ok(Some(Err(())));
+            return Ok(Some(Announcement::Waiting));
         }
         let post_id: PostId = Sha256::new()
             .chain_update(b"mlschat continuation")
@@ -1098,14 +1099,18 @@ impl Profile {
             kind: ContentKind::Continuation,
             body: old,
         };
-        let message = self.in_transaction(|p| {
+        let (epoch, message) = self.in_transaction(|p| {
             p.with_group(id, |engine, provider, group, conn| {
                 let message = engine.send(provider, group, &content.encode())?;
                 mark_processed(conn, &message)?;
                 Ok((group.epoch().as_u64(), message))
             })
         })?;
-        Ok(Some(Ok((message.0, message.1, post_id))))
+        Ok(Some(Announcement::Ready {
+            epoch,
+            message,
+            post_id,
+        }))
     }
 
     /// The announcement that `id` continues a group is in its log.
@@ -1125,11 +1130,15 @@ impl Profile {
         new: &GroupId,
         sender: &MemberInfo,
     ) -> Result<(), ProfileError> {
-        let ours: Option<(bool, Option<Vec<u8>>)> = self.store.conn().query_row(
-            "SELECT hosted, replaced_by FROM groups WHERE group_id = ?1",
-            [old.as_slice()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        ).optional()?;
+        let ours: Option<(bool, Option<Vec<u8>>)> = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT hosted, replaced_by FROM groups WHERE group_id = ?1",
+                [old.as_slice()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
         let Some((true, None)) = ours else {
             if ours.is_none() {
                 // We may be about to join it (its Welcome waits): keep the word for then.
@@ -1140,15 +1149,26 @@ impl Profile {
             }
             return Ok(()); // otherwise it goes on elsewhere already
         };
-        if old == new || !self.members_of(old)?.iter().any(|m| m.fingerprint == sender.fingerprint) {
+        if old == new
+            || !self
+                .members_of(old)?
+                .iter()
+                .any(|m| m.fingerprint == sender.fingerprint)
+        {
             return Ok(()); // only a member of the old group may continue it
         }
-        let name: Option<String> = self.store.query_opt(
-            "SELECT name FROM groups WHERE group_id = ?1",
-            [old.as_slice()],
-        )?.flatten();
+        let name: Option<String> = self
+            .store
+            .query_opt(
+                "SELECT name FROM groups WHERE group_id = ?1",
+                [old.as_slice()],
+            )?
+            .flatten();
         let conn = self.store.conn();
-        conn.execute("UPDATE groups SET name = NULL WHERE group_id = ?1", [old.as_slice()])?;
+        conn.execute(
+            "UPDATE groups SET name = NULL WHERE group_id = ?1",
+            [old.as_slice()],
+        )?;
         conn.execute(
             "UPDATE groups SET name = coalesce(name, ?2) WHERE group_id = ?1",
             params![new.as_slice(), name],
@@ -1194,7 +1214,8 @@ impl Profile {
                 "SELECT text, history_seq, post_id FROM outbox
                  WHERE group_id = ?1 AND text IS NOT NULL ORDER BY seq",
             )?;
-            let rows = stmt.query_map([old.as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let rows =
+                stmt.query_map([old.as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         conn.execute("DELETE FROM outbox WHERE group_id = ?1", [old.as_slice()])?;
@@ -1212,7 +1233,10 @@ impl Profile {
         }
         let (epoch, _) = self.group_token(old)?;
         let me = self.me();
-        let body = format!("this group continues in group {}", hex::encode(new.as_slice()));
+        let body = format!(
+            "this group continues in group {}",
+            hex::encode(new.as_slice())
+        );
         append_history(self.store.conn(), old, epoch, &me, "event", &body)?;
         let body = format!("this group continues group {}", hex::encode(old.as_slice()));
         append_history(self.store.conn(), new, 0, &me, "event", &body)?;

@@ -30,7 +30,8 @@ mod contacts;
 mod hosted;
 pub use contacts::{Contact, Home, InviteCode};
 pub use hosted::{
-    Event, Intent, Invitation, LogEntry, LogRead, PendingCommit, Prepared, QueuedText, Waiting,
+    Announcement, Event, Intent, Invitation, LogEntry, LogRead, PendingCommit, Prepared,
+    QueuedText, Waiting,
 };
 
 /// What can go wrong in a profile operation.
