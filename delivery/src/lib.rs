@@ -6,7 +6,6 @@
 //! # Layout
 //! - [`storage`]: Postgres, or SQLite as the embedded default; schema migrations at start-up;
 //!   the KeyPackage store, group logs (one commit per epoch), mailboxes, clients.
-//! - [`session`]: a connection's authentication state, without I/O.
 //! - [`server`]: the QUIC server: reads requests, answers them from storage.
 //! - [`appender`]: group commit: concurrent posts share one transaction.
 //! - [`announce`]: pushes across node processes on one Postgres (LISTEN/NOTIFY).
@@ -22,5 +21,4 @@ pub mod certificate;
 pub mod config;
 pub mod run;
 pub mod server;
-pub mod session;
 pub mod storage;

@@ -24,8 +24,8 @@ use tracing::Instrument;
 
 use crate::announce::{Announcement, Announcer};
 use crate::appender::Appender;
-use crate::session::{Authenticated, Session};
 use crate::storage::{Database, Entry, NewCommit, NewMessage, Refused, StorageError, post_key};
+use mlschat_wire::session::{Authenticated, Session};
 
 /// Who may register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

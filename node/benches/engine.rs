@@ -22,8 +22,8 @@
 use std::time::{Duration, Instant};
 
 use mlschat_node::identity::{DeviceName, Fingerprint};
-use mlschat_node::packet::Packet;
 use mlschat_node::profile::{Outgoing, Profile};
+use mlschat_wire::packet::Packet;
 use openmls::prelude::*;
 
 /// The operations timed, in report order.

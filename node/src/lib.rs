@@ -9,7 +9,6 @@
 //! - [`engine`]: the MLS group engine over OpenMLS; no I/O, storage chosen by the caller.
 //! - [`store`]: the profile's SQLite database: encryption, schema, transactions.
 //! - [`profile`]: one device's state; every operation runs the engine inside one transaction.
-//! - [`packet`]: the framing of MLS messages in files and pipes.
 //! - [`sync`]: the sync core, without I/O: every rule for working through a log that orders
 //!   our groups (commits, catch-up, re-encryption, the outbox, joins), as requests and answers.
 //! - [`driver`]: the sync core driven over QUIC to our delivery node.
@@ -23,7 +22,6 @@ pub mod daemon;
 pub mod driver;
 pub mod engine;
 pub mod identity;
-pub mod packet;
 pub mod profile;
 pub mod store;
 pub mod sync;

@@ -2,8 +2,8 @@
 //! hundreds of corrupted copies, the original still decrypts, once.
 
 use mlschat_node::identity::DeviceName;
-use mlschat_node::packet::Packet;
 use mlschat_node::profile::{Profile, Received};
+use mlschat_wire::packet::Packet;
 
 /// A small deterministic generator (xorshift), so a failure can be replayed.
 struct Rng(u64);

@@ -10,12 +10,16 @@
 //! - [`content`]: the plaintext of an application message (versioned, typed, with its post id).
 //! - [`auth`]: the transcript a client signs to authenticate, bound to the TLS session.
 //! - [`token`]: per-epoch group tokens, which let the node check posting rights blind.
+//! - [`session`]: a connection's authentication state on the serving side, without I/O.
+//! - [`packet`]: how MLS messages travel through files and pipes, when no connection does.
 //! - `quic` (feature): TLS 1.3 configurations, certificate pinning, the client connection.
 
 pub mod auth;
 pub mod content;
 pub mod frame;
 pub mod messages;
+pub mod packet;
+pub mod session;
 pub mod token;
 
 #[cfg(feature = "quic")]

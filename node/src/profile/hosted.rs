@@ -28,9 +28,9 @@ use super::{
     merge_own_commit, resolve_member,
 };
 use crate::engine::{self, Incoming, MemberInfo, Parsed};
-use crate::packet::Packet;
 use crate::store::{StoreError, unix_now};
 use mlschat_wire::content::{Content, ContentKind};
+use mlschat_wire::packet::Packet;
 
 /// What one of our commits is meant to do, kept to make it again at a newer epoch if another
 /// member's commit wins ours.

@@ -21,10 +21,10 @@ use crate::engine::{
     self, CommitOut, Engine, EngineError, Incoming, MemberInfo, Parsed, display_member,
 };
 use crate::identity::{DeviceName, Identity, SIGNATURE_SCHEME};
-use crate::packet::Packet;
 use crate::store::{MlsStorage, Store, StoreError, unix_now};
 use mlschat_wire::PostId;
 use mlschat_wire::content::{Content, ContentKind};
+use mlschat_wire::packet::Packet;
 
 mod contacts;
 mod hosted;
@@ -61,7 +61,7 @@ pub enum ProfileError {
     WrongKind(String),
     /// A packet could not be made (it would be over the size limit).
     #[error(transparent)]
-    Packet(#[from] crate::packet::PacketError),
+    Packet(#[from] mlschat_wire::packet::PacketError),
     /// No contact has this name.
     #[error("no contact named {0:?} (add one with `mlschat contact add CODE`)")]
     UnknownContact(String),

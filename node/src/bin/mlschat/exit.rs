@@ -1,9 +1,9 @@
 //! Exit codes: the one place where an error becomes a number a script can act on.
 
 use mlschat_node::engine::EngineError;
-use mlschat_node::packet::PacketError;
 use mlschat_node::profile::ProfileError;
 use mlschat_node::store::StoreError;
+use mlschat_wire::packet::PacketError;
 use mlschat_wire::quic::QuicError;
 
 pub const EXIT_CODES_HELP: &str = "\

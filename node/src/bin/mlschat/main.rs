@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use mlschat_node::identity::DeviceName;
-use mlschat_node::packet::Packet;
 use mlschat_node::profile::{Home, Outgoing, Profile};
+use mlschat_wire::packet::Packet;
 
 use exit::{Exit, exit_code};
 use report::Report;

@@ -1,10 +1,11 @@
-//! One connection's authentication state, without I/O: the caller supplies randomness, the TLS
+//! One connection's authentication state, as the serving side keeps it (a delivery node now, a
+//! peer serving a group's log later), without I/O: the caller supplies randomness, the TLS
 //! exporter value and the stored key lookups' results.
 
+use crate::auth::{Purpose, Transcript};
+use crate::token::client_id;
+use crate::{ClientId, ErrorCode};
 use ed25519_dalek::{Signature, VerifyingKey};
-use mlschat_wire::auth::{Purpose, Transcript};
-use mlschat_wire::token::client_id;
-use mlschat_wire::{ClientId, ErrorCode};
 
 /// Where a connection stands.
 #[derive(Debug, Default)]
