@@ -376,7 +376,7 @@ impl Core {
         match push {
             mlschat_wire::Push::Group { group_id, entry } => {
                 let id = GroupId::from_slice(group_id.as_slice());
-                if !self.profile.hosted_groups()?.contains(&id) {
+                if !self.profile.is_read(&id)? {
                     return Ok(());
                 }
                 let cursor = self.profile.log_seq(&id)?;
@@ -582,7 +582,7 @@ impl Core {
     // ----- groups -----
 
     fn next_for_group(&mut self, id: &GroupId) -> Result<Option<(Waiting, Request)>, SyncError> {
-        if !self.profile.hosted_groups()?.contains(id) {
+        if !self.profile.is_read(id)? {
             return Ok(None);
         }
         let (epoch, token) = self.profile.group_token(id)?;

@@ -166,15 +166,13 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
     let (mut alice, mut bob, id) = pair();
     alice.p().send_hosted("g", "hello").unwrap();
     alice.p().send_hosted("g", "after hello").unwrap();
-    let first = alice.p().next_text(&id).unwrap().unwrap();
-    assert!(
-        first.encrypted.is_none(),
-        "encrypted only when its turn comes"
-    );
-    assert!(alice.p().encrypt_queued(first.seq).unwrap());
+    // Alone in line, the first is encrypted at once; the second waits for its turn, so that
+    // generations follow the order of the log.
     let queued = alice.p().next_text(&id).unwrap().unwrap();
     let (epoch, old) = queued.encrypted.clone().unwrap();
     assert_eq!(epoch, 1);
+    let waiting = alice.p().waiting_in(&id).unwrap().texts;
+    assert_eq!(waiting.len(), 2);
     // Bob's commit moves the group on before the node takes Alice's text.
     let bobs = bob.update();
     bob.p().confirm_commit(&id, 2).unwrap();

@@ -231,6 +231,18 @@ impl Profile {
             .unwrap_or(0) as u64)
     }
 
+    /// Whether we read this group's log: on our node, still in it, not broken.
+    pub fn is_read(&self, id: &GroupId) -> Result<bool, ProfileError> {
+        Ok(self
+            .store
+            .query_opt::<bool>(
+                "SELECT hosted = 1 AND state = 'active' AND broken IS NULL FROM groups
+                 WHERE group_id = ?1",
+                [id.as_slice()],
+            )?
+            .unwrap_or(false))
+    }
+
     /// Groups on our delivery node that we are still in and can go on in.
     pub fn hosted_groups(&self) -> Result<Vec<GroupId>, ProfileError> {
         let mut stmt = self.store.conn().prepare(
@@ -867,9 +879,44 @@ impl Profile {
         let (epoch, _) = self.group_token(&id)?;
         let me = self.me();
         self.in_transaction(|p| {
+            // Alone in line (nothing queued or being committed before it), it is its turn now:
+            // encrypted in this same transaction, it costs one write to disk, not two.
+            let alone: bool = p
+                .store
+                .conn()
+                .prepare_cached(
+                    "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE group_id = ?1)
+                    AND NOT EXISTS (SELECT 1 FROM intents WHERE group_id = ?1)
+                    AND NOT EXISTS (SELECT 1 FROM pending_commits WHERE group_id = ?1)
+                    AND (SELECT continues IS NULL FROM groups WHERE group_id = ?1)",
+                )?
+                .query_row([id.as_slice()], |r| r.get(0))?;
             append_text(p.store.conn(), &id, epoch, &me, &content)?;
             let history_seq = p.store.conn().last_insert_rowid();
-            p.queue_content(&id, &content, Some(history_seq))
+            let outbox = p.queue_content(&id, &content, Some(history_seq))?;
+            if alone {
+                p.encrypt_in_place(&id, outbox, &content.encode(), Some(history_seq))?;
+            }
+            Ok(outbox)
+        })
+    }
+
+    /// Encrypts a queued text's content at the group's current epoch into its outbox row.
+    fn encrypt_in_place(
+        &mut self,
+        id: &GroupId,
+        outbox_seq: i64,
+        content: &[u8],
+        history_seq: Option<i64>,
+    ) -> Result<(), ProfileError> {
+        self.with_group(id, |engine, provider, group, conn| {
+            let message = engine.send(provider, group, content)?;
+            mark_processed(conn, &message)?;
+            conn.prepare_cached("UPDATE outbox SET packet = ?2 WHERE seq = ?1")?
+                .execute(params![outbox_seq, Packet::Mls(message).encode()?])?;
+            conn.prepare_cached("UPDATE messages SET epoch = ?2 WHERE seq = ?1")?
+                .execute(params![history_seq, group.epoch().as_u64() as i64])?;
+            Ok(())
         })
     }
 
@@ -934,19 +981,8 @@ impl Profile {
                     .execute("DELETE FROM outbox WHERE seq = ?1", [outbox_seq])?;
                 return Ok(false);
             };
-            p.with_group(&id, |engine, provider, group, conn| {
-                let message = engine.send(provider, group, &content)?;
-                mark_processed(conn, &message)?;
-                conn.execute(
-                    "UPDATE outbox SET packet = ?2 WHERE seq = ?1",
-                    params![outbox_seq, Packet::Mls(message).encode()?],
-                )?;
-                conn.execute(
-                    "UPDATE messages SET epoch = ?2 WHERE seq = ?1",
-                    params![history_seq, group.epoch().as_u64() as i64],
-                )?;
-                Ok(true)
-            })
+            p.encrypt_in_place(&id, outbox_seq, &content, history_seq)?;
+            Ok(true)
         })
     }
 
