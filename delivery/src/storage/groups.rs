@@ -494,7 +494,24 @@ async fn post_messages_postgres(
     posts: &[NewMessage],
     now: i64,
 ) -> Result<Vec<Result<Posted, Refused>>, StorageError> {
-    // Repeats are answered from the log and leave the batch; so is a second copy within it.
+    // Repeats are rare (a post whose answer was lost): the batch goes in as one statement, and
+    // the unique index on post keys refuses it whole if it holds one; only then are repeats
+    // looked up and answered from the log.
+    match append_batch_postgres(pool, posts, now).await {
+        Err(StorageError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            post_with_repeats_postgres(pool, posts, now).await
+        }
+        answered => answered,
+    }
+}
+
+/// A batch holding a repeat: repeats are answered from the log and leave the batch; so is a
+/// second copy within it. The rest goes in as one statement.
+async fn post_with_repeats_postgres(
+    pool: &sqlx::PgPool,
+    posts: &[NewMessage],
+    now: i64,
+) -> Result<Vec<Result<Posted, Refused>>, StorageError> {
     let mut answers: Vec<Option<Result<Posted, Refused>>> = vec![None; posts.len()];
     let keyed: Vec<usize> = (0..posts.len())
         .filter(|&i| posts[i].post_key.is_some())
