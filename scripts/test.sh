@@ -14,4 +14,8 @@ source scripts/prerequisites.sh
 # Postgres for the delivery node's tests, unless DATABASE_URL names one.
 source scripts/throwaway-postgres.sh
 
+# Formatting and lints first: they are cheap, and a red one means nothing lands.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+
 cargo test --workspace --locked "$@"
