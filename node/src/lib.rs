@@ -14,10 +14,7 @@
 //! - [`driver`]: the sync core driven over QUIC to our delivery node.
 //! - [`daemon`]: the long-running node: keeps the connection, applies pushes, serves the local
 //!   JSON-RPC API (Unix socket and stdio) with numbered, resumable events.
-//! - [`cluster`]: a delivery node and peers as processes on this machine, for `mlschat demo`
-//!   and the end-to-end tests.
 
-pub mod cluster;
 pub mod daemon;
 pub mod driver;
 pub mod engine;

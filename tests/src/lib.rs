@@ -1,11 +1,14 @@
-//! Harness for the end-to-end tests: `mlschat_node::cluster` (a delivery node and peers as real
-//! processes) with a delivery node on a fresh Postgres database, and failures as panics.
+//! Harness for the end-to-end tests, the demo and the end-to-end benchmark: [`cluster`] starts a
+//! delivery node and peers as real processes on this machine; here they get a delivery node on
+//! a fresh Postgres database, and failures become panics.
+
+pub mod cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use mlschat_node::cluster::{self, DeliveryProcess, PeerProcess};
+use cluster::{DeliveryProcess, PeerProcess};
 
 /// The directory holding the workspace's binaries, built once per test process.
 pub fn bin_dir() -> &'static Path {
@@ -20,8 +23,17 @@ pub fn bin_dir() -> &'static Path {
                 "mlschat-node",
                 "-p",
                 "mlschat-delivery",
+                "-p",
+                "mlschat-tests",
             ])
-            .args(["--bin", "mlschat", "--bin", "mlschat-delivery"])
+            .args([
+                "--bin",
+                "mlschat",
+                "--bin",
+                "mlschat-delivery",
+                "--bin",
+                "mlschat-demo",
+            ])
             .status()
             .expect("running cargo build");
         assert!(status.success(), "building the binaries failed");

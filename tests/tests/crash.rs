@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mlschat_node::cluster::{Caller, DeliveryProcess, PeerProcess, converged, eventually};
+use mlschat_tests::cluster::{Caller, DeliveryProcess, PeerProcess, converged, eventually};
 use mlschat_tests::{bin_dir, fresh_database};
 use serde_json::json;
 

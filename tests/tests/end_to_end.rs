@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use mlschat_node::cluster::{PeerProcess as Peer, signal};
+use mlschat_tests::cluster::{PeerProcess as Peer, signal};
 use mlschat_tests::{Node, converged, eventually};
 use serde_json::{Value, json};
 
@@ -334,9 +334,7 @@ fn the_daemon_api_answers_bad_requests_with_errors_and_keeps_serving() {
 
 #[test]
 fn the_demo_plays_to_the_end() {
-    mlschat_tests::bin_dir();
-    let output = std::process::Command::new(mlschat_tests::bin_dir().join("mlschat"))
-        .arg("demo")
+    let output = std::process::Command::new(mlschat_tests::bin_dir().join("mlschat-demo"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -375,7 +373,7 @@ fn chat_sends_each_line_typed_and_prints_what_arrives() {
     send(&peers[0], &id, "and back");
     let shown = |want: &str| loop {
         let line = lines
-            .recv_timeout(mlschat_node::cluster::PATIENCE)
+            .recv_timeout(mlschat_tests::cluster::PATIENCE)
             .expect("chat printed nothing");
         let event: Value = serde_json::from_str(&line).unwrap();
         if event["body"] == want {

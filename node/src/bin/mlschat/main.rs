@@ -5,7 +5,6 @@
 //! chat by exchanging bytes with no server at all. Once a delivery node is set (`home set`),
 //! groups created afterwards live there, and the same verbs go through it (`online`).
 
-mod demo;
 mod exit;
 mod online;
 mod report;
@@ -148,12 +147,6 @@ enum Command {
     },
     /// Chat in a group from the terminal (needs a running daemon).
     Chat { group: String },
-    /// Play a group's life with a delivery node and several peers, as real processes.
-    Demo {
-        /// Keep the demo's files here (default: a temporary directory, removed at the end).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
 }
 
 #[derive(Subcommand)]
@@ -317,7 +310,6 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             after,
             ..
         } => return online::follow(&dir, &report, *after).map(|()| Exit::Ok),
-        Command::Demo { dir } => return demo::run(dir.as_deref(), &report).map(|()| Exit::Ok),
         _ => {}
     }
 
@@ -339,7 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
 
     match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
-        Command::Chat { .. } | Command::Demo { .. } => unreachable!("handled above"),
+        Command::Chat { .. } => unreachable!("handled above"),
         Command::Home(HomeCommand::Set {
             address,
             fingerprint,

@@ -2,8 +2,8 @@
 //! raw OpenMLS (in memory, no network, no disk) measured in the same run.
 //!
 //! ```text
-//! cargo bench -p mlschat-node --bench through_delivery -- [--members 1000] [--reps 20]
-//! cargo bench -p mlschat-node --bench through_delivery -- --message-sizes 2,1000,10000
+//! cargo bench -p mlschat-tests --bench through_delivery -- [--members 1000] [--reps 20]
+//! cargo bench -p mlschat-tests --bench through_delivery -- --message-sizes 2,1000,10000
 //! ```
 //!
 //! A real `mlschat-delivery` process (Postgres at `DATABASE_URL` if set, else SQLite) serves
@@ -14,18 +14,18 @@
 //! latency runs from Alice's call until Bob (and, for messages, Carol) has processed the result:
 //! claim, commit, post, the node's transaction, the push, Bob's processing and his transaction.
 
-#[path = "raw/mod.rs"]
+#[path = "../../node/benches/raw/mod.rs"]
 mod raw;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlschat_node::cluster::DeliveryProcess;
 use mlschat_node::driver::Driver;
 use mlschat_node::engine::CIPHERSUITE;
 use mlschat_node::identity::{DeviceName, SIGNATURE_SCHEME};
 use mlschat_node::profile::{Home, InviteCode, Profile};
+use mlschat_tests::cluster::DeliveryProcess;
 use mlschat_wire::quic::Connection;
 use mlschat_wire::{PublishKeyPackages, Request};
 use openmls::prelude::{tls_codec::Serialize as _, *};

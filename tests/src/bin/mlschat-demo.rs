@@ -1,20 +1,18 @@
-//! `mlschat demo`: a group's life with a delivery node and four peers, each a real process (an
+//! `mlschat-demo`: a group's life with a delivery node and four peers, each a real process (an
 //! embedded `mlschat-delivery` on SQLite, and an `mlschat daemon` per person), printed as what
 //! each member sees. It ends by checking that every member holds the same epoch authenticator.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use mlschat_node::cluster::{DeliveryProcess, PeerProcess, converged, eventually};
+use mlschat_tests::cluster::{DeliveryProcess, PeerProcess, converged, eventually};
 use serde_json::{Value, json};
 
-use crate::report::Report;
-
-/// Where `mlschat-delivery` is: beside this binary (a cargo build or an install), else on PATH.
+/// Where `mlschat` and `mlschat-delivery` are: beside this binary (a cargo build), else on PATH.
 fn bin_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the mlschat binary")?;
+    let exe = std::env::current_exe().context("locating the demo's binary")?;
     let here = exe.parent().context("the binary's directory")?.to_owned();
-    if here.join("mlschat-delivery").exists() {
+    if here.join("mlschat-delivery").exists() && here.join("mlschat").exists() {
         return Ok(here);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -91,7 +89,18 @@ fn line(row: &Value) -> String {
     }
 }
 
-pub fn run(dir: Option<&Path>, _report: &Report) -> anyhow::Result<()> {
+/// `mlschat-demo [--dir DIR]`: DIR keeps the files and logs (default: a temporary directory).
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir: Option<PathBuf> = match (args.next().as_deref(), args.next()) {
+        (None, _) => None,
+        (Some("--dir"), Some(dir)) => Some(dir.into()),
+        _ => bail!("usage: mlschat-demo [--dir DIR]"),
+    };
+    run(dir.as_deref())
+}
+
+fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     let temp;
     let dir = match dir {
         Some(dir) => dir.to_owned(),

@@ -255,7 +255,7 @@ impl PeerProcess {
     /// restarts it.
     pub fn caller(&self) -> Caller {
         Caller {
-            socket: crate::daemon::socket_path(&self.data_dir.join(&self.name)),
+            socket: mlschat_node::daemon::socket_path(&self.data_dir.join(&self.name)),
         }
     }
 
