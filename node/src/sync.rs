@@ -114,6 +114,9 @@ pub enum SyncError {
     /// We are no longer a member of the group.
     #[error("we are no longer a member of this group")]
     Removed,
+    /// The request was dropped, for the reason given.
+    #[error("dropped: {0}")]
+    Dropped(&'static str),
     /// The node answered with something that does not answer the request.
     #[error("the delivery node answered out of protocol: {0}")]
     Unexpected(String),
@@ -652,8 +655,8 @@ impl Core {
             let Some((at, message)) = text.encrypted.filter(|(at, _)| *at == epoch) else {
                 // Its turn has come, or its epoch ended before the node took it.
                 if !self.profile.encrypt_queued(text.seq)? {
-                    let dropped = "a queued proposal's epoch ended; it was dropped";
-                    self.text_done(text.seq, Err(SyncError::Unexpected(dropped.into())));
+                    let dropped = "a queued proposal's epoch ended before the node took it";
+                    self.text_done(text.seq, Err(SyncError::Dropped(dropped)));
                 }
                 continue;
             };
@@ -748,35 +751,27 @@ impl Core {
         for outbox in read.posted {
             self.text_done(outbox, Ok(()));
         }
-        if read.lost || read.failed > 0 {
-            self.touch_group(id.as_slice(), false);
+        if read.broken.is_none() && !read.removed {
+            return self.touch_group(id.as_slice(), false);
         }
-        let gone = match (read.broken, read.removed) {
-            (Some(why), _) => Some(SyncError::Profile(ProfileError::Broken(
-                hex::encode(id.as_slice()),
-                why,
-            ))),
-            (None, true) => Some(SyncError::Removed),
-            (None, false) => None,
+        // Nothing waiting in this group can be done in it any more: each request is told why.
+        let group = hex::encode(id.as_slice());
+        let gone = || match &read.broken {
+            Some(why) => SyncError::Profile(ProfileError::Broken(group.clone(), why.clone())),
+            None => SyncError::Removed,
         };
-        if let Some(SyncError::Profile(ProfileError::Broken(..))) = &gone
+        if !read.removed
             && let Err(e) = self.schedule_recoveries()
         {
             tracing::warn!(error = %e, "could not plan starting a broken group again");
         }
-        if let Some(error) = gone {
-            // Nothing waiting in this group can go through any more.
-            let message = error.to_string();
-            if let Ok(waiting) = self.profile.waiting_in(id) {
-                for outbox in waiting.texts {
-                    self.text_done(outbox, Err(SyncError::Unexpected(message.clone())));
-                }
-                for intent in waiting.intents {
-                    self.intent_done(intent, Err(SyncError::Unexpected(message.clone())));
-                }
+        if let Ok(waiting) = self.profile.waiting_in(id) {
+            for outbox in waiting.texts {
+                self.text_done(outbox, Err(gone()));
             }
-        } else {
-            self.touch_group(id.as_slice(), false);
+            for intent in waiting.intents {
+                self.intent_done(intent, Err(gone()));
+            }
         }
     }
 
