@@ -579,7 +579,11 @@ impl Core {
                 .all(|s| s.waiting.is_none() && s.parked_until == 0)
             && self.claims.is_empty()
             && self.joins.is_empty()
-            && self.recoveries.is_empty()
+    }
+
+    /// Idle, and no broken group waits for its turn to be started again.
+    pub fn is_settled(&self) -> bool {
+        self.is_idle() && self.recoveries.is_empty()
     }
 
     // ----- groups -----

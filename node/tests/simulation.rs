@@ -789,7 +789,7 @@ impl Sim {
             let idle = self
                 .members
                 .iter()
-                .all(|m| m.core.as_ref().unwrap().is_idle());
+                .all(|m| m.core.as_ref().unwrap().is_settled());
             let invitations_left = self
                 .members
                 .iter_mut()
@@ -804,7 +804,7 @@ impl Sim {
         let busy: Vec<String> = self
             .members
             .iter()
-            .filter(|m| !m.core.as_ref().unwrap().is_idle())
+            .filter(|m| !m.core.as_ref().unwrap().is_settled())
             .map(|m| format!("{}: {:?}", m.name, m.core.as_ref().unwrap()))
             .collect();
         Err(format!("the system did not settle; busy: {busy:#?}"))
