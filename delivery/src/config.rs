@@ -24,8 +24,11 @@ pub struct ServerSection {
     /// QUIC (UDP) address clients connect to.
     pub listen: SocketAddr,
     /// Admin HTTP address: `/metrics`, `/healthz`, `/readyz`, `POST /invites`. Keep it on
-    /// loopback or a private network: it is not authenticated.
+    /// loopback or a private network; web pages are refused, changes need the admin token.
     pub admin: SocketAddr,
+    /// The token `POST` requests to the admin port must present (`Authorization: Bearer`);
+    /// empty: one is made on first start and kept in `data_dir/admin-token`.
+    pub admin_token: String,
     /// Holds the generated certificate and, without a database URL, the SQLite file.
     pub data_dir: PathBuf,
     pub registration: Registration,
@@ -71,6 +74,7 @@ impl Default for ServerSection {
         Self {
             listen: "127.0.0.1:4433".parse().expect("valid address"),
             admin: "127.0.0.1:9433".parse().expect("valid address"),
+            admin_token: String::new(),
             data_dir: PathBuf::from("mlschat-delivery-data"),
             registration: Registration::Open,
             drain_seconds: 10,

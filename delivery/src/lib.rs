@@ -11,10 +11,12 @@
 //! - [`announce`]: pushes across node processes on one Postgres (LISTEN/NOTIFY).
 //! - [`certificate`]: the node's certificate, self-signed on first start.
 //! - [`config`]: defaults, TOML file, `MLSCHAT__SECTION__KEY` environment.
+//! - [`admin`]: the admin HTTP port, closed to web pages, changes behind the admin token.
 //! - [`run`]: start (database, certificate, QUIC, admin HTTP) and drain on shutdown.
 //!
 //! Not built yet: federation.
 
+pub mod admin;
 pub mod announce;
 pub mod appender;
 pub mod certificate;

@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
+use crate::admin;
 use crate::certificate::NodeCertificate;
 use crate::config::Config;
 use crate::server::{Node, NodeConfig, serve};
@@ -32,8 +30,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_start: impl FnOnce(Started),
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.server.data_dir)
-        .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
+    private_dir(&config.server.data_dir)?;
     let db = if config.database.url.is_empty() {
         Database::sqlite(&config.server.data_dir.join("delivery.db")).await
     } else {
@@ -41,6 +38,7 @@ pub async fn run(
     }
     .context("opening the database")?;
     let cert = certificate(&config)?;
+    let token = admin_token(&config)?;
     let endpoint = quinn::Endpoint::server(cert.server_config()?, config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let node = Arc::new(Node::new(
@@ -71,7 +69,7 @@ pub async fn run(
 
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_task = tokio::spawn(
-        axum::serve(admin, admin_routes(node.clone()))
+        axum::serve(admin, admin::routes(node.clone(), started.admin, token))
             .with_graceful_shutdown(async {
                 let _ = admin_stopped.await;
             })
@@ -131,6 +129,38 @@ async fn purge_mailboxes(node: Arc<Node>, retention: Duration) {
     }
 }
 
+/// The data directory, made if missing, and closed to everyone but us (0700): it holds the
+/// database, the certificate's key and the admin token.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The token that authorises changes on the admin port: configured (`server.admin_token`), or
+/// generated on first start and kept in `data_dir/admin-token` (0600).
+pub fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if !config.server.admin_token.is_empty() {
+        return Ok(config.server.admin_token.clone());
+    }
+    let path = config.server.data_dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    private_dir(&config.server.data_dir)?;
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("the OS random source: {e}"))?;
+    let token = hex::encode(random);
+    write_private(&path, token.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
 /// The configured certificate, or the one generated on first start and kept in `data_dir`.
 pub fn certificate(config: &Config) -> anyhow::Result<NodeCertificate> {
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
@@ -169,46 +199,4 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(bytes)
-}
-
-fn admin_routes(node: Arc<Node>) -> axum::Router {
-    axum::Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/invites", post(new_invite))
-        .with_state(node)
-}
-
-async fn ready(State(node): State<Arc<Node>>) -> (StatusCode, &'static str) {
-    if node.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
-    }
-    match node.database().ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
-    }
-}
-
-async fn metrics(State(node): State<Arc<Node>>) -> String {
-    node.metrics_text()
-}
-
-/// Issues an invite token (32 hex digits, used as given in `Register.invite`); only its hash
-/// is stored.
-async fn new_invite(
-    State(node): State<Arc<Node>>,
-) -> Result<axum::Json<serde_json::Value>, StatusCode> {
-    let mut random = [0u8; 16];
-    getrandom::fill(&mut random).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-    let token = hex::encode(random);
-    let hash = {
-        use sha2::Digest;
-        sha2::Sha256::digest(token.as_bytes()).into()
-    };
-    node.database().create_invite(&hash).await.map_err(|e| {
-        tracing::error!(error = %e, "storing an invite");
-        StatusCode::INTERNAL_SERVER_ERROR
-    })?;
-    Ok(axum::Json(serde_json::json!({ "invite": token })))
 }

@@ -297,3 +297,73 @@ async fn pushes_cross_node_processes_sharing_one_postgres() {
         }
     }
 }
+
+/// Issue 10, finding 7: a web page on the node's machine could ask the admin port for an invite
+/// (DNS rebinding, cross-site POST). Now Host must name the port by IP or localhost, requests
+/// with an Origin are refused, and changes need the admin token. Finding 8: the data directory
+/// and what the node writes there are for nobody else.
+#[tokio::test]
+async fn the_admin_port_refuses_web_pages_and_changes_without_its_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let url = common::fresh_postgres_url().await;
+    let data = tempfile::tempdir().unwrap();
+    // As an operator's `mkdir` leaves it.
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let node = NodeProcess::start(data.path(), &url, &[]);
+    let token = std::fs::read_to_string(data.path().join("admin-token")).unwrap();
+    let ours = format!("Host: {}\r\n", node.admin);
+    let with_token = format!("{ours}Authorization: Bearer {}\r\n", token.trim());
+    let port = node.admin.port();
+    let refused = [
+        // A rebinding attack's own name for the port.
+        format!(
+            "Host: attacker.example:{port}\r\nAuthorization: Bearer {}\r\n",
+            token.trim()
+        ),
+        // No Host at all, or another port.
+        String::new(),
+        format!("Host: 127.0.0.1:{}\r\n", port.wrapping_add(1)),
+        // A cross-site request from a page, even with the right Host.
+        format!("{with_token}Origin: http://attacker.example\r\n"),
+        // The right Host and no token, or a wrong one.
+        ours.clone(),
+        format!("{ours}Authorization: Bearer wrong\r\n"),
+    ];
+    for headers in &refused {
+        let (status, body) = node.admin_with("POST", "/invites", headers);
+        assert!(!status.contains("200"), "{headers:?} got {status} {body}");
+        assert!(!body.contains("invite"), "{headers:?} got an invite");
+    }
+    // Reading is open to the operator's tools without the token, but not to web pages.
+    assert!(node.admin_with("GET", "/healthz", &ours).0.contains("200"));
+    assert!(
+        node.admin_with("GET", "/healthz", &format!("Host: localhost:{port}\r\n"))
+            .0
+            .contains("200")
+    );
+    let from_page = format!("{ours}Origin: http://attacker.example\r\n");
+    assert!(
+        !node
+            .admin_with("GET", "/metrics", &from_page)
+            .0
+            .contains("200")
+    );
+    let (status, body) = node.admin_with("POST", "/invites", &with_token);
+    assert!(
+        status.contains("200") && body.contains("invite"),
+        "{status} {body}"
+    );
+
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(data.path()), 0o700, "the data directory");
+    for entry in std::fs::read_dir(data.path()).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(
+            mode(&path) & 0o077,
+            0,
+            "{} is readable by others",
+            path.display()
+        );
+    }
+}

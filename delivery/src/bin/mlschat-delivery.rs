@@ -36,9 +36,13 @@ enum Command {
     Run,
     /// Print the SHA-256 fingerprint of the node's certificate, which clients pin.
     Fingerprint,
+    /// Print the token that changes on the admin port need (made on first use).
+    AdminToken,
 }
 
 fn main() -> anyhow::Result<()> {
+    // Nothing the node writes (database, key, token) is for other users of this machine.
+    restrict_new_files();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -71,6 +75,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}", hex::encode(run::certificate(&config)?.fingerprint()));
             Ok(())
         }
+        Command::AdminToken => {
+            println!("{}", run::admin_token(&config)?);
+            Ok(())
+        }
         Command::Run => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
@@ -83,6 +91,14 @@ fn main() -> anyhow::Result<()> {
                     hex::encode(started.fingerprint)
                 );
             })),
+    }
+}
+
+#[allow(unsafe_code)] // umask(2) has no safe wrapper in std; it cannot fail.
+fn restrict_new_files() {
+    // SAFETY: umask only swaps the process's file mode creation mask.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 

@@ -179,6 +179,7 @@ pub struct NodeProcess {
     pub quic: SocketAddr,
     pub admin: SocketAddr,
     pub fingerprint: [u8; 32],
+    pub data_dir: std::path::PathBuf,
 }
 
 impl NodeProcess {
@@ -219,6 +220,7 @@ impl NodeProcess {
                 .try_into()
                 .unwrap(),
             child,
+            data_dir: data_dir.to_owned(),
         }
     }
 
@@ -226,12 +228,25 @@ impl NodeProcess {
         Client::connect(self.quic, self.fingerprint).await
     }
 
-    /// A plain HTTP/1.1 request to the admin port; returns status line and body.
+    /// A request to the admin port as the operator sends it (Host by IP, the admin token);
+    /// returns status line and body.
     pub fn admin(&self, method: &str, path: &str) -> (String, String) {
+        let token = std::fs::read_to_string(self.data_dir.join("admin-token")).unwrap();
+        let headers = format!(
+            "Host: {}\r\nAuthorization: Bearer {}\r\n",
+            self.admin,
+            token.trim()
+        );
+        self.admin_with(method, path, &headers)
+    }
+
+    /// A plain HTTP/1.1 request to the admin port with these header lines (each ending in
+    /// CRLF); returns status line and body.
+    pub fn admin_with(&self, method: &str, path: &str, headers: &str) -> (String, String) {
         let mut stream = std::net::TcpStream::connect(self.admin).unwrap();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut response = String::new();
