@@ -225,6 +225,10 @@ impl From<Refused> for Failure {
             Refused::UnknownGroup => Failure::new(ErrorCode::UnknownGroup, "no such group"),
             Refused::GroupExists => Failure::new(ErrorCode::GroupExists, "group exists"),
             Refused::BadToken => Failure::new(ErrorCode::BadToken, "token does not match"),
+            Refused::NotClaimed => Failure::new(
+                ErrorCode::Forbidden,
+                "a Welcome for a client whose KeyPackage you did not claim",
+            ),
             Refused::QuotaExceeded => {
                 Failure::new(ErrorCode::QuotaExceeded, "a recipient's mailbox is full")
             }
@@ -706,6 +710,7 @@ impl Node {
                     .db
                     .post_commit(
                         &NewCommit {
+                            poster: client.id,
                             group_id: c.group_id.as_slice().to_vec(),
                             epoch: c.epoch,
                             token_hash: token_hash(&c.token),

@@ -20,6 +20,7 @@ fn token(epoch: u64, variant: u8) -> [u8; 32] {
 
 fn commit(epoch: u64, by: u8, welcomes: Vec<([u8; 32], Vec<u8>)>) -> NewCommit {
     NewCommit {
+        poster: [by; 32],
         group_id: GROUP.to_vec(),
         epoch,
         token_hash: token_hash(&token(epoch, 0)),
@@ -39,6 +40,27 @@ async fn both(test: impl AsyncFn(Database)) {
     test(fresh_sqlite().await).await;
 }
 
+/// The poster of `c` claimed a KeyPackage of each of its Welcomes' recipients, as a committer
+/// adding them does (the claim log is what the node checks).
+async fn claimed(db: &Database, c: &NewCommit) {
+    const SQL: &str =
+        "INSERT INTO claim_log (owner, claimer, at, last_resort) VALUES ($1, $2, 0, FALSE)";
+    for (recipient, _) in &c.welcomes {
+        let (owner, claimer) = (recipient.as_slice(), c.poster.as_slice());
+        match db {
+            Database::Postgres(pool) => {
+                let query = sqlx::query(SQL).bind(owner).bind(claimer);
+                query.execute(pool).await.map(|_| ())
+            }
+            Database::Sqlite(pool) => {
+                let query = sqlx::query(SQL).bind(owner).bind(claimer);
+                query.execute(pool).await.map(|_| ())
+            }
+        }
+        .unwrap();
+    }
+}
+
 async fn created(db: &Database) {
     db.create_group(GROUP, &token_hash(&token(0, 0)))
         .await
@@ -56,6 +78,7 @@ async fn racing_commits_for_one_epoch_accept_one_and_release_only_its_welcomes()
                 let db = db.clone();
                 tokio::spawn(async move {
                     let c = commit(0, i, vec![([i; 32], vec![i; 5])]);
+                    claimed(&db, &c).await;
                     (i, db.post_commit(&c, QUOTA).await.unwrap())
                 })
             })
@@ -118,6 +141,7 @@ async fn a_stale_commit_is_refused_with_the_current_epoch_and_writes_nothing() {
             .unwrap()
             .unwrap();
         let late = commit(0, 3, vec![([9; 32], vec![9])]);
+        claimed(&db, &late).await;
         assert_eq!(
             db.post_commit(&late, QUOTA).await.unwrap(),
             Err(Refused::StaleEpoch { current: 2 })
@@ -240,11 +264,11 @@ async fn mailbox_entries_go_only_after_acknowledgement_and_only_the_owners() {
         created(&db).await;
         let (alice, bob) = ([0xa1; 32], [0xb0; 32]);
         let first = commit(0, 1, vec![(alice, b"w1".to_vec()), (bob, b"wb".to_vec())]);
+        claimed(&db, &first).await;
         db.post_commit(&first, QUOTA).await.unwrap().unwrap();
-        db.post_commit(&commit(1, 2, vec![(alice, b"w2".to_vec())]), QUOTA)
-            .await
-            .unwrap()
-            .unwrap();
+        let second = commit(1, 2, vec![(alice, b"w2".to_vec())]);
+        claimed(&db, &second).await;
+        db.post_commit(&second, QUOTA).await.unwrap().unwrap();
         let mailbox = db.fetch_mailbox(&alice, 0, 10).await.unwrap();
         assert_eq!(
             mailbox
@@ -357,16 +381,15 @@ async fn a_full_mailbox_refuses_the_commit_and_retention_empties_old_mailboxes()
     both(async |db: Database| {
         created(&db).await;
         let bob = [0xb0; 32];
-        db.post_commit(&commit(0, 1, vec![(bob, b"w1".to_vec())]), 1)
-            .await
-            .unwrap()
-            .unwrap();
+        let first = commit(0, 1, vec![(bob, b"w1".to_vec())]);
+        claimed(&db, &first).await;
+        db.post_commit(&first, 1).await.unwrap().unwrap();
         // Bob's mailbox holds its quota of one: a commit with another Welcome for him is
         // refused whole, and the group stays at its epoch.
+        let second = commit(1, 2, vec![(bob, b"w2".to_vec())]);
+        claimed(&db, &second).await;
         assert_eq!(
-            db.post_commit(&commit(1, 2, vec![(bob, b"w2".to_vec())]), 1)
-                .await
-                .unwrap(),
+            db.post_commit(&second, 1).await.unwrap(),
             Err(Refused::QuotaExceeded)
         );
         assert_eq!(
@@ -453,6 +476,54 @@ async fn a_repeated_post_is_answered_with_its_first_position_and_stored_once() {
         let log = db.fetch_group(GROUP, &t1, 0, 10).await.unwrap().unwrap();
         let bodies: Vec<&[u8]> = log.iter().map(|e| e.message.as_slice()).collect();
         assert_eq!(bodies, [b"first".as_slice(), &[1u8; 10], b"other"]);
+    })
+    .await;
+}
+
+/// Issue 10, finding 1: a stranger filled a user's mailbox with Welcomes from its own groups,
+/// so that a real add of that user was refused. A Welcome now needs a claim of its recipient's
+/// KeyPackage by the committer, one Welcome per claim; the flood is refused and the real add
+/// goes through.
+#[tokio::test]
+async fn welcomes_go_only_to_clients_whose_key_package_the_committer_claimed() {
+    both(async |db: Database| {
+        created(&db).await;
+        let victim = [0xb0; 32];
+        // The stranger's own groups, each commit carrying a Welcome for the victim.
+        for i in 0..50u8 {
+            let group = format!("junk-{i}").into_bytes();
+            db.create_group(&group, &token_hash(&token(0, 0)))
+                .await
+                .unwrap()
+                .unwrap();
+            let mut junk = commit(0, 0x66, vec![(victim, b"junk".to_vec())]);
+            junk.group_id = group;
+            assert_eq!(
+                db.post_commit(&junk, QUOTA).await.unwrap(),
+                Err(Refused::NotClaimed),
+                "junk Welcome {i}"
+            );
+        }
+        assert!(db.fetch_mailbox(&victim, 0, 100).await.unwrap().is_empty());
+        // One claim allows one Welcome, and a refused commit does not use it up.
+        let add = commit(0, 1, vec![(victim, b"welcome".to_vec())]);
+        claimed(&db, &add).await;
+        let mut stale = add.clone();
+        stale.epoch = 5;
+        assert!(matches!(
+            db.post_commit(&stale, QUOTA).await.unwrap(),
+            Err(Refused::StaleEpoch { .. })
+        ));
+        db.post_commit(&add, QUOTA).await.unwrap().unwrap();
+        let mut again = commit(1, 1, vec![(victim, b"again".to_vec())]);
+        again.token_hash = token_hash(&token(1, 0));
+        assert_eq!(
+            db.post_commit(&again, QUOTA).await.unwrap(),
+            Err(Refused::NotClaimed)
+        );
+        let mailbox = db.fetch_mailbox(&victim, 0, 100).await.unwrap();
+        assert_eq!(mailbox.len(), 1);
+        assert_eq!(mailbox[0].message, b"welcome");
     })
     .await;
 }

@@ -207,6 +207,7 @@ async fn pushes_cross_node_processes_sharing_one_postgres() {
     for client in [&reader, &invitee, &writer] {
         client.register().await;
     }
+    writer.claims_key_package_of(&invitee).await;
     let group: tls_codec::VLBytes = b"two-nodes".as_slice().into();
     let (t0, t1) = ([5u8; 32], [6u8; 32]);
     let create = Request::CreateGroup(CreateGroup {

@@ -192,6 +192,7 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
     );
     alice.register().await;
     bob.register().await;
+    alice.claims_key_package_of(&bob).await;
     let group: tls_codec::VLBytes = b"group".as_slice().into();
     let (t0, t1) = ([0u8; 32], [1u8; 32]);
     let create = Request::CreateGroup(CreateGroup {
@@ -373,6 +374,7 @@ async fn thirty_two_racing_commits_over_quic_yield_one_and_no_losing_welcome() {
                 committer.register().await;
                 let newcomer = Client::connect(node.addr, node.fingerprint).await;
                 newcomer.register().await;
+                committer.claims_key_package_of(&newcomer).await;
                 let commit = Request::PostCommit(PostCommit {
                     group_id: group,
                     epoch: 0,

@@ -16,6 +16,8 @@ use super::{
 /// A commit to post, with what it releases.
 #[derive(Debug, Clone)]
 pub struct NewCommit {
+    /// Who posts it: a Welcome may go only to a client whose KeyPackage the poster claimed.
+    pub poster: ClientId,
     pub group_id: Vec<u8>,
     pub epoch: u64,
     /// Hash of the token presented for `epoch`.
@@ -86,6 +88,9 @@ pub enum Refused {
     BadToken,
     /// A recipient's mailbox is full.
     QuotaExceeded,
+    /// A Welcome for a client whose KeyPackage the poster did not claim (one claim, one
+    /// Welcome): nobody can fill a stranger's mailbox.
+    NotClaimed,
 }
 
 /// One log or mailbox entry.
@@ -229,8 +234,27 @@ impl Database {
                 None::<&[u8]>,
                 now
             ) {
-                Err(refused) => Err(refused),
+                Err(refused) => return Ok(Err(refused)),
                 Ok(seq) => {
+                    // Each Welcome uses up one claim of its recipient's KeyPackage by the
+                    // poster. A refusal returns before the transaction commits: all of this
+                    // is rolled back.
+                    for (recipient, _) in &commit.welcomes {
+                        let used = sqlx::query(
+                            "UPDATE claim_log SET welcomed = TRUE WHERE id = (
+                                 SELECT id FROM claim_log
+                                 WHERE owner = $1 AND claimer = $2 AND NOT welcomed
+                                 ORDER BY id LIMIT 1)",
+                        )
+                        .bind(recipient.as_slice())
+                        .bind(commit.poster.as_slice())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if used == 0 {
+                            return Ok(Err(Refused::NotClaimed));
+                        }
+                    }
                     let next = epoch + 1;
                     sqlx::query(
                         "INSERT INTO group_tokens (group_id, epoch, token_hash) VALUES ($1, $2, $3)",

@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres_0005_post_keys.sql"),
         include_str!("../../migrations/sqlite_0005_post_keys.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/postgres_0006_welcome_rights.sql"),
+        include_str!("../../migrations/sqlite_0006_welcome_rights.sql"),
+    ),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";

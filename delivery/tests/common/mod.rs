@@ -145,6 +145,23 @@ impl Client {
         );
     }
 
+    /// Lets us send `invitee` a Welcome, as adding someone does: the invitee (registered on its
+    /// connection) publishes a KeyPackage and we claim it.
+    pub async fn claims_key_package_of(&self, invitee: &Client) {
+        let publish = Request::PublishKeyPackages(PublishKeyPackages {
+            one_time: vec![invitee.key_package(&invitee.signer, false)],
+            last_resort: b"".as_slice().into(),
+        });
+        assert_eq!(invitee.request(&publish).await, Response::Ok);
+        let claim = Request::ClaimKeyPackage {
+            owner: invitee.id(),
+        };
+        assert!(matches!(
+            self.request(&claim).await,
+            Response::KeyPackage { .. }
+        ));
+    }
+
     /// A KeyPackage signed by `signer` (ours, unless testing someone else's).
     pub fn key_package(&self, signer: &SignatureKeyPair, last_resort: bool) -> tls_codec::VLBytes {
         let credential = CredentialWithKey {
