@@ -205,7 +205,8 @@ impl PeerProcess {
         self.cli(&["contact", "add", &other.invite()?]).map(|_| ())
     }
 
-    /// Starts the daemon and waits until it is connected.
+    /// Starts the daemon and waits until it is connected and has caught up (its KeyPackages
+    /// published, so that others can add it at once).
     pub fn start(&mut self) -> anyhow::Result<()> {
         if self.daemon.is_some() {
             bail!("{} already runs", self.name);
@@ -219,9 +220,10 @@ impl PeerProcess {
             .stderr(log)
             .spawn()?;
         self.daemon = Some(child);
-        eventually(&format!("{}'s daemon connects", self.name), || {
+        eventually(&format!("{}'s daemon connects and catches up", self.name), || {
             self.try_call("status", json!({}))
                 .is_ok_and(|s| s["link"]["connected"] == true)
+                && self.try_call("sync", json!({})).is_ok()
         })
     }
 
