@@ -60,6 +60,12 @@ pub struct TlsSection {
 pub struct LimitsSection {
     pub max_frame: u32,
     pub max_fetch: u32,
+    /// Bytes one fetch returns at most (past its first entry, which always comes): a few big
+    /// messages cannot make a page too big to send.
+    pub max_fetch_bytes: u64,
+    /// Largest application message (or proposal) a client may post; large content travels
+    /// as attachments.
+    pub max_message: u32,
     /// Claims a claimer may make at once, then one per `claim_refill_ms`.
     pub claim_burst: u32,
     pub claim_refill_ms: u64,
@@ -97,6 +103,8 @@ impl Default for LimitsSection {
         Self {
             max_frame: mlschat_wire::MAX_FRAME,
             max_fetch: 1000,
+            max_fetch_bytes: 8 * 1024 * 1024,
+            max_message: 1024 * 1024,
             claim_burst: 500,
             claim_refill_ms: 100,
             mailbox_quota: 10_000,

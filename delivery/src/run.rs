@@ -51,6 +51,8 @@ pub async fn run(
                 refill: Duration::from_millis(config.limits.claim_refill_ms),
             },
             max_fetch: config.limits.max_fetch,
+            max_fetch_bytes: config.limits.max_fetch_bytes,
+            max_message: config.limits.max_message,
             mailbox_quota: config.limits.mailbox_quota,
             writers: config.database.writers,
         },

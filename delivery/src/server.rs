@@ -24,7 +24,9 @@ use tracing::Instrument;
 
 use crate::announce::{Announcement, Announcer};
 use crate::appender::Appender;
-use crate::storage::{Database, Entry, NewCommit, NewMessage, Refused, StorageError, post_key};
+use crate::storage::{
+    Database, Entry, NewCommit, NewMessage, Page, Refused, StorageError, post_key,
+};
 use mlschat_wire::session::{Authenticated, Session};
 
 /// Who may register.
@@ -45,6 +47,10 @@ pub struct NodeConfig {
     pub claim_rate: RateLimit,
     /// The most entries one fetch returns.
     pub max_fetch: u32,
+    /// The most bytes one fetch returns, past its first entry.
+    pub max_fetch_bytes: u64,
+    /// The largest application message (or proposal) accepted.
+    pub max_message: u32,
     /// The most Welcomes a client's mailbox holds.
     pub mailbox_quota: u64,
     /// Batches of posts written at once (posts to one group always go to the same writer).
@@ -58,6 +64,8 @@ impl Default for NodeConfig {
             registration: Registration::Open,
             claim_rate: RateLimit::default(),
             max_fetch: 1000,
+            max_fetch_bytes: 8 * 1024 * 1024,
+            max_message: 1024 * 1024,
             mailbox_quota: 10_000,
             writers: 2,
         }
@@ -319,6 +327,14 @@ impl Node {
 
     /// Hands a new log entry to every connection subscribed to its group. Pushes are sent after
     /// the entry is committed; they may arrive out of order, and clients order them by `seq`.
+    /// A fetch's page: what the client asked for, within the node's limits.
+    fn page(&self, asked: u32) -> Page {
+        Page {
+            entries: asked.min(self.config.max_fetch),
+            bytes: self.config.max_fetch_bytes,
+        }
+    }
+
     fn publish(&self, group_id: &[u8], entry: GroupEntry) {
         let Ok(mut subscribers) = self.subscribers.lock() else {
             return;
@@ -760,6 +776,16 @@ impl Node {
                 }
             }
             Request::PostMessage(m) => {
+                if m.message.as_slice().len() > self.config.max_message as usize {
+                    return Err(Failure::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "a message may be at most {} bytes; large content travels as an \
+                             attachment",
+                            self.config.max_message
+                        ),
+                    ));
+                }
                 let posted = self
                     .appender
                     .post(NewMessage {
@@ -787,7 +813,7 @@ impl Node {
                 }
             }
             Request::FetchGroup(f) => {
-                let limit = f.limit.min(self.config.max_fetch);
+                let limit = self.page(f.limit);
                 let entries = self
                     .db
                     .fetch_group(
@@ -835,7 +861,7 @@ impl Node {
                 Response::Ok
             }
             Request::FetchMailbox { after, limit } => {
-                let limit = limit.min(self.config.max_fetch);
+                let limit = self.page(limit);
                 let entries = self.db.fetch_mailbox(&client.id, after, limit).await?;
                 Response::Mailbox {
                     entries: entries.into_iter().map(mailbox_entry).collect(),

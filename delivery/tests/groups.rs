@@ -527,3 +527,37 @@ async fn welcomes_go_only_to_clients_whose_key_package_the_committer_claimed() {
     })
     .await;
 }
+
+/// Issue 10, finding 2, on both backends: a read returns at most a page's bytes past its first
+/// entry, which always comes however big.
+#[tokio::test]
+async fn reads_are_paged_by_bytes_and_a_big_entry_still_comes_alone() {
+    both(async |db: Database| {
+        created(&db).await;
+        let t0 = token_hash(&token(0, 0));
+        for size in [300usize, 50, 50, 1000, 10] {
+            db.post_message(GROUP, 0, &t0, &vec![1; size])
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let page = mlschat_delivery::storage::Page {
+            entries: 100,
+            bytes: 400,
+        };
+        let mut after = 0;
+        let mut pages = Vec::new();
+        loop {
+            let read = db
+                .fetch_group(GROUP, &t0, after, page)
+                .await
+                .unwrap()
+                .unwrap();
+            let Some(last) = read.last() else { break };
+            after = last.seq;
+            pages.push(read.iter().map(|e| e.message.len()).collect::<Vec<_>>());
+        }
+        assert_eq!(pages, [vec![300, 50, 50], vec![1000], vec![10]]);
+    })
+    .await;
+}

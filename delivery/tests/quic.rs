@@ -21,6 +21,10 @@ struct TestNode {
 }
 
 async fn start_node() -> TestNode {
+    start_node_with(NodeConfig::default()).await
+}
+
+async fn start_node_with(config: NodeConfig) -> TestNode {
     let db = common::fresh_postgres().await;
     let cert = NodeCertificate::self_signed("localhost").unwrap();
     let endpoint = quinn::Endpoint::server(
@@ -28,7 +32,7 @@ async fn start_node() -> TestNode {
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
-    let node = Arc::new(Node::new(db, NodeConfig::default()));
+    let node = Arc::new(Node::new(db, config));
     tokio::spawn(serve(endpoint.clone(), node));
     TestNode {
         addr: endpoint.local_addr().unwrap(),
@@ -493,4 +497,78 @@ async fn subscribers_get_new_entries_pushed_and_strangers_cannot_subscribe() {
         .await
         .is_err()
     );
+}
+
+/// Issue 10, finding 2: two 34 MiB messages made every fetch of 500 entries too big to send, so
+/// members behind them never caught up (and were told they were up to date). Messages now have
+/// a maximum size, and fetches are paged by bytes as well as by count.
+#[tokio::test]
+async fn big_messages_are_refused_and_fetches_are_paged_by_bytes() {
+    const KIB: usize = 1024;
+    let node = start_node_with(NodeConfig {
+        max_message: 600 * KIB as u32,
+        max_fetch_bytes: (1500 * KIB) as u64,
+        ..NodeConfig::default()
+    })
+    .await;
+    let alice = Client::connect(node.addr, node.fingerprint).await;
+    alice.register().await;
+    let group: tls_codec::VLBytes = b"big".as_slice().into();
+    let t0 = [3u8; 32];
+    let create = Request::CreateGroup(CreateGroup {
+        group_id: group.clone(),
+        token_hash: token_hash(&t0),
+    });
+    assert_eq!(alice.request(&create).await, Response::Ok);
+    let post = |size: usize, fill: u8| {
+        Request::PostMessage(PostMessage {
+            group_id: group.clone(),
+            epoch: 0,
+            token: t0,
+            post_id: common::post_id(),
+            message: vec![fill; size].into(),
+        })
+    };
+    assert_eq!(
+        error_code(&alice.request(&post(600 * KIB + 1, 0)).await),
+        Some(ErrorCode::TooLarge)
+    );
+    let sizes = [
+        500 * KIB,
+        10,
+        600 * KIB,
+        600 * KIB,
+        20,
+        400 * KIB,
+        600 * KIB,
+        30,
+    ];
+    for (i, &size) in sizes.iter().enumerate() {
+        assert!(matches!(
+            alice.request(&post(size, i as u8)).await,
+            Response::Accepted { .. }
+        ));
+    }
+    // A member far behind reads it all, page by page, each within the byte limit.
+    let (mut after, mut read) = (0, Vec::new());
+    loop {
+        let fetch = Request::FetchGroup(FetchGroup {
+            group_id: group.clone(),
+            token: t0,
+            after_seq: after,
+            limit: 500,
+        });
+        let Response::GroupEntries { entries } = alice.request(&fetch).await else {
+            panic!("the fetch failed")
+        };
+        let Some(last) = entries.last() else { break };
+        after = last.seq;
+        let bytes: usize = entries.iter().map(|e| e.message.as_slice().len()).sum();
+        assert!(
+            entries.len() == 1 || bytes <= 1500 * KIB,
+            "a page of {bytes} bytes"
+        );
+        read.extend(entries.iter().map(|e| e.message.as_slice().len()));
+    }
+    assert_eq!(read, sizes);
 }

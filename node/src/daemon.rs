@@ -71,7 +71,7 @@ impl From<SyncError> for RpcError {
             SyncError::Refused { .. } | SyncError::Disconnected | SyncError::Unexpected(_) => {
                 "delivery"
             }
-            SyncError::Dropped(_) => "failure",
+            SyncError::Dropped(_) | SyncError::Incomplete(_) => "failure",
             SyncError::Removed => "not_for_us",
         };
         Self {

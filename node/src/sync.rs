@@ -74,6 +74,16 @@ pub enum Lane {
     Group(Vec<u8>),
 }
 
+impl std::fmt::Display for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lane::Account => write!(f, "our KeyPackages"),
+            Lane::Mailbox => write!(f, "our mailbox"),
+            Lane::Group(id) => write!(f, "group {}", hex::encode(id)),
+        }
+    }
+}
+
 /// A request to send, and the lane its answer belongs to.
 #[derive(Debug, Clone)]
 pub struct Outbound {
@@ -114,6 +124,10 @@ pub enum SyncError {
     /// We are no longer a member of the group.
     #[error("we are no longer a member of this group")]
     Removed,
+    /// A sync stopped before everything was read or sent: this lane failed (the log says why)
+    /// and is tried again.
+    #[error("not up to date: reading or sending for {0} failed and is tried again (see the log)")]
+    Incomplete(Lane),
     /// The request was dropped, for the reason given.
     #[error("dropped: {0}")]
     Dropped(&'static str),
@@ -1037,10 +1051,15 @@ impl Core {
         self.touch(Lane::Group(id.to_vec()), behind);
     }
 
+    /// A lane failed: it waits [`RETRY_AFTER`] before it tries again. A sync under way is told
+    /// it did not finish, rather than that everything is read.
     fn park(&mut self, lane: &Lane) {
         let until = self.now + RETRY_AFTER;
         self.state(lane).parked_until = until;
         self.dirty.remove(lane);
+        for ticket in std::mem::take(&mut self.syncs) {
+            self.done(ticket, Err(SyncError::Incomplete(lane.clone())));
+        }
     }
 }
 

@@ -220,11 +220,14 @@ impl PeerProcess {
             .stderr(log)
             .spawn()?;
         self.daemon = Some(child);
-        eventually(&format!("{}'s daemon connects and catches up", self.name), || {
-            self.try_call("status", json!({}))
-                .is_ok_and(|s| s["link"]["connected"] == true)
-                && self.try_call("sync", json!({})).is_ok()
-        })
+        eventually(
+            &format!("{}'s daemon connects and catches up", self.name),
+            || {
+                self.try_call("status", json!({}))
+                    .is_ok_and(|s| s["link"]["connected"] == true)
+                    && self.try_call("sync", json!({})).is_ok()
+            },
+        )
     }
 
     /// Kills the daemon with SIGKILL, as a crash or power loss would.

@@ -93,6 +93,40 @@ pub enum Refused {
     NotClaimed,
 }
 
+/// How much one read of a log or mailbox returns: at most `entries` entries, and past the first
+/// (which always comes, however big) at most `bytes` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub entries: u32,
+    pub bytes: u64,
+}
+
+impl From<u32> for Page {
+    /// A page limited by count only.
+    fn from(entries: u32) -> Self {
+        Page {
+            entries,
+            bytes: u64::MAX,
+        }
+    }
+}
+
+impl Page {
+    /// How many entries of these sizes (in order) the page holds.
+    fn fit(&self, sizes: &[i64]) -> usize {
+        let mut total = 0u64;
+        let mut fit = 0;
+        for &size in sizes {
+            total = total.saturating_add(size.max(0) as u64);
+            if fit > 0 && total > self.bytes {
+                break;
+            }
+            fit += 1;
+        }
+        fit
+    }
+}
+
 /// One log or mailbox entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -372,7 +406,7 @@ impl Database {
         group_id: &[u8],
         token_hash: &TokenHash,
         after_seq: u64,
-        limit: u32,
+        page: impl Into<Page>,
     ) -> Result<Result<Vec<Entry>, Refused>, StorageError> {
         const TOKEN: &str =
             "SELECT count(*) FROM group_tokens WHERE group_id = $1 AND token_hash = $2";
@@ -398,7 +432,7 @@ impl Database {
             }};
         }
         with_pool!(self, |pool| check!(pool));
-        Ok(Ok(self.log_after(group_id, after_seq, limit).await?))
+        Ok(Ok(self.log_after(group_id, after_seq, page).await?))
     }
 
     /// Log entries after `after_seq`, without a token: for the node's own use (pushing what
@@ -407,8 +441,10 @@ impl Database {
         &self,
         group_id: &[u8],
         after_seq: u64,
-        limit: u32,
+        page: impl Into<Page>,
     ) -> Result<Vec<Entry>, StorageError> {
+        const SIZES: &str = "SELECT CAST(length(message) AS BIGINT) FROM group_log
+                             WHERE group_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
         const LOG: &str = "SELECT seq, epoch, CAST(kind AS BIGINT), message FROM group_log
                            WHERE group_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
         fn entry(group_id: &[u8], row: &impl RowExt) -> Result<Entry, sqlx::Error> {
@@ -420,7 +456,9 @@ impl Database {
                 message: row.bytes(3)?,
             })
         }
-        let (after, limit) = (to_db(after_seq), i64::from(limit));
+        let page = page.into();
+        let after = to_db(after_seq);
+        let limit = self.fitting(SIZES, group_id, after, page).await?;
         let entries: Result<Vec<Entry>, sqlx::Error> = with_pool!(self, |pool| sqlx::query(LOG)
             .bind(group_id)
             .bind(after)
@@ -431,6 +469,28 @@ impl Database {
             .map(|row| entry(group_id, row))
             .collect());
         Ok(entries?)
+    }
+
+    /// How many of the entries `sizes` lists (by key and after a position) fit in `page`: the
+    /// sizes are read first, so that no more bytes than the page holds are read.
+    async fn fitting(
+        &self,
+        sizes: &'static str,
+        key: &[u8],
+        after: i64,
+        page: Page,
+    ) -> Result<i64, StorageError> {
+        let limit = i64::from(page.entries);
+        if page.bytes == u64::MAX {
+            return Ok(limit);
+        }
+        let sizes: Vec<i64> = with_pool!(self, |pool| sqlx::query_scalar(sizes)
+            .bind(key)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        Ok(page.fit(&sizes) as i64)
     }
 
     /// The ratchet tree the commit into `epoch` left, if it added anyone.
@@ -455,8 +515,10 @@ impl Database {
         &self,
         owner: &ClientId,
         after: u64,
-        limit: u32,
+        page: impl Into<Page>,
     ) -> Result<Vec<Entry>, StorageError> {
+        const SIZES: &str = "SELECT CAST(length(welcome) AS BIGINT) FROM mailbox
+                             WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
         const SQL: &str = "SELECT id, epoch, group_id, welcome FROM mailbox
                            WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
         fn entry(row: &impl RowExt) -> Result<Entry, sqlx::Error> {
@@ -468,7 +530,8 @@ impl Database {
                 message: row.bytes(3)?,
             })
         }
-        let (owner, after, limit) = (owner.as_slice(), to_db(after), i64::from(limit));
+        let (owner, after) = (owner.as_slice(), to_db(after));
+        let limit = self.fitting(SIZES, owner, after, page.into()).await?;
         let rows: Result<Vec<Entry>, sqlx::Error> = with_pool!(self, |pool| sqlx::query(SQL)
             .bind(owner)
             .bind(after)

@@ -7,7 +7,9 @@ mod groups;
 mod keypackages;
 mod migrate;
 
-pub use groups::{Committed, Entry, NewCommit, NewMessage, PostKey, Posted, Refused, post_key};
+pub use groups::{
+    Committed, Entry, NewCommit, NewMessage, Page, PostKey, Posted, Refused, post_key,
+};
 
 use std::path::Path;
 use std::str::FromStr;
