@@ -71,7 +71,10 @@ impl Driver {
     }
 
     pub fn into_profile(mut self) -> Profile {
-        self.disconnect("closing");
+        if let Some(connection) = self.connection.take() {
+            connection.close();
+            self.answers.abort_all();
+        }
         self.core.into_profile()
     }
 
