@@ -508,12 +508,12 @@ async fn welcomes_go_only_to_clients_whose_key_package_the_committer_claimed() {
         // One claim allows one Welcome, and a refused commit does not use it up.
         let add = commit(0, 1, vec![(victim, b"welcome".to_vec())]);
         claimed(&db, &add).await;
-        let mut stale = add.clone();
-        stale.epoch = 5;
-        assert!(matches!(
-            db.post_commit(&stale, QUOTA).await.unwrap(),
-            Err(Refused::StaleEpoch { .. })
-        ));
+        let mut refused = add.clone();
+        refused.token_hash = token_hash(&token(0, 0x77));
+        assert_eq!(
+            db.post_commit(&refused, QUOTA).await.unwrap(),
+            Err(Refused::BadToken)
+        );
         db.post_commit(&add, QUOTA).await.unwrap().unwrap();
         let mut again = commit(1, 1, vec![(victim, b"again".to_vec())]);
         again.token_hash = token_hash(&token(1, 0));
@@ -558,6 +558,40 @@ async fn reads_are_paged_by_bytes_and_a_big_entry_still_comes_alone() {
             pages.push(read.iter().map(|e| e.message.len()).collect::<Vec<_>>());
         }
         assert_eq!(pages, [vec![300, 50, 50], vec![1000], vec![10]]);
+    })
+    .await;
+}
+
+/// Issue 10, finding 4 (in part): a wrong token at an old epoch was answered `stale_epoch` with
+/// the group's current epoch, so anyone knowing a group id learned its epoch. The token is now
+/// judged first; only a holder of that epoch's token hears the current one.
+#[tokio::test]
+async fn a_wrong_token_learns_nothing_of_the_current_epoch() {
+    both(async |db: Database| {
+        created(&db).await;
+        for epoch in 0..3u8 {
+            db.post_commit(&commit(u64::from(epoch), epoch, vec![]), QUOTA)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let stranger = token_hash(&token(0, 0x99));
+        assert_eq!(
+            db.post_message(GROUP, 0, &stranger, b"x").await.unwrap(),
+            Err(Refused::BadToken)
+        );
+        let mut forged = commit(1, 9, vec![]);
+        forged.token_hash = stranger;
+        assert_eq!(
+            db.post_commit(&forged, QUOTA).await.unwrap(),
+            Err(Refused::BadToken)
+        );
+        // A former member, with the token of the epoch it posts at, is told where the group is.
+        let old = token_hash(&token(1, 0));
+        assert_eq!(
+            db.post_message(GROUP, 1, &old, b"late").await.unwrap(),
+            Err(Refused::StaleEpoch { current: 3 })
+        );
     })
     .await;
 }

@@ -173,11 +173,12 @@ macro_rules! append {
             .await?;
         match seq {
             None => {
-                let current: Option<i64> =
-                    sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
-                        .bind($group_id)
-                        .fetch_optional(&mut *$tx)
-                        .await?;
+                let current: Option<(i64, bool)> = sqlx::query_as(CURRENT)
+                    .bind($group_id)
+                    .bind($epoch)
+                    .bind($token_hash.as_slice())
+                    .fetch_optional(&mut *$tx)
+                    .await?;
                 Err(refusal(current, $epoch))
             }
             Some(seq) => {
@@ -741,11 +742,12 @@ async fn append_batch_postgres(
                 repeat: false,
             }),
             None => {
-                let current: Option<i64> =
-                    sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
-                        .bind(&post.group_id)
-                        .fetch_optional(pool)
-                        .await?;
+                let current: Option<(i64, bool)> = sqlx::query_as(CURRENT)
+                    .bind(&post.group_id)
+                    .bind(to_db(post.epoch))
+                    .bind(post.token_hash.as_slice())
+                    .fetch_optional(pool)
+                    .await?;
                 Err(refusal(current, to_db(post.epoch)))
             }
         });
@@ -802,11 +804,19 @@ fn repeat(seq: i64, epoch: i64) -> Posted {
     }
 }
 
-/// Why the compare-and-set found nothing to update.
-fn refusal(current: Option<i64>, posted: i64) -> Refused {
+/// For a refused post: the group's current epoch, and whether the token presented is the one
+/// of the epoch posted at.
+const CURRENT: &str = "SELECT g.epoch, EXISTS (SELECT 1 FROM group_tokens t
+                           WHERE t.group_id = g.group_id AND t.epoch = $2 AND t.token_hash = $3)
+                       FROM groups g WHERE g.group_id = $1";
+
+/// Why the compare-and-set found nothing to update. The token is judged before the epoch, so
+/// that only a member learns the group's current epoch.
+fn refusal(current: Option<(i64, bool)>, posted: i64) -> Refused {
     match current {
         None => Refused::UnknownGroup,
-        Some(current) if current != posted => Refused::StaleEpoch {
+        Some((_, false)) => Refused::BadToken,
+        Some((current, true)) if current != posted => Refused::StaleEpoch {
             current: from_db(current),
         },
         Some(_) => Refused::BadToken,
