@@ -1,4 +1,4 @@
-//! A delivery node and peers as real processes on 127.0.0.1: what `mlschat demo` plays and the
+//! A delivery node and peers as real processes on 127.0.0.1: what `mlschat-demo` plays and the
 //! end-to-end tests (`tests/`) drive. Peers are `mlschat` profiles, each with its daemon, used
 //! through the CLI and the daemon's JSON-RPC socket exactly as a user or a front end would.
 //!
