@@ -66,6 +66,10 @@ pub struct LimitsSection {
     /// Largest application message (or proposal) a client may post; large content travels
     /// as attachments.
     pub max_message: u32,
+    /// Milliseconds a request may take to arrive whole; a stalled stream is answered `timeout`.
+    pub request_timeout_ms: u64,
+    /// Bytes the bodies of one connection's requests in flight may declare together.
+    pub connection_budget: u32,
     /// Claims a claimer may make at once, then one per `claim_refill_ms`.
     pub claim_burst: u32,
     pub claim_refill_ms: u64,
@@ -105,6 +109,8 @@ impl Default for LimitsSection {
             max_fetch: 1000,
             max_fetch_bytes: 8 * 1024 * 1024,
             max_message: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            connection_budget: 2 * mlschat_wire::MAX_FRAME,
             claim_burst: 500,
             claim_refill_ms: 100,
             mailbox_quota: 10_000,

@@ -53,6 +53,8 @@ pub async fn run(
             max_fetch: config.limits.max_fetch,
             max_fetch_bytes: config.limits.max_fetch_bytes,
             max_message: config.limits.max_message,
+            request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
+            connection_budget: config.limits.connection_budget,
             mailbox_quota: config.limits.mailbox_quota,
             writers: config.database.writers,
         },

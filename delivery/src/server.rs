@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mlschat_keypackages::{ClaimError, Directory, KeyPackage, RateLimit};
 use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose};
@@ -19,7 +19,7 @@ use mlschat_wire::{
 use openmls::prelude::{KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion};
 use openmls_rust_crypto::RustCrypto;
 use tls_codec::Deserialize as _;
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 use tracing::Instrument;
 
 use crate::announce::{Announcement, Announcer};
@@ -55,6 +55,12 @@ pub struct NodeConfig {
     pub mailbox_quota: u64,
     /// Batches of posts written at once (posts to one group always go to the same writer).
     pub writers: usize,
+    /// How long a request may take to arrive whole (and to find room in its connection's
+    /// budget): a stalled stream is answered `timeout` and its memory released.
+    pub request_timeout: Duration,
+    /// Bytes the bodies of one connection's requests in flight may declare together: a client
+    /// cannot make the node hold more for it by opening many streams.
+    pub connection_budget: u32,
 }
 
 impl Default for NodeConfig {
@@ -68,6 +74,8 @@ impl Default for NodeConfig {
             max_message: 1024 * 1024,
             mailbox_quota: 10_000,
             writers: 2,
+            request_timeout: Duration::from_secs(30),
+            connection_budget: 2 * mlschat_wire::MAX_FRAME,
         }
     }
 }
@@ -492,12 +500,17 @@ impl Node {
             return;
         }
         let session = Arc::new(Mutex::new(Session::default()));
+        let budget = Arc::new(Semaphore::new(self.config.connection_budget as usize));
         self.metrics.connections.inc();
         let (pushes, queue) = mpsc::channel(PUSH_QUEUE);
         tokio::spawn(write_pushes(connection.clone(), queue).in_current_span());
         while let Ok((send, recv)) = connection.accept_bi().await {
             let (node, session, pushes) = (self.clone(), session.clone(), pushes.clone());
-            let stream = async move { node.stream(session, exporter, pushes, send, recv).await };
+            let budget = budget.clone();
+            let stream = async move {
+                node.stream(session, exporter, pushes, &budget, send, recv)
+                    .await
+            };
             tokio::spawn(stream.in_current_span());
         }
         self.metrics.connections.dec();
@@ -508,6 +521,7 @@ impl Node {
         session: Arc<Mutex<Session>>,
         exporter: [u8; EXPORTER_LEN],
         pushes: mpsc::Sender<Push>,
+        budget: &Semaphore,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
@@ -519,7 +533,17 @@ impl Node {
             Ok(_) => self.config.max_frame,
             Err(_) => PRE_AUTH_MAX_FRAME,
         };
-        let (kind, result) = match self.read_request(&mut recv, limit).await {
+        let read = tokio::time::timeout(
+            self.config.request_timeout,
+            self.read_request(&mut recv, limit, budget),
+        );
+        let read = read.await.unwrap_or_else(|_| {
+            Err(Failure::new(
+                ErrorCode::Timeout,
+                "the request did not arrive in time",
+            ))
+        });
+        let (kind, result) = match read {
             Ok(_) if self.is_draining() => (
                 "any",
                 Err(Failure::new(
@@ -558,17 +582,23 @@ impl Node {
         }
     }
 
-    /// Reads one request frame: the header first, and the body only if within `limit`.
+    /// Reads one request frame: the header first, and the body only if within `limit` and once
+    /// the connection's budget has room for it (held until the body is decoded).
     async fn read_request(
         &self,
         recv: &mut quinn::RecvStream,
         limit: u32,
+        budget: &Semaphore,
     ) -> Result<Request, Failure> {
         let mut header = [0u8; HEADER_LEN];
         recv.read_exact(&mut header)
             .await
             .map_err(|_| Failure::from(FrameError::Truncated))?;
         let header = Header::parse(&header, limit)?;
+        let _room = budget
+            .acquire_many(header.length)
+            .await
+            .map_err(|_| Failure::new(ErrorCode::Unavailable, "the connection is closing"))?;
         let mut body = vec![0u8; header.length as usize];
         recv.read_exact(&mut body)
             .await

@@ -572,3 +572,41 @@ async fn big_messages_are_refused_and_fetches_are_paged_by_bytes() {
     }
     assert_eq!(read, sizes);
 }
+
+/// Issue 10, finding 3 (in part): streams that declare a big body and then stall were held
+/// forever, with their declared size reserved. Now a request must arrive whole in time (it is
+/// answered `timeout` and its memory released), the declared bodies of a connection's requests
+/// in flight share one budget, and the connection goes on serving.
+#[tokio::test]
+async fn stalled_streams_time_out_and_the_connection_keeps_serving() {
+    let node = start_node_with(NodeConfig {
+        request_timeout: Duration::from_millis(300),
+        connection_budget: 1024 * 1024,
+        ..NodeConfig::default()
+    })
+    .await;
+    let mallory = Client::connect(node.addr, node.fingerprint).await;
+    mallory.register().await;
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let (mut send, recv) = mallory.connection.quinn().open_bi().await.unwrap();
+        // A header declaring a 900 KiB body, then ten bytes of it, then nothing.
+        let mut head = vec![0, 1];
+        head.extend_from_slice(&(900u32 * 1024).to_be_bytes());
+        head.extend_from_slice(&[0; 10]);
+        send.write_all(&head).await.unwrap();
+        stalled.push((send, recv));
+    }
+    for (_send, mut recv) in stalled {
+        let answer = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 20))
+            .await
+            .expect("a stalled stream is answered")
+            .unwrap();
+        let answer: Response = mlschat_wire::frame::decode(&answer, MAX_FRAME).unwrap();
+        assert_eq!(error_code(&answer), Some(ErrorCode::Timeout));
+    }
+    assert!(matches!(
+        mallory.request(&Request::KeyPackageStock).await,
+        Response::KeyPackageStock { .. }
+    ));
+}

@@ -1067,7 +1067,7 @@ impl Core {
 fn passes(code: ErrorCode) -> bool {
     matches!(
         code,
-        ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::RateLimited
+        ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Timeout
     )
 }
 

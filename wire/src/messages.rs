@@ -297,4 +297,7 @@ pub enum ErrorCode {
     Internal = 17,
     /// The node is shutting down; retry elsewhere or later.
     Unavailable = 18,
+    /// The request did not arrive whole in time (a stalled stream), or waited too long for
+    /// room among the connection's requests in flight.
+    Timeout = 19,
 }
