@@ -107,7 +107,6 @@ pub struct LogRead {
 pub struct QueuedText {
     /// Its outbox row.
     pub seq: i64,
-    pub group: GroupId,
     /// The epoch it is encrypted for and the MLS message, once it is encrypted.
     pub encrypted: Option<(u64, Vec<u8>)>,
     pub post_id: PostId,
@@ -891,9 +890,10 @@ impl Profile {
                     AND (SELECT continues IS NULL FROM groups WHERE group_id = ?1)",
                 )?
                 .query_row([id.as_slice()], |r| r.get(0))?;
-            append_text(p.store.conn(), &id, epoch, &me, &content)?;
-            let history_seq = p.store.conn().last_insert_rowid();
-            let outbox = p.queue_content(&id, &content, Some(history_seq))?;
+            let conn = p.store.conn();
+            append_text(conn, &id, epoch, &me, &content)?;
+            let history_seq = conn.last_insert_rowid();
+            let outbox = queue_text(conn, &id, &content.encode(), &content.id, Some(history_seq))?;
             if alone {
                 p.encrypt_in_place(&id, outbox, &content.encode(), Some(history_seq))?;
             }
@@ -957,7 +957,6 @@ impl Profile {
         };
         Ok(Some(QueuedText {
             seq,
-            group: id.clone(),
             encrypted,
             post_id,
         }))
@@ -1257,11 +1256,7 @@ impl Profile {
         conn.execute("DELETE FROM outbox WHERE group_id = ?1", [old.as_slice()])?;
         conn.execute("DELETE FROM intents WHERE group_id = ?1", [old.as_slice()])?;
         for (content, history_seq, post_id) in moved {
-            conn.execute(
-                "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq,
-                     post_id) VALUES (?1, 'group', X'', ?2, ?3, ?4, ?5)",
-                params![new.as_slice(), unix_now(), content, history_seq, post_id],
-            )?;
+            queue_text(conn, new, &content, &post_id, Some(history_seq))?;
             conn.execute(
                 "UPDATE messages SET group_id = ?2, log_seq = NULL WHERE seq = ?1",
                 params![history_seq, new.as_slice()],
@@ -1277,30 +1272,6 @@ impl Profile {
         let body = format!("this group continues group {}", hex::encode(old.as_slice()));
         append_history(self.store.conn(), new, 0, &me, "event", &body)?;
         Ok(())
-    }
-
-    /// Queues content (a text, an announcement) for a hosted group; `history` is its history
-    /// row, if it has one.
-    fn queue_content(
-        &mut self,
-        id: &GroupId,
-        content: &Content,
-        history: Option<i64>,
-    ) -> Result<i64, ProfileError> {
-        let conn = self.store.conn();
-        conn.prepare_cached(
-            "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq,
-                 post_id)
-             VALUES (?1, 'group', X'', ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![
-            id.as_slice(),
-            unix_now(),
-            content.encode(),
-            history,
-            content.id.as_slice()
-        ])?;
-        Ok(conn.last_insert_rowid())
     }
 
     /// Events (history rows of every group) after `after`, oldest first: what front ends
@@ -1325,6 +1296,29 @@ impl Profile {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Queues a text for a hosted group, not yet encrypted: its encoded content and post id, and
+/// its history row. Returns its outbox row.
+fn queue_text(
+    conn: &rusqlite::Connection,
+    id: &GroupId,
+    content: &[u8],
+    post_id: &[u8],
+    history: Option<i64>,
+) -> Result<i64, ProfileError> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq, post_id)
+         VALUES (?1, 'group', X'', ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        id.as_slice(),
+        unix_now(),
+        content,
+        history,
+        post_id
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// What one log entry did.
