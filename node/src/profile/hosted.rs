@@ -277,7 +277,11 @@ impl Profile {
 
     /// Makes the group's first waiting intent into our pending commit, in one transaction.
     pub fn prepare_next_commit(&mut self, id: &GroupId) -> Result<Prepared, ProfileError> {
-        if self.pending_commit(id)?.is_some() {
+        let pending: Option<i64> = self.store.query_opt(
+            "SELECT 1 FROM pending_commits WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+        if pending.is_some() {
             return Err(ProfileError::WrongKind(
                 "a commit of ours is still waiting for the log".into(),
             ));
