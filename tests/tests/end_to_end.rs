@@ -104,9 +104,16 @@ fn members_committing_at_once_converge_to_one_epoch() {
         s.spawn(|| peers[2].rpc("group.update", json!({"group": id})));
     });
     let all = [&peers[0], &peers[1], &peers[2], &dave];
-    let epoch = converged(&all, &id);
-    // Each intent took effect exactly once: three commits, whoever won each race.
-    assert_eq!(epoch, before + 3);
+    // Each intent took effect exactly once: three commits, whoever won each race, then dave's
+    // refresh of the leaf his KeyPackage gave him (which can land before or after we look).
+    eventually("dave refreshes his keys", || {
+        dave.group(&id)
+            .is_some_and(|g| g["epoch"].as_u64() >= Some(before + 4))
+    });
+    for peer in all {
+        peer.call("sync", json!({})).unwrap();
+    }
+    assert_eq!(converged(&all, &id), before + 4);
     assert_eq!(peers[1].group(&id).unwrap()["members"], 4);
     for peer in all {
         send(peer, &id, &format!("hi from {}", peer.name));
