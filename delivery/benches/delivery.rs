@@ -322,10 +322,19 @@ async fn main() {
     }
     let url = common::fresh_postgres_url().await;
     let data = tempfile::tempdir().unwrap();
-    // Claims are rate-limited per claimer; the benchmark measures the node, not the limit.
+    // Claims, requests, bytes, groups and registrations are rate-limited per client or
+    // address; the benchmark measures the node, not the limits.
     let unlimited = [
         ("MLSCHAT__LIMITS__CLAIM_BURST", "1000000000"),
         ("MLSCHAT__LIMITS__CLAIM_REFILL_MS", "1"),
+        ("MLSCHAT__LIMITS__CLIENT_REQUESTS_BURST", "1000000000"),
+        ("MLSCHAT__LIMITS__CLIENT_REQUESTS_PER_SECOND", "1e9"),
+        ("MLSCHAT__LIMITS__CLIENT_BYTES_BURST", "4000000000"),
+        ("MLSCHAT__LIMITS__CLIENT_BYTES_PER_SECOND", "1e12"),
+        ("MLSCHAT__LIMITS__CLIENT_GROUPS_BURST", "1000000000"),
+        ("MLSCHAT__LIMITS__ADDRESS_REGISTRATIONS_BURST", "1000000000"),
+        ("MLSCHAT__LIMITS__ADDRESS_REQUESTS_BURST", "1000000000"),
+        ("MLSCHAT__LIMITS__ADDRESS_REQUESTS_PER_SECOND", "1e9"),
     ];
     let node = NodeProcess::start(data.path(), &url, &unlimited);
     let pid = node.child.id();

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::guard::{GuardConfig, rate};
 use crate::server::Registration;
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -77,6 +78,56 @@ pub struct LimitsSection {
     pub mailbox_quota: u64,
     /// Days a mailbox entry is kept if never acknowledged.
     pub mailbox_retention_days: u64,
+    /// Bytes the bodies of all requests in flight may declare together.
+    pub memory_budget: u32,
+    /// Milliseconds a connection may take to finish its handshake, and again to authenticate.
+    pub handshake_timeout_ms: u64,
+    /// Milliseconds a silent connection lives (clients send keep-alives).
+    pub idle_timeout_ms: u64,
+    /// Requests one connection may have open at once.
+    pub streams_per_connection: u32,
+    pub max_connections: usize,
+    pub connections_per_address: usize,
+    /// Requests an authenticated client may send at once, then this many a second.
+    pub client_requests_burst: u32,
+    pub client_requests_per_second: f64,
+    /// Requests the unauthenticated connections of one address may send together.
+    pub address_requests_burst: u32,
+    pub address_requests_per_second: f64,
+    /// Bytes of commits, messages and KeyPackages a client may write at once, then this many a
+    /// second: with the retention, what one client can make the node store.
+    pub client_bytes_burst: u32,
+    pub client_bytes_per_second: f64,
+    /// Groups a client may create at once, then this many an hour.
+    pub client_groups_burst: u32,
+    pub client_groups_per_hour: f64,
+    /// Registrations one address may make at once, then this many an hour.
+    pub address_registrations_burst: u32,
+    pub address_registrations_per_hour: f64,
+}
+
+impl LimitsSection {
+    /// The connection counts and rates, as the guard takes them.
+    pub fn guard(&self) -> GuardConfig {
+        GuardConfig {
+            max_connections: self.max_connections,
+            connections_per_address: self.connections_per_address,
+            client_requests: rate(self.client_requests_burst, self.client_requests_per_second),
+            address_requests: rate(
+                self.address_requests_burst,
+                self.address_requests_per_second,
+            ),
+            client_bytes: rate(self.client_bytes_burst, self.client_bytes_per_second),
+            client_groups: rate(
+                self.client_groups_burst,
+                self.client_groups_per_hour / 3600.0,
+            ),
+            address_registrations: rate(
+                self.address_registrations_burst,
+                self.address_registrations_per_hour / 3600.0,
+            ),
+        }
+    }
 }
 
 impl Default for ServerSection {
@@ -115,6 +166,22 @@ impl Default for LimitsSection {
             claim_refill_ms: 100,
             mailbox_quota: 10_000,
             mailbox_retention_days: 30,
+            memory_budget: 16 * mlschat_wire::MAX_FRAME,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            streams_per_connection: 64,
+            max_connections: 10_000,
+            connections_per_address: 256,
+            client_requests_burst: 2_000,
+            client_requests_per_second: 500.0,
+            address_requests_burst: 200,
+            address_requests_per_second: 20.0,
+            client_bytes_burst: 256 << 20,
+            client_bytes_per_second: 256.0 * 1024.0,
+            client_groups_burst: 200,
+            client_groups_per_hour: 360.0,
+            address_registrations_burst: 20,
+            address_registrations_per_hour: 60.0,
         }
     }
 }

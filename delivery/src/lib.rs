@@ -9,6 +9,7 @@
 //! - [`server`]: the QUIC server: reads requests, answers them from storage.
 //! - [`appender`]: group commit: concurrent posts share one transaction.
 //! - [`announce`]: pushes across node processes on one Postgres (LISTEN/NOTIFY).
+//! - [`guard`]: connection limits, per-client and per-address rates and quotas, refusals.
 //! - [`certificate`]: the node's certificate, self-signed on first start.
 //! - [`config`]: defaults, TOML file, `MLSCHAT__SECTION__KEY` environment.
 //! - [`admin`]: the admin HTTP port, closed to web pages, changes behind the admin token.
@@ -21,6 +22,7 @@ pub mod announce;
 pub mod appender;
 pub mod certificate;
 pub mod config;
+pub mod guard;
 pub mod run;
 pub mod server;
 pub mod storage;

@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use crate::admin;
 use crate::certificate::NodeCertificate;
-use crate::config::Config;
+use crate::config::{Config, LimitsSection};
 use crate::server::{Node, NodeConfig, serve};
 use crate::storage::Database;
 
@@ -39,7 +39,9 @@ pub async fn run(
     .context("opening the database")?;
     let cert = certificate(&config)?;
     let token = admin_token(&config)?;
-    let endpoint = quinn::Endpoint::server(cert.server_config()?, config.server.listen)
+    let mut server_config = cert.server_config()?;
+    server_config.transport_config(Arc::new(transport(&config.limits)));
+    let endpoint = quinn::Endpoint::server(server_config, config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let node = Arc::new(Node::new(
         db,
@@ -55,6 +57,9 @@ pub async fn run(
             max_message: config.limits.max_message,
             request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
             connection_budget: config.limits.connection_budget,
+            memory_budget: config.limits.memory_budget,
+            handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
+            guard: config.limits.guard(),
             mailbox_quota: config.limits.mailbox_quota,
             writers: config.database.writers,
         },
@@ -103,6 +108,20 @@ pub async fn run(
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// QUIC limits: how long a silent connection lives, how many requests it may have open, and
+/// how much unread data it may send ahead (so that stalled streams cannot pile up in buffers).
+pub fn transport(limits: &LimitsSection) -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    transport.max_idle_timeout(idle.try_into().ok());
+    transport.max_concurrent_bidi_streams(limits.streams_per_connection.into());
+    // Pushes go from the node on streams it opens; clients open none of their own.
+    transport.max_concurrent_uni_streams(0u32.into());
+    transport.stream_receive_window((1u32 << 20).into());
+    transport.receive_window((4u32 << 20).into());
+    transport
 }
 
 /// Every 15 seconds, refreshes the metrics that need a query (a scrape never waits on one).

@@ -4,6 +4,7 @@
 //! sends only a short text.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,6 +25,7 @@ use tracing::Instrument;
 
 use crate::announce::{Announcement, Announcer};
 use crate::appender::Appender;
+use crate::guard::{Guard, GuardConfig, Refusal};
 use crate::storage::{
     Database, Entry, NewCommit, NewMessage, Page, Refused, StorageError, post_key,
 };
@@ -61,6 +63,12 @@ pub struct NodeConfig {
     /// Bytes the bodies of one connection's requests in flight may declare together: a client
     /// cannot make the node hold more for it by opening many streams.
     pub connection_budget: u32,
+    /// Bytes the bodies of all requests in flight may declare together.
+    pub memory_budget: u32,
+    /// How long a connection may take to complete its handshake, and then to authenticate.
+    pub handshake_timeout: Duration,
+    /// Connection counts and per-client rates.
+    pub guard: GuardConfig,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +84,9 @@ impl Default for NodeConfig {
             writers: 2,
             request_timeout: Duration::from_secs(30),
             connection_budget: 2 * mlschat_wire::MAX_FRAME,
+            memory_budget: 16 * mlschat_wire::MAX_FRAME,
+            handshake_timeout: Duration::from_secs(10),
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -92,8 +103,13 @@ pub struct Node {
     crypto: RustCrypto,
     started: Instant,
     metrics: Metrics,
+    guard: Arc<Guard>,
+    /// Bytes all requests in flight may declare together.
+    memory: Semaphore,
     /// Set on shutdown: new requests are refused with `unavailable`.
     draining: AtomicBool,
+    /// Wakes requests still arriving when a drain starts: they are answered `unavailable`.
+    drain_started: Notify,
     /// Requests being handled, so a drain can wait for them.
     in_flight: AtomicUsize,
     idle: Notify,
@@ -105,6 +121,12 @@ pub struct Node {
 
 /// The largest request body from a connection that has not authenticated yet.
 const PRE_AUTH_MAX_FRAME: u32 = 4096;
+
+/// Where a request comes from: its connection's address and session.
+struct Caller {
+    address: IpAddr,
+    session: Arc<Mutex<Session>>,
+}
 
 /// Pushes waiting for a slow connection; beyond this they are dropped, and the client, seeing a
 /// gap in sequence numbers, fetches what it missed.
@@ -122,7 +144,7 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new() -> Self {
+    fn new(refusals: prometheus::IntCounterVec) -> Self {
         let registry = prometheus::Registry::new();
         let requests = prometheus::IntCounterVec::new(
             prometheus::Opts::new("mlschat_requests_total", "Requests by kind and result"),
@@ -153,6 +175,7 @@ impl Metrics {
             Box::new(connections.clone()),
             Box::new(stored_bytes.clone()),
             Box::new(key_packages.clone()),
+            Box::new(refusals),
         ] {
             registry.register(metric).expect("unique metric names");
         }
@@ -257,6 +280,20 @@ impl From<Refused> for Failure {
     }
 }
 
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        let detail = match r {
+            Refusal::ConnectionsPerAddress | Refusal::Connections => "too many connections",
+            Refusal::Requests => "too many requests; slow down",
+            Refusal::Bytes => "you wrote more than your quota allows for now; wait",
+            Refusal::Groups => "you created more groups than your quota allows for now; wait",
+            Refusal::Registrations => "too many registrations from your address; wait",
+            Refusal::Unauthenticated => "authenticate first",
+        };
+        Failure::new(r.code(), detail)
+    }
+}
+
 impl From<FrameError> for Failure {
     fn from(e: FrameError) -> Self {
         let code = match e {
@@ -294,19 +331,33 @@ async fn write_pushes(connection: quinn::Connection, mut queue: mpsc::Receiver<P
     }
 }
 
-/// Accepts connections until the endpoint is closed.
+/// Accepts connections until the endpoint is closed: each within the connection limits, and
+/// only if its handshake completes in time.
 pub async fn serve(endpoint: quinn::Endpoint, node: Arc<Node>) {
     while let Some(incoming) = endpoint.accept().await {
+        let address = incoming.remote_address();
+        let slot = match node.guard.admit(address.ip()) {
+            Ok(slot) => slot,
+            Err(_) => {
+                incoming.refuse();
+                continue;
+            }
+        };
         let node = node.clone();
         tokio::spawn(async move {
-            match incoming.await {
-                Ok(connection) => {
-                    let span =
-                        tracing::info_span!("connection", remote = %connection.remote_address());
-                    node.connection(connection).instrument(span).await
+            let handshake = match incoming.accept() {
+                Ok(connecting) => tokio::time::timeout(node.config.handshake_timeout, connecting),
+                Err(e) => return tracing::debug!(error = %e, "handshake failed"),
+            };
+            match handshake.await {
+                Ok(Ok(connection)) => {
+                    let span = tracing::info_span!("connection", remote = %address);
+                    node.connection(connection).instrument(span).await;
                 }
-                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+                Ok(Err(e)) => tracing::debug!(error = %e, "handshake failed"),
+                Err(_) => tracing::debug!(%address, "handshake timed out"),
             }
+            drop(slot);
         });
     }
 }
@@ -314,7 +365,12 @@ pub async fn serve(endpoint: quinn::Endpoint, node: Arc<Node>) {
 impl Node {
     pub fn new(db: Database, config: NodeConfig) -> Self {
         let announcer = Announcer::new(db.clone());
+        let guard = Arc::new(Guard::new(config.guard.clone()));
         Self {
+            metrics: Metrics::new(guard.metric()),
+            memory: Semaphore::new(config.memory_budget as usize),
+            guard,
+            drain_started: Notify::new(),
             directory: Directory::new(db.clone(), config.claim_rate),
             // Posts to different groups commit in parallel; SQLite has one writer anyway,
             // where they simply take turns.
@@ -324,7 +380,6 @@ impl Node {
             config,
             crypto: RustCrypto::default(),
             started: Instant::now(),
-            metrics: Metrics::new(),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -473,6 +528,7 @@ impl Node {
     /// Refuses new requests from now on and waits until those in flight are answered.
     pub async fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.drain_started.notify_waiters();
         while self.in_flight.load(Ordering::SeqCst) > 0 {
             let notified = self.idle.notified();
             if self.in_flight.load(Ordering::SeqCst) == 0 {
@@ -499,16 +555,22 @@ impl Node {
             connection.close(1u32.into(), b"no TLS exporter");
             return;
         }
+        let address = connection.remote_address().ip();
         let session = Arc::new(Mutex::new(Session::default()));
         let budget = Arc::new(Semaphore::new(self.config.connection_budget as usize));
         self.metrics.connections.inc();
         let (pushes, queue) = mpsc::channel(PUSH_QUEUE);
         tokio::spawn(write_pushes(connection.clone(), queue).in_current_span());
+        tokio::spawn(
+            self.clone()
+                .authenticate_in_time(connection.clone(), session.clone()),
+        );
         while let Ok((send, recv)) = connection.accept_bi().await {
             let (node, session, pushes) = (self.clone(), session.clone(), pushes.clone());
             let budget = budget.clone();
             let stream = async move {
-                node.stream(session, exporter, pushes, &budget, send, recv)
+                let caller = Caller { address, session };
+                node.stream(caller, exporter, pushes, &budget, send, recv)
                     .await
             };
             tokio::spawn(stream.in_current_span());
@@ -516,9 +578,26 @@ impl Node {
         self.metrics.connections.dec();
     }
 
+    /// Closes the connection if it has not authenticated within the handshake timeout: an
+    /// anonymous connection costs the node a slot and must not hold it.
+    async fn authenticate_in_time(
+        self: Arc<Self>,
+        connection: quinn::Connection,
+        session: Arc<Mutex<Session>>,
+    ) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.config.handshake_timeout) => {}
+            _ = connection.closed() => return,
+        }
+        if session.lock().await.client().is_err() {
+            let reason = self.guard.refused(Refusal::Unauthenticated);
+            connection.close((reason.code() as u16).into(), b"authenticate first");
+        }
+    }
+
     async fn stream(
         &self,
-        session: Arc<Mutex<Session>>,
+        caller: Caller,
         exporter: [u8; EXPORTER_LEN],
         pushes: mpsc::Sender<Push>,
         budget: &Semaphore,
@@ -527,22 +606,25 @@ impl Node {
     ) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
+        let client = caller.session.lock().await.client().ok().map(|c| c.id);
         // Before authentication only the small auth requests are allowed, so a stranger cannot
         // make the node allocate a large frame.
-        let limit = match session.lock().await.client() {
-            Ok(_) => self.config.max_frame,
-            Err(_) => PRE_AUTH_MAX_FRAME,
+        let limit = match client {
+            Some(_) => self.config.max_frame,
+            None => PRE_AUTH_MAX_FRAME,
         };
         let read = tokio::time::timeout(
             self.config.request_timeout,
             self.read_request(&mut recv, limit, budget),
         );
-        let read = read.await.unwrap_or_else(|_| {
-            Err(Failure::new(
-                ErrorCode::Timeout,
-                "the request did not arrive in time",
-            ))
-        });
+        // A drain does not wait for requests still arriving: they are refused at once.
+        let drain = self.drain_started.notified();
+        let read = tokio::select! {
+            read = read => read.unwrap_or_else(|_| {
+                Err(Failure::new(ErrorCode::Timeout, "the request did not arrive in time"))
+            }),
+            _ = drain => Err(Failure::new(ErrorCode::Unavailable, "the node is shutting down")),
+        };
         let (kind, result) = match read {
             Ok(_) if self.is_draining() => (
                 "any",
@@ -551,9 +633,14 @@ impl Node {
                     "the node is shutting down",
                 )),
             ),
-            Ok(request) => (
+            Ok((request, size)) => (
                 kind(&request),
-                self.handle(request, &session, &exporter, &pushes).await,
+                async {
+                    self.guard.request(client.as_ref(), caller.address)?;
+                    self.handle(request, size, &caller, &exporter, &pushes)
+                        .await
+                }
+                .await,
             ),
             Err(failure) => ("unreadable", Err(failure)),
         };
@@ -582,23 +669,27 @@ impl Node {
         }
     }
 
-    /// Reads one request frame: the header first, and the body only if within `limit` and once
-    /// the connection's budget has room for it (held until the body is decoded).
+    /// Reads one request frame and its body's size: the header first, and the body only if
+    /// within `limit` and once both the connection's budget and the node's have room for it
+    /// (held until the body is decoded).
     async fn read_request(
         &self,
         recv: &mut quinn::RecvStream,
         limit: u32,
         budget: &Semaphore,
-    ) -> Result<Request, Failure> {
+    ) -> Result<(Request, usize), Failure> {
         let mut header = [0u8; HEADER_LEN];
         recv.read_exact(&mut header)
             .await
             .map_err(|_| Failure::from(FrameError::Truncated))?;
         let header = Header::parse(&header, limit)?;
-        let _room = budget
+        let closing = |_| Failure::new(ErrorCode::Unavailable, "the connection is closing");
+        let _connection_room = budget.acquire_many(header.length).await.map_err(closing)?;
+        let _node_room = self
+            .memory
             .acquire_many(header.length)
             .await
-            .map_err(|_| Failure::new(ErrorCode::Unavailable, "the connection is closing"))?;
+            .map_err(closing)?;
         let mut body = vec![0u8; header.length as usize];
         recv.read_exact(&mut body)
             .await
@@ -608,16 +699,18 @@ impl Node {
         if let Ok(Some(_)) = recv.read(&mut probe).await {
             return Err(FrameError::Malformed("bytes after the request".into()).into());
         }
-        Ok(frame::decode_body(&body)?)
+        Ok((frame::decode_body(&body)?, body.len()))
     }
 
     async fn handle(
         &self,
         request: Request,
-        session: &Mutex<Session>,
+        size: usize,
+        caller: &Caller,
         exporter: &[u8],
         pushes: &mpsc::Sender<Push>,
     ) -> Result<Response, Failure> {
+        let session = &caller.session;
         let client = match request {
             Request::Challenge => {
                 let mut nonce = [0u8; 32];
@@ -635,6 +728,7 @@ impl Node {
                     r.signature.as_slice(),
                 )?;
                 // The signature is checked first, so nobody burns invites without a key.
+                self.guard.register(caller.address)?;
                 if self.config.registration == Registration::Invite {
                     let invite = sha256(r.invite.as_slice());
                     if !self.db.use_invite(&invite).await? {
@@ -659,6 +753,12 @@ impl Node {
             }
             _ => session.lock().await.client()?.clone(),
         };
+        if matches!(
+            request,
+            Request::PostCommit(_) | Request::PostMessage(_) | Request::PublishKeyPackages(_)
+        ) {
+            self.guard.write(&client.id, size)?;
+        }
         self.handle_authenticated(request, &client, pushes).await
     }
 
@@ -746,6 +846,7 @@ impl Node {
                 }
             }
             Request::CreateGroup(g) => {
+                self.guard.create_group(&client.id)?;
                 self.db
                     .create_group(g.group_id.as_slice(), &g.token_hash)
                     .await??;

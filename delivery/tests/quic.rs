@@ -2,51 +2,14 @@
 
 mod common;
 
-use common::Client;
+use common::{Client, error_code, roomy, start_node, start_node_with};
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlschat_delivery::certificate::NodeCertificate;
-use mlschat_delivery::server::{Node, NodeConfig, serve};
+use mlschat_delivery::server::NodeConfig;
 use mlschat_wire::token::token_hash;
 use mlschat_wire::*;
-
-/// A running node and what a client needs to reach it.
-struct TestNode {
-    addr: SocketAddr,
-    fingerprint: [u8; 32],
-    _endpoint: quinn::Endpoint,
-}
-
-async fn start_node() -> TestNode {
-    start_node_with(NodeConfig::default()).await
-}
-
-async fn start_node_with(config: NodeConfig) -> TestNode {
-    let db = common::fresh_postgres().await;
-    let cert = NodeCertificate::self_signed("localhost").unwrap();
-    let endpoint = quinn::Endpoint::server(
-        cert.server_config().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
-    let node = Arc::new(Node::new(db, config));
-    tokio::spawn(serve(endpoint.clone(), node));
-    TestNode {
-        addr: endpoint.local_addr().unwrap(),
-        fingerprint: cert.fingerprint(),
-        _endpoint: endpoint,
-    }
-}
-
-fn error_code(response: &Response) -> Option<ErrorCode> {
-    match response {
-        Response::Error(e) => Some(e.code),
-        _ => None,
-    }
-}
 
 #[tokio::test]
 async fn clients_register_publish_and_claim_key_packages() {
@@ -508,7 +471,7 @@ async fn big_messages_are_refused_and_fetches_are_paged_by_bytes() {
     let node = start_node_with(NodeConfig {
         max_message: 600 * KIB as u32,
         max_fetch_bytes: (1500 * KIB) as u64,
-        ..NodeConfig::default()
+        ..roomy()
     })
     .await;
     let alice = Client::connect(node.addr, node.fingerprint).await;
@@ -582,7 +545,7 @@ async fn stalled_streams_time_out_and_the_connection_keeps_serving() {
     let node = start_node_with(NodeConfig {
         request_timeout: Duration::from_millis(300),
         connection_budget: 1024 * 1024,
-        ..NodeConfig::default()
+        ..roomy()
     })
     .await;
     let mallory = Client::connect(node.addr, node.fingerprint).await;

@@ -1,11 +1,13 @@
-//! Per-claimer rate limiting: a token bucket per claimer, driven by the caller's clock.
+//! Rate limiting: a token bucket per key (a claimer, a client, an address), driven by the
+//! caller's clock.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::Duration;
 
 use crate::ClientId;
 
-/// How many claims a claimer may make: `burst` at once, then one per `refill`.
+/// How much a key may do: `burst` at once, then one more per `refill`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     pub burst: u32,
@@ -29,15 +31,15 @@ struct Bucket {
     at: Duration,
 }
 
-/// Token buckets for every claimer seen recently. `now` is any monotonic time (e.g. time since
+/// Token buckets for every key seen recently. `now` is any monotonic time (e.g. time since
 /// the process started); the limiter never reads a clock itself.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = ClientId> {
     limit: RateLimit,
-    buckets: HashMap<ClientId, Bucket>,
+    buckets: HashMap<K, Bucket>,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
@@ -45,21 +47,28 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `claimer` if it has one; otherwise says how long until it will.
-    pub fn check(&mut self, claimer: &ClientId, now: Duration) -> Result<(), Duration> {
+    /// Takes one token for `key` if it has one; otherwise says how long until it will.
+    pub fn check(&mut self, key: &K, now: Duration) -> Result<(), Duration> {
+        self.take(key, 1, now)
+    }
+
+    /// Takes `cost` tokens for `key` if it has them (a cost above the burst never passes);
+    /// otherwise takes nothing and says how long until it will have them.
+    pub fn take(&mut self, key: &K, cost: u64, now: Duration) -> Result<(), Duration> {
         let RateLimit { burst, refill } = self.limit;
         let per_second = 1.0 / refill.as_secs_f64();
-        let bucket = self.buckets.entry(*claimer).or_insert(Bucket {
+        let bucket = self.buckets.entry(key.clone()).or_insert(Bucket {
             tokens: f64::from(burst),
             at: now,
         });
         let elapsed = now.saturating_sub(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(f64::from(burst));
         bucket.at = now;
-        if bucket.tokens < 1.0 {
-            return Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second));
+        let cost = cost as f64;
+        if bucket.tokens < cost {
+            return Err(Duration::from_secs_f64((cost - bucket.tokens) / per_second));
         }
-        bucket.tokens -= 1.0;
+        bucket.tokens -= cost;
         self.forget_full(now);
         Ok(())
     }
@@ -99,5 +108,23 @@ mod tests {
         assert!(limiter.check(&alice, t0 + Duration::from_secs(10)).is_ok());
         // Another claimer has its own bucket.
         assert!(limiter.check(&[2; 32], t0).is_ok());
+    }
+
+    #[test]
+    fn a_cost_takes_that_many_tokens_or_none() {
+        let limit = RateLimit {
+            burst: 100,
+            refill: Duration::from_millis(10),
+        };
+        let mut limiter = RateLimiter::<&str>::new(limit);
+        let t0 = Duration::from_secs(1);
+        assert!(limiter.take(&"a", 60, t0).is_ok());
+        assert_eq!(limiter.take(&"a", 60, t0), Err(Duration::from_millis(200)));
+        assert!(limiter.take(&"a", 40, t0).is_ok());
+        assert!(
+            limiter
+                .take(&"b", 101, t0 + Duration::from_secs(60))
+                .is_err()
+        );
     }
 }

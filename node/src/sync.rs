@@ -1063,11 +1063,18 @@ impl Core {
     }
 }
 
-/// Refusals that may pass by themselves: the request is tried again later.
+/// Refusals that may pass by themselves: the request is tried again later. A quota refills
+/// with time; an unknown code (a newer node's) is not retried.
 fn passes(code: ErrorCode) -> bool {
     matches!(
         code,
-        ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Timeout
+        ErrorCode::Internal
+            | ErrorCode::Unavailable
+            | ErrorCode::RateLimited
+            | ErrorCode::Timeout
+            | ErrorCode::ByteQuota
+            | ErrorCode::GroupQuota
+            | ErrorCode::RegistrationLimited
     )
 }
 

@@ -192,7 +192,12 @@ fn main() {
         &bin_dir(),
         &dir.path().join("node"),
         database.as_deref(),
-        &[("MLSCHAT__LIMITS__CLAIM_BURST", "1000000")],
+        &[
+            ("MLSCHAT__LIMITS__CLAIM_BURST", "1000000"),
+            ("MLSCHAT__LIMITS__CLIENT_REQUESTS_BURST", "1000000"),
+            ("MLSCHAT__LIMITS__CLIENT_REQUESTS_PER_SECOND", "1e9"),
+            ("MLSCHAT__LIMITS__ADDRESS_REGISTRATIONS_BURST", "1000000"),
+        ],
     )
     .unwrap();
     let backend = if database.is_some() {

@@ -262,8 +262,10 @@ pub struct ErrorResponse {
     pub detail: VLBytes,
 }
 
-/// What went wrong, for programs. Stable: codes are never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, TlsSerialize, TlsDeserializeBytes, TlsSize)]
+/// What went wrong, for programs. Stable: codes are never reused. A code this implementation
+/// does not know (a newer node's) decodes as [`ErrorCode::Unknown`]: a refusal to show, not
+/// to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum ErrorCode {
     /// The frame or its body could not be decoded.
@@ -300,4 +302,94 @@ pub enum ErrorCode {
     /// The request did not arrive whole in time (a stalled stream), or waited too long for
     /// room among the connection's requests in flight.
     Timeout = 19,
+    /// The client wrote more bytes (commits, messages, KeyPackages) than its quota allows for
+    /// now; the detail says when it may go on.
+    ByteQuota = 20,
+    /// The client created more groups than its quota allows for now.
+    GroupQuota = 21,
+    /// Too many registrations from the client's address for now.
+    RegistrationLimited = 22,
+    /// A code not known to this implementation.
+    Unknown = 0xFFFF,
+}
+
+impl ErrorCode {
+    const KNOWN: [ErrorCode; 22] = [
+        ErrorCode::Malformed,
+        ErrorCode::TooLarge,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::Unauthenticated,
+        ErrorCode::AuthFailed,
+        ErrorCode::InviteRequired,
+        ErrorCode::Forbidden,
+        ErrorCode::UnknownClient,
+        ErrorCode::UnknownGroup,
+        ErrorCode::StaleEpoch,
+        ErrorCode::BadToken,
+        ErrorCode::NoKeyPackage,
+        ErrorCode::RateLimited,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::GroupExists,
+        ErrorCode::InvalidKeyPackage,
+        ErrorCode::Internal,
+        ErrorCode::Unavailable,
+        ErrorCode::Timeout,
+        ErrorCode::ByteQuota,
+        ErrorCode::GroupQuota,
+        ErrorCode::RegistrationLimited,
+    ];
+
+    /// The code numbered `n`, or [`ErrorCode::Unknown`].
+    pub fn from_u16(n: u16) -> Self {
+        Self::KNOWN
+            .into_iter()
+            .find(|code| *code as u16 == n)
+            .unwrap_or(ErrorCode::Unknown)
+    }
+}
+
+impl tls_codec::Size for ErrorCode {
+    fn tls_serialized_len(&self) -> usize {
+        2
+    }
+}
+
+impl tls_codec::Serialize for ErrorCode {
+    fn tls_serialize<W: std::io::Write>(&self, writer: &mut W) -> Result<usize, tls_codec::Error> {
+        (*self as u16).tls_serialize(writer)
+    }
+}
+
+impl tls_codec::DeserializeBytes for ErrorCode {
+    fn tls_deserialize_bytes(bytes: &[u8]) -> Result<(Self, &[u8]), tls_codec::Error> {
+        let (n, rest) = u16::tls_deserialize_bytes(bytes)?;
+        Ok((ErrorCode::from_u16(n), rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tls_codec::{DeserializeBytes as _, Serialize as _};
+
+    #[test]
+    fn every_known_code_round_trips_and_an_unknown_one_decodes_as_unknown() {
+        for code in ErrorCode::KNOWN {
+            let bytes = code.tls_serialize_detached().unwrap();
+            assert_eq!(
+                ErrorCode::tls_deserialize_exact_bytes(&bytes).unwrap(),
+                code
+            );
+        }
+        let newer = ErrorResponse {
+            code: ErrorCode::Unknown,
+            current_epoch: 0,
+            detail: b"from a newer node".to_vec().into(),
+        };
+        let mut bytes = newer.tls_serialize_detached().unwrap();
+        bytes[..2].copy_from_slice(&4242u16.to_be_bytes());
+        let read = ErrorResponse::tls_deserialize_exact_bytes(&bytes).unwrap();
+        assert_eq!(read.code, ErrorCode::Unknown);
+        assert_eq!(read.detail.as_slice(), b"from a newer node");
+    }
 }

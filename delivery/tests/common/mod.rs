@@ -5,8 +5,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use mlschat_delivery::certificate::NodeCertificate;
+use mlschat_delivery::config::LimitsSection;
+use mlschat_delivery::guard::rate;
+use mlschat_delivery::run::transport;
+use mlschat_delivery::server::{Node, NodeConfig, serve};
 use mlschat_delivery::storage::Database;
 use mlschat_wire::auth::Purpose;
 use mlschat_wire::quic::Connection;
@@ -71,6 +77,50 @@ pub async fn fresh_sqlite() -> Database {
     Database::sqlite(&dir.join("delivery.db")).await.unwrap()
 }
 
+/// A running node and what a client needs to reach it.
+pub struct TestNode {
+    pub addr: SocketAddr,
+    pub fingerprint: [u8; 32],
+    pub node: Arc<Node>,
+    _endpoint: quinn::Endpoint,
+}
+
+/// A node with the default limits, but for registrations and connections per address: tests
+/// connect many clients from one address.
+pub async fn start_node() -> TestNode {
+    start_node_with(roomy()).await
+}
+
+pub fn roomy() -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.guard.address_registrations = rate(100_000, 1000.0);
+    config.guard.connections_per_address = 10_000;
+    config
+}
+
+pub async fn start_node_with(config: NodeConfig) -> TestNode {
+    let db = fresh_postgres().await;
+    let cert = NodeCertificate::self_signed("localhost").unwrap();
+    let mut server = cert.server_config().unwrap();
+    server.transport_config(Arc::new(transport(&LimitsSection::default())));
+    let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let node = Arc::new(Node::new(db, config));
+    tokio::spawn(serve(endpoint.clone(), node.clone()));
+    TestNode {
+        addr: endpoint.local_addr().unwrap(),
+        fingerprint: cert.fingerprint(),
+        node,
+        _endpoint: endpoint,
+    }
+}
+
+pub fn error_code(response: &Response) -> Option<ErrorCode> {
+    match response {
+        Response::Error(e) => Some(e.code),
+        _ => None,
+    }
+}
+
 /// A test client: its MLS signature key (which is also its node identity) and a connection.
 pub struct Client {
     pub signer: SignatureKeyPair,
@@ -80,10 +130,18 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr, fingerprint: [u8; 32]) -> Client {
+        Self::connect_from("127.0.0.1", addr, fingerprint).await
+    }
+
+    /// Connects from `local`, one of the loopback addresses (127.0.0.0/8), as another host would.
+    pub async fn connect_from(local: &str, addr: SocketAddr, fingerprint: [u8; 32]) -> Client {
+        let local = SocketAddr::new(local.parse().unwrap(), 0);
         Client {
             signer: SignatureKeyPair::new(openmls::prelude::SignatureScheme::ED25519).unwrap(),
             provider: OpenMlsRustCrypto::default(),
-            connection: Connection::connect(addr, fingerprint).await.unwrap(),
+            connection: Connection::connect_from(local, addr, fingerprint)
+                .await
+                .unwrap(),
         }
     }
 

@@ -54,7 +54,6 @@ pub struct Connection {
 impl Connection {
     /// Connects to the node at `addr` whose certificate has this SHA-256 `fingerprint`.
     pub async fn connect(addr: SocketAddr, fingerprint: [u8; 32]) -> Result<Self, QuicError> {
-        let failed = |reason: String| QuicError::Connect { addr, reason };
         let local: SocketAddr = if addr.is_ipv4() {
             "0.0.0.0:0"
         } else {
@@ -62,6 +61,16 @@ impl Connection {
         }
         .parse()
         .expect("a valid address");
+        Self::connect_from(local, addr, fingerprint).await
+    }
+
+    /// Connects from the local address `local` (e.g. one of several addresses of this host).
+    pub async fn connect_from(
+        local: SocketAddr,
+        addr: SocketAddr,
+        fingerprint: [u8; 32],
+    ) -> Result<Self, QuicError> {
+        let failed = |reason: String| QuicError::Connect { addr, reason };
         let mut endpoint = quinn::Endpoint::client(local).map_err(|e| failed(e.to_string()))?;
         let mut config = tls::pinned_client_config(fingerprint)?;
         let mut transport = quinn::TransportConfig::default();
