@@ -78,6 +78,9 @@ pub struct LimitsSection {
     pub mailbox_quota: u64,
     /// Days a mailbox entry is kept if never acknowledged.
     pub mailbox_retention_days: u64,
+    /// Days group log entries and claim log entries are kept; a member further behind finds a
+    /// gap, and its client says what it missed.
+    pub log_retention_days: u64,
     /// Bytes the bodies of all requests in flight may declare together.
     pub memory_budget: u32,
     /// Milliseconds a connection may take to finish its handshake, and again to authenticate.
@@ -166,6 +169,7 @@ impl Default for LimitsSection {
             claim_refill_ms: 100,
             mailbox_quota: 10_000,
             mailbox_retention_days: 30,
+            log_retention_days: 90,
             memory_budget: 16 * mlschat_wire::MAX_FRAME,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,

@@ -14,7 +14,7 @@ use crate::admin;
 use crate::certificate::NodeCertificate;
 use crate::config::{Config, LimitsSection};
 use crate::server::{Node, NodeConfig, serve};
-use crate::storage::Database;
+use crate::storage::{Cuts, Database, Purged};
 
 /// A node that is up: where it listens and the certificate fingerprint clients pin.
 #[derive(Debug, Clone, Copy)]
@@ -85,8 +85,7 @@ pub async fn run(
             .into_future(),
     );
     let serving = tokio::spawn(serve(endpoint.clone(), node.clone()));
-    let retention = Duration::from_secs(config.limits.mailbox_retention_days * 86_400);
-    let purging = tokio::spawn(purge_mailboxes(node.clone(), retention));
+    let purging = tokio::spawn(purge(node.clone(), config.limits.clone()));
     let counting = tokio::spawn(refresh_totals(node.clone()));
     let listening = tokio::spawn(crate::announce::listen(node.clone()));
 
@@ -135,19 +134,25 @@ async fn refresh_totals(node: Arc<Node>) {
     }
 }
 
-/// Hourly, deletes mailbox entries older than the retention period.
-async fn purge_mailboxes(node: Arc<Node>, retention: Duration) {
+/// Hourly, deletes what the retention periods are over for.
+async fn purge(node: Arc<Node>, limits: LimitsSection) {
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
     loop {
         hourly.tick().await;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let cut = now.saturating_sub(retention).as_secs();
-        match node.database().purge_mailboxes(cut).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "mailbox entries past retention deleted"),
-            Err(e) => tracing::warn!(error = %e, "mailbox purge failed"),
+            .unwrap_or_default()
+            .as_secs();
+        let days = |n: u64| now.saturating_sub(n * 86_400);
+        let cuts = Cuts {
+            log_before: days(limits.log_retention_days),
+            mailbox_before: days(limits.mailbox_retention_days),
+            tree_grace: days(1),
+        };
+        match node.database().purge(cuts).await {
+            Ok(purged) if purged == Purged::default() => {}
+            Ok(purged) => tracing::info!(?purged, "deleted what is past retention"),
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
         }
     }
 }

@@ -27,7 +27,8 @@ use crate::announce::{Announcement, Announcer};
 use crate::appender::Appender;
 use crate::guard::{Guard, GuardConfig, Refusal};
 use crate::storage::{
-    Database, Entry, NewCommit, NewMessage, Page, Refused, StorageError, post_key,
+    Database, Entry, NewCommit, NewMessage, NewWelcome, Page, Refused, StorageError, Welcome,
+    post_key,
 };
 use mlschat_wire::session::{Authenticated, Session};
 
@@ -472,7 +473,7 @@ impl Node {
             .db
             .fetch_mailbox(owner, id.saturating_sub(1), 1)
             .await?;
-        for entry in entries.into_iter().filter(|e| e.seq == id) {
+        for entry in entries.into_iter().filter(|e| e.id == id) {
             self.deliver_to_mailbox(owner, mailbox_entry(entry));
         }
         Ok(())
@@ -866,9 +867,14 @@ impl Node {
                             welcomes: c
                                 .welcomes
                                 .iter()
-                                .map(|w| (w.recipient, w.welcome.as_slice().to_vec()))
+                                .map(|w| NewWelcome {
+                                    recipient: w.recipient,
+                                    welcome: w.welcome.as_slice().to_vec(),
+                                    tree_key: w.tree_key.as_slice().to_vec(),
+                                })
                                 .collect(),
-                            ratchet_tree: c.ratchet_tree.as_slice().to_vec(),
+                            sealed_tree: c.sealed_tree.as_slice().to_vec(),
+                            tree_access_hash: c.tree_access_hash,
                         },
                         self.config.mailbox_quota,
                     )
@@ -891,6 +897,7 @@ impl Node {
                         group_id: c.group_id.clone(),
                         epoch: posted.epoch,
                         welcome: welcome.welcome,
+                        tree_key: welcome.tree_key,
                     };
                     self.deliver_to_mailbox(&welcome.recipient, entry);
                 }
@@ -959,9 +966,14 @@ impl Node {
                 }
             }
             Request::FetchTree(t) => {
-                match self.db.fetch_tree(t.group_id.as_slice(), t.epoch).await? {
+                let access_hash = sha256(&t.access);
+                match self
+                    .db
+                    .fetch_tree(t.group_id.as_slice(), t.epoch, &access_hash)
+                    .await?
+                {
                     Some(tree) => Response::Tree {
-                        ratchet_tree: tree.into(),
+                        sealed_tree: tree.into(),
                     },
                     None => {
                         return Err(Failure::new(
@@ -1043,12 +1055,13 @@ fn group_entry(e: Entry) -> GroupEntry {
     }
 }
 
-/// A stored mailbox entry (its `seq` is the entry id) as the wire carries it.
-fn mailbox_entry(e: Entry) -> MailboxEntry {
+/// A stored mailbox entry as the wire carries it.
+fn mailbox_entry(w: Welcome) -> MailboxEntry {
     MailboxEntry {
-        id: e.seq,
-        group_id: e.group_id.into(),
-        epoch: e.epoch,
-        welcome: e.message.into(),
+        id: w.id,
+        group_id: w.group_id.into(),
+        epoch: w.epoch,
+        welcome: w.welcome.into(),
+        tree_key: w.tree_key.into(),
     }
 }

@@ -5,7 +5,9 @@ mod common;
 use std::sync::Arc;
 
 use common::{fresh_postgres, fresh_sqlite};
-use mlschat_delivery::storage::{Committed, Database, NewCommit, NewMessage, Posted, Refused};
+use mlschat_delivery::storage::{
+    Committed, Cuts, Database, NewCommit, NewMessage, NewWelcome, Posted, Refused,
+};
 use mlschat_wire::EntryKind;
 use mlschat_wire::token::token_hash;
 
@@ -26,12 +28,20 @@ fn commit(epoch: u64, by: u8, welcomes: Vec<([u8; 32], Vec<u8>)>) -> NewCommit {
         token_hash: token_hash(&token(epoch, 0)),
         next_token_hash: token_hash(&token(epoch + 1, 0)),
         commit: vec![by; 10],
-        ratchet_tree: if welcomes.is_empty() {
+        sealed_tree: if welcomes.is_empty() {
             vec![]
         } else {
             vec![by; 100]
         },
-        welcomes,
+        tree_access_hash: [by; 32],
+        welcomes: welcomes
+            .into_iter()
+            .map(|(recipient, welcome)| NewWelcome {
+                recipient,
+                welcome,
+                tree_key: vec![by; 3],
+            })
+            .collect(),
     }
 }
 
@@ -45,8 +55,8 @@ async fn both(test: impl AsyncFn(Database)) {
 async fn claimed(db: &Database, c: &NewCommit) {
     const SQL: &str =
         "INSERT INTO claim_log (owner, claimer, at, last_resort) VALUES ($1, $2, 0, FALSE)";
-    for (recipient, _) in &c.welcomes {
-        let (owner, claimer) = (recipient.as_slice(), c.poster.as_slice());
+    for welcome in &c.welcomes {
+        let (owner, claimer) = (welcome.recipient.as_slice(), c.poster.as_slice());
         match db {
             Database::Postgres(pool) => {
                 let query = sqlx::query(SQL).bind(owner).bind(claimer);
@@ -104,7 +114,8 @@ async fn racing_commits_for_one_epoch_accept_one_and_release_only_its_welcomes()
             let mailbox = db.fetch_mailbox(&[i; 32], 0, 10).await.unwrap();
             if i == winner {
                 assert_eq!(mailbox.len(), 1);
-                assert_eq!(mailbox[0].message, vec![i; 5]);
+                assert_eq!(mailbox[0].welcome, vec![i; 5]);
+                assert_eq!(mailbox[0].tree_key, vec![i; 3]);
                 assert_eq!(mailbox[0].epoch, 1);
             } else {
                 assert!(
@@ -114,9 +125,12 @@ async fn racing_commits_for_one_epoch_accept_one_and_release_only_its_welcomes()
             }
         }
         assert_eq!(
-            db.fetch_tree(GROUP, 1).await.unwrap(),
+            db.fetch_tree(GROUP, 1, &[winner; 32]).await.unwrap(),
             Some(vec![winner; 100])
         );
+        // Without the access value the tree is not there.
+        let stranger = [winner.wrapping_add(1); 32];
+        assert_eq!(db.fetch_tree(GROUP, 1, &stranger).await.unwrap(), None);
         let log = db
             .fetch_group(GROUP, &token_hash(&token(0, 0)), 0, 100)
             .await
@@ -273,13 +287,13 @@ async fn mailbox_entries_go_only_after_acknowledgement_and_only_the_owners() {
         assert_eq!(
             mailbox
                 .iter()
-                .map(|e| e.message.as_slice())
+                .map(|e| e.welcome.as_slice())
                 .collect::<Vec<_>>(),
             [b"w1", b"w2"]
         );
         // Reading does not delete; acknowledging the first does, and only Alice's.
         assert_eq!(db.fetch_mailbox(&alice, 0, 10).await.unwrap().len(), 2);
-        assert_eq!(db.ack_mailbox(&alice, mailbox[0].seq).await.unwrap(), 1);
+        assert_eq!(db.ack_mailbox(&alice, mailbox[0].id).await.unwrap(), 1);
         let rest = db.fetch_mailbox(&alice, 0, 10).await.unwrap();
         assert_eq!(rest, mailbox[1..]);
         assert_eq!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().len(), 1);
@@ -402,10 +416,17 @@ async fn a_full_mailbox_refuses_the_commit_and_retention_empties_old_mailboxes()
             "the refused commit moved nothing"
         );
         // Retention: entries stored before the cut go, acknowledged or not; newer ones stay.
-        let long_ago = 1_000_000;
-        assert_eq!(db.purge_mailboxes(long_ago).await.unwrap(), 0);
+        let (long_ago, later) = (1_000_000, u64::MAX >> 2);
+        let mailbox_cut = |mailbox_before| Cuts {
+            log_before: long_ago,
+            mailbox_before,
+            tree_grace: long_ago,
+        };
+        let purged = db.purge(mailbox_cut(long_ago)).await.unwrap();
+        assert_eq!(purged.mailbox_entries, 0);
         assert_eq!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().len(), 1);
-        assert_eq!(db.purge_mailboxes(u64::MAX >> 2).await.unwrap(), 1);
+        let purged = db.purge(mailbox_cut(later)).await.unwrap();
+        assert_eq!(purged.mailbox_entries, 1);
         assert!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().is_empty());
     })
     .await;
@@ -523,7 +544,7 @@ async fn welcomes_go_only_to_clients_whose_key_package_the_committer_claimed() {
         );
         let mailbox = db.fetch_mailbox(&victim, 0, 100).await.unwrap();
         assert_eq!(mailbox.len(), 1);
-        assert_eq!(mailbox[0].message, b"welcome");
+        assert_eq!(mailbox[0].welcome, b"welcome");
     })
     .await;
 }
@@ -592,6 +613,49 @@ async fn a_wrong_token_learns_nothing_of_the_current_epoch() {
             db.post_message(GROUP, 1, &old, b"late").await.unwrap(),
             Err(Refused::StaleEpoch { current: 3 })
         );
+    })
+    .await;
+}
+
+/// Issue 10, finding 5: group logs, trees and claim logs were never deleted. Log and claim log
+/// entries go after their retention; a tree goes once no Welcome waits for it (and its grace is
+/// over); numbering goes on, so a member further behind sees the gap.
+#[tokio::test]
+async fn retention_deletes_old_entries_and_the_trees_no_joiner_waits_for() {
+    both(async |db: Database| {
+        created(&db).await;
+        let bob = [0xb0; 32];
+        let first = commit(0, 1, vec![(bob, b"w1".to_vec())]);
+        claimed(&db, &first).await;
+        db.post_commit(&first, QUOTA).await.unwrap().unwrap();
+        let t1 = token_hash(&token(1, 0));
+        db.post_message(GROUP, 1, &t1, b"old news")
+            .await
+            .unwrap()
+            .unwrap();
+        let (long_ago, later) = (1_000_000, u64::MAX >> 2);
+        let everything_old = Cuts {
+            log_before: later,
+            mailbox_before: long_ago,
+            tree_grace: later,
+        };
+        let purged = db.purge(everything_old).await.unwrap();
+        assert_eq!((purged.log_entries, purged.claims), (2, 1));
+        assert_eq!(purged.trees, 0, "Bob's Welcome still waits for its tree");
+        assert!(db.fetch_tree(GROUP, 1, &[1; 32]).await.unwrap().is_some());
+        let posted = db
+            .post_message(GROUP, 1, &t1, b"news")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(posted.seq, 3, "numbering goes on after a purge");
+        let log = db.fetch_group(GROUP, &t1, 0, 100).await.unwrap().unwrap();
+        assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+        // Once Bob has his Welcome, its tree goes too.
+        let welcome = db.fetch_mailbox(&bob, 0, 10).await.unwrap();
+        db.ack_mailbox(&bob, welcome[0].id).await.unwrap();
+        assert_eq!(db.purge(everything_old).await.unwrap().trees, 1);
+        assert!(db.fetch_tree(GROUP, 1, &[1; 32]).await.unwrap().is_none());
     })
     .await;
 }

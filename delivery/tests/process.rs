@@ -266,8 +266,10 @@ async fn pushes_cross_node_processes_sharing_one_postgres() {
             welcomes: vec![WelcomeFor {
                 recipient: invitee.id(),
                 welcome: b"welcome".as_slice().into(),
+                tree_key: b"key".as_slice().into(),
             }],
-            ratchet_tree: b"tree".as_slice().into(),
+            sealed_tree: b"tree".as_slice().into(),
+            tree_access_hash: [1; 32],
         }))
         .await
     else {

@@ -181,8 +181,10 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
             welcomes: vec![WelcomeFor {
                 recipient: bob.id(),
                 welcome: b"welcome".as_slice().into(),
+                tree_key: b"sealed secret".as_slice().into(),
             }],
-            ratchet_tree: b"tree".as_slice().into(),
+            sealed_tree: b"sealed tree".as_slice().into(),
+            tree_access_hash: token_hash(&ACCESS),
         })
     };
     assert_eq!(
@@ -226,6 +228,7 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
     };
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].welcome.as_slice(), b"welcome");
+    assert_eq!(entries[0].tree_key.as_slice(), b"sealed secret");
     // Bob's connection was told at once, with the same entry.
     let pushed = tokio::time::timeout(Duration::from_secs(5), bob.connection.next_push())
         .await
@@ -242,15 +245,24 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
         panic!("no mailbox")
     };
     assert!(none.is_empty());
-    let tree = Request::FetchTree(FetchTree {
-        group_id: group.clone(),
-        epoch: 1,
-    });
+    let tree = |access| {
+        Request::FetchTree(FetchTree {
+            group_id: group.clone(),
+            epoch: 1,
+            access,
+        })
+    };
     assert_eq!(
-        bob.request(&tree).await,
+        bob.request(&tree(ACCESS)).await,
         Response::Tree {
-            ratchet_tree: b"tree".as_slice().into()
+            sealed_tree: b"sealed tree".as_slice().into()
         }
+    );
+    // Issue 10, finding 4: an unrelated client read a group's tree. Without the access value
+    // there is no tree (even for a member: only joiners are given it).
+    assert_eq!(
+        error_code(&alice.request(&tree([0; 32])).await),
+        Some(ErrorCode::UnknownGroup)
     );
     let fetch = Request::FetchGroup(FetchGroup {
         group_id: group.clone(),
@@ -313,6 +325,9 @@ async fn sixty_four_clients_claiming_from_one_stock_never_get_the_same_package()
     assert_eq!(distinct.len(), 40, "no one-time package handed out twice");
 }
 
+/// The access value of the sealed tree in tests that post one.
+const ACCESS: [u8; 32] = [0xac; 32];
+
 fn publish_last_resort(publish: &Request) -> Vec<u8> {
     match publish {
         Request::PublishKeyPackages(p) => p.last_resort.as_slice().to_vec(),
@@ -351,8 +366,10 @@ async fn thirty_two_racing_commits_over_quic_yield_one_and_no_losing_welcome() {
                     welcomes: vec![WelcomeFor {
                         recipient: newcomer.id(),
                         welcome: vec![i].into(),
+                        tree_key: vec![i].into(),
                     }],
-                    ratchet_tree: vec![i].into(),
+                    sealed_tree: vec![i].into(),
+                    tree_access_hash: [i; 32],
                 });
                 let outcome = committer.request(&commit).await;
                 (outcome, newcomer)

@@ -20,5 +20,6 @@ pub mod driver;
 pub mod engine;
 pub mod identity;
 pub mod profile;
+pub mod sealed_tree;
 pub mod store;
 pub mod sync;

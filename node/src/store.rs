@@ -50,7 +50,7 @@ const KDF_FILE: &str = "kdf.json";
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each step brings the schema from version `i` to `i + 1`, in one transaction.
-const MIGRATIONS: [&str; 3] = [SCHEMA, ONLINE, SYNC];
+const MIGRATIONS: [&str; 4] = [SCHEMA, ONLINE, SYNC, SEALED_TREES];
 
 const SCHEMA: &str = r#"
 CREATE TABLE profile (
@@ -214,6 +214,19 @@ CREATE TABLE invitations (
     failure TEXT NOT NULL,
     attempts INTEGER NOT NULL
 );
+"#;
+
+/// Version 4: trees for joiners sealed from the delivery node (`sealed_tree`).
+const SEALED_TREES: &str = r#"
+-- A pending commit that adds members keeps its tree sealed (ratchet_tree), the tree secret
+-- sealed to each recipient (TLS vector of opaque, in recipient order) and the access hash.
+-- One made before this version has none: its joiners cannot open its tree, and keep the
+-- invitation (listed by `status`) until they are added again.
+ALTER TABLE pending_commits ADD COLUMN tree_keys BLOB;
+ALTER TABLE pending_commits ADD COLUMN tree_access_hash BLOB;
+-- The tree secret of an invitation, opened from its mailbox entry before a join is tried
+-- (joining deletes the KeyPackage it was sealed to).
+ALTER TABLE invitations ADD COLUMN tree_secret BLOB;
 "#;
 
 /// What can go wrong opening or writing the profile database.

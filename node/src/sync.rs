@@ -38,8 +38,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use openmls::prelude::GroupId;
 
 use mlschat_wire::{
-    CreateGroup, ErrorCode, ErrorResponse, FetchGroup, FetchTree, MailboxEntry, PostCommit, PostId,
-    PostMessage, PublishKeyPackages, Request, Response, WelcomeFor,
+    CreateGroup, ErrorCode, ErrorResponse, FetchGroup, FetchTree, PostCommit, PostId, PostMessage,
+    PublishKeyPackages, Request, Response, WelcomeFor,
 };
 
 use crate::engine::MemberInfo;
@@ -48,6 +48,7 @@ use crate::profile::{
     Announcement, GroupSummary, Intent, LogEntry, LogRead, PendingCommit, Prepared, Profile,
     ProfileError,
 };
+use crate::sealed_tree::TreeSecret;
 
 /// Keep at least this many one-time KeyPackages on the node; top up to [`KEY_PACKAGE_STOCK`].
 const KEY_PACKAGE_LOW: u32 = 10;
@@ -205,6 +206,8 @@ struct Join {
     group_id: Vec<u8>,
     epoch: u64,
     welcome: Vec<u8>,
+    /// The secret that fetches and opens the sealed tree, or why it could not be opened.
+    tree_secret: Result<TreeSecret, String>,
 }
 
 /// The sync core of one profile.
@@ -796,10 +799,18 @@ impl Core {
     // ----- mailbox -----
 
     fn next_for_mailbox(&mut self) -> Result<Option<(Waiting, Request)>, SyncError> {
-        if let Some(join) = self.joins.front() {
+        while let Some(join) = self.joins.front() {
+            let Ok(secret) = &join.tree_secret else {
+                // Without the secret there is no tree to fetch: the join fails and says why.
+                let join = self.joins.pop_front().expect("looked at");
+                let why = join.tree_secret.clone().err().unwrap_or_default();
+                self.join(join, Err(ProfileError::Corrupt(why)))?;
+                continue;
+            };
             let tree = FetchTree {
                 group_id: join.group_id.clone().into(),
                 epoch: join.epoch,
+                access: secret.access(),
             };
             return Ok(Some((Waiting::Tree, Request::FetchTree(tree))));
         }
@@ -825,30 +836,36 @@ impl Core {
                     self.ack = Some(last.id);
                 }
                 for entry in entries.into_iter().filter(|e| e.id > after) {
-                    self.joins.push_back(join_of(entry));
+                    let tree_secret = self
+                        .profile
+                        .open_tree_secret(
+                            entry.welcome.as_slice(),
+                            entry.tree_key.as_slice(),
+                            entry.group_id.as_slice(),
+                            entry.epoch,
+                        )
+                        .map_err(|e| e.to_string());
+                    self.joins.push_back(Join {
+                        mailbox_id: entry.id,
+                        group_id: entry.group_id.into(),
+                        epoch: entry.epoch,
+                        welcome: entry.welcome.into(),
+                        tree_secret,
+                    });
                 }
             }
             (Waiting::Tree, answer) => {
                 let join = self.joins.pop_front().expect("a join was waiting");
                 let tree = match answer {
-                    Ok(Response::Tree { ratchet_tree }) => ratchet_tree.as_slice().to_vec(),
+                    Ok(Response::Tree { sealed_tree }) => Ok(sealed_tree.into()),
                     // Joining then fails and says why; the Welcome is kept to try again.
-                    _ => Vec::new(),
+                    Ok(other) => Err(ProfileError::Corrupt(format!("not a tree: {other:?}"))),
+                    Err(e) => Err(ProfileError::Corrupt(format!(
+                        "the delivery node has no tree for us ({:?})",
+                        e.code
+                    ))),
                 };
-                let joined = self.profile.join_hosted(
-                    join.mailbox_id,
-                    &join.group_id,
-                    join.epoch,
-                    &join.welcome,
-                    &tree,
-                )?;
-                if let Ok(group) = joined {
-                    let id = hex::decode(&group.id).expect("our own hex");
-                    self.touch_group(&id, true);
-                    // Each join used one of our KeyPackages.
-                    self.touch(Lane::Account, true);
-                    self.notices.push_back(Notice::Joined(group));
-                }
+                self.join(join, tree)?;
             }
             (Waiting::Ack, _) => {}
             (_, Err(e)) => {
@@ -856,6 +873,27 @@ impl Core {
                 self.park(&Lane::Mailbox);
             }
             (_, Ok(other)) => return Err(SyncError::Unexpected(format!("{other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Joins from a Welcome in our mailbox with its sealed tree (or fails, keeping the
+    /// invitation).
+    fn join(&mut self, join: Join, tree: Result<Vec<u8>, ProfileError>) -> Result<(), SyncError> {
+        let joined = self.profile.join_hosted(
+            join.mailbox_id,
+            &join.group_id,
+            join.epoch,
+            &join.welcome,
+            join.tree_secret.as_ref().ok(),
+            tree,
+        )?;
+        if let Ok(group) = joined {
+            let id = hex::decode(&group.id).expect("our own hex");
+            self.touch_group(&id, true);
+            // Each join used one of our KeyPackages.
+            self.touch(Lane::Account, true);
+            self.notices.push_back(Notice::Joined(group));
         }
         Ok(())
     }
@@ -873,6 +911,9 @@ impl Core {
                     group_id: invitation.group_id,
                     epoch: invitation.epoch,
                     welcome: invitation.welcome,
+                    tree_secret: invitation
+                        .tree_secret
+                        .ok_or_else(|| "its tree secret could not be opened".to_owned()),
                 });
             }
         }
@@ -1087,27 +1128,18 @@ fn log_entry(entry: mlschat_wire::GroupEntry) -> LogEntry {
     }
 }
 
-fn join_of(entry: MailboxEntry) -> Join {
-    Join {
-        mailbox_id: entry.id,
-        group_id: entry.group_id.into(),
-        epoch: entry.epoch,
-        welcome: entry.welcome.into(),
-    }
-}
-
 fn post_commit(pending: &PendingCommit) -> Request {
-    let welcomes = match &pending.welcome {
-        Some(welcome) => pending
-            .recipients
+    let joiners = pending.joiners.as_ref();
+    let welcomes = joiners.map_or(Vec::new(), |j| {
+        j.recipients
             .iter()
-            .map(|recipient| WelcomeFor {
+            .map(|(recipient, tree_key)| WelcomeFor {
                 recipient: *recipient,
-                welcome: welcome.clone().into(),
+                welcome: j.welcome.clone().into(),
+                tree_key: tree_key.clone().into(),
             })
-            .collect(),
-        None => Vec::new(),
-    };
+            .collect()
+    });
     Request::PostCommit(PostCommit {
         group_id: pending.group_id.clone().into(),
         epoch: pending.epoch,
@@ -1115,6 +1147,7 @@ fn post_commit(pending: &PendingCommit) -> Request {
         next_token_hash: pending.next_token_hash,
         commit: pending.message.clone().into(),
         welcomes,
-        ratchet_tree: pending.ratchet_tree.clone().unwrap_or_default().into(),
+        sealed_tree: joiners.map_or(Vec::new(), |j| j.sealed_tree.clone()).into(),
+        tree_access_hash: joiners.map_or([0; 32], |j| j.tree_access_hash),
     })
 }

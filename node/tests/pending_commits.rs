@@ -4,6 +4,7 @@
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Intent, LogEntry, PendingCommit, Prepared, Profile, ProfileError};
 use mlschat_wire::EntryKind;
+use mlschat_wire::token::token_hash;
 use openmls::prelude::GroupId;
 
 struct Member {
@@ -80,14 +81,23 @@ fn pair() -> (Member, Member, GroupId) {
     };
     let pending = alice.commit(&add);
     alice.p().confirm_commit(&id, 1).unwrap();
+    // The tree reaches Bob sealed: he opens its secret with his KeyPackage, then the tree.
+    let joiners = pending.joiners.as_ref().unwrap();
+    let tree_key = &joiners.recipients[0].1;
+    let secret = bob
+        .p()
+        .open_tree_secret(&joiners.welcome, tree_key, &group_id, 1)
+        .unwrap();
+    assert_eq!(token_hash(&secret.access()), joiners.tree_access_hash);
     let joined = bob
         .p()
         .join_hosted(
             1,
             &group_id,
             1,
-            pending.welcome.as_ref().unwrap(),
-            pending.ratchet_tree.as_ref().unwrap(),
+            &joiners.welcome,
+            Some(&secret),
+            Ok(joiners.sealed_tree.clone()),
         )
         .unwrap();
     assert!(joined.is_ok(), "{joined:?}");
@@ -238,5 +248,58 @@ fn a_group_kept_in_files_is_refused_by_the_delivery_path() {
     assert!(
         alice.p().history("local", 10).unwrap().len() == 1,
         "only the creation"
+    );
+}
+
+/// Issue 10, finding 4: the delivery node kept each epoch's tree readable (member names and
+/// keys) and handed it to anyone. A commit now carries its tree sealed: no member name in it,
+/// its secret opens only with the joiner's KeyPackage, and the tree only with its secret.
+#[test]
+fn the_tree_for_joiners_is_sealed_from_everyone_but_them() {
+    let (mut alice, mut carol) = (Member::new("alice"), Member::new("carol"));
+    let mut bob = Member::new("bob");
+    let (_, id) = alice.p().create_hosted_group("g").unwrap();
+    let group_id = id.as_slice().to_vec();
+    // Carol holds KeyPackages of her own, none of them the one Bob's Welcome is for.
+    carol.p().new_key_package(false).unwrap();
+    let kp = bob.p().new_key_package(false).unwrap();
+    let pending = alice.commit(&Intent::Add {
+        key_packages: vec![kp],
+    });
+    let joiners = pending.joiners.as_ref().unwrap();
+    let contains =
+        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    for name in [b"alice".as_slice(), b"bob"] {
+        assert!(
+            !contains(&joiners.sealed_tree, name),
+            "a name in the sealed tree"
+        );
+        assert!(!contains(&joiners.recipients[0].1, name));
+    }
+    let tree_key = &joiners.recipients[0].1;
+    let refused = carol
+        .p()
+        .open_tree_secret(&joiners.welcome, tree_key, &group_id, 1)
+        .unwrap_err();
+    assert!(matches!(refused, ProfileError::Sealed(_)), "{refused:?}");
+    // Bob's secret opens it for epoch 1 of this group only.
+    let secret = bob
+        .p()
+        .open_tree_secret(&joiners.welcome, tree_key, &group_id, 1)
+        .unwrap();
+    assert!(
+        bob.p()
+            .open_tree_secret(&joiners.welcome, tree_key, &group_id, 2)
+            .is_err()
+    );
+    let crypto = openmls_rust_crypto::RustCrypto::default();
+    let tree = secret
+        .open_tree(&crypto, &group_id, 1, &joiners.sealed_tree)
+        .unwrap();
+    assert!(contains(&tree, b"alice"), "the opened tree is the real one");
+    assert!(
+        secret
+            .open_tree(&crypto, b"another", 1, &joiners.sealed_tree)
+            .is_err()
     );
 }

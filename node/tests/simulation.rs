@@ -59,7 +59,8 @@ struct GroupLog {
     tokens: BTreeMap<u64, TokenHash>,
     entries: Vec<GroupEntry>,
     posts: BTreeMap<(ClientId, PostId), (u64, u64)>,
-    trees: BTreeMap<u64, Vec<u8>>,
+    /// Sealed trees by epoch, with the hash of their access values.
+    trees: BTreeMap<u64, ([u8; 32], Vec<u8>)>,
 }
 
 #[derive(Default)]
@@ -181,9 +182,9 @@ impl Node {
                     Some(log) => {
                         log.epoch += 1;
                         log.tokens.insert(log.epoch, c.next_token_hash);
-                        if !c.ratchet_tree.as_slice().is_empty() {
-                            log.trees
-                                .insert(log.epoch, c.ratchet_tree.as_slice().to_vec());
+                        if !c.sealed_tree.as_slice().is_empty() {
+                            let tree = (c.tree_access_hash, c.sealed_tree.as_slice().to_vec());
+                            log.trees.insert(log.epoch, tree);
                         }
                         let entry = GroupEntry {
                             seq: log.entries.len() as u64 + 1,
@@ -200,6 +201,7 @@ impl Node {
                                 group_id: c.group_id.clone(),
                                 epoch,
                                 welcome: welcome.welcome,
+                                tree_key: welcome.tree_key,
                             };
                             self.mailboxes
                                 .entry(welcome.recipient)
@@ -219,10 +221,11 @@ impl Node {
                 let tree = self
                     .groups
                     .get(t.group_id.as_slice())
-                    .and_then(|g| g.trees.get(&t.epoch));
+                    .and_then(|g| g.trees.get(&t.epoch))
+                    .filter(|(access_hash, _)| *access_hash == token_hash(&t.access));
                 match tree {
-                    Some(tree) if !self.trees_damaged => Response::Tree {
-                        ratchet_tree: tree.clone().into(),
+                    Some((_, tree)) if !self.trees_damaged => Response::Tree {
+                        sealed_tree: tree.clone().into(),
                     },
                     _ => refuse(ErrorCode::UnknownGroup, 0),
                 }

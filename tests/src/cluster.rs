@@ -40,6 +40,8 @@ fn free_port() -> anyhow::Result<u16> {
 #[derive(Debug)]
 pub struct DeliveryProcess {
     pub address: String,
+    /// The admin HTTP port's address.
+    pub admin: String,
     pub fingerprint: String,
     command: PathBuf,
     data_dir: PathBuf,
@@ -61,6 +63,7 @@ impl DeliveryProcess {
     ) -> anyhow::Result<Self> {
         let mut node = Self {
             address: String::new(),
+            admin: String::new(),
             fingerprint: String::new(),
             command: bin_dir.join("mlschat-delivery"),
             data_dir: data_dir.to_owned(),
@@ -109,9 +112,40 @@ impl DeliveryProcess {
                 .ok_or_else(|| anyhow!("the delivery node did not start: {line:?}"))
         };
         self.address = field("quic=")?;
+        self.admin = field("admin=")?;
         self.fingerprint = field("fingerprint=")?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Where its files are: the SQLite database (without a database URL), its key and token.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(
+            self.data_dir.with_extension("log"),
+        )?)
+    }
+
+    /// The body of `GET path` on the admin port.
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<String> {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(&self.admin)?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.admin
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        let (head, body) = answer.split_once("\r\n\r\n").context("no HTTP answer")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("GET {path}: {head}");
+        }
+        Ok(body.to_owned())
     }
 
     /// Kills the node (SIGKILL) and starts it again on the same port, files and database.

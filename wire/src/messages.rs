@@ -76,7 +76,7 @@ pub enum Request {
     /// Reads a group's log after a sequence number.
     #[tls_codec(discriminant = 23)]
     FetchGroup(FetchGroup),
-    /// Fetches the ratchet tree a commit left at `epoch`, for joiners.
+    /// Fetches the sealed ratchet tree a commit left at `epoch`, for its joiners.
     #[tls_codec(discriminant = 24)]
     FetchTree(FetchTree),
     /// Asks for pushes of a group's new log entries on this connection.
@@ -115,7 +115,7 @@ pub enum Response {
     #[tls_codec(discriminant = 21)]
     GroupEntries { entries: Vec<GroupEntry> },
     #[tls_codec(discriminant = 22)]
-    Tree { ratchet_tree: VLBytes },
+    Tree { sealed_tree: VLBytes },
     #[tls_codec(discriminant = 30)]
     Mailbox { entries: Vec<MailboxEntry> },
 }
@@ -189,8 +189,11 @@ pub struct PostCommit {
     pub commit: VLBytes,
     /// Welcomes for the members the commit adds, released only if it is accepted.
     pub welcomes: Vec<WelcomeFor>,
-    /// The ratchet tree of `epoch + 1`, for joiners; empty if the commit adds nobody.
-    pub ratchet_tree: VLBytes,
+    /// The ratchet tree of `epoch + 1` sealed for the joiners (PROTOCOL.md §5): opaque to the
+    /// node. Empty if the commit adds nobody.
+    pub sealed_tree: VLBytes,
+    /// SHA-256 of the access value a joiner presents to fetch `sealed_tree`.
+    pub tree_access_hash: TokenHash,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]
@@ -198,6 +201,8 @@ pub struct WelcomeFor {
     pub recipient: ClientId,
     /// An `MLSMessage` holding the Welcome.
     pub welcome: VLBytes,
+    /// The tree secret sealed to the recipient's KeyPackage (an HPKE ciphertext).
+    pub tree_key: VLBytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]
@@ -224,6 +229,9 @@ pub struct FetchGroup {
 pub struct FetchTree {
     pub group_id: VLBytes,
     pub epoch: u64,
+    /// The access value derived from the tree secret; its SHA-256 must be the commit's
+    /// `tree_access_hash`.
+    pub access: [u8; 32],
 }
 
 /// Kinds of group log entry.
@@ -248,9 +256,11 @@ pub struct MailboxEntry {
     pub id: u64,
     /// The group the Welcome is for.
     pub group_id: VLBytes,
-    /// The epoch the Welcome joins, whose tree [`Request::FetchTree`] returns.
+    /// The epoch the Welcome joins, whose sealed tree [`Request::FetchTree`] returns.
     pub epoch: u64,
     pub welcome: VLBytes,
+    /// The tree secret, sealed to the KeyPackage the Welcome is for.
+    pub tree_key: VLBytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]

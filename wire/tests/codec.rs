@@ -45,8 +45,10 @@ fn requests() -> Vec<Request> {
             welcomes: vec![WelcomeFor {
                 recipient: [3; 32],
                 welcome: vl(b"welcome"),
+                tree_key: vl(b"sealed secret"),
             }],
-            ratchet_tree: vl(b"tree"),
+            sealed_tree: vl(b"sealed tree"),
+            tree_access_hash: [2; 32],
         }),
         Request::PostMessage(PostMessage {
             group_id: vl(b"g1"),
@@ -59,6 +61,7 @@ fn requests() -> Vec<Request> {
         Request::FetchTree(FetchTree {
             group_id: vl(b"g1"),
             epoch: 5,
+            access: [4; 32],
         }),
         Request::Subscribe(group),
         Request::FetchMailbox {
@@ -105,7 +108,7 @@ fn responses() -> Vec<Response> {
             entries: vec![entry],
         },
         Response::Tree {
-            ratchet_tree: vl(b"tree"),
+            sealed_tree: vl(b"sealed tree"),
         },
         Response::Mailbox {
             entries: vec![MailboxEntry {
@@ -113,6 +116,7 @@ fn responses() -> Vec<Response> {
                 group_id: vl(b"g1"),
                 epoch: 3,
                 welcome: vl(b"w"),
+                tree_key: vl(b"k"),
             }],
         },
     ]

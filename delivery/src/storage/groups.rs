@@ -25,9 +25,29 @@ pub struct NewCommit {
     /// Hash of the token of `epoch + 1`.
     pub next_token_hash: TokenHash,
     pub commit: Vec<u8>,
-    pub welcomes: Vec<(ClientId, Vec<u8>)>,
-    /// Empty when the commit adds nobody.
-    pub ratchet_tree: Vec<u8>,
+    pub welcomes: Vec<NewWelcome>,
+    /// The tree of `epoch + 1` sealed for the joiners, opaque; empty when the commit adds nobody.
+    pub sealed_tree: Vec<u8>,
+    /// SHA-256 of the access value that fetches `sealed_tree`.
+    pub tree_access_hash: [u8; 32],
+}
+
+/// A Welcome a commit releases to `recipient`'s mailbox, with the tree secret sealed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWelcome {
+    pub recipient: ClientId,
+    pub welcome: Vec<u8>,
+    pub tree_key: Vec<u8>,
+}
+
+/// A mailbox entry: a Welcome into `group_id` at `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub id: u64,
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    pub welcome: Vec<u8>,
+    pub tree_key: Vec<u8>,
 }
 
 /// An application message (or proposal) to post.
@@ -127,10 +147,26 @@ impl Page {
     }
 }
 
-/// One log or mailbox entry.
+/// Where each retention period ends, in unix seconds: what is older goes ([`Database::purge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cuts {
+    pub log_before: u64,
+    pub mailbox_before: u64,
+    pub tree_grace: u64,
+}
+
+/// How much a purge deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub log_entries: u64,
+    pub claims: u64,
+    pub mailbox_entries: u64,
+    pub trees: u64,
+}
+
+/// One log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The log's sequence number, or the mailbox entry's id.
     pub seq: u64,
     pub epoch: u64,
     pub kind: EntryKind,
@@ -248,9 +284,9 @@ impl Database {
         Ok(write_transaction!(self, |tx, _postgres| {
             // Checked before anything is written: a refusal must leave no trace.
             let mut full = false;
-            for (recipient, _) in &commit.welcomes {
+            for welcome in &commit.welcomes {
                 let held: i64 = sqlx::query_scalar("SELECT count(*) FROM mailbox WHERE owner = $1")
-                    .bind(recipient.as_slice())
+                    .bind(welcome.recipient.as_slice())
                     .fetch_one(&mut *tx)
                     .await?;
                 full |= from_db(held) >= mailbox_quota;
@@ -274,14 +310,14 @@ impl Database {
                     // Each Welcome uses up one claim of its recipient's KeyPackage by the
                     // poster. A refusal returns before the transaction commits: all of this
                     // is rolled back.
-                    for (recipient, _) in &commit.welcomes {
+                    for welcome in &commit.welcomes {
                         let used = sqlx::query(
                             "UPDATE claim_log SET welcomed = TRUE WHERE id = (
                                  SELECT id FROM claim_log
                                  WHERE owner = $1 AND claimer = $2 AND NOT welcomed
                                  ORDER BY id LIMIT 1)",
                         )
-                        .bind(recipient.as_slice())
+                        .bind(welcome.recipient.as_slice())
                         .bind(commit.poster.as_slice())
                         .execute(&mut *tx)
                         .await?
@@ -299,26 +335,30 @@ impl Database {
                     .bind(commit.next_token_hash.as_slice())
                     .execute(&mut *tx)
                     .await?;
-                    if !commit.ratchet_tree.is_empty() {
+                    if !commit.sealed_tree.is_empty() {
                         sqlx::query(
-                            "INSERT INTO group_trees (group_id, epoch, ratchet_tree) VALUES ($1, $2, $3)",
+                            "INSERT INTO group_trees (group_id, epoch, ratchet_tree, access_hash, at)
+                             VALUES ($1, $2, $3, $4, $5)",
                         )
                         .bind(group_id)
                         .bind(next)
-                        .bind(&commit.ratchet_tree)
+                        .bind(&commit.sealed_tree)
+                        .bind(commit.tree_access_hash.as_slice())
+                        .bind(now)
                         .execute(&mut *tx)
                         .await?;
                     }
                     let mut welcomes = Vec::with_capacity(commit.welcomes.len());
-                    for (recipient, welcome) in &commit.welcomes {
+                    for welcome in &commit.welcomes {
                         let id: i64 = sqlx::query_scalar(
-                            "INSERT INTO mailbox (owner, group_id, epoch, welcome, at)
-                             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                            "INSERT INTO mailbox (owner, group_id, epoch, welcome, tree_key, at)
+                             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                         )
-                        .bind(recipient.as_slice())
+                        .bind(welcome.recipient.as_slice())
                         .bind(group_id)
                         .bind(next)
-                        .bind(welcome)
+                        .bind(&welcome.welcome)
+                        .bind(&welcome.tree_key)
                         .bind(now)
                         .fetch_one(&mut *tx)
                         .await?;
@@ -494,46 +534,50 @@ impl Database {
         Ok(page.fit(&sizes) as i64)
     }
 
-    /// The ratchet tree the commit into `epoch` left, if it added anyone.
+    /// The sealed tree the commit into `epoch` left, for whoever knows the access value whose
+    /// hash is `access_hash`; nothing for anyone else (as if there were no tree).
     pub async fn fetch_tree(
         &self,
         group_id: &[u8],
         epoch: u64,
+        access_hash: &[u8; 32],
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        const SQL: &str = "SELECT ratchet_tree FROM group_trees WHERE group_id = $1 AND epoch = $2";
+        const SQL: &str = "SELECT ratchet_tree FROM group_trees
+                           WHERE group_id = $1 AND epoch = $2 AND access_hash = $3";
         let epoch = to_db(epoch);
         Ok(with_pool!(self, |pool| {
             sqlx::query_scalar(SQL)
                 .bind(group_id)
                 .bind(epoch)
+                .bind(access_hash.as_slice())
                 .fetch_optional(pool)
                 .await?
         }))
     }
 
-    /// The owner's mailbox entries (Welcomes) after `after`; `seq` is the entry id.
+    /// The owner's mailbox entries (Welcomes) after `after`.
     pub async fn fetch_mailbox(
         &self,
         owner: &ClientId,
         after: u64,
         page: impl Into<Page>,
-    ) -> Result<Vec<Entry>, StorageError> {
-        const SIZES: &str = "SELECT CAST(length(welcome) AS BIGINT) FROM mailbox
+    ) -> Result<Vec<Welcome>, StorageError> {
+        const SIZES: &str = "SELECT CAST(length(welcome) + length(tree_key) AS BIGINT) FROM mailbox
                              WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
-        const SQL: &str = "SELECT id, epoch, group_id, welcome FROM mailbox
+        const SQL: &str = "SELECT id, epoch, group_id, welcome, tree_key FROM mailbox
                            WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
-        fn entry(row: &impl RowExt) -> Result<Entry, sqlx::Error> {
-            Ok(Entry {
-                seq: from_db(row.int(0)?),
+        fn entry(row: &impl RowExt) -> Result<Welcome, sqlx::Error> {
+            Ok(Welcome {
+                id: from_db(row.int(0)?),
                 epoch: from_db(row.int(1)?),
-                kind: EntryKind::Message,
                 group_id: row.bytes(2)?,
-                message: row.bytes(3)?,
+                welcome: row.bytes(3)?,
+                tree_key: row.bytes(4)?,
             })
         }
         let (owner, after) = (owner.as_slice(), to_db(after));
         let limit = self.fitting(SIZES, owner, after, page.into()).await?;
-        let rows: Result<Vec<Entry>, sqlx::Error> = with_pool!(self, |pool| sqlx::query(SQL)
+        let rows: Result<Vec<Welcome>, sqlx::Error> = with_pool!(self, |pool| sqlx::query(SQL)
             .bind(owner)
             .bind(after)
             .bind(limit)
@@ -545,15 +589,34 @@ impl Database {
         Ok(rows?)
     }
 
-    /// Deletes mailbox entries stored before `before` (unix seconds), acknowledged or not: the
-    /// retention period is over. Returns how many.
-    pub async fn purge_mailboxes(&self, before: u64) -> Result<u64, StorageError> {
-        const SQL: &str = "DELETE FROM mailbox WHERE at < $1";
-        let before = to_db(before);
-        Ok(with_pool!(self, |pool| {
-            let done = sqlx::query(SQL).bind(before).execute(pool).await?;
-            done.rows_affected()
-        }))
+    /// Deletes what the retention periods are over for (cuts in unix seconds): log entries
+    /// and claim log entries older than `log_before`, mailbox entries older than
+    /// `mailbox_before` (acknowledged or not), and trees no mailbox entry waits for any more
+    /// once older than `tree_grace` (a joiner who acknowledged its Welcome may still be
+    /// fetching). A member who comes back after the cut finds a gap in the log where entries
+    /// went, which its client reports (PROTOCOL.md §6).
+    pub async fn purge(&self, cuts: Cuts) -> Result<Purged, StorageError> {
+        const LOG: &str = "DELETE FROM group_log WHERE at < $1";
+        const CLAIMS: &str = "DELETE FROM claim_log WHERE at < $1";
+        const MAILBOX: &str = "DELETE FROM mailbox WHERE at < $1";
+        const TREES: &str = "DELETE FROM group_trees WHERE at < $1 AND NOT EXISTS (
+                                 SELECT 1 FROM mailbox
+                                 WHERE mailbox.group_id = group_trees.group_id
+                                   AND mailbox.epoch = group_trees.epoch)";
+        let mut purged = Purged::default();
+        for (sql, cut, count) in [
+            (LOG, cuts.log_before, &mut purged.log_entries),
+            (CLAIMS, cuts.log_before, &mut purged.claims),
+            (MAILBOX, cuts.mailbox_before, &mut purged.mailbox_entries),
+            (TREES, cuts.tree_grace, &mut purged.trees),
+        ] {
+            let cut = to_db(cut);
+            *count = with_pool!(self, |pool| {
+                let done = sqlx::query(sql).bind(cut).execute(pool).await?;
+                done.rows_affected()
+            });
+        }
+        Ok(purged)
     }
 
     /// Deletes the owner's mailbox entries up to and including `up_to`; returns how many.

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres_0006_welcome_rights.sql"),
         include_str!("../../migrations/sqlite_0006_welcome_rights.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/postgres_0007_sealed_trees.sql"),
+        include_str!("../../migrations/sqlite_0007_sealed_trees.sql"),
+    ),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";

@@ -8,7 +8,8 @@ mod keypackages;
 mod migrate;
 
 pub use groups::{
-    Committed, Entry, NewCommit, NewMessage, Page, PostKey, Posted, Refused, post_key,
+    Committed, Cuts, Entry, NewCommit, NewMessage, NewWelcome, Page, PostKey, Posted, Purged,
+    Refused, Welcome, post_key,
 };
 
 use std::path::Path;

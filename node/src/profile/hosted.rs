@@ -28,6 +28,7 @@ use super::{
     merge_own_commit, resolve_member,
 };
 use crate::engine::{self, Incoming, MemberInfo, Parsed};
+use crate::sealed_tree::{SealError, TreeSecret};
 use crate::store::{StoreError, unix_now};
 use mlschat_wire::content::{Content, ContentKind};
 use mlschat_wire::packet::Packet;
@@ -55,12 +56,39 @@ pub struct PendingCommit {
     pub token: Token,
     pub next_token_hash: TokenHash,
     pub message: Vec<u8>,
-    pub welcome: Option<Vec<u8>>,
-    pub ratchet_tree: Option<Vec<u8>>,
-    /// Client ids of the members it adds, who get the Welcome.
-    pub recipients: Vec<ClientId>,
+    /// What it releases to the members it adds, if any.
+    pub joiners: Option<Joiners>,
     /// The intent it carries out.
     pub intent: i64,
+}
+
+/// What a commit that adds members releases to them: one Welcome, and the new epoch's tree
+/// sealed so that only they can fetch and read it ([`crate::sealed_tree`]).
+#[derive(Debug, Clone)]
+pub struct Joiners {
+    pub welcome: Vec<u8>,
+    pub sealed_tree: Vec<u8>,
+    pub tree_access_hash: TokenHash,
+    /// Each joiner's client id and the tree secret sealed to its KeyPackage.
+    pub recipients: Vec<(ClientId, Vec<u8>)>,
+}
+
+/// The recipients' tree keys as stored: a TLS vector of opaque values, in recipient order.
+fn encode_tree_keys(recipients: &[(ClientId, Vec<u8>)]) -> Vec<u8> {
+    use tls_codec::Serialize as _;
+    let keys: Vec<tls_codec::VLBytes> = recipients.iter().map(|(_, k)| k.clone().into()).collect();
+    keys.tls_serialize_detached()
+        .expect("serialising to memory")
+}
+
+fn decode_tree_keys(bytes: Option<Vec<u8>>) -> Result<Vec<Vec<u8>>, ProfileError> {
+    use tls_codec::DeserializeBytes as _;
+    let Some(bytes) = bytes else {
+        return Ok(Vec::new());
+    };
+    let keys = Vec::<tls_codec::VLBytes>::tls_deserialize_exact_bytes(&bytes)
+        .map_err(|_| ProfileError::Corrupt("pending commit tree keys".into()))?;
+    Ok(keys.into_iter().map(Vec::from).collect())
 }
 
 /// What making the next commit of a group came to.
@@ -144,6 +172,9 @@ pub struct Invitation {
     pub welcome: Vec<u8>,
     pub failure: String,
     pub attempts: u32,
+    /// The secret of its sealed tree, if it could be opened.
+    #[serde(skip)]
+    pub tree_secret: Option<TreeSecret>,
 }
 
 /// One numbered, durable event: a message or a membership change in one of our groups.
@@ -354,31 +385,56 @@ impl Profile {
                 Intent::Update => engine.self_update(provider, group)?,
             };
             let next_token = engine::pending_epoch_token(provider.crypto, group)?;
+            let epoch = group.epoch().as_u64();
+            let joiners = match out.welcome {
+                None => None,
+                Some(welcome) => {
+                    let secret = TreeSecret::random(provider.crypto)?;
+                    let (group_id, next) = (id.as_slice(), epoch + 1);
+                    let sealed_tree =
+                        secret.seal_tree(provider.crypto, group_id, next, &welcome.ratchet_tree)?;
+                    let keys = key_packages
+                        .iter()
+                        .map(|kp| secret.seal_to(provider.crypto, kp, group_id, next))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Some(Joiners {
+                        welcome: welcome.welcome,
+                        sealed_tree,
+                        tree_access_hash: token_hash(&secret.access()),
+                        recipients: recipients.into_iter().zip(keys).collect(),
+                    })
+                }
+            };
             let pending = PendingCommit {
                 group_id: id.as_slice().to_vec(),
-                epoch: group.epoch().as_u64(),
+                epoch,
                 token,
                 next_token_hash: token_hash(&next_token),
                 message: out.commit,
-                welcome: out.welcome.as_ref().map(|w| w.welcome.clone()),
-                ratchet_tree: out.welcome.map(|w| w.ratchet_tree),
-                recipients,
+                joiners,
                 intent: intent_seq,
             };
+            let joiners = pending.joiners.as_ref();
             conn.execute(
                 "INSERT INTO pending_commits (group_id, epoch, message, welcome, ratchet_tree,
-                     recipients, next_token_hash, intent, intent_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     recipients, next_token_hash, intent, intent_seq, tree_keys, tree_access_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     pending.group_id,
                     pending.epoch as i64,
                     pending.message,
-                    pending.welcome,
-                    pending.ratchet_tree,
-                    pending.recipients.concat(),
+                    joiners.map(|j| &j.welcome),
+                    joiners.map(|j| &j.sealed_tree),
+                    joiners.map_or(Vec::new(), |j| j
+                        .recipients
+                        .iter()
+                        .flat_map(|(r, _)| r.to_vec())
+                        .collect()),
                     pending.next_token_hash,
                     intent_json,
-                    intent_seq
+                    intent_seq,
+                    joiners.map(|j| encode_tree_keys(&j.recipients)),
+                    joiners.map(|j| j.tree_access_hash.to_vec()),
                 ],
             )?;
             Ok(Some(pending))
@@ -387,12 +443,23 @@ impl Profile {
 
     /// Our commit waiting for the log in this group, if any.
     pub fn pending_commit(&mut self, id: &GroupId) -> Result<Option<PendingCommit>, ProfileError> {
-        let row = self
+        type Row = (
+            u64,
+            Vec<u8>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Vec<u8>,
+            Vec<u8>,
+            Option<i64>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
+        let row: Option<Row> = self
             .store
             .conn()
             .query_row(
                 "SELECT epoch, message, welcome, ratchet_tree, recipients, next_token_hash,
-                        intent_seq
+                        intent_seq, tree_keys, tree_access_hash
                  FROM pending_commits WHERE group_id = ?1",
                 [id.as_slice()],
                 |r| {
@@ -401,31 +468,50 @@ impl Profile {
                         r.get(1)?,
                         r.get(2)?,
                         r.get(3)?,
-                        r.get::<_, Vec<u8>>(4)?,
-                        r.get::<_, Vec<u8>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((epoch, message, welcome, ratchet_tree, recipients, next, intent)) = row else {
+        let Some((epoch, message, welcome, sealed_tree, recipients, next, intent, keys, access)) =
+            row
+        else {
             return Ok(None);
+        };
+        let corrupt = |what: &str| ProfileError::Corrupt(format!("pending commit {what}"));
+        let joiners = match welcome {
+            None => None,
+            Some(welcome) => {
+                let mut keys = decode_tree_keys(keys)?.into_iter();
+                Some(Joiners {
+                    welcome,
+                    sealed_tree: sealed_tree.unwrap_or_default(),
+                    tree_access_hash: access
+                        .unwrap_or(vec![0; 32])
+                        .try_into()
+                        .map_err(|_| corrupt("access hash"))?,
+                    recipients: recipients
+                        .chunks_exact(32)
+                        .map(|c| {
+                            let id: ClientId = c.try_into().expect("32-byte chunks");
+                            (id, keys.next().unwrap_or_default())
+                        })
+                        .collect(),
+                })
+            }
         };
         let (_, token) = self.group_token(id)?;
         Ok(Some(PendingCommit {
             group_id: id.as_slice().to_vec(),
             epoch,
             token,
-            next_token_hash: next
-                .try_into()
-                .map_err(|_| ProfileError::Corrupt("pending commit token hash".into()))?,
+            next_token_hash: next.try_into().map_err(|_| corrupt("token hash"))?,
             message,
-            welcome,
-            ratchet_tree,
-            recipients: recipients
-                .chunks_exact(32)
-                .map(|c| c.try_into().expect("32-byte chunks"))
-                .collect(),
+            joiners,
             intent: intent.unwrap_or(0),
         }))
     }
@@ -737,14 +823,21 @@ impl Profile {
     /// Joins a group from a Welcome in our node's mailbox (entry `mailbox_id`), with the tree the
     /// node keeps; the group is then read from its log. A Welcome we cannot join is kept as an
     /// [`Invitation`], to be tried again and listed, and never acknowledged unseen.
+    /// `sealed_tree` is the tree as the node keeps it, opened here with the tree `secret`, or
+    /// why there is none.
     pub fn join_hosted(
         &mut self,
         mailbox_id: u64,
         group_id: &[u8],
         epoch: u64,
         welcome: &[u8],
-        ratchet_tree: &[u8],
+        secret: Option<&TreeSecret>,
+        sealed_tree: Result<Vec<u8>, ProfileError>,
     ) -> Result<Result<GroupSummary, String>, ProfileError> {
+        let tree = sealed_tree.and_then(|sealed| {
+            let secret = secret.ok_or(SealError::DoesNotOpen)?;
+            Ok(secret.open_tree(&self.crypto, group_id, epoch, &sealed)?)
+        });
         let id = GroupId::from_slice(group_id);
         self.in_transaction(|p| {
             // Added back after a removal: the old MLS state is useless (a new leaf, new keys)
@@ -767,57 +860,63 @@ impl Profile {
                 )?;
                 return Ok(Err("joined already".to_owned()));
             }
-            let joined =
-                match p.join(welcome, ratchet_tree) {
-                    Ok(Received::Joined { group, .. }) => {
-                        let joined = GroupId::from_slice(&hex::decode(&group.id).expect("our hex"));
-                        p.store.conn().execute(
-                            "UPDATE groups SET hosted = 1, broken = NULL WHERE group_id = ?1",
-                            [joined.as_slice()],
-                        )?;
-                        // The join sits where we are in the log: at its start when we first join,
-                        // after what we had read when we are added back.
-                        let join_row = p.last_history_seq()?;
-                        let cursor = p.log_seq(&joined)?;
-                        p.stamp_history(&joined, join_row - 1, cursor)?;
-                        // Our leaf came from a KeyPackage: refresh it before we send.
-                        p.store.conn().execute(
-                            "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
-                            params![
-                                joined.as_slice(),
-                                serde_json::to_string(&Intent::Update).expect("serialises")
-                            ],
-                        )?;
-                        p.store.conn().execute(
-                            "DELETE FROM invitations WHERE mailbox_id = ?1",
-                            [mailbox_id as i64],
-                        )?;
-                        p.follow_announcements(&joined)?;
-                        Ok(group)
-                    }
-                    Ok(Received::Message { .. }) => Err("not a Welcome".to_owned()),
-                    // Joined already (the mailbox entry was delivered twice).
-                    Err(ProfileError::Duplicate) => {
-                        p.store.conn().execute(
-                            "DELETE FROM invitations WHERE mailbox_id = ?1",
-                            [mailbox_id as i64],
-                        )?;
-                        Err("joined already".to_owned())
-                    }
-                    Err(e @ ProfileError::Store(_)) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(mailbox_id, error = %e, "could not join from a Welcome");
-                        p.store.conn().execute(
+            let joined = match tree.and_then(|tree| p.join(welcome, &tree)) {
+                Ok(Received::Joined { group, .. }) => {
+                    let joined = GroupId::from_slice(&hex::decode(&group.id).expect("our hex"));
+                    p.store.conn().execute(
+                        "UPDATE groups SET hosted = 1, broken = NULL WHERE group_id = ?1",
+                        [joined.as_slice()],
+                    )?;
+                    // The join sits where we are in the log: at its start when we first join,
+                    // after what we had read when we are added back.
+                    let join_row = p.last_history_seq()?;
+                    let cursor = p.log_seq(&joined)?;
+                    p.stamp_history(&joined, join_row - 1, cursor)?;
+                    // Our leaf came from a KeyPackage: refresh it before we send.
+                    p.store.conn().execute(
+                        "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
+                        params![
+                            joined.as_slice(),
+                            serde_json::to_string(&Intent::Update).expect("serialises")
+                        ],
+                    )?;
+                    p.store.conn().execute(
+                        "DELETE FROM invitations WHERE mailbox_id = ?1",
+                        [mailbox_id as i64],
+                    )?;
+                    p.follow_announcements(&joined)?;
+                    Ok(group)
+                }
+                Ok(Received::Message { .. }) => Err("not a Welcome".to_owned()),
+                // Joined already (the mailbox entry was delivered twice).
+                Err(ProfileError::Duplicate) => {
+                    p.store.conn().execute(
+                        "DELETE FROM invitations WHERE mailbox_id = ?1",
+                        [mailbox_id as i64],
+                    )?;
+                    Err("joined already".to_owned())
+                }
+                Err(e @ ProfileError::Store(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(mailbox_id, error = %e, "could not join from a Welcome");
+                    p.store.conn().execute(
                         "INSERT INTO invitations (mailbox_id, group_id, epoch, welcome, failure,
-                             attempts)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 1)
+                             attempts, tree_secret)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)
                          ON CONFLICT (mailbox_id) DO UPDATE
                          SET failure = ?5, attempts = attempts + 1",
-                        params![mailbox_id as i64, group_id, epoch as i64, welcome, e.to_string()],
+                        params![
+                            mailbox_id as i64,
+                            group_id,
+                            epoch as i64,
+                            welcome,
+                            e.to_string(),
+                            secret.map(|s| s.as_bytes().to_vec())
+                        ],
                     )?;
-                        Err(e.to_string())
-                    }
-                };
+                    Err(e.to_string())
+                }
+            };
             p.store.conn().execute(
                 "UPDATE home SET mailbox_seq = max(mailbox_seq, ?1) WHERE id = 1",
                 [mailbox_id as i64],
@@ -830,11 +929,12 @@ impl Profile {
     /// every poll and reconnection: the node's tree may come back, and the cost is one fetch.
     pub fn invitations(&self) -> Result<Vec<Invitation>, ProfileError> {
         let mut stmt = self.store.conn().prepare(
-            "SELECT mailbox_id, group_id, epoch, welcome, failure, attempts FROM invitations
-             ORDER BY mailbox_id",
+            "SELECT mailbox_id, group_id, epoch, welcome, failure, attempts, tree_secret
+             FROM invitations ORDER BY mailbox_id",
         )?;
         let rows = stmt.query_map([], |r| {
             let group_id: Vec<u8> = r.get(1)?;
+            let secret: Option<Vec<u8>> = r.get(6)?;
             Ok(Invitation {
                 mailbox_id: r.get::<_, i64>(0)? as u64,
                 group: hex::encode(&group_id),
@@ -843,6 +943,7 @@ impl Profile {
                 welcome: r.get(3)?,
                 failure: r.get(4)?,
                 attempts: r.get(5)?,
+                tree_secret: secret.as_deref().and_then(TreeSecret::from_bytes),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -77,6 +77,9 @@ pub enum ProfileError {
     /// The profile's files do not hold a complete identity.
     #[error("profile is incomplete: {0}")]
     Corrupt(String),
+    /// A tree for joiners could not be sealed, or opened.
+    #[error("tree for joiners: {0}")]
+    Sealed(#[from] crate::sealed_tree::SealError),
 }
 
 impl From<rusqlite::Error> for ProfileError {
@@ -500,6 +503,21 @@ impl Profile {
                 )),
             },
         }
+    }
+
+    /// Opens the tree secret sealed to us beside a Welcome from our node's mailbox; done before
+    /// joining, which deletes the KeyPackage private key it was sealed to.
+    pub fn open_tree_secret(
+        &self,
+        welcome: &[u8],
+        tree_key: &[u8],
+        group_id: &[u8],
+        epoch: u64,
+    ) -> Result<crate::sealed_tree::TreeSecret, ProfileError> {
+        let provider = self.provider();
+        Ok(crate::sealed_tree::TreeSecret::open_for(
+            &provider, welcome, tree_key, group_id, epoch,
+        )?)
     }
 
     fn join(&mut self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<Received, ProfileError> {

@@ -59,6 +59,7 @@ pub fn exit_code(error: &anyhow::Error) -> Exit {
                 ProfileError::NoHome => Exit::Delivery,
                 ProfileError::ContactFlagged(..) => Exit::Flagged,
                 ProfileError::Broken(..) => Exit::Failure,
+                ProfileError::Sealed(_) => Exit::Failure,
             };
         }
         if let Some(e) = cause.downcast_ref::<EngineError>() {
