@@ -74,6 +74,10 @@ pub struct LimitsSection {
     /// Claims a claimer may make at once, then one per `claim_refill_ms`.
     pub claim_burst: u32,
     pub claim_refill_ms: u64,
+    /// One-time KeyPackages of one owner handed out at once, then one per
+    /// `owner_claim_refill_ms`; past that, claims get the owner's last-resort package.
+    pub owner_claim_burst: u32,
+    pub owner_claim_refill_ms: u64,
     /// Welcomes a client's mailbox may hold; a commit that would exceed it is refused.
     pub mailbox_quota: u64,
     /// Days a mailbox entry is kept if never acknowledged.
@@ -167,6 +171,8 @@ impl Default for LimitsSection {
             connection_budget: 2 * mlschat_wire::MAX_FRAME,
             claim_burst: 500,
             claim_refill_ms: 100,
+            owner_claim_burst: 50,
+            owner_claim_refill_ms: 60_000,
             mailbox_quota: 10_000,
             mailbox_retention_days: 30,
             log_retention_days: 90,

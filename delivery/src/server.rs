@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub max_frame: u32,
     pub registration: Registration,
     pub claim_rate: RateLimit,
+    /// One-time KeyPackages one owner gives out; past it, claims get its last-resort one.
+    pub owner_claim_rate: RateLimit,
     /// The most entries one fetch returns.
     pub max_fetch: u32,
     /// The most bytes one fetch returns, past its first entry.
@@ -78,6 +80,10 @@ impl Default for NodeConfig {
             max_frame: mlschat_wire::MAX_FRAME,
             registration: Registration::Open,
             claim_rate: RateLimit::default(),
+            owner_claim_rate: RateLimit {
+                burst: 50,
+                refill: Duration::from_secs(60),
+            },
             max_fetch: 1000,
             max_fetch_bytes: 8 * 1024 * 1024,
             max_message: 1024 * 1024,
@@ -372,7 +378,7 @@ impl Node {
             memory: Semaphore::new(config.memory_budget as usize),
             guard,
             drain_started: Notify::new(),
-            directory: Directory::new(db.clone(), config.claim_rate),
+            directory: Directory::new(db.clone(), config.claim_rate, config.owner_claim_rate),
             // Posts to different groups commit in parallel; SQLite has one writer anyway,
             // where they simply take turns.
             appender: Appender::start(db.clone(), config.writers, 256, announcer.clone()),
@@ -842,6 +848,7 @@ impl Node {
                             claimer: r.claimer,
                             at: r.at,
                             last_resort: Flag::from(r.last_resort),
+                            reference: r.reference.into(),
                         })
                         .collect(),
                 }

@@ -33,7 +33,7 @@ async fn migrations_run_once_and_again_is_a_no_op() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
 }
 
 #[tokio::test]
@@ -62,7 +62,7 @@ async fn totals_count_stored_bytes_and_unexpired_key_packages_on_both_backends()
             "{}",
             db.backend()
         );
-        db.claim(&owner, &[1u8; 32], now).await.unwrap().unwrap();
+        db.claim(&owner, &[1u8; 32], now, true).await.unwrap().unwrap();
         assert_eq!(
             db.totals(now).await.unwrap().key_packages,
             4,

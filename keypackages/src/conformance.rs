@@ -40,6 +40,7 @@ where
     a_republished_package_is_not_claimable_twice(&fresh().await).await;
     publishing_replaces_the_last_resort_package(&fresh().await).await;
     the_claim_log_records_claimers_in_order(&fresh().await).await;
+    a_claim_sparing_the_one_time_stock_takes_the_last_resort(&fresh().await).await;
     owners_are_kept_apart(&fresh().await).await;
     purging_removes_only_expired_packages(&fresh().await).await;
     concurrent_claimers_never_get_the_same_package(Arc::new(fresh().await)).await;
@@ -60,7 +61,7 @@ pub async fn one_time_packages_go_out_once_then_the_last_resort<S: Store>(store:
     );
     let mut seen = HashSet::new();
     for _ in 0..3 {
-        let c = store.claim(&ALICE, &BOB, NOW).await.unwrap().unwrap();
+        let c = store.claim(&ALICE, &BOB, NOW, true).await.unwrap().unwrap();
         assert!(
             !c.last_resort,
             "last resort handed out before the one-time ones ran out"
@@ -71,7 +72,7 @@ pub async fn one_time_packages_go_out_once_then_the_last_resort<S: Store>(store:
         );
     }
     for _ in 0..2 {
-        let c = store.claim(&ALICE, &BOB, NOW).await.unwrap().unwrap();
+        let c = store.claim(&ALICE, &BOB, NOW, true).await.unwrap().unwrap();
         assert!(c.last_resort);
         assert_eq!(c.key_package, last_resort);
     }
@@ -85,13 +86,19 @@ pub async fn one_time_packages_go_out_once_then_the_last_resort<S: Store>(store:
 }
 
 pub async fn nothing_is_handed_out_when_nothing_is_left<S: Store>(store: &S) {
-    assert_eq!(store.claim(&ALICE, &BOB, NOW).await.unwrap(), None);
+    assert_eq!(store.claim(&ALICE, &BOB, NOW, true).await.unwrap(), None);
     store
         .publish(&ALICE, batch(&ALICE, 0..1), None)
         .await
         .unwrap();
-    assert!(store.claim(&ALICE, &BOB, NOW).await.unwrap().is_some());
-    assert_eq!(store.claim(&ALICE, &BOB, NOW).await.unwrap(), None);
+    assert!(
+        store
+            .claim(&ALICE, &BOB, NOW, true)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.claim(&ALICE, &BOB, NOW, true).await.unwrap(), None);
     assert_eq!(store.stock(&ALICE, NOW).await.unwrap(), Stock::default());
 }
 
@@ -113,16 +120,19 @@ pub async fn expired_packages_are_never_handed_out<S: Store>(store: &S) {
             last_resort: false
         }
     );
-    let c = store.claim(&ALICE, &BOB, NOW).await.unwrap().unwrap();
+    let c = store.claim(&ALICE, &BOB, NOW, true).await.unwrap().unwrap();
     assert_eq!(c.key_package, fresh);
     // The last resort is expired too: nothing.
-    assert_eq!(store.claim(&ALICE, &BOB, NOW).await.unwrap(), None);
+    assert_eq!(store.claim(&ALICE, &BOB, NOW, true).await.unwrap(), None);
     // A package valid now is not valid after its lifetime.
     store
         .publish(&ALICE, vec![kp(&ALICE, 4, NOW + 10)], None)
         .await
         .unwrap();
-    assert_eq!(store.claim(&ALICE, &BOB, NOW + 11).await.unwrap(), None);
+    assert_eq!(
+        store.claim(&ALICE, &BOB, NOW + 11, true).await.unwrap(),
+        None
+    );
 }
 
 pub async fn a_republished_package_is_not_claimable_twice<S: Store>(store: &S) {
@@ -135,7 +145,7 @@ pub async fn a_republished_package_is_not_claimable_twice<S: Store>(store: &S) {
         .await
         .unwrap();
     assert_eq!(store.stock(&ALICE, NOW).await.unwrap().one_time, 2);
-    store.claim(&ALICE, &BOB, NOW).await.unwrap().unwrap();
+    store.claim(&ALICE, &BOB, NOW, true).await.unwrap().unwrap();
     // Publishing a claimed package again does not bring it back.
     store
         .publish(&ALICE, batch(&ALICE, 0..2), None)
@@ -154,7 +164,7 @@ pub async fn publishing_replaces_the_last_resort_package<S: Store>(store: &S) {
         .publish(&ALICE, vec![], Some(newer.clone()))
         .await
         .unwrap();
-    let c = store.claim(&ALICE, &BOB, NOW).await.unwrap().unwrap();
+    let c = store.claim(&ALICE, &BOB, NOW, true).await.unwrap().unwrap();
     assert_eq!(c.key_package, newer);
     // Publishing without one keeps it.
     store
@@ -164,16 +174,48 @@ pub async fn publishing_replaces_the_last_resort_package<S: Store>(store: &S) {
     assert!(store.stock(&ALICE, NOW).await.unwrap().last_resort);
 }
 
+pub async fn a_claim_sparing_the_one_time_stock_takes_the_last_resort<S: Store>(store: &S) {
+    let last_resort = kp(&ALICE, 9, NOW + 10);
+    store
+        .publish(&ALICE, batch(&ALICE, 0..2), Some(last_resort.clone()))
+        .await
+        .unwrap();
+    let c = store
+        .claim(&ALICE, &BOB, NOW, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c.last_resort);
+    assert_eq!(c.key_package, last_resort);
+    assert_eq!(store.stock(&ALICE, NOW).await.unwrap().one_time, 2);
+    let c = store.claim(&ALICE, &BOB, NOW, true).await.unwrap().unwrap();
+    assert!(!c.last_resort);
+    let log = store.claim_log(&ALICE, 0, 10).await.unwrap();
+    let references: Vec<&[u8]> = log.iter().map(|r| r.reference.as_slice()).collect();
+    assert_eq!(
+        references,
+        [last_resort.reference.as_slice(), &c.key_package.reference]
+    );
+}
+
 pub async fn the_claim_log_records_claimers_in_order<S: Store>(store: &S) {
     store
         .publish(&ALICE, batch(&ALICE, 0..2), Some(kp(&ALICE, 9, NOW + 10)))
         .await
         .unwrap();
-    store.claim(&ALICE, &BOB, NOW).await.unwrap().unwrap();
-    store.claim(&ALICE, &CAROL, NOW + 1).await.unwrap().unwrap();
-    store.claim(&ALICE, &BOB, NOW + 2).await.unwrap().unwrap();
+    store.claim(&ALICE, &BOB, NOW, true).await.unwrap().unwrap();
+    store
+        .claim(&ALICE, &CAROL, NOW + 1, true)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .claim(&ALICE, &BOB, NOW + 2, true)
+        .await
+        .unwrap()
+        .unwrap();
     // A failed claim (nobody's packages) is not logged anywhere.
-    assert_eq!(store.claim(&CAROL, &BOB, NOW).await.unwrap(), None);
+    assert_eq!(store.claim(&CAROL, &BOB, NOW, true).await.unwrap(), None);
     let log = store.claim_log(&ALICE, 0, 100).await.unwrap();
     let summary: Vec<(ClientId, u64, bool)> = log
         .iter()
@@ -203,9 +245,9 @@ pub async fn owners_are_kept_apart<S: Store>(store: &S) {
         .await
         .unwrap();
     store.publish(&BOB, batch(&BOB, 0..1), None).await.unwrap();
-    let c = store.claim(&BOB, &CAROL, NOW).await.unwrap().unwrap();
+    let c = store.claim(&BOB, &CAROL, NOW, true).await.unwrap().unwrap();
     assert_eq!(c.key_package, kp(&BOB, 0, NOW + 3600));
-    assert_eq!(store.claim(&BOB, &CAROL, NOW).await.unwrap(), None);
+    assert_eq!(store.claim(&BOB, &CAROL, NOW, true).await.unwrap(), None);
     assert_eq!(store.stock(&ALICE, NOW).await.unwrap().one_time, 2);
 }
 
@@ -240,7 +282,7 @@ pub async fn concurrent_claimers_never_get_the_same_package<S: Store + 'static>(
     let claims: Vec<_> = (0..64u8)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.claim(&ALICE, &[i; 32], NOW).await })
+            tokio::spawn(async move { store.claim(&ALICE, &[i; 32], NOW, true).await })
         })
         .collect();
     let mut one_time = HashSet::new();

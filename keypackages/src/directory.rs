@@ -1,4 +1,5 @@
-//! The directory's rules on top of a [`Store`]: rate limits for claimers, and owners' views.
+//! The directory's rules on top of a [`Store`]: rate limits for claimers and for owners, and
+//! owners' views.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,14 +26,19 @@ pub enum ClaimError {
 #[derive(Debug)]
 pub struct Directory<S> {
     store: S,
-    limiter: Mutex<RateLimiter>,
+    claimers: Mutex<RateLimiter>,
+    /// One-time packages taken from each owner: past the limit, claims get the owner's
+    /// last-resort package, so that nobody can drain anyone's stock (prekey depletion).
+    owners: Mutex<RateLimiter>,
 }
 
 impl<S: Store> Directory<S> {
-    pub fn new(store: S, limit: RateLimit) -> Self {
+    /// `claimer`: claims one client may make; `owner`: one-time packages one owner gives out.
+    pub fn new(store: S, claimer: RateLimit, owner: RateLimit) -> Self {
         Self {
             store,
-            limiter: Mutex::new(RateLimiter::new(limit)),
+            claimers: Mutex::new(RateLimiter::new(claimer)),
+            owners: Mutex::new(RateLimiter::new(owner)),
         }
     }
 
@@ -59,13 +65,20 @@ impl<S: Store> Directory<S> {
         now: UnixTime,
         monotonic: Duration,
     ) -> Result<Claimed, ClaimError> {
-        self.limiter
+        let poisoned = |_| StoreError("rate limiter lock poisoned".into());
+        self.claimers
             .lock()
-            .map_err(|_| StoreError("rate limiter lock poisoned".into()))?
+            .map_err(poisoned)?
             .check(claimer, monotonic)
             .map_err(ClaimError::RateLimited)?;
+        let one_time = self
+            .owners
+            .lock()
+            .map_err(poisoned)?
+            .check(owner, monotonic)
+            .is_ok();
         self.store
-            .claim(owner, claimer, now)
+            .claim(owner, claimer, now, one_time)
             .await?
             .ok_or(ClaimError::NoKeyPackage)
     }

@@ -68,6 +68,8 @@ pub struct ClaimRecord {
     pub claimer: ClientId,
     pub at: UnixTime,
     pub last_resort: bool,
+    /// The claimed package's reference: its owner can tell which private key went out.
+    pub reference: Vec<u8>,
 }
 
 /// A storage backend failed.
@@ -87,13 +89,15 @@ pub trait Store: Send + Sync {
         last_resort: Option<KeyPackage>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Takes one of the owner's one-time packages unexpired at `now` (oldest first), or else
-    /// returns its last-resort package if unexpired, and logs the claim; `None` if neither.
+    /// Takes one of the owner's one-time packages unexpired at `now` (oldest first) if
+    /// `one_time` allows, or else returns its last-resort package if unexpired, and logs the
+    /// claim; `None` if neither.
     fn claim(
         &self,
         owner: &ClientId,
         claimer: &ClientId,
         now: UnixTime,
+        one_time: bool,
     ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
 
     fn stock(

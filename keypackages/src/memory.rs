@@ -60,11 +60,17 @@ impl Store for MemoryStore {
         owner: &ClientId,
         claimer: &ClientId,
         now: UnixTime,
+        one_time: bool,
     ) -> Result<Option<Claimed>, StoreError> {
         self.with(|owners| {
             let owner = owners.get_mut(owner)?;
             owner.one_time.retain(|kp| kp.not_after >= now);
-            let claimed = match owner.one_time.pop_front() {
+            let taken = if one_time {
+                owner.one_time.pop_front()
+            } else {
+                None
+            };
+            let claimed = match taken {
                 Some(kp) => Claimed {
                     key_package: kp,
                     last_resort: false,
@@ -80,6 +86,7 @@ impl Store for MemoryStore {
                 claimer: *claimer,
                 at: now,
                 last_resort: claimed.last_resort,
+                reference: claimed.key_package.reference.clone(),
             });
             Some(claimed)
         })

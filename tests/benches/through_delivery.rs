@@ -194,6 +194,7 @@ fn main() {
         database.as_deref(),
         &[
             ("MLSCHAT__LIMITS__CLAIM_BURST", "1000000"),
+            ("MLSCHAT__LIMITS__OWNER_CLAIM_BURST", "1000000"),
             ("MLSCHAT__LIMITS__CLIENT_REQUESTS_BURST", "1000000"),
             ("MLSCHAT__LIMITS__CLIENT_REQUESTS_PER_SECOND", "1e9"),
             ("MLSCHAT__LIMITS__ADDRESS_REGISTRATIONS_BURST", "1000000"),

@@ -167,6 +167,8 @@ pub struct ClaimLogEntry {
     /// Unix seconds.
     pub at: u64,
     pub last_resort: Flag,
+    /// The claimed KeyPackage's reference (RFC 9420 §5.2).
+    pub reference: VLBytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]

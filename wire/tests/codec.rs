@@ -101,6 +101,7 @@ fn responses() -> Vec<Response> {
                 claimer: [2; 32],
                 at: 1_700_000_000,
                 last_resort: Flag::No,
+                reference: vl(b"kp ref"),
             }],
         },
         Response::Accepted { seq: 10, epoch: 3 },

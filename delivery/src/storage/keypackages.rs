@@ -94,6 +94,7 @@ impl Database {
         owner: &ClientId,
         claimer: &ClientId,
         now: u64,
+        one_time: bool,
     ) -> Result<Option<Claimed>, StorageError> {
         let (owner, claimer, now) = (owner.as_slice(), claimer.as_slice(), to_db(now));
         write_transaction!(self, |tx, postgres| {
@@ -102,12 +103,16 @@ impl Database {
             } else {
                 TAKE_ONE_TIME_SQLITE
             };
-            let one_time = sqlx::query(take)
-                .bind(owner)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let claimed = match one_time {
+            let taken = if one_time {
+                sqlx::query(take)
+                    .bind(owner)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            } else {
+                None
+            };
+            let claimed = match taken {
                 Some(row) => Some(Claimed {
                     key_package: key_package(&row)?,
                     last_resort: false,
@@ -129,12 +134,14 @@ impl Database {
             };
             if let Some(c) = &claimed {
                 sqlx::query(
-                    "INSERT INTO claim_log (owner, claimer, at, last_resort) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO claim_log (owner, claimer, at, last_resort, reference)
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(owner)
                 .bind(claimer)
                 .bind(now)
                 .bind(c.last_resort)
+                .bind(&c.key_package.reference)
                 .execute(&mut *tx)
                 .await
                 ?;
@@ -172,7 +179,7 @@ impl Database {
         after: u64,
         limit: u32,
     ) -> Result<Vec<ClaimRecord>, StorageError> {
-        const SQL: &str = "SELECT id, claimer, at, last_resort FROM claim_log
+        const SQL: &str = "SELECT id, claimer, at, last_resort, reference FROM claim_log
                            WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
         let (owner, after, limit) = (owner.as_slice(), to_db(after), i64::from(limit));
         fn record(row: &impl RowExt) -> Result<ClaimRecord, sqlx::Error> {
@@ -184,6 +191,7 @@ impl Database {
                     .map_err(|_| sqlx::Error::Decode("claimer id is not 32 bytes".into()))?,
                 at: from_db(row.int(2)?),
                 last_resort: row.flag(3)?,
+                reference: row.bytes(4)?,
             })
         }
         let records: Result<Vec<ClaimRecord>, sqlx::Error> = with_pool!(self, |pool| {
@@ -231,8 +239,9 @@ impl Store for Database {
         owner: &ClientId,
         claimer: &ClientId,
         now: u64,
+        one_time: bool,
     ) -> Result<Option<Claimed>, StoreError> {
-        Ok(self.kp_claim(owner, claimer, now).await?)
+        Ok(self.kp_claim(owner, claimer, now, one_time).await?)
     }
 
     async fn stock(&self, owner: &ClientId, now: u64) -> Result<Stock, StoreError> {

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres_0007_sealed_trees.sql"),
         include_str!("../../migrations/sqlite_0007_sealed_trees.sql"),
     ),
+    (
+        8,
+        include_str!("../../migrations/postgres_0008_claimed_references.sql"),
+        include_str!("../../migrations/sqlite_0008_claimed_references.sql"),
+    ),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
