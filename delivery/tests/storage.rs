@@ -62,7 +62,10 @@ async fn totals_count_stored_bytes_and_unexpired_key_packages_on_both_backends()
             "{}",
             db.backend()
         );
-        db.claim(&owner, &[1u8; 32], now, true).await.unwrap().unwrap();
+        db.claim(&owner, &[1u8; 32], now, true)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             db.totals(now).await.unwrap().key_packages,
             4,

@@ -175,6 +175,7 @@ impl Actor {
             match notice {
                 Notice::Done { ticket, result } => self.answer(ticket, result),
                 Notice::Joined(group) => tracing::info!(group = %group.id, "joined a group"),
+                Notice::Alert(alert) => tracing::warn!(alert = %alert.text, "account alert"),
             }
         }
         if self.driver.offline().is_some() && !self.reconnect_scheduled {
@@ -315,6 +316,7 @@ impl Actor {
                     "home": profile.home()?.map(|h| h.address),
                     "link": link,
                     "invitations": value(&profile.invitations()?),
+                    "alerts": value(&profile.alerts()?),
                 }))
             }
             "groups" => now(value(&self.driver.profile().groups()?)),

@@ -216,7 +216,8 @@ CREATE TABLE invitations (
 );
 "#;
 
-/// Version 4: trees for joiners sealed from the delivery node (`sealed_tree`).
+/// Version 4: trees for joiners sealed from the delivery node (`sealed_tree`); the claim log
+/// read (`profile::key_packages`).
 const SEALED_TREES: &str = r#"
 -- A pending commit that adds members keeps its tree sealed (ratchet_tree), the tree secret
 -- sealed to each recipient (TLS vector of opaque, in recipient order) and the access hash.
@@ -227,6 +228,25 @@ ALTER TABLE pending_commits ADD COLUMN tree_access_hash BLOB;
 -- The tree secret of an invitation, opened from its mailbox entry before a join is tried
 -- (joining deletes the KeyPackage it was sealed to).
 ALTER TABLE invitations ADD COLUMN tree_secret BLOB;
+-- Who claimed our KeyPackages, from the node's claim log (read up to claim_log_seq): to tell
+-- our user of an abnormal drain, and to delete the private keys no Welcome used.
+ALTER TABLE home ADD COLUMN claim_log_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE key_packages ADD COLUMN claimed_at INTEGER;
+ALTER TABLE key_packages ADD COLUMN forgotten_at INTEGER;
+CREATE TABLE claims (
+    seq INTEGER PRIMARY KEY,
+    claimer BLOB NOT NULL,
+    at INTEGER NOT NULL,
+    last_resort INTEGER NOT NULL
+);
+-- What our user should know about our account, newest last.
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    -- 'drain' or 'claimer': one of each kind an hour
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL
+);
 "#;
 
 /// What can go wrong opening or writing the profile database.

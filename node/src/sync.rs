@@ -45,8 +45,8 @@ use mlschat_wire::{
 use crate::engine::MemberInfo;
 use crate::identity::Fingerprint;
 use crate::profile::{
-    Announcement, GroupSummary, Intent, LogEntry, LogRead, PendingCommit, Prepared, Profile,
-    ProfileError,
+    Alert, Announcement, Claim, GroupSummary, Intent, LogEntry, LogRead, PendingCommit, Prepared,
+    Profile, ProfileError,
 };
 use crate::sealed_tree::TreeSecret;
 
@@ -108,6 +108,8 @@ pub enum Notice {
     },
     /// We joined a group from a Welcome.
     Joined(GroupSummary),
+    /// Something our user should know about the account (e.g. KeyPackages drained).
+    Alert(Alert),
 }
 
 /// Why a request did not go through.
@@ -162,6 +164,7 @@ enum Waiting {
     Stock,
     Publish,
     Claim,
+    ClaimLog,
     Mailbox,
     Tree,
     Ack,
@@ -231,6 +234,8 @@ pub struct Core {
     ack: Option<u64>,
     /// Fresh KeyPackages to publish.
     publish: Option<PublishKeyPackages>,
+    /// The claim log of our KeyPackages is to be read (after each stock check).
+    claim_log_due: bool,
     /// Broken groups we start again at these times (ms), unless a member did first.
     recoveries: BTreeMap<Vec<u8>, u64>,
     next_poll: u64,
@@ -253,6 +258,7 @@ impl Core {
             joins: VecDeque::new(),
             ack: None,
             publish: None,
+            claim_log_due: false,
             recoveries: BTreeMap::new(),
             next_poll: 0,
         }
@@ -948,7 +954,12 @@ impl Core {
         let state = self.state(&Lane::Account);
         if state.behind {
             state.behind = false;
+            self.claim_log_due = true;
             return Ok(Some((Waiting::Stock, Request::KeyPackageStock)));
+        }
+        if std::mem::take(&mut self.claim_log_due) {
+            let after = self.profile.claim_log_seq()?;
+            return Ok(Some((Waiting::ClaimLog, Request::ClaimLog { after })));
         }
         Ok(None)
     }
@@ -1023,6 +1034,30 @@ impl Core {
                 }
             }
             (Waiting::Publish, Ok(_)) => {}
+            (Waiting::ClaimLog, Ok(Response::ClaimLog { entries })) => {
+                let claims: Vec<Claim> = entries
+                    .into_iter()
+                    .map(|e| Claim {
+                        seq: e.seq,
+                        claimer: e.claimer,
+                        at: e.at,
+                        last_resort: e.last_resort.into(),
+                        reference: e.reference.into(),
+                    })
+                    .collect();
+                for alert in self.profile.record_claims(&claims)? {
+                    self.notices.push_back(Notice::Alert(alert));
+                }
+                // Read on until the log is done; then forget keys nobody can use any more.
+                self.claim_log_due = !claims.is_empty();
+                if claims.is_empty() {
+                    let now = crate::store::unix_now() as u64;
+                    let forgotten = self.profile.forget_unusable_key_packages(now)?;
+                    if forgotten > 0 {
+                        tracing::info!(forgotten, "deleted KeyPackage keys nobody can use");
+                    }
+                }
+            }
             (_, Err(e)) => {
                 tracing::warn!(code = ?e.code, "the delivery node refused an account request");
                 self.park(&Lane::Account);

@@ -23,8 +23,8 @@ use mlschat_node::profile::{Home, Intent, Profile};
 use mlschat_node::sync::{Answer, Core, Lane, Notice, Ticket};
 use mlschat_wire::token::{client_id, token_hash};
 use mlschat_wire::{
-    ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry, MailboxEntry, PostId, Push,
-    Request, Response, TokenHash,
+    ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry, MailboxEntry,
+    PostId, Push, Request, Response, TokenHash,
 };
 
 // ----- randomness -----
@@ -67,6 +67,8 @@ struct GroupLog {
 struct KeyPackages {
     one_time: Vec<Vec<u8>>,
     last_resort: Option<Vec<u8>>,
+    /// Who claimed which (its reference).
+    claims: Vec<ClaimLogEntry>,
 }
 
 /// What the node keeps: durable across its restarts, as the real node's database is.
@@ -266,13 +268,41 @@ impl Node {
             }
             Request::ClaimKeyPackage { owner } => {
                 let stock = self.key_packages.entry(owner).or_default();
-                match stock.one_time.pop().or_else(|| stock.last_resort.clone()) {
-                    Some(kp) => Response::KeyPackage {
-                        key_package: kp.into(),
-                    },
+                let one_time = stock.one_time.pop();
+                let last_resort = one_time.is_none();
+                match one_time.or_else(|| stock.last_resort.clone()) {
+                    Some(kp) => {
+                        let crypto = openmls_rust_crypto::RustCrypto::default();
+                        let reference = mlschat_node::engine::validate_key_package(&crypto, &kp)
+                            .ok()
+                            .and_then(|kp| kp.hash_ref(&crypto).ok())
+                            .map(|r| r.as_slice().to_vec())
+                            .unwrap_or_default();
+                        stock.claims.push(ClaimLogEntry {
+                            seq: stock.claims.len() as u64 + 1,
+                            claimer: client,
+                            at: 1_800_000_000,
+                            last_resort: Flag::from(last_resort),
+                            reference: reference.into(),
+                        });
+                        Response::KeyPackage {
+                            key_package: kp.into(),
+                        }
+                    }
                     None => refuse(ErrorCode::NoKeyPackage, 0),
                 }
             }
+            Request::ClaimLog { after } => Response::ClaimLog {
+                entries: self
+                    .key_packages
+                    .get(&client)
+                    .into_iter()
+                    .flat_map(|stock| stock.claims.iter())
+                    .filter(|e| e.seq > after)
+                    .take(3)
+                    .cloned()
+                    .collect(),
+            },
             other => panic!("the simulated node does not take {other:?}"),
         };
         (answer, pushes, welcomed)

@@ -143,8 +143,7 @@ impl Database {
                 .bind(c.last_resort)
                 .bind(&c.key_package.reference)
                 .execute(&mut *tx)
-                .await
-                ?;
+                .await?;
             }
             Ok(claimed)
         })

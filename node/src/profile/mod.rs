@@ -28,11 +28,13 @@ use mlschat_wire::packet::Packet;
 
 mod contacts;
 mod hosted;
+mod key_packages;
 pub use contacts::{Contact, Home, InviteCode};
 pub use hosted::{
     Announcement, Event, Intent, Invitation, LogEntry, LogRead, PendingCommit, Prepared,
     QueuedText, Waiting,
 };
+pub use key_packages::{Alert, Claim};
 
 /// What can go wrong in a profile operation.
 #[derive(Debug, thiserror::Error)]
