@@ -12,38 +12,74 @@ use mlschat_wire::quic::Connection;
 use mlschat_wire::token::token_hash;
 use mlschat_wire::*;
 
-/// A member going about her business: creates a group, posts to it and reads it back.
+/// A member going about her business: creates a group, adds someone (his KeyPackage claimed,
+/// the commit posted with his Welcome, which reaches his mailbox), posts, and catches up.
 async fn member_is_served(node: &TestNode, from: &str) {
     let alice = Client::connect_from(from, node.addr, node.fingerprint).await;
     alice.register().await;
+    let bob = Client::connect_from(from, node.addr, node.fingerprint).await;
+    bob.register().await;
     let group: tls_codec::VLBytes = common::post_id().to_vec().into();
-    let token = [7u8; 32];
+    let (t0, t1) = ([7u8; 32], [8u8; 32]);
     let create = Request::CreateGroup(CreateGroup {
         group_id: group.clone(),
-        token_hash: token_hash(&token),
+        token_hash: token_hash(&t0),
     });
     assert_eq!(alice.request(&create).await, Response::Ok);
-    let post = Request::PostMessage(PostMessage {
+    alice.claims_key_package_of(&bob).await;
+    let add = Request::PostCommit(PostCommit {
         group_id: group.clone(),
         epoch: 0,
-        token,
+        token: t0,
+        next_token_hash: token_hash(&t1),
+        commit: b"adds bob".to_vec().into(),
+        welcomes: vec![WelcomeFor {
+            recipient: bob.id(),
+            welcome: b"welcome, bob".to_vec().into(),
+            tree_key: b"sealed".to_vec().into(),
+        }],
+        sealed_tree: b"tree".to_vec().into(),
+        tree_access_hash: [5; 32],
+    });
+    assert!(
+        matches!(
+            alice.request(&add).await,
+            Response::Accepted { seq: 1, epoch: 1 }
+        ),
+        "the member's add failed"
+    );
+    let mailbox = Request::FetchMailbox {
+        after: 0,
+        limit: 10,
+    };
+    let Response::Mailbox { entries } = bob.request(&mailbox).await else {
+        panic!("the Welcome did not reach the mailbox");
+    };
+    assert_eq!(entries.len(), 1);
+    let post = Request::PostMessage(PostMessage {
+        group_id: group.clone(),
+        epoch: 1,
+        token: t1,
         post_id: common::post_id(),
         message: b"still here".to_vec().into(),
     });
-    assert!(matches!(
-        alice.request(&post).await,
-        Response::Accepted { seq: 1, .. }
-    ));
+    assert!(
+        matches!(
+            alice.request(&post).await,
+            Response::Accepted { seq: 2, .. }
+        ),
+        "the member's post failed"
+    );
     let fetch = Request::FetchGroup(FetchGroup {
         group_id: group,
-        token,
+        token: t1,
         after_seq: 0,
         limit: 10,
     });
-    let Response::GroupEntries { entries } = alice.request(&fetch).await else {
+    let Response::GroupEntries { entries } = bob.request(&fetch).await else {
         panic!("the member's catch-up failed");
     };
-    assert_eq!(entries.len(), 1);
+    assert_eq!(entries.len(), 2);
 }
 
 fn refusals(node: &TestNode, reason: &str) -> u64 {
@@ -88,9 +124,7 @@ async fn connections_are_limited_per_address_and_in_total() {
         "a seventh connection from one address"
     );
     assert_eq!(refusals(&node, "connections_per_address"), 1);
-    // Another address gets in, and is served, while the first holds its six.
-    member_is_served(&node, "127.0.0.2").await;
-    // The node's total: six here, two from another address, and no more.
+    // Other addresses get in while the first holds its six, up to the node's total of eight.
     for _ in 0..2 {
         let connection = Connection::connect_from(local("127.0.0.3"), node.addr, node.fingerprint);
         held.push(connection.await.unwrap());
@@ -98,10 +132,14 @@ async fn connections_are_limited_per_address_and_in_total() {
     let ninth = Connection::connect_from(local("127.0.0.4"), node.addr, node.fingerprint);
     assert!(ninth.await.is_err(), "a ninth connection to the node");
     assert_eq!(refusals(&node, "connections"), 1);
-    // Closed connections give their places back.
+    // Closed connections give their places back: a member from either address is served.
+    for connection in &held {
+        connection.quinn().close(0u32.into(), b"done");
+    }
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
     member_is_served(&node, "127.0.0.1").await;
+    member_is_served(&node, "127.0.0.4").await;
 }
 
 /// Finding 3: a connection that never authenticates held its place for as long as it liked.
