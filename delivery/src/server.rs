@@ -129,6 +129,10 @@ pub struct Node {
 /// The largest request body from a connection that has not authenticated yet.
 const PRE_AUTH_MAX_FRAME: u32 = 4096;
 
+/// Request bodies up to this size take no room in the node-wide memory budget (they still do
+/// in their connection's): however the budget is held, ordinary requests go through.
+const SMALL_BODY: usize = 64 * 1024;
+
 /// Where a request comes from: its connection's address and session.
 struct Caller {
     address: IpAddr,
@@ -676,31 +680,43 @@ impl Node {
         }
     }
 
-    /// Reads one request frame and its body's size: the header first, and the body only if
-    /// within `limit` and once both the connection's budget and the node's have room for it
-    /// (held until the body is decoded).
+    /// Reads one request frame and its body's size: the header first (the body must be within
+    /// `limit`), then the body as its bytes arrive, each chunk taking room in the connection's
+    /// budget and, past [`SMALL_BODY`], in the node's (held until the body is decoded). A
+    /// stream that declares much and sends little holds little: room is taken for bytes that
+    /// came, never for bytes promised.
     async fn read_request(
         &self,
         recv: &mut quinn::RecvStream,
         limit: u32,
         budget: &Semaphore,
     ) -> Result<(Request, usize), Failure> {
+        let truncated = || Failure::from(FrameError::Truncated);
         let mut header = [0u8; HEADER_LEN];
         recv.read_exact(&mut header)
             .await
-            .map_err(|_| Failure::from(FrameError::Truncated))?;
+            .map_err(|_| truncated())?;
         let header = Header::parse(&header, limit)?;
+        let length = header.length as usize;
         let closing = |_| Failure::new(ErrorCode::Unavailable, "the connection is closing");
-        let _connection_room = budget.acquire_many(header.length).await.map_err(closing)?;
-        let _node_room = self
-            .memory
-            .acquire_many(header.length)
-            .await
-            .map_err(closing)?;
-        let mut body = vec![0u8; header.length as usize];
-        recv.read_exact(&mut body)
-            .await
-            .map_err(|_| Failure::from(FrameError::Truncated))?;
+        // Small requests (nearly all) never wait for the node's budget, whoever holds it.
+        let node_wide = length > SMALL_BODY;
+        let mut body = Vec::with_capacity(length.min(SMALL_BODY));
+        let mut room = Vec::new();
+        while body.len() < length {
+            let wanted = length - body.len();
+            let chunk = recv
+                .read_chunk(wanted, true)
+                .await
+                .map_err(|_| truncated())?
+                .ok_or_else(truncated)?;
+            let size = chunk.bytes.len() as u32;
+            room.push(budget.acquire_many(size).await.map_err(closing)?);
+            if node_wide {
+                room.push(self.memory.acquire_many(size).await.map_err(closing)?);
+            }
+            body.extend_from_slice(&chunk.bytes);
+        }
         // Nothing may follow the frame on a request stream.
         let mut probe = [0u8; 1];
         if let Ok(Some(_)) = recv.read(&mut probe).await {

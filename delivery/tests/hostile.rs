@@ -283,3 +283,31 @@ async fn registrations_from_one_address_are_limited_and_another_address_register
     );
     member_is_served(&node, "127.0.0.2").await;
 }
+
+/// Finding 3, found again by the memory benchmark: streams declaring big bodies and sending
+/// little took the node-wide memory budget by their declared sizes, and then nobody could even
+/// authenticate. Room is now taken for bytes that came, and small requests never wait for it.
+#[tokio::test]
+async fn stalled_streams_declaring_big_bodies_do_not_hold_the_node_budget() {
+    let mut config = roomy();
+    config.memory_budget = 2 << 20;
+    config.connection_budget = 2 << 20;
+    let node = start_node_with(config).await;
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mallory = Client::connect(node.addr, node.fingerprint).await;
+        mallory.register().await;
+        for _ in 0..4 {
+            let (mut send, recv) = mallory.connection.quinn().open_bi().await.unwrap();
+            let mut head = vec![0, 1];
+            head.extend_from_slice(&(1u32 << 20).to_be_bytes());
+            head.extend_from_slice(&[0; 10]);
+            send.write_all(&head).await.unwrap();
+            stalled.push((send, recv));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), member_is_served(&node, "127.0.0.2"))
+        .await
+        .expect("a member waited for room the stalled streams held");
+}

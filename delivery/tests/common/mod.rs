@@ -274,7 +274,11 @@ impl NodeProcess {
             .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os("MLSCHAT_NODE_LOG") {
+                // For benchmarks: where the node's warnings go.
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap();
         let mut line = String::new();
