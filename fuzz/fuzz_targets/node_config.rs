@@ -6,6 +6,9 @@ use mlschat_delivery::config::Config;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = Config::load(text, [("MLSCHAT__LIMITS__MAX_FETCH".to_owned(), text.to_owned())]);
+        let _ = Config::load(
+            text,
+            [("MLSCHAT__LIMITS__MAX_FETCH".to_owned(), text.to_owned())],
+        );
     }
 });

@@ -8,6 +8,9 @@ fuzz_target!(|data: &[u8]| {
     let mut input = data;
     while let Ok(Some(packet)) = Packet::read_from(&mut input) {
         let bytes = packet.encode().expect("a packet read encodes");
-        assert_eq!(Packet::read_from(&mut bytes.as_slice()).unwrap(), Some(packet));
+        assert_eq!(
+            Packet::read_from(&mut bytes.as_slice()).unwrap(),
+            Some(packet)
+        );
     }
 });

@@ -8,6 +8,9 @@ use mlschat_wire::{MAX_FRAME, Request, frame};
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = frame::decode::<Request>(data, MAX_FRAME) {
         let again = frame::encode(&request).expect("a decoded request encodes");
-        assert_eq!(frame::decode::<Request>(&again, MAX_FRAME).unwrap(), request);
+        assert_eq!(
+            frame::decode::<Request>(&again, MAX_FRAME).unwrap(),
+            request
+        );
     }
 });
