@@ -8,6 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
 shift || true
+if ! rustup toolchain list | grep -q '^nightly'; then
+  rustup toolchain install nightly --profile minimal || {
+    echo "fuzzing needs the nightly toolchain (rustup toolchain install nightly)" >&2
+    exit 1
+  }
+fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 cd fuzz
 if [ $# -gt 0 ]; then
