@@ -307,7 +307,10 @@ async fn stalled_streams_declaring_big_bodies_do_not_hold_the_node_budget() {
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    tokio::time::timeout(Duration::from_secs(10), member_is_served(&node, "127.0.0.2"))
-        .await
-        .expect("a member waited for room the stalled streams held");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        member_is_served(&node, "127.0.0.2"),
+    )
+    .await
+    .expect("a member waited for room the stalled streams held");
 }
