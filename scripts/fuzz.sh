@@ -32,5 +32,5 @@ for target in "${targets[@]}"; do
     tail -n 60 "$log"
     exit 1
   fi
-  grep -E "^stat::(number_of_executed_runs|new_units_added|peak_rss_mb)" "$log" || true
+  grep -E "^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)" "$log" || true
 done
