@@ -36,14 +36,46 @@ pub struct InviteCode {
 
 const INVITE_PREFIX: &str = "mlschat:invite?";
 
+/// A field value as it goes into a code: every byte but unreserved ones (RFC 3986) and `/`, `:`
+/// is percent-encoded, so that no name can smuggle in a `&` or `=` of its own.
+fn encode_component(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b':' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+fn decode_component(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 impl std::fmt::Display for InviteCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "{INVITE_PREFIX}name={}&key={}&node={}&pin={}",
-            self.name,
+            encode_component(&self.name.to_string()),
             hex::encode(&self.signature_key),
-            self.home.address,
+            encode_component(&self.home.address),
             hex::encode(self.home.fingerprint)
         )
     }
@@ -68,7 +100,11 @@ impl std::str::FromStr for InviteCode {
                 "pin" => &mut pin,
                 _ => continue, // newer versions may add fields
             };
-            *slot = Some(v.to_owned());
+            if slot.is_some() {
+                return Err(bad(&format!("{k} is given twice")));
+            }
+            let value = decode_component(v).ok_or_else(|| bad(&format!("{k} is badly encoded")))?;
+            *slot = Some(value);
         }
         let name = name.ok_or_else(|| bad("no name"))?;
         let (user, device) = name
@@ -313,4 +349,50 @@ fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
         flagged: r.get(3)?,
         signature_key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(user: &str, address: &str) -> InviteCode {
+        InviteCode {
+            name: DeviceName::new(user, "laptop").unwrap(),
+            signature_key: vec![7; 32],
+            home: Home {
+                address: address.to_owned(),
+                fingerprint: [9; 32],
+                invite: Vec::new(),
+            },
+        }
+    }
+
+    /// Issue 11, finding 2: a user named `x&name=alice` made a code that parsed as
+    /// `alice/laptop` with the attacker's key. Values are percent-encoded now.
+    #[test]
+    fn a_name_cannot_smuggle_fields_into_a_code() {
+        for (user, address) in [
+            ("x&name=alice", "127.0.0.1:4433"),
+            ("50%", "[::1]:4433"),
+            ("zoë#1?", "node.example:4433"),
+        ] {
+            let original = code(user, address);
+            let text = original.to_string();
+            assert_eq!(text.matches("name=").count(), 1, "{text}");
+            let parsed: InviteCode = text.parse().unwrap();
+            assert_eq!(parsed, original, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_field_given_twice_or_badly_encoded_is_refused() {
+        let text = code("alice", "127.0.0.1:4433").to_string();
+        assert!(
+            format!("{text}&name=mallory/laptop")
+                .parse::<InviteCode>()
+                .is_err()
+        );
+        let broken = text.replace("name=alice", "name=al%2");
+        assert!(broken.parse::<InviteCode>().is_err());
+    }
 }

@@ -1,7 +1,7 @@
 //! What the CLI prints: one readable line per fact, or one JSON object per line with `-o json`.
 //! When MLS packets go to stdout, reports go to stderr so the two never mix.
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 use std::path::Path;
 
 use mlschat_node::engine::{Incoming, MemberInfo, display_member};
@@ -31,14 +31,19 @@ pub fn error(json: bool, error: &anyhow::Error, code: Exit) {
     }
 }
 
-fn print_qr(payload: &str) -> anyhow::Result<()> {
+/// Prints `payload` as a QR code, on stdout or stderr.
+fn print_qr(payload: &str, to_stdout: bool) -> anyhow::Result<()> {
     let code = QrCode::new(payload.as_bytes())?;
     let image = code
         .render::<Dense1x2>()
         .dark_color(Dense1x2::Light)
         .light_color(Dense1x2::Dark)
         .build();
-    println!("{image}");
+    if to_stdout {
+        println!("{image}");
+    } else {
+        eprintln!("{image}");
+    }
     Ok(())
 }
 
@@ -97,30 +102,34 @@ impl Report {
             },
         );
         if qr && !self.json {
-            print_qr(&format!(
-                "mlschat:{}#{}",
-                identity.name,
-                fingerprint.to_hex()
-            ))?;
+            let payload = format!("mlschat:{}#{}", identity.name, fingerprint.to_hex());
+            print_qr(&payload, true)?;
         }
         Ok(())
     }
 
+    /// The code alone on stdout, so that `$(mlschat invite)` is the code; what a person reads
+    /// beside it (the fingerprint to compare, the QR code) goes to stderr unless stdout is a
+    /// terminal.
     pub fn invite(&self, code: &InviteCode, qr: bool) -> anyhow::Result<()> {
         let text = code.to_string();
         let fingerprint = Fingerprint::of_signature_key(&code.signature_key);
         self.emit(
             false,
-            || {
-                format!(
-                    "{text}\n{}: {fingerprint} (compare it with theirs)",
-                    code.name
-                )
-            },
+            || text.clone(),
             || json!({"code": text, "fingerprint": fingerprint.to_hex()}),
         );
-        if qr && !self.json {
-            print_qr(&text)?;
+        if !self.json {
+            let to_terminal = std::io::stdout().is_terminal();
+            let note = format!("{}: {fingerprint} (compare it with theirs)", code.name);
+            if to_terminal {
+                println!("{note}");
+            } else {
+                eprintln!("{note}");
+            }
+            if qr {
+                print_qr(&text, to_terminal)?;
+            }
         }
         Ok(())
     }
