@@ -175,7 +175,8 @@ impl Actor {
             match notice {
                 Notice::Done { ticket, result } => self.answer(ticket, result),
                 Notice::Joined(group) => tracing::info!(group = %group.id, "joined a group"),
-                Notice::Alert(alert) => tracing::warn!(alert = %alert.text, "account alert"),
+                // Logged where raised; `status` lists it.
+                Notice::Alert(_) => {}
             }
         }
         if self.driver.offline().is_some() && !self.reconnect_scheduled {

@@ -178,20 +178,33 @@ pub struct PeerProcess {
 }
 
 impl PeerProcess {
-    /// Creates the profile under `data_dir`, working through `node`.
+    /// Creates the profile `name` (user `name`, device `laptop`) under `data_dir`, working
+    /// through `node`.
     pub fn new(
         bin_dir: &Path,
         data_dir: &Path,
         name: &str,
         node: &DeliveryProcess,
     ) -> anyhow::Result<Self> {
+        Self::named(bin_dir, data_dir, name, name, node)
+    }
+
+    /// Creates the profile `profile` whose identity is `user/laptop`: someone else may take a
+    /// name that is already somebody's.
+    pub fn named(
+        bin_dir: &Path,
+        data_dir: &Path,
+        profile: &str,
+        user: &str,
+        node: &DeliveryProcess,
+    ) -> anyhow::Result<Self> {
         let peer = Self {
-            name: name.into(),
+            name: profile.into(),
             command: bin_dir.join("mlschat"),
             data_dir: data_dir.to_owned(),
             daemon: None,
         };
-        peer.cli(&["init", "--user", name, "--device", "laptop"])?;
+        peer.cli(&["init", "--user", user, "--device", "laptop"])?;
         peer.cli(&["home", "set", &node.address, &node.fingerprint])?;
         Ok(peer)
     }

@@ -436,3 +436,63 @@ fn a_committer_killed_mid_commit_recovers_its_pending_commit_from_the_log() {
         }
     }
 }
+
+/// Issue 11, finding 2: Mallory made a profile named `alice/laptop`, built Bob's invite code
+/// from public data and added him to her group; Bob's history showed her texts as Alice's.
+/// Now every sender carries what Bob's contacts say of it: hers are an impostor's, marked in
+/// history and events, and Bob is alerted; the real Alice is his contact.
+#[test]
+fn someone_using_a_contacts_name_is_shown_as_an_impostor_and_raises_an_alert() {
+    let node = Node::start();
+    let (peers, real) = group_of(&node, &["alice", "bob"]);
+    let (alice, bob) = (&peers[0], &peers[1]);
+    bob.knows(alice).unwrap();
+    send(alice, &real, "hi bob, it is me");
+    let mut mallory = Peer::named(
+        mlschat_tests::bin_dir(),
+        &node.dir.path().join("peers"),
+        "mallory",
+        "alice",
+        &node.process,
+    )
+    .unwrap();
+    mallory.start().unwrap();
+    mallory.knows(bob).unwrap();
+    let fake = mallory.rpc("group.create", json!({"name": "alice's other group"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    mallory.rpc("group.add", json!({"group": fake, "who": ["bob"]}));
+    send(&mallory, &fake, "send me the password");
+    eventually("bob reads mallory's text", || bob.read(&fake).len() == 1);
+    let texts = |id: &str| -> Vec<Value> {
+        bob.history(id)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e["kind"] == "text")
+            .collect()
+    };
+    let forged = &texts(&fake)[0];
+    assert_eq!(forged["sender"], "alice/laptop");
+    assert_eq!(forged["sender_state"], "impostor", "{forged}");
+    let genuine = &texts(&real)[0];
+    assert_eq!(genuine["sender_state"], "contact", "{genuine}");
+    let status = bob.rpc("status", json!({}));
+    let alerts = status["alerts"].as_array().unwrap();
+    assert!(
+        alerts.iter().any(|a| a["text"]
+            .as_str()
+            .unwrap()
+            .contains("not your contact alice/laptop")),
+        "{status}"
+    );
+    // The events a front end reads say the same.
+    let events = bob.rpc("events", json!({"after": 0, "limit": 1000}));
+    let forged_event = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["body"] == "send me the password")
+        .unwrap();
+    assert_eq!(forged_event["sender_state"], "impostor");
+}

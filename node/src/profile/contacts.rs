@@ -151,6 +151,44 @@ impl Contact {
     }
 }
 
+/// Who wrote something, as far as our contacts tell: shown beside every sender, so that a
+/// stranger who took a contact's name cannot pass for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderState {
+    /// Us.
+    Me,
+    /// A contact: the name and the key are the ones we added.
+    Contact,
+    /// Not a contact, and not using a contact's name.
+    Unknown,
+    /// Using a contact's name with another key: not that person.
+    Impostor,
+}
+
+/// Our contacts' names and fingerprints, to judge senders by.
+#[derive(Debug, Default)]
+pub struct SenderStates {
+    me: Vec<u8>,
+    by_name: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl SenderStates {
+    /// The state of a sender shown as `name` (`user/device`) with this key `fingerprint`.
+    pub fn of(&self, name: &str, fingerprint: &[u8]) -> SenderState {
+        if fingerprint == self.me.as_slice() {
+            return SenderState::Me;
+        }
+        if self.by_name.values().any(|f| f.as_slice() == fingerprint) {
+            return SenderState::Contact;
+        }
+        match self.by_name.get(name) {
+            Some(_) => SenderState::Impostor,
+            None => SenderState::Unknown,
+        }
+    }
+}
+
 impl Profile {
     /// Sets (or replaces) our delivery node.
     pub fn set_home(&mut self, home: &Home) -> Result<(), ProfileError> {
@@ -241,6 +279,22 @@ impl Profile {
             .prepare("SELECT name, signature_key, address, flagged FROM contacts ORDER BY name")?;
         let rows = stmt.query_map([], contact_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// What judging senders needs: our own fingerprint and our contacts'.
+    pub fn sender_states(&self) -> Result<SenderStates, ProfileError> {
+        let by_name = self
+            .contacts()?
+            .into_iter()
+            .map(|c| {
+                let fingerprint = Fingerprint::of_signature_key(&c.signature_key).0.to_vec();
+                (c.name, fingerprint)
+            })
+            .collect();
+        Ok(SenderStates {
+            me: self.identity().fingerprint().0.to_vec(),
+            by_name,
+        })
     }
 
     /// A contact by `user/device`, or by `user` when that is unambiguous.
@@ -349,6 +403,37 @@ fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
         flagged: r.get(3)?,
         signature_key,
     })
+}
+
+/// Raises an alert when `sender` uses a contact's name with another key (once an hour for
+/// each such key): what they write is shown as theirs, never as the contact's.
+pub(super) fn notice_impostor(
+    conn: &rusqlite::Connection,
+    group: &openmls::prelude::GroupId,
+    sender: &MemberInfo,
+) -> Result<(), ProfileError> {
+    let Some(name) = &sender.name else {
+        return Ok(());
+    };
+    let key: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT signature_key FROM contacts WHERE name = ?1")?
+        .query_row([name.to_string()], |r| r.get(0))
+        .optional()?;
+    let Some(key) = key else {
+        return Ok(());
+    };
+    if Fingerprint::of_signature_key(&key) == sender.fingerprint {
+        return Ok(());
+    }
+    let text = format!(
+        "someone who is not your contact {name} uses that name in group {} (their key {}): \
+         what they write is not from {name}",
+        hex::encode(group.as_slice()),
+        sender.fingerprint
+    );
+    let kind = format!("impostor:{}", sender.fingerprint.to_hex());
+    super::alerts::raise_alert(conn, &kind, &text, unix_now() as u64)?;
+    Ok(())
 }
 
 #[cfg(test)]

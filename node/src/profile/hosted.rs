@@ -24,8 +24,8 @@ use mlschat_wire::token::{client_id, token_hash};
 use mlschat_wire::{ClientId, EntryKind, PostId, Token, TokenHash};
 
 use super::{
-    GroupSummary, Profile, ProfileError, Received, append_history, append_text, mark_processed,
-    merge_own_commit, resolve_member,
+    GroupSummary, Profile, ProfileError, Received, SenderState, append_history, append_text,
+    mark_processed, merge_own_commit, resolve_member,
 };
 use crate::engine::{self, Incoming, MemberInfo, Parsed};
 use crate::sealed_tree::{SealError, TreeSecret};
@@ -184,6 +184,9 @@ pub struct Event {
     pub group: String,
     pub epoch: u64,
     pub sender: String,
+    /// The sender's key fingerprint (hex) and what our contacts say of it.
+    pub sender_fingerprint: String,
+    pub sender_state: SenderState,
     /// `text` or `event`.
     pub kind: String,
     pub body: String,
@@ -1384,16 +1387,21 @@ impl Profile {
     pub fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>, ProfileError> {
         let mut stmt = self.store.conn().prepare_cached(
             "SELECT m.seq, coalesce(g.name, lower(hex(g.group_id))), m.epoch, m.sender, m.kind,
-                    m.body, m.at
+                    m.body, m.at, m.sender_fingerprint
              FROM messages m JOIN groups g USING (group_id)
              WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
         )?;
+        let states = self.sender_states()?;
         let rows = stmt.query_map(params![after, limit], |r| {
+            let sender: String = r.get(3)?;
+            let fingerprint: Vec<u8> = r.get(7)?;
             Ok(Event {
                 id: r.get(0)?,
                 group: r.get(1)?,
                 epoch: r.get::<_, i64>(2)? as u64,
-                sender: r.get(3)?,
+                sender_state: states.of(&sender, &fingerprint),
+                sender_fingerprint: hex::encode(&fingerprint),
+                sender,
                 kind: r.get(4)?,
                 body: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(5)?).into_owned(),
                 at: r.get(6)?,

@@ -4,15 +4,14 @@
 //! that were claimed but never used by a Welcome in time, or that expired: a key that can no
 //! longer be used should not wait on disk to be stolen.
 
+use super::alerts::{Alert, raise_alert};
+use super::{Profile, ProfileError};
+use crate::store::{StoreError, unix_now};
+use mlschat_wire::ClientId;
 use openmls::prelude::KeyPackageRef;
 use openmls::prelude::tls_codec::{DeserializeBytes as _, Serialize as _, VLBytes};
 use openmls_traits::storage::StorageProvider as _;
 use rusqlite::params;
-use serde::Serialize;
-
-use super::{Profile, ProfileError};
-use crate::store::{StoreError, unix_now};
-use mlschat_wire::ClientId;
 
 /// One claim of one of our packages, as the node's claim log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,13 +21,6 @@ pub struct Claim {
     pub at: u64,
     pub last_resort: bool,
     pub reference: Vec<u8>,
-}
-
-/// Something our user should know about the account.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Alert {
-    pub at: u64,
-    pub text: String,
 }
 
 /// The window in which claims are counted.
@@ -115,39 +107,10 @@ impl Profile {
             }
             let mut raised = Vec::new();
             for (kind, text) in alerts {
-                // One alert of each kind an hour is enough.
-                let recent: i64 = conn.query_row(
-                    "SELECT count(*) FROM alerts WHERE kind = ?1 AND at >= ?2",
-                    params![kind, now.saturating_sub(DRAIN_WINDOW) as i64],
-                    |r| r.get(0),
-                )?;
-                if recent > 0 {
-                    continue;
-                }
-                tracing::warn!(alert = %text, "KeyPackage stock");
-                conn.execute(
-                    "INSERT INTO alerts (at, kind, text) VALUES (?1, ?2, ?3)",
-                    params![now as i64, kind, text],
-                )?;
-                raised.push(Alert { at: now, text });
+                raised.extend(raise_alert(conn, kind, &text, now)?);
             }
             Ok(raised)
         })
-    }
-
-    /// The latest alerts, oldest first.
-    pub fn alerts(&self) -> Result<Vec<Alert>, ProfileError> {
-        let mut stmt = self.store.conn().prepare(
-            "SELECT at, text FROM (SELECT id, at, text FROM alerts ORDER BY id DESC LIMIT 20)
-             ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Alert {
-                at: r.get::<_, i64>(0)? as u64,
-                text: r.get(1)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Deletes the private keys of one-time packages nobody can use any more: claimed more

@@ -26,15 +26,17 @@ use mlschat_wire::PostId;
 use mlschat_wire::content::{Content, ContentKind};
 use mlschat_wire::packet::Packet;
 
+mod alerts;
 mod contacts;
 mod hosted;
 mod key_packages;
-pub use contacts::{Contact, Home, InviteCode};
+pub use alerts::Alert;
+pub use contacts::{Contact, Home, InviteCode, SenderState, SenderStates};
 pub use hosted::{
     Announcement, Event, Intent, Invitation, LogEntry, LogRead, PendingCommit, Prepared,
     QueuedText, Waiting,
 };
-pub use key_packages::{Alert, Claim};
+pub use key_packages::Claim;
 
 /// What can go wrong in a profile operation.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,9 @@ pub struct HistoryEntry {
     pub seq: i64,
     pub epoch: u64,
     pub sender: String,
+    /// The sender's key fingerprint (hex) and what our contacts say of it.
+    pub sender_fingerprint: String,
+    pub sender_state: SenderState,
     pub kind: String,
     pub body: String,
     pub at: i64,
@@ -615,16 +620,21 @@ impl Profile {
     pub fn history(&self, group: &str, limit: u32) -> Result<Vec<HistoryEntry>, ProfileError> {
         let id = self.find_group(group)?;
         let mut stmt = self.store.conn().prepare(
-            "SELECT seq, epoch, sender, kind, body, at FROM (
+            "SELECT seq, epoch, sender, kind, body, at, sender_fingerprint FROM (
                  SELECT * FROM messages WHERE group_id = ?1 ORDER BY seq DESC LIMIT ?2
              ) ORDER BY coalesce(log_seq, 9223372036854775807), seq",
         )?;
+        let states = self.sender_states()?;
         let rows = stmt.query_map(params![id.as_slice(), limit], |r| {
             let body: Vec<u8> = r.get(4)?;
+            let sender: String = r.get(2)?;
+            let fingerprint: Vec<u8> = r.get(6)?;
             Ok(HistoryEntry {
                 seq: r.get(0)?,
                 epoch: r.get::<_, i64>(1)? as u64,
-                sender: r.get(2)?,
+                sender_state: states.of(&sender, &fingerprint),
+                sender_fingerprint: hex::encode(&fingerprint),
+                sender,
                 kind: r.get(3)?,
                 body: String::from_utf8_lossy(&body).into_owned(),
                 at: r.get(5)?,
@@ -939,6 +949,7 @@ fn append_history(
     kind: &str,
     body: &str,
 ) -> Result<(), ProfileError> {
+    contacts::notice_impostor(conn, id, sender)?;
     conn.prepare_cached(
         "INSERT INTO messages (group_id, epoch, sender, sender_fingerprint, kind, body, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -964,6 +975,7 @@ fn append_text(
     sender: &MemberInfo,
     content: &Content,
 ) -> Result<bool, ProfileError> {
+    contacts::notice_impostor(conn, id, sender)?;
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO messages

@@ -47,6 +47,15 @@ fn print_qr(payload: &str, to_stdout: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A sender as a person reads it: someone using a contact's name with another key is marked
+/// so that nobody takes them for the contact.
+fn sender_label(name: &str, state: &str) -> String {
+    match state {
+        "impostor" => format!("{name} [NOT your contact {name}: another key]"),
+        _ => name.to_owned(),
+    }
+}
+
 fn member_json(m: &MemberInfo) -> Value {
     json!({
         "leaf": m.leaf_index,
@@ -196,9 +205,10 @@ impl Report {
         } else {
             format!("[{}] ", s("group"))
         };
+        let sender = sender_label(s("sender"), s("sender_state"));
         let line = match s("kind") {
-            "text" => format!("{group}{}: {}", s("sender"), s("body")),
-            _ => format!("{group}* {} {}", s("sender"), s("body")),
+            "text" => format!("{group}{sender}: {}", s("body")),
+            _ => format!("{group}* {sender} {}", s("body")),
         };
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{line}");
@@ -358,9 +368,11 @@ impl Report {
             return;
         }
         for e in entries {
+            let state = serde_json::to_value(e.sender_state).unwrap_or_default();
+            let sender = sender_label(&e.sender, state.as_str().unwrap_or_default());
             match e.kind.as_str() {
-                "text" => println!("{:>5} e{:<4} {}: {}", e.seq, e.epoch, e.sender, e.body),
-                _ => println!("{:>5} e{:<4} * {} {}", e.seq, e.epoch, e.sender, e.body),
+                "text" => println!("{:>5} e{:<4} {sender}: {}", e.seq, e.epoch, e.body),
+                _ => println!("{:>5} e{:<4} * {sender} {}", e.seq, e.epoch, e.body),
             }
         }
     }
