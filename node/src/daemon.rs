@@ -127,7 +127,8 @@ enum Then {
     Posted,
     /// The group's summary.
     Summary(String),
-    Synced,
+    /// What arrived since the history row `since`, by group.
+    Synced { since: i64 },
 }
 
 /// Owns the driver; carries out work one item at a time.
@@ -193,7 +194,7 @@ impl Actor {
             (Then::Posted, Ok(())) => Ok(json!({"posted": true})),
             (Then::Posted, Err(SyncError::Disconnected)) => Ok(json!({"posted": false})),
             (Then::Summary(group), Ok(())) => self.summary(&group),
-            (Then::Synced, Ok(())) => Ok(json!({"synced": true})),
+            (Then::Synced { since }, Ok(())) => self.synced(since),
             (_, Err(e)) => Err(e.into()),
         };
         let _ = reply.send(answer);
@@ -388,8 +389,9 @@ impl Actor {
             }
             "sync" => {
                 self.online()?;
+                let since = self.driver.profile().latest_event()?;
                 let ticket = self.driver.core().sync()?;
-                Answer::Later(ticket, Then::Synced)
+                Answer::Later(ticket, Then::Synced { since })
             }
             _ => {
                 return Err(RpcError {
@@ -399,6 +401,17 @@ impl Actor {
                 });
             }
         })
+    }
+
+    /// `{"synced": true, "new": [{"group", "entries"}]}`: how many history entries each group
+    /// got since `since` (joins included).
+    fn synced(&mut self, since: i64) -> Result<Value, RpcError> {
+        let new = self.driver.profile().new_by_group(since)?;
+        let new: Vec<Value> = new
+            .into_iter()
+            .map(|(group, entries)| json!({"group": group, "entries": entries}))
+            .collect();
+        Ok(json!({"synced": true, "new": new}))
     }
 
     fn summary(&mut self, group: &str) -> Result<Value, RpcError> {

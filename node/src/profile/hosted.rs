@@ -640,7 +640,7 @@ impl Profile {
     fn last_history_seq(&self) -> Result<i64, ProfileError> {
         Ok(self
             .store
-            .query_opt::<i64>("SELECT max(seq) FROM messages", [])?
+            .query_opt::<i64>("SELECT coalesce(max(seq), 0) FROM messages", [])?
             .unwrap_or(0))
     }
 
@@ -1380,6 +1380,22 @@ impl Profile {
         let body = format!("this group continues group {}", hex::encode(old.as_slice()));
         append_history(self.store.conn(), new, 0, &me, "event", &body)?;
         Ok(())
+    }
+
+    /// The newest event's id (0 when there is none).
+    pub fn latest_event(&self) -> Result<i64, ProfileError> {
+        self.last_history_seq()
+    }
+
+    /// How many events each group got after `after`, in the order they came.
+    pub fn new_by_group(&self, after: i64) -> Result<Vec<(String, u64)>, ProfileError> {
+        let mut stmt = self.store.conn().prepare(
+            "SELECT coalesce(g.name, lower(hex(g.group_id))), count(*)
+             FROM messages m JOIN groups g USING (group_id)
+             WHERE m.seq > ?1 GROUP BY g.group_id ORDER BY min(m.seq)",
+        )?;
+        let rows = stmt.query_map([after], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Events (history rows of every group) after `after`, oldest first: what front ends

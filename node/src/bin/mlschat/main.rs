@@ -267,7 +267,17 @@ fn init_logging(daemon_log: Option<&Path>) {
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
-fn run(cli: Cli) -> anyhow::Result<Exit> {
+fn run(mut cli: Cli) -> anyhow::Result<Exit> {
+    // `send GROUP -` reads the text from stdin, whichever way the text then goes.
+    if let Command::Send { text, .. } = &mut cli.command
+        && text == "-"
+    {
+        let mut buf = String::new();
+        io::stdin()
+            .read_to_string(&mut buf)
+            .context("reading stdin")?;
+        *text = buf.trim_end_matches('\n').to_owned();
+    }
     let dir = profile_dir(cli.data_dir.as_deref(), &cli.profile)?;
     let daemon_log = matches!(cli.command, Command::Daemon { .. }).then(|| dir.join("daemon.log"));
     init_logging(daemon_log.as_deref());
@@ -373,15 +383,6 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Group(command) => return group(&mut profile, &report, command),
         Command::Send { group, text, out } => {
-            let text = if text == "-" {
-                let mut buf = String::new();
-                io::stdin()
-                    .read_to_string(&mut buf)
-                    .context("reading stdin")?;
-                buf.trim_end_matches('\n').to_owned()
-            } else {
-                text
-            };
             let outgoing = profile.send(&group, &text)?;
             deliver(&profile, &out, None, &outgoing)?;
             report.sent(&out, &group, &outgoing);

@@ -170,7 +170,25 @@ impl Report {
         match method {
             "send" if answer["posted"] == true => println!("sent"),
             "send" => println!("queued: the delivery node is unreachable; it goes out later"),
-            "sync" => println!("up to date"),
+            "sync" => {
+                let new: Vec<String> = answer["new"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|g| {
+                        format!(
+                            "{} new in {}",
+                            g["entries"],
+                            g["group"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                if new.is_empty() {
+                    println!("up to date, nothing new");
+                } else {
+                    println!("up to date: {}", new.join(", "));
+                }
+            }
             "contact.add" => println!("contact {} ({})", text("name"), text("fingerprint")),
             "contacts" => {
                 for c in answer.as_array().into_iter().flatten() {
