@@ -202,6 +202,16 @@ enum Claimee {
     Member(Fingerprint),
 }
 
+impl Claimee {
+    /// Who it is, for people.
+    fn describe(&self) -> String {
+        match self {
+            Claimee::Contact(name) => name.clone(),
+            Claimee::Member(fingerprint) => format!("member {}", fingerprint.to_hex()),
+        }
+    }
+}
+
 /// A Welcome to join: fetch its tree, then join.
 #[derive(Debug)]
 struct Join {
@@ -464,10 +474,18 @@ impl Core {
     /// Adds contacts (by name) in one commit: their KeyPackages are claimed first.
     pub fn add(&mut self, group: &str, contacts: &[String]) -> Result<Ticket, ProfileError> {
         self.profile.hosted_group(group)?;
+        let members = self.profile.members(group)?;
         for name in contacts {
             let contact = self.profile.contact(name)?;
             if let Some(why) = contact.flagged {
                 return Err(ProfileError::ContactFlagged(contact.name, why));
+            }
+            let fingerprint = Fingerprint::of_signature_key(&contact.signature_key);
+            if members.iter().any(|m| m.fingerprint == fingerprint) {
+                return Err(ProfileError::WrongKind(format!(
+                    "{} is already in this group",
+                    contact.name
+                )));
             }
         }
         let ticket = self.ticket();
@@ -972,6 +990,14 @@ impl Core {
                 let key_package = match answer {
                     Ok(Response::KeyPackage { key_package }) => Ok(key_package.as_slice().to_vec()),
                     Ok(other) => Err(SyncError::Unexpected(format!("{other:?}"))),
+                    Err(e) if e.code == ErrorCode::NoKeyPackage => Err(SyncError::Refused {
+                        code: e.code,
+                        detail: format!(
+                            "{} has no KeyPackage on the delivery node: they must connect to it \
+                             once (`mlschat sync`, or run the daemon) before they can be added",
+                            claimee.describe()
+                        ),
+                    }),
                     Err(e) => Err(SyncError::refused(&e)),
                 };
                 let checked = key_package.and_then(|kp| {

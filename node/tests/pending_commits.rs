@@ -303,3 +303,16 @@ fn the_tree_for_joiners_is_sealed_from_everyone_but_them() {
             .is_err()
     );
 }
+
+/// Issue 11, finding 4: `group leave` on a hosted group printed success, did nothing, and left
+/// an outbox entry that made the next sync fail. It is refused now, and leaves nothing behind.
+#[test]
+fn leaving_a_hosted_group_is_refused_and_leaves_nothing_behind() {
+    let (mut alice, _bob, _id) = pair();
+    let refused = alice.p().leave("g").unwrap_err();
+    assert!(
+        refused.to_string().contains("not supported yet"),
+        "{refused}"
+    );
+    assert!(alice.p().unsent().unwrap().is_empty());
+}

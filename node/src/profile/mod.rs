@@ -412,6 +412,15 @@ impl Profile {
     /// Proposes our own removal; another member's next commit carries it out.
     pub fn leave(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
         let id = self.find_group(group)?;
+        if self.is_hosted(&id)? {
+            // A proposal to leave needs another member to commit it, which the sync core does
+            // not do yet: refuse rather than queue a proposal that goes nowhere.
+            return Err(ProfileError::WrongKind(
+                "leaving a group on a delivery node is not supported yet: ask a member to \
+                 remove you (`group remove GROUP YOUR-NAME`)"
+                    .into(),
+            ));
+        }
         let me = self.me();
         self.in_transaction(|p| {
             p.with_group(&id, |engine, provider, group, conn| {

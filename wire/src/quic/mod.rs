@@ -17,6 +17,12 @@ use crate::{FrameError, MAX_FRAME, frame};
 pub enum QuicError {
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
+    /// The node presented a certificate whose fingerprint is not the pinned one.
+    #[error(
+        "the delivery node at {addr} presents another certificate than the one pinned: check \
+         the fingerprint you were given (`mlschat home set ADDRESS FINGERPRINT`)"
+    )]
+    WrongCertificate { addr: SocketAddr },
     #[error("connection lost: {0}")]
     Lost(String),
     #[error("bad frame from the node: {0}")]
@@ -82,7 +88,14 @@ impl Connection {
             .connect(addr, "localhost")
             .map_err(|e| failed(e.to_string()))?
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| {
+                // Our own verifier refused the certificate (tls::PinnedCertificate).
+                if e.to_string().contains("ApplicationVerificationFailure") {
+                    QuicError::WrongCertificate { addr }
+                } else {
+                    failed(e.to_string())
+                }
+            })?;
         Ok(Self {
             connection,
             _endpoint: endpoint,
