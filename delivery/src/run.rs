@@ -195,23 +195,35 @@ pub fn admin_token(config: &Config) -> anyhow::Result<String> {
 
 /// The configured certificate, or the one generated on first start and kept in `data_dir`.
 pub fn certificate(config: &Config) -> anyhow::Result<NodeCertificate> {
-    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
-        return load_pem(cert, key);
+    if let Some(existing) = existing_certificate(config)? {
+        return Ok(existing);
     }
     let dir = &config.server.data_dir;
-    let (cert_path, key_path) = (dir.join("node-cert.der"), dir.join("node-key.der"));
-    if cert_path.exists() && key_path.exists() {
-        return Ok(NodeCertificate {
-            cert: CertificateDer::from(std::fs::read(&cert_path)?),
-            key: PrivatePkcs8KeyDer::from(std::fs::read(&key_path)?),
-        });
-    }
+    let key_path = dir.join("node-key.der");
+    let cert_path = dir.join("node-cert.der");
     let cert = NodeCertificate::self_signed("mlschat-delivery")?;
     std::fs::create_dir_all(dir)?;
     write_private(&key_path, cert.key.secret_pkcs8_der())?;
     std::fs::write(&cert_path, cert.cert.as_ref())?;
     tracing::info!(fingerprint = %hex::encode(cert.fingerprint()), "generated a self-signed certificate");
     Ok(cert)
+}
+
+/// The configured certificate, or the one a first start left in `data_dir`; `None` if neither
+/// exists (a node makes one when it starts; asking for a fingerprint does not).
+pub fn existing_certificate(config: &Config) -> anyhow::Result<Option<NodeCertificate>> {
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+        return load_pem(cert, key).map(Some);
+    }
+    let dir = &config.server.data_dir;
+    let (cert_path, key_path) = (dir.join("node-cert.der"), dir.join("node-key.der"));
+    if cert_path.exists() && key_path.exists() {
+        return Ok(Some(NodeCertificate {
+            cert: CertificateDer::from(std::fs::read(&cert_path)?),
+            key: PrivatePkcs8KeyDer::from(std::fs::read(&key_path)?),
+        }));
+    }
+    Ok(None)
 }
 
 fn load_pem(cert: &Path, key: &Path) -> anyhow::Result<NodeCertificate> {

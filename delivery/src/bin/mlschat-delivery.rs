@@ -72,7 +72,14 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command.unwrap_or(Command::Run) {
         Command::Fingerprint => {
-            println!("{}", hex::encode(run::certificate(&config)?.fingerprint()));
+            let Some(cert) = run::existing_certificate(&config)? else {
+                anyhow::bail!(
+                    "no certificate in {}: start the node there once (it makes one), or check \
+                     the path",
+                    config.server.data_dir.display()
+                );
+            };
+            println!("{}", hex::encode(cert.fingerprint()));
             Ok(())
         }
         Command::AdminToken => {
