@@ -46,7 +46,7 @@ pub enum EngineError {
     #[error("authentication failed: {0}")]
     Forged(String),
     /// The message belongs to another epoch than the group's current one (and not a kept past one).
-    #[error("wrong epoch: message is for epoch {message}, group is at epoch {group}")]
+    #[error("{}", wrong_epoch(*message, *group))]
     WrongEpoch { message: u64, group: u64 },
     /// The message's key was already used: a replay.
     #[error("replayed message: its key was already used")]
@@ -472,6 +472,13 @@ impl Engine {
         }
         let message_epoch = message.epoch().as_u64();
         let group_epoch = group.epoch().as_u64();
+        // Its epoch's keys are gone (no past epochs are kept): OpenMLS would call it a replay.
+        if message_epoch < group_epoch {
+            return Err(EngineError::WrongEpoch {
+                message: message_epoch,
+                group: group_epoch,
+            });
+        }
         let processed = group
             .process_message(provider, message)
             .map_err(|e| classify_process_error(e, message_epoch, group_epoch))?;
@@ -628,6 +635,21 @@ pub fn display_member(member: &MemberInfo) -> String {
     match &member.name {
         Some(name) => name.to_string(),
         None => format!("<{}>", &member.fingerprint.to_hex()[..16]),
+    }
+}
+
+fn wrong_epoch(message: u64, group: u64) -> String {
+    if message < group {
+        format!(
+            "wrong epoch: this message is from epoch {message} and the group is at epoch \
+             {group}; it was sent before a change you have already applied, and can no longer \
+             be read"
+        )
+    } else {
+        format!(
+            "wrong epoch: this message is from epoch {message} and the group is at epoch \
+             {group}; receive the changes before it first"
+        )
     }
 }
 

@@ -479,11 +479,30 @@ fn commit_for_a_stale_epoch_is_rejected_without_state_change() {
     let before = bob.state();
     let err = bob.fails(6, &["receive", "from-carol"]);
     assert!(
-        err.contains("wrong epoch: message is for epoch 2, group is at epoch 3"),
+        err.contains("this message is from epoch 2 and the group is at epoch 3"),
         "{err}"
     );
     assert_eq!(bob.state(), before);
     assert_in_sync(&bob, &alice);
+}
+
+/// Issue 11, finding 8: a text from an epoch the receiver already left was reported as a
+/// replay (exit 5); it is a stale epoch (exit 6), said so.
+#[test]
+fn a_text_from_an_epoch_already_left_is_reported_as_stale_not_replayed() {
+    let world = World::new();
+    let (alice, bob) = (world.peer("alice"), world.peer("bob"));
+    group_of(&world, &alice, &[&bob]);
+    alice.ok(&["send", "team", "too late", "--out", "old"]);
+    alice.ok(&["group", "update", "team", "--out", "update"]);
+    bob.ok(&["receive", "update"]);
+    let before = bob.state();
+    let err = bob.fails(6, &["receive", "old"]);
+    assert!(
+        err.contains("sent before a change you have already applied"),
+        "{err}"
+    );
+    assert_eq!(bob.state(), before);
 }
 
 #[test]
