@@ -100,7 +100,7 @@ fn profile_kind(e: &ProfileError) -> &'static str {
         ProfileError::NoHome => "delivery",
         ProfileError::NotOurGroup(_) => "not_for_us",
         ProfileError::WrongKind(_) => "invalid_input",
-        ProfileError::Engine(E::WrongEpoch { .. }) => "wrong_epoch",
+        ProfileError::Engine(E::WrongEpoch { .. } | E::Fork { .. }) => "wrong_epoch",
         ProfileError::Engine(E::NotForUs(_) | E::Inactive) => "not_for_us",
         ProfileError::Engine(E::Malformed(_) | E::Forged(_) | E::Invalid(_)) => "invalid_input",
         _ => "failure",

@@ -48,6 +48,13 @@ pub enum EngineError {
     /// The message belongs to another epoch than the group's current one (and not a kept past one).
     #[error("{}", wrong_epoch(*message, *group))]
     WrongEpoch { message: u64, group: u64 },
+    /// A commit for an epoch we already left by another commit: the group has forked.
+    #[error(
+        "the group has forked: this commit is for epoch {epoch}, which another commit already \
+         ended here; members who applied this one are in another state of the group and must \
+         be added again (or the group made anew)"
+    )]
+    Fork { epoch: u64 },
     /// The message's key was already used: a replay.
     #[error("replayed message: its key was already used")]
     Replay,
@@ -473,7 +480,14 @@ impl Engine {
         let message_epoch = message.epoch().as_u64();
         let group_epoch = group.epoch().as_u64();
         // Its epoch's keys are gone (no past epochs are kept): OpenMLS would call it a replay.
+        // A commit there means two commits for one epoch: with no node to order them, members
+        // who applied the other one are now in another group state.
         if message_epoch < group_epoch {
+            if message.content_type() == ContentType::Commit {
+                return Err(EngineError::Fork {
+                    epoch: message_epoch,
+                });
+            }
             return Err(EngineError::WrongEpoch {
                 message: message_epoch,
                 group: group_epoch,

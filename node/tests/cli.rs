@@ -478,12 +478,16 @@ fn commit_for_a_stale_epoch_is_rejected_without_state_change() {
     bob.ok(&["receive", "from-alice"]);
     let before = bob.state();
     let err = bob.fails(6, &["receive", "from-carol"]);
+    // Issue 11, finding 8: two commits for one epoch forked the group silently.
     assert!(
-        err.contains("this message is from epoch 2 and the group is at epoch 3"),
+        err.contains("the group has forked: this commit is for epoch 2"),
         "{err}"
     );
     assert_eq!(bob.state(), before);
     assert_in_sync(&bob, &alice);
+    // Carol, who applied her own, is told the same of Alice's.
+    let err = carol.fails(6, &["receive", "from-alice"]);
+    assert!(err.contains("the group has forked"), "{err}");
 }
 
 /// Issue 11, finding 8: a text from an epoch the receiver already left was reported as a

@@ -14,7 +14,8 @@ Exit codes:
   3  invalid input: malformed, truncated, tampered or forged bytes, or the wrong kind of message
   4  unknown or ambiguous group, member or profile
   5  duplicate: already processed (a replay, or our own message); nothing changed
-  6  wrong epoch: the message is for an epoch the group is not in (stale or too new)
+  6  wrong epoch: the message is for an epoch the group is not in (stale, too new, or a
+     commit for an epoch another commit ended here: the group forked)
   7  not for us: a Welcome for someone else, a group we are not in, or we were removed
   8  passphrase missing or wrong
   9  delivery node: none set, unreachable, or it refused the request
@@ -89,7 +90,7 @@ fn engine_code(error: &EngineError) -> Exit {
         EngineError::Malformed(_) | EngineError::Forged(_) | EngineError::Invalid(_) => {
             Exit::InvalidInput
         }
-        EngineError::WrongEpoch { .. } => Exit::WrongEpoch,
+        EngineError::WrongEpoch { .. } | EngineError::Fork { .. } => Exit::WrongEpoch,
         EngineError::Replay | EngineError::OwnMessage => Exit::Duplicate,
         EngineError::NotForUs(_) | EngineError::Inactive => Exit::NotForUs,
         EngineError::Storage(_) => Exit::Failure,
