@@ -69,7 +69,7 @@ pub struct LimitsSection {
     pub max_message: u32,
     /// Milliseconds a request may take to arrive whole; a stalled stream is answered `timeout`.
     pub request_timeout_ms: u64,
-    /// Bytes the bodies of one connection's requests in flight may declare together.
+    /// Bytes of request bodies one connection may have arrived and not yet handled.
     pub connection_budget: u32,
     /// Claims a claimer may make at once, then one per `claim_refill_ms`.
     pub claim_burst: u32,
@@ -85,7 +85,7 @@ pub struct LimitsSection {
     /// Days group log entries and claim log entries are kept; a member further behind finds a
     /// gap, and its client says what it missed.
     pub log_retention_days: u64,
-    /// Bytes the bodies of all requests in flight may declare together.
+    /// The same for all connections together (bodies over 64 KiB only).
     pub memory_budget: u32,
     /// Milliseconds a connection may take to finish its handshake, and again to authenticate.
     pub handshake_timeout_ms: u64,

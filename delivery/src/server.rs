@@ -63,10 +63,10 @@ pub struct NodeConfig {
     /// How long a request may take to arrive whole (and to find room in its connection's
     /// budget): a stalled stream is answered `timeout` and its memory released.
     pub request_timeout: Duration,
-    /// Bytes the bodies of one connection's requests in flight may declare together: a client
+    /// Bytes of request bodies one connection may have arrived and not yet handled: a client
     /// cannot make the node hold more for it by opening many streams.
     pub connection_budget: u32,
-    /// Bytes the bodies of all requests in flight may declare together.
+    /// The same for all connections together (bodies over 64 KiB only).
     pub memory_budget: u32,
     /// How long a connection may take to complete its handshake, and then to authenticate.
     pub handshake_timeout: Duration,
@@ -111,7 +111,7 @@ pub struct Node {
     started: Instant,
     metrics: Metrics,
     guard: Arc<Guard>,
-    /// Bytes all requests in flight may declare together.
+    /// Room for request bodies over [`SMALL_BODY`], all connections together.
     memory: Semaphore,
     /// Set on shutdown: new requests are refused with `unavailable`.
     draining: AtomicBool,
@@ -399,8 +399,6 @@ impl Node {
         }
     }
 
-    /// Hands a new log entry to every connection subscribed to its group. Pushes are sent after
-    /// the entry is committed; they may arrive out of order, and clients order them by `seq`.
     /// A fetch's page: what the client asked for, within the node's limits.
     fn page(&self, asked: u32) -> Page {
         Page {
@@ -409,6 +407,8 @@ impl Node {
         }
     }
 
+    /// Hands a new log entry to every connection subscribed to its group. Pushes are sent after
+    /// the entry is committed; they may arrive out of order, and clients order them by `seq`.
     fn publish(&self, group_id: &[u8], entry: GroupEntry) {
         let Ok(mut subscribers) = self.subscribers.lock() else {
             return;
