@@ -137,7 +137,18 @@ async fn connections_are_limited_per_address_and_in_total() {
         connection.quinn().close(0u32.into(), b"done");
     }
     drop(held);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tries = 0;
+    while Connection::connect_from(local("127.0.0.1"), node.addr, node.fingerprint)
+        .await
+        .is_err()
+    {
+        tries += 1;
+        assert!(
+            tries < 100,
+            "the closed connections' places never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     member_is_served(&node, "127.0.0.1").await;
     member_is_served(&node, "127.0.0.4").await;
 }
@@ -146,7 +157,7 @@ async fn connections_are_limited_per_address_and_in_total() {
 #[tokio::test]
 async fn a_connection_that_does_not_authenticate_in_time_is_closed() {
     let mut config = roomy();
-    config.handshake_timeout = Duration::from_millis(400);
+    config.handshake_timeout = Duration::from_millis(1500);
     let node = start_node_with(config).await;
     let idle = Connection::connect(node.addr, node.fingerprint)
         .await
@@ -193,12 +204,19 @@ async fn a_client_flooding_requests_is_slowed_and_a_member_is_served() {
     let node = start_node_with(config).await;
     let mallory = Client::connect(node.addr, node.fingerprint).await;
     mallory.register().await;
+    let started = std::time::Instant::now();
     let answers = flood(&mallory, Request::KeyPackageStock, 300).await;
     let limited = answers
         .iter()
         .filter(|a| error_code(a) == Some(ErrorCode::RateLimited))
         .count();
-    assert!((100..=200).contains(&limited), "{limited} of 300 limited");
+    // The burst of 100 and 20 a second since: however slow the machine, no more got through.
+    let allowed = 100 + (20.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    assert!(
+        limited > 0 && 300 - limited <= allowed,
+        "{} of 300 served, {allowed} allowed",
+        300 - limited
+    );
     member_is_served(&node, "127.0.0.1").await;
     assert_eq!(refusals(&node, "requests"), limited as u64);
 }
