@@ -178,7 +178,7 @@ impl Guard {
 
     /// A place for a new connection from `address`, if the limits leave one.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Slot, Refusal> {
-        let mut counts = self.per_address.lock().expect("not poisoned");
+        let mut counts = lock(&self.per_address);
         let here = counts.get(&address).copied().unwrap_or(0);
         if here >= self.config.connections_per_address {
             return Err(self.refused(Refusal::ConnectionsPerAddress));
