@@ -10,8 +10,9 @@
 //! loses nothing.
 //!
 //! Methods: `status`, `groups`, `members`, `history`, `events`, `subscribe`, `invite`,
-//! `contacts`, `contact.add`, `group.create`, `group.add`, `group.remove`, `group.update`,
-//! `send`, `sync`.
+//! `contacts`, `contact.add`, `contact.verify`, `contact.remove`, `requests`, `request.accept`,
+//! `request.decline`, `group.create`, `group.add`, `group.remove`, `group.update`, `send`,
+//! `sync`. Those that need no delivery node are [`local`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Driver;
+use crate::kind::ErrorKind;
 use crate::profile::{Intent, InviteCode, Profile, ProfileError};
 use crate::sync::{Notice, SyncError, Ticket};
 
@@ -39,7 +41,7 @@ const EVENT_BATCH: u32 = 500;
 pub struct RpcError {
     pub code: i64,
     pub message: String,
-    pub kind: &'static str,
+    pub kind: ErrorKind,
 }
 
 impl RpcError {
@@ -47,7 +49,7 @@ impl RpcError {
         Self {
             code: -32602,
             message: format!("invalid params: {e}"),
-            kind: "invalid_input",
+            kind: ErrorKind::InvalidInput,
         }
     }
 
@@ -55,29 +57,21 @@ impl RpcError {
         Self {
             code: -32001,
             message: format!("not connected to the delivery node ({why}); retrying"),
-            kind: "delivery",
+            kind: ErrorKind::Delivery,
         }
     }
 
     fn to_json(&self) -> Value {
-        json!({"code": self.code, "message": self.message, "data": {"kind": self.kind}})
+        json!({"code": self.code, "message": self.message, "data": {"kind": self.kind.as_str()}})
     }
 }
 
 impl From<SyncError> for RpcError {
     fn from(e: SyncError) -> Self {
-        let kind = match &e {
-            SyncError::Profile(p) => profile_kind(p),
-            SyncError::Refused { .. } | SyncError::Disconnected | SyncError::Unexpected(_) => {
-                "delivery"
-            }
-            SyncError::Dropped(_) | SyncError::Incomplete(_) => "failure",
-            SyncError::Removed => "not_for_us",
-        };
         Self {
             code: -32000,
             message: e.to_string(),
-            kind,
+            kind: e.kind(),
         }
     }
 }
@@ -85,25 +79,6 @@ impl From<SyncError> for RpcError {
 impl From<ProfileError> for RpcError {
     fn from(e: ProfileError) -> Self {
         SyncError::Profile(e).into()
-    }
-}
-
-fn profile_kind(e: &ProfileError) -> &'static str {
-    use crate::engine::EngineError as E;
-    match e {
-        ProfileError::UnknownGroup(_)
-        | ProfileError::UnknownMember(_)
-        | ProfileError::UnknownContact(_)
-        | ProfileError::Ambiguous(..) => "unknown",
-        ProfileError::Duplicate => "duplicate",
-        ProfileError::ContactFlagged(..) => "flagged",
-        ProfileError::NoHome => "delivery",
-        ProfileError::NotOurGroup(_) => "not_for_us",
-        ProfileError::WrongKind(_) => "invalid_input",
-        ProfileError::Engine(E::WrongEpoch { .. } | E::Fork { .. }) => "wrong_epoch",
-        ProfileError::Engine(E::NotForUs(_) | E::Inactive) => "not_for_us",
-        ProfileError::Engine(E::Malformed(_) | E::Forged(_) | E::Invalid(_)) => "invalid_input",
-        _ => "failure",
     }
 }
 
@@ -283,26 +258,6 @@ impl Actor {
             group: String,
             text: String,
         }
-        #[derive(Deserialize)]
-        struct After {
-            #[serde(default)]
-            after: i64,
-            #[serde(default = "default_limit")]
-            limit: u32,
-        }
-        #[derive(Deserialize)]
-        struct History {
-            group: String,
-            #[serde(default = "default_limit")]
-            limit: u32,
-        }
-        #[derive(Deserialize)]
-        struct Code {
-            code: String,
-        }
-        fn default_limit() -> u32 {
-            100
-        }
         let now = Answer::Now;
         Ok(match method {
             "status" => {
@@ -320,39 +275,6 @@ impl Actor {
                     "invitations": value(&profile.invitations()?),
                     "alerts": value(&profile.alerts()?),
                 }))
-            }
-            "groups" => now(value(&self.driver.profile().groups()?)),
-            "members" => {
-                let Group { group } = p(params)?;
-                let members: Vec<Value> = self
-                    .driver
-                    .profile()
-                    .members(&group)?
-                    .iter()
-                    .map(|m| {
-                        json!({
-                            "leaf": m.leaf_index,
-                            "name": m.name.as_ref().map(|n| n.to_string()),
-                            "fingerprint": m.fingerprint.to_hex(),
-                        })
-                    })
-                    .collect();
-                now(json!(members))
-            }
-            "history" => {
-                let History { group, limit } = p(params)?;
-                now(value(&self.driver.profile().history(&group, limit)?))
-            }
-            "events" => {
-                let After { after, limit } = p(params)?;
-                now(value(&self.driver.profile().events_after(after, limit)?))
-            }
-            "invite" => now(json!({"code": self.driver.profile().invite_code()?.to_string()})),
-            "contacts" => now(value(&self.driver.profile().contacts()?)),
-            "contact.add" => {
-                let Code { code } = p(params)?;
-                let code: InviteCode = code.parse()?;
-                now(value(&self.driver.profile().add_contact(&code)?))
             }
             "group.create" => {
                 let Name { name } = p(params)?;
@@ -387,19 +309,30 @@ impl Actor {
                     Answer::Later(ticket, Then::Posted)
                 }
             }
+            "request.accept" => {
+                let Group { group } = p(params)?;
+                self.online()?;
+                let since = self.driver.profile().latest_event()?;
+                self.driver.profile().answer_request(&group, true)?;
+                let ticket = self.driver.core().sync()?;
+                Answer::Later(ticket, Then::Synced { since })
+            }
             "sync" => {
                 self.online()?;
                 let since = self.driver.profile().latest_event()?;
                 let ticket = self.driver.core().sync()?;
                 Answer::Later(ticket, Then::Synced { since })
             }
-            _ => {
-                return Err(RpcError {
-                    code: -32601,
-                    message: format!("no method {method:?}"),
-                    kind: "invalid_input",
-                });
-            }
+            _ => match local(self.driver.profile(), method, &params)? {
+                Some(answer) => now(answer),
+                None => {
+                    return Err(RpcError {
+                        code: -32601,
+                        message: format!("no method {method:?}"),
+                        kind: ErrorKind::InvalidInput,
+                    });
+                }
+            },
         })
     }
 
@@ -420,6 +353,116 @@ impl Actor {
         let id = hex::encode(profile.find_group(group)?.as_slice());
         Ok(json!(groups.into_iter().find(|g| g.id == id)))
     }
+}
+
+/// Carries out a method that needs no delivery node, on `profile`: the daemon's answer, and the
+/// CLI's when no daemon runs. `None` for a method that is not one of these.
+pub fn local(
+    profile: &mut Profile,
+    method: &str,
+    params: &Value,
+) -> Result<Option<Value>, RpcError> {
+    fn p<T: for<'de> Deserialize<'de>>(params: &Value) -> Result<T, RpcError> {
+        T::deserialize(params).map_err(RpcError::invalid_params)
+    }
+    #[derive(Deserialize)]
+    struct Group {
+        group: String,
+    }
+    #[derive(Deserialize)]
+    struct After {
+        #[serde(default)]
+        after: i64,
+        #[serde(default = "default_limit")]
+        limit: u32,
+    }
+    #[derive(Deserialize)]
+    struct History {
+        group: String,
+        #[serde(default = "default_limit")]
+        limit: u32,
+    }
+    #[derive(Deserialize)]
+    struct Code {
+        code: String,
+    }
+    #[derive(Deserialize)]
+    struct Verify {
+        name: String,
+        /// The safety number our user compared; without it, the number is only shown.
+        matches: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Name {
+        name: String,
+    }
+    fn default_limit() -> u32 {
+        100
+    }
+    Ok(Some(match method {
+        "groups" => value(&profile.groups()?),
+        "members" => {
+            let Group { group } = p(params)?;
+            let states = profile.sender_states()?;
+            let members: Vec<Value> = profile
+                .members(&group)?
+                .iter()
+                .map(|m| {
+                    let name = m.name.as_ref().map(|n| n.to_string());
+                    let state = states.of(name.as_deref().unwrap_or(""), &m.fingerprint.0);
+                    json!({
+                        "leaf": m.leaf_index,
+                        "name": name,
+                        "fingerprint": m.fingerprint.to_hex(),
+                        "state": state,
+                    })
+                })
+                .collect();
+            json!(members)
+        }
+        "history" => {
+            let History { group, limit } = p(params)?;
+            value(&profile.history(&group, limit)?)
+        }
+        "events" => {
+            let After { after, limit } = p(params)?;
+            value(&profile.events_after(after, limit)?)
+        }
+        "invite" => json!({"code": profile.invite_code()?.to_string()}),
+        "contacts" => value(&profile.contacts()?),
+        "contact.add" => {
+            let Code { code } = p(params)?;
+            let code: InviteCode = code.parse()?;
+            value(&profile.add_contact(&code)?)
+        }
+        "contact.verify" => {
+            let Verify { name, matches } = p(params)?;
+            match matches {
+                None => value(&profile.safety_number(&name)?),
+                Some(number) => {
+                    profile.verify_contact(&name, &number)?;
+                    value(&profile.safety_number(&name)?)
+                }
+            }
+        }
+        "contact.remove" => {
+            let Name { name } = p(params)?;
+            value(&profile.remove_contact(&name)?)
+        }
+        "requests" => {
+            let waiting: Vec<_> = profile
+                .invitations()?
+                .into_iter()
+                .filter(|i| i.request.as_deref() == Some("waiting"))
+                .collect();
+            value(&waiting)
+        }
+        "request.decline" => {
+            let Group { group } = p(params)?;
+            value(&profile.answer_request(&group, false)?)
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// A call's answer: now, or when the core is done with its ticket.
@@ -446,7 +489,7 @@ impl Handle {
         let gone = || RpcError {
             code: -32002,
             message: "the daemon is stopping".into(),
-            kind: "failure",
+            kind: ErrorKind::Failure,
         };
         self.work
             .send(Work::Call {
@@ -685,7 +728,7 @@ pub mod client {
         #[error("daemon API: {0}")]
         Io(#[from] std::io::Error),
         #[error("{message}")]
-        Refused { kind: String, message: String },
+        Refused { kind: ErrorKind, message: String },
         #[error("the daemon closed the connection")]
         Closed,
     }
@@ -724,7 +767,7 @@ pub mod client {
                             .to_owned()
                     };
                     return Err(CallError::Refused {
-                        kind: text("/data/kind"),
+                        kind: ErrorKind::from_name(&text("/data/kind")),
                         message: text("/message"),
                     });
                 }

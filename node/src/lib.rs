@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`identity`]: user/device names, signature keys, fingerprints and safety numbers.
 //! - [`engine`]: the MLS group engine over OpenMLS; no I/O, storage chosen by the caller.
+//! - [`kind`]: the one [`kind::ErrorKind`] of every error (exit codes and API kinds follow it).
 //! - [`store`]: the profile's SQLite database: encryption, schema, transactions.
 //! - [`profile`]: one device's state; every operation runs the engine inside one transaction.
 //! - [`sync`]: the sync core, without I/O: every rule for working through a log that orders
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod driver;
 pub mod engine;
 pub mod identity;
+pub mod kind;
 pub mod profile;
 pub mod sealed_tree;
 pub mod store;

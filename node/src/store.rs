@@ -50,7 +50,7 @@ const KDF_FILE: &str = "kdf.json";
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each step brings the schema from version `i` to `i + 1`, in one transaction.
-const MIGRATIONS: [&str; 4] = [SCHEMA, ONLINE, SYNC, SEALED_TREES];
+const MIGRATIONS: [&str; 5] = [SCHEMA, ONLINE, SYNC, SEALED_TREES, TRUST];
 
 const SCHEMA: &str = r#"
 CREATE TABLE profile (
@@ -247,6 +247,21 @@ CREATE TABLE alerts (
     kind TEXT NOT NULL,
     text TEXT NOT NULL
 );
+"#;
+
+/// Version 5: trust (`profile::contacts`): invitations from strangers wait as requests, contacts
+/// can be verified, a changed key can be reviewed.
+const TRUST: &str = r#"
+-- Who sent the Welcome (the member who added us), once it could be opened.
+ALTER TABLE invitations ADD COLUMN inviter TEXT;
+ALTER TABLE invitations ADD COLUMN inviter_fingerprint BLOB;
+-- 'waiting': from someone who is not a contact, for our user to accept or decline;
+-- 'accepted': our user said yes (joined as soon as it can be); NULL: no decision needed.
+ALTER TABLE invitations ADD COLUMN request TEXT;
+-- When our user compared safety numbers with this contact, or NULL.
+ALTER TABLE contacts ADD COLUMN verified_at INTEGER;
+-- A key offered for a flagged contact (a new invite code), to accept on review.
+ALTER TABLE contacts ADD COLUMN offered_key BLOB;
 "#;
 
 /// What can go wrong opening or writing the profile database.

@@ -527,6 +527,8 @@ impl Core {
         self.touch(Lane::Account, true);
         let ticket = self.ticket();
         if self.connected {
+            // An invitation our user just accepted, or one whose tree may be back.
+            self.queue_invitations()?;
             self.syncs.push(ticket);
         } else {
             self.done(ticket, Err(SyncError::Disconnected));
@@ -924,7 +926,7 @@ impl Core {
 
     /// Welcomes we could not join yet are tried again, each with its tree fetched again.
     fn queue_invitations(&mut self) -> Result<(), ProfileError> {
-        for invitation in self.profile.invitations()? {
+        for invitation in self.profile.invitations_to_try()? {
             if self
                 .joins
                 .iter()

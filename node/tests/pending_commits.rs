@@ -2,10 +2,18 @@
 //! decides. No network here: the node's log is played by hand, entry by entry.
 
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Intent, LogEntry, PendingCommit, Prepared, Profile, ProfileError};
+use mlschat_node::profile::{
+    Home, Intent, LogEntry, PendingCommit, Prepared, Profile, ProfileError,
+};
 use mlschat_wire::EntryKind;
 use mlschat_wire::token::token_hash;
 use openmls::prelude::GroupId;
+
+const HOME: Home = Home {
+    address: String::new(),
+    fingerprint: [7; 32],
+    invite: Vec::new(),
+};
 
 struct Member {
     dir: tempfile::TempDir,
@@ -27,6 +35,15 @@ impl Member {
         self.profile.as_mut().unwrap()
     }
 
+    /// Adds `other` as a contact (both work through the same node).
+    fn knows(&mut self, other: &mut Member) {
+        for member in [&mut *self, &mut *other] {
+            member.p().set_home(&HOME).unwrap();
+        }
+        let code = other.p().invite_code().unwrap();
+        self.p().add_contact(&code).unwrap();
+    }
+
     /// Drops the profile without any goodbye, as a killed process would, and opens it again.
     fn crash_and_reopen(&mut self) {
         self.profile = None;
@@ -35,8 +52,12 @@ impl Member {
 
     /// Makes (and keeps as pending) a commit for `intent` in group "g".
     fn commit(&mut self, intent: &Intent) -> PendingCommit {
-        self.p().queue_intent("g", intent).unwrap();
-        let id = self.p().find_group("g").unwrap();
+        self.commit_in("g", intent)
+    }
+
+    fn commit_in(&mut self, group: &str, intent: &Intent) -> PendingCommit {
+        self.p().queue_intent(group, intent).unwrap();
+        let id = self.p().find_group(group).unwrap();
         match self.p().prepare_next_commit(&id).unwrap() {
             Prepared::Commit(pending) => pending,
             other => panic!("{other:?}"),
@@ -73,6 +94,7 @@ fn commit_entry(seq: u64, epoch: u64, message: Vec<u8>) -> LogEntry {
 /// Alice's hosted group with Bob in it, both at epoch 1.
 fn pair() -> (Member, Member, GroupId) {
     let (mut alice, mut bob) = (Member::new("alice"), Member::new("bob"));
+    bob.knows(&mut alice);
     let (_, id) = alice.p().create_hosted_group("g").unwrap();
     let group_id = id.as_slice().to_vec();
     let kp = bob.p().new_key_package(false).unwrap();
@@ -315,4 +337,86 @@ fn leaving_a_hosted_group_is_refused_and_leaves_nothing_behind() {
         "{refused}"
     );
     assert!(alice.p().unsent().unwrap().is_empty());
+}
+
+/// Issue 11, finding 2: a Welcome from someone who is not a contact is not joined: it waits as
+/// a request, with who sent it, and the KeyPackage it was sealed to stays usable. Accepted, it
+/// is joined; the inviter becoming a contact releases it too; declined, it is gone.
+#[test]
+fn a_welcome_from_a_stranger_waits_until_our_user_answers() {
+    let (mut alice, mut bob) = (Member::new("alice"), Member::new("bob"));
+    alice.knows(&mut bob); // Alice knows Bob; Bob does not know her.
+    let welcome_to = |alice: &mut Member, bob: &mut Member, group: &str| {
+        let (_, id) = alice.p().create_hosted_group(group).unwrap();
+        let kp = bob.p().new_key_package(false).unwrap();
+        let pending = alice.commit_in(
+            group,
+            &Intent::Add {
+                key_packages: vec![kp],
+            },
+        );
+        alice.p().confirm_commit(&id, 1).unwrap();
+        let joiners = pending.joiners.unwrap();
+        let group_id = id.as_slice().to_vec();
+        let secret = bob
+            .p()
+            .open_tree_secret(&joiners.welcome, &joiners.recipients[0].1, &group_id, 1)
+            .unwrap();
+        (group_id, joiners, secret)
+    };
+    let join = |bob: &mut Member, mailbox: u64, w: &(Vec<u8>, _, _)| {
+        let (group_id, joiners, secret): &(Vec<u8>, mlschat_node::profile::Joiners, _) = w;
+        bob.p()
+            .join_hosted(
+                mailbox,
+                group_id,
+                1,
+                &joiners.welcome,
+                Some(secret),
+                Ok(joiners.sealed_tree.clone()),
+            )
+            .unwrap()
+    };
+    let first = welcome_to(&mut alice, &mut bob, "g");
+    let refused = join(&mut bob, 1, &first).unwrap_err();
+    assert!(refused.contains("not one of your contacts"), "{refused}");
+    let waiting = bob.p().invitations().unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].request.as_deref(), Some("waiting"));
+    assert_eq!(waiting[0].inviter.as_deref(), Some("alice/dev"));
+    assert!(bob.p().groups().unwrap().is_empty());
+    assert!(bob.p().invitations_to_try().unwrap().is_empty());
+    assert_eq!(bob.p().alerts().unwrap().len(), 1);
+    // Delivered again, it still waits.
+    assert!(join(&mut bob, 1, &first).is_err());
+    // Accepted (by a prefix of the group id), it is joined: the KeyPackage was kept.
+    let prefix = hex::encode(&first.0)[..6].to_owned();
+    bob.p().answer_request(&prefix, true).unwrap();
+    assert_eq!(bob.p().invitations_to_try().unwrap().len(), 1);
+    let joined = join(&mut bob, 1, &first).unwrap();
+    assert_eq!(joined.id, hex::encode(&first.0));
+    assert!(bob.p().invitations().unwrap().is_empty());
+
+    // A second one, declined: forgotten, and nothing joined.
+    let second = welcome_to(&mut alice, &mut bob, "h");
+    assert!(join(&mut bob, 2, &second).is_err());
+    let declined = bob
+        .p()
+        .answer_request(&hex::encode(&second.0), false)
+        .unwrap();
+    assert_eq!(declined.inviter.as_deref(), Some("alice/dev"));
+    assert!(bob.p().invitations().unwrap().is_empty());
+    assert!(
+        bob.p()
+            .answer_request(&hex::encode(&second.0), true)
+            .is_err()
+    );
+    assert_eq!(bob.p().groups().unwrap().len(), 1);
+
+    // A third waits, until Bob adds Alice as a contact: then it is tried, and joined.
+    let third = welcome_to(&mut alice, &mut bob, "i");
+    assert!(join(&mut bob, 3, &third).is_err());
+    bob.knows(&mut alice);
+    assert_eq!(bob.p().invitations_to_try().unwrap().len(), 1);
+    assert!(join(&mut bob, 3, &third).is_ok());
 }

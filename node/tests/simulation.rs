@@ -851,6 +851,14 @@ impl Sim {
         let invites: Vec<_> = (1..self.members.len())
             .map(|m| self.members[m].core().profile().invite_code().unwrap())
             .collect();
+        let alices = self.members[0].core().profile().invite_code().unwrap();
+        for m in 1..self.members.len() {
+            self.members[m]
+                .core()
+                .profile()
+                .add_contact(&alices)
+                .unwrap();
+        }
         let group = self.group.clone();
         let alice = self.members[0].core();
         for code in &invites {

@@ -234,10 +234,14 @@ fn main() {
     let group = Arc::new(std::sync::OnceLock::new());
     let bob = new_profile(dir.path(), "bob", &node);
     let carol = new_profile(dir.path(), "carol", &node);
+    let (mut bob, mut carol) = (bob, carol);
     let (bob_code, carol_code) = (bob.invite_code().unwrap(), carol.invite_code().unwrap());
+    let mut alice = new_profile(dir.path(), "alice", &node);
+    // Bob and Carol know Alice: her Welcome is joined, not kept as a request.
+    bob.add_contact(&alice.invite_code().unwrap()).unwrap();
+    carol.add_contact(&alice.invite_code().unwrap()).unwrap();
     let mut bob_seen = listener(bob, group.clone());
     let mut carol_seen = listener(carol, group.clone());
-    let mut alice = new_profile(dir.path(), "alice", &node);
     for code in holders.iter().chain([&bob_code, &carol_code]) {
         let mut code = code.clone();
         code.home = alice.home().unwrap().unwrap();

@@ -247,9 +247,16 @@ impl PeerProcess {
         Ok(out["code"].as_str().context("no invite code")?.to_owned())
     }
 
-    /// Adds `other` as a contact.
+    /// Adds `other` as a contact (one way: `other` does not know us).
     pub fn knows(&self, other: &PeerProcess) -> anyhow::Result<()> {
         self.cli(&["contact", "add", &other.invite()?]).map(|_| ())
+    }
+
+    /// Exchanges invite codes with `other`: each is the other's contact, so either may add the
+    /// other to a group without it waiting as a request.
+    pub fn meet(&self, other: &PeerProcess) -> anyhow::Result<()> {
+        self.knows(other)?;
+        other.knows(self)
     }
 
     /// Starts the daemon and waits until it is connected and has caught up (its KeyPackages

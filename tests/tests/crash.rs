@@ -95,7 +95,7 @@ fn run(database: Option<String>, backend: &str) -> Tally {
         peer.start().unwrap();
     }
     for other in &peers[1..] {
-        peers[0].knows(other).unwrap();
+        peers[0].meet(other).unwrap();
     }
     let group = peers[0]
         .call("group.create", json!({"name": "team"}))

@@ -29,7 +29,7 @@ fn group_of(node: &Node, names: &[&str]) -> (Vec<Peer>, String) {
         peer.start().unwrap();
     }
     for other in &peers[1..] {
-        peers[0].knows(other).unwrap();
+        peers[0].meet(other).unwrap();
     }
     let group = peers[0].rpc("group.create", json!({"name": "team"}));
     let id = group["id"].as_str().unwrap().to_owned();
@@ -64,7 +64,7 @@ fn a_member_offline_during_adds_and_messages_catches_up_in_order() {
     // Bob has been online once (his KeyPackages are on the node), and is away now.
     let mut bob = node.peer("bob");
     bob.cli(&["sync"]).unwrap();
-    alice.knows(&bob).unwrap();
+    alice.meet(&bob).unwrap();
     alice.rpc("group.add", json!({"group": id, "who": ["bob"]}));
     for i in 0..5 {
         send(alice, &id, &format!("a{i}"));
@@ -95,7 +95,7 @@ fn members_committing_at_once_converge_to_one_epoch() {
     let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
     let mut dave = node.peer("dave");
     dave.start().unwrap();
-    peers[0].knows(&dave).unwrap();
+    peers[0].meet(&dave).unwrap();
     let before = peers[0].group(&id).unwrap()["epoch"].as_u64().unwrap();
     // Three commits for the same epoch, from three processes, at once.
     std::thread::scope(|s| {
@@ -438,15 +438,14 @@ fn a_committer_killed_mid_commit_recovers_its_pending_commit_from_the_log() {
 }
 
 /// Issue 11, finding 2: Mallory made a profile named `alice/laptop`, built Bob's invite code
-/// from public data and added him to her group; Bob's history showed her texts as Alice's.
-/// Now every sender carries what Bob's contacts say of it: hers are an impostor's, marked in
-/// history and events, and Bob is alerted; the real Alice is his contact.
+/// from public data and added him to her group; Bob's daemon joined without asking and showed
+/// her texts as Alice's. Now her invitation waits as a request (Bob is alerted, nothing of hers
+/// is shown), and should Bob accept it anyway, every text of hers is marked an impostor's.
 #[test]
-fn someone_using_a_contacts_name_is_shown_as_an_impostor_and_raises_an_alert() {
+fn an_impostors_invitation_waits_as_a_request_and_her_texts_are_never_the_contacts() {
     let node = Node::start();
     let (peers, real) = group_of(&node, &["alice", "bob"]);
     let (alice, bob) = (&peers[0], &peers[1]);
-    bob.knows(alice).unwrap();
     send(alice, &real, "hi bob, it is me");
     let mut mallory = Peer::named(
         mlschat_tests::bin_dir(),
@@ -464,7 +463,39 @@ fn someone_using_a_contacts_name_is_shown_as_an_impostor_and_raises_an_alert() {
         .to_owned();
     mallory.rpc("group.add", json!({"group": fake, "who": ["bob"]}));
     send(&mallory, &fake, "send me the password");
+
+    // The invitation waits, with who sent it; Bob is told it is not his contact Alice.
+    let requests = || bob.rpc("requests", json!({}));
+    eventually("mallory's invitation waits as a request", || {
+        requests().as_array().unwrap().len() == 1
+    });
+    let request = &requests()[0];
+    assert_eq!(request["group"], fake.as_str(), "{request}");
+    assert_eq!(request["inviter"], "alice/laptop", "{request}");
+    let alerted = |text: &str| {
+        let status = bob.rpc("status", json!({}));
+        status["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["text"].as_str().unwrap().contains(text))
+    };
+    assert!(alerted("NOT your contact of that name"));
+    // Nothing of hers is shown: no group, no event, a sync later still none.
+    bob.rpc("sync", json!({}));
+    assert!(bob.group(&fake).is_none());
+    let events = || bob.rpc("events", json!({"after": 0, "limit": 1000}));
+    assert!(
+        !events().to_string().contains("send me the password"),
+        "{}",
+        events()
+    );
+    assert_eq!(requests().as_array().unwrap().len(), 1);
+
+    // Bob accepts anyway: he joins, and her texts are marked as an impostor's everywhere.
+    bob.rpc("request.accept", json!({"group": fake}));
     eventually("bob reads mallory's text", || bob.read(&fake).len() == 1);
+    assert!(requests().as_array().unwrap().is_empty());
     let texts = |id: &str| -> Vec<Value> {
         bob.history(id)
             .unwrap()
@@ -477,17 +508,8 @@ fn someone_using_a_contacts_name_is_shown_as_an_impostor_and_raises_an_alert() {
     assert_eq!(forged["sender_state"], "impostor", "{forged}");
     let genuine = &texts(&real)[0];
     assert_eq!(genuine["sender_state"], "contact", "{genuine}");
-    let status = bob.rpc("status", json!({}));
-    let alerts = status["alerts"].as_array().unwrap();
-    assert!(
-        alerts.iter().any(|a| a["text"]
-            .as_str()
-            .unwrap()
-            .contains("not your contact alice/laptop")),
-        "{status}"
-    );
-    // The events a front end reads say the same.
-    let events = bob.rpc("events", json!({"after": 0, "limit": 1000}));
+    assert!(alerted("not your contact alice/laptop"));
+    let events = events();
     let forged_event = events
         .as_array()
         .unwrap()
@@ -495,4 +517,36 @@ fn someone_using_a_contacts_name_is_shown_as_an_impostor_and_raises_an_alert() {
         .find(|e| e["body"] == "send me the password")
         .unwrap();
     assert_eq!(forged_event["sender_state"], "impostor");
+}
+
+/// A stranger's invitation declined is gone, and nothing of the group is kept.
+#[test]
+fn a_declined_request_is_forgotten() {
+    let node = Node::start();
+    let mut bob = node.peer("bob");
+    bob.start().unwrap();
+    let mut carol = node.peer("carol");
+    carol.start().unwrap();
+    carol.knows(&bob).unwrap();
+    let group = carol.rpc("group.create", json!({"name": "party"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    carol.rpc("group.add", json!({"group": group, "who": ["bob"]}));
+    let requests = || bob.rpc("requests", json!({}));
+    eventually("carol's invitation waits", || {
+        requests().as_array().unwrap().len() == 1
+    });
+    // By a prefix of the group id, as people type it.
+    let declined = bob.rpc("request.decline", json!({"group": &group[..8]}));
+    assert_eq!(declined["inviter"], "carol/laptop", "{declined}");
+    assert!(requests().as_array().unwrap().is_empty());
+    bob.rpc("sync", json!({}));
+    assert!(bob.group(&group).is_none());
+    assert!(requests().as_array().unwrap().is_empty());
+    // Accepting what was declined finds nothing.
+    let refused = bob
+        .try_call("request.accept", json!({"group": group}))
+        .unwrap_err();
+    assert_eq!(refused["data"]["kind"], "invalid_input", "{refused}");
 }

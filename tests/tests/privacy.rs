@@ -71,7 +71,7 @@ fn the_node_stores_logs_and_counts_no_member_name_outside_key_packages() {
     }
     let (first, rest) = peers.split_first().unwrap();
     for other in rest {
-        first.knows(other).unwrap();
+        first.meet(other).unwrap();
     }
     // A group, everyone added, a text from each, someone removed: trees, Welcomes, commits,
     // messages and mailbox entries all pass through the node.

@@ -139,10 +139,16 @@ pub struct Contact {
     pub name: String,
     pub fingerprint: String,
     pub node: String,
+    /// Whether our user compared safety numbers with them (`contact verify`).
+    pub verified: bool,
     /// Why this contact must be checked before it is used again, if it must.
     pub flagged: Option<String>,
+    /// The other key we were shown for them (fingerprint), to review with `contact verify`.
+    pub offered_fingerprint: Option<String>,
     #[serde(skip)]
     pub signature_key: Vec<u8>,
+    #[serde(skip)]
+    pub offered_key: Option<Vec<u8>>,
 }
 
 impl Contact {
@@ -158,7 +164,9 @@ impl Contact {
 pub enum SenderState {
     /// Us.
     Me,
-    /// A contact: the name and the key are the ones we added.
+    /// A contact whose safety number our user compared with them.
+    Verified,
+    /// A contact: the name and the key are the ones we added, not verified.
     Contact,
     /// Not a contact, and not using a contact's name.
     Unknown,
@@ -170,7 +178,8 @@ pub enum SenderState {
 #[derive(Debug, Default)]
 pub struct SenderStates {
     me: Vec<u8>,
-    by_name: std::collections::HashMap<String, Vec<u8>>,
+    /// Fingerprint and whether it was verified, by contact name.
+    by_name: std::collections::HashMap<String, (Vec<u8>, bool)>,
 }
 
 impl SenderStates {
@@ -179,8 +188,11 @@ impl SenderStates {
         if fingerprint == self.me.as_slice() {
             return SenderState::Me;
         }
-        if self.by_name.values().any(|f| f.as_slice() == fingerprint) {
-            return SenderState::Contact;
+        if let Some((_, verified)) = self.by_name.values().find(|(f, _)| f == fingerprint) {
+            return match verified {
+                true => SenderState::Verified,
+                false => SenderState::Contact,
+            };
         }
         match self.by_name.get(name) {
             Some(_) => SenderState::Impostor,
@@ -189,7 +201,46 @@ impl SenderStates {
     }
 }
 
+/// Who may add us to a group without asking our user: contacts (not impostors), and members
+/// of a group of ours that broke, who start it again (`sync` continuations). Anyone else's
+/// Welcome waits as a request.
+#[derive(Debug)]
+pub struct Admission {
+    states: SenderStates,
+    fellows: Vec<Fingerprint>,
+}
+
+impl Admission {
+    /// `None` when `inviter` is admitted; else what they are to us (unknown, or an impostor).
+    pub fn refuses(&self, inviter: &MemberInfo) -> Option<SenderState> {
+        let name = inviter
+            .name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        match self.states.of(&name, &inviter.fingerprint.0) {
+            SenderState::Me | SenderState::Contact | SenderState::Verified => None,
+            SenderState::Unknown if self.fellows.contains(&inviter.fingerprint) => None,
+            other => Some(other),
+        }
+    }
+}
+
 impl Profile {
+    /// Whom a Welcome from our mailbox may come from, for [`Admission::refuses`].
+    pub(super) fn admission(&mut self) -> Result<Admission, ProfileError> {
+        let fellows = self
+            .broken_groups()?
+            .into_iter()
+            .flat_map(|(_, members, _)| members)
+            .map(|m| m.fingerprint)
+            .collect();
+        Ok(Admission {
+            states: self.sender_states()?,
+            fellows,
+        })
+    }
+
     /// Sets (or replaces) our delivery node.
     pub fn set_home(&mut self, home: &Home) -> Result<(), ProfileError> {
         self.store.transaction(|| {
@@ -245,7 +296,7 @@ impl Profile {
                     Fingerprint::of_signature_key(&code.signature_key).to_hex(),
                     known.fingerprint
                 );
-                self.flag_contact(&name, &why)?;
+                self.flag_contact(&name, &why, Some(&code.signature_key))?;
                 return Err(ProfileError::ContactFlagged(name, why));
             }
             return Ok(known);
@@ -273,10 +324,9 @@ impl Profile {
     }
 
     pub fn contacts(&self) -> Result<Vec<Contact>, ProfileError> {
-        let mut stmt = self
-            .store
-            .conn()
-            .prepare("SELECT name, signature_key, address, flagged FROM contacts ORDER BY name")?;
+        let mut stmt = self.store.conn().prepare(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY name"
+        ))?;
         let rows = stmt.query_map([], contact_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -288,7 +338,7 @@ impl Profile {
             .into_iter()
             .map(|c| {
                 let fingerprint = Fingerprint::of_signature_key(&c.signature_key).0.to_vec();
-                (c.name, fingerprint)
+                (c.name, (fingerprint, c.verified))
             })
             .collect();
         Ok(SenderStates {
@@ -299,10 +349,10 @@ impl Profile {
 
     /// A contact by `user/device`, or by `user` when that is unambiguous.
     pub fn contact(&self, name: &str) -> Result<Contact, ProfileError> {
-        let mut stmt = self.store.conn().prepare(
-            "SELECT name, signature_key, address, flagged FROM contacts
-             WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'",
-        )?;
+        let mut stmt = self.store.conn().prepare(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts
+             WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'"
+        ))?;
         let found: Vec<Contact> = stmt
             .query_map([name], contact_row)?
             .collect::<Result<_, _>>()?;
@@ -316,12 +366,70 @@ impl Profile {
         }
     }
 
-    fn flag_contact(&self, name: &str, why: &str) -> Result<(), ProfileError> {
+    /// Flags a contact: it stays as it was until our user compares safety numbers with its
+    /// owner (`contact verify`). `other_key`, when we were offered one (a new invite code, a
+    /// KeyPackage), is the key that comparison is about; else it is about the key we have.
+    fn flag_contact(
+        &self,
+        name: &str,
+        why: &str,
+        other_key: Option<&[u8]>,
+    ) -> Result<(), ProfileError> {
         self.store.conn().execute(
-            "UPDATE contacts SET flagged = ?2 WHERE name = ?1",
-            params![name, why],
+            "UPDATE contacts SET flagged = ?2, offered_key = coalesce(?3, offered_key)
+             WHERE name = ?1",
+            params![name, why, other_key],
         )?;
         Ok(())
+    }
+
+    /// What to compare with a contact in person: the safety number of our key and theirs (the
+    /// key they were flagged with, when there is one: that is the key to review).
+    pub fn safety_number(&self, name: &str) -> Result<SafetyNumber, ProfileError> {
+        let contact = self.contact(name)?;
+        let key = contact
+            .offered_key
+            .as_deref()
+            .unwrap_or(&contact.signature_key);
+        let theirs = Fingerprint::of_signature_key(key);
+        Ok(SafetyNumber {
+            safety_number: self.identity().fingerprint().safety_number(&theirs),
+            fingerprint: theirs.to_hex(),
+            changed_key: contact.offered_key.is_some(),
+            verified: contact.verified && contact.offered_key.is_none(),
+            contact: contact.name,
+        })
+    }
+
+    /// Records that our user compared `number` with the contact and it matched: the contact is
+    /// verified, and a changed key under review becomes theirs. The number must be the one
+    /// [`Self::safety_number`] gives now, so a key that changed meanwhile is never accepted.
+    pub fn verify_contact(&mut self, name: &str, number: &str) -> Result<Contact, ProfileError> {
+        let shown = self.safety_number(name)?;
+        let digits = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+        if digits(number) != digits(&shown.safety_number) {
+            return Err(ProfileError::WrongKind(format!(
+                "that is not the safety number you share with {} now: nothing was recorded. \
+                 Run `mlschat contact verify {}` and compare again",
+                shown.contact, shown.contact
+            )));
+        }
+        self.store.conn().execute(
+            "UPDATE contacts SET signature_key = coalesce(offered_key, signature_key),
+                 offered_key = NULL, flagged = NULL, verified_at = ?2
+             WHERE name = ?1",
+            params![shown.contact, unix_now()],
+        )?;
+        self.contact(&shown.contact)
+    }
+
+    /// Forgets a contact (e.g. one flagged for a key that turned out not to be theirs).
+    pub fn remove_contact(&mut self, name: &str) -> Result<Contact, ProfileError> {
+        let contact = self.contact(name)?;
+        self.store
+            .conn()
+            .execute("DELETE FROM contacts WHERE name = ?1", [&contact.name])?;
+        Ok(contact)
     }
 
     /// Checks a KeyPackage claimed for `contact`: it must be valid and carry the contact's key
@@ -348,7 +456,7 @@ impl Profile {
                 contact.name,
                 Fingerprint::of_signature_key(leaf.signature_key().as_slice()).to_hex()
             );
-            self.flag_contact(&contact.name, &why)?;
+            self.flag_contact(&contact.name, &why, Some(leaf.signature_key().as_slice()))?;
             return Err(ProfileError::ContactFlagged(contact.name.clone(), why));
         }
         Ok(package)
@@ -387,21 +495,45 @@ impl Profile {
                 let why = format!(
                     "{name} was added to a group with another key ({fingerprint}) than ours"
                 );
-                self.flag_contact(&contact.name, &why)?;
+                // Most likely someone else using the name (shown as an impostor): the review is
+                // of the key we have.
+                self.flag_contact(&contact.name, &why, None)?;
             }
         }
         Ok(())
     }
 }
 
+/// A contact's safety number, as `contact verify` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SafetyNumber {
+    pub contact: String,
+    /// Twelve groups of five digits, the same on both sides.
+    pub safety_number: String,
+    /// The fingerprint of the key it was computed with.
+    pub fingerprint: String,
+    /// Whether that key is a changed one under review (the contact is flagged).
+    pub changed_key: bool,
+    /// Whether this number was verified before.
+    pub verified: bool,
+}
+
+const CONTACT_COLUMNS: &str = "name, signature_key, address, flagged, verified_at, offered_key";
+
 fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
     let signature_key: Vec<u8> = r.get(1)?;
+    let offered_key: Option<Vec<u8>> = r.get(5)?;
     Ok(Contact {
         name: r.get(0)?,
         fingerprint: Fingerprint::of_signature_key(&signature_key).to_hex(),
         node: r.get(2)?,
+        verified: r.get::<_, Option<i64>>(4)?.is_some(),
         flagged: r.get(3)?,
+        offered_fingerprint: offered_key
+            .as_deref()
+            .map(|k| Fingerprint::of_signature_key(k).to_hex()),
         signature_key,
+        offered_key,
     })
 }
 

@@ -28,6 +28,7 @@ use super::{
     mark_processed, merge_own_commit, resolve_member,
 };
 use crate::engine::{self, Incoming, MemberInfo, Parsed};
+use crate::identity::Fingerprint;
 use crate::sealed_tree::{SealError, TreeSecret};
 use crate::store::{StoreError, unix_now};
 use mlschat_wire::content::{Content, ContentKind};
@@ -172,6 +173,11 @@ pub struct Invitation {
     pub welcome: Vec<u8>,
     pub failure: String,
     pub attempts: u32,
+    /// Who added us (`user/device`) and their key's fingerprint, once the Welcome was opened.
+    pub inviter: Option<String>,
+    pub inviter_fingerprint: Option<String>,
+    /// `waiting` for our user's decision (the inviter is not a contact), `accepted`, or none.
+    pub request: Option<String>,
     /// The secret of its sealed tree, if it could be opened.
     #[serde(skip)]
     pub tree_secret: Option<TreeSecret>,
@@ -842,6 +848,15 @@ impl Profile {
             Ok(secret.open_tree(&self.crypto, group_id, epoch, &sealed)?)
         });
         let id = GroupId::from_slice(group_id);
+        let request: Option<Option<String>> = self.store.query_opt(
+            "SELECT request FROM invitations WHERE mailbox_id = ?1",
+            [mailbox_id as i64],
+        )?;
+        let admission = match request.flatten().as_deref() {
+            Some("accepted") => None,
+            Some(_) => return Ok(Err("it waits for your decision".to_owned())),
+            None => Some(self.admission()?),
+        };
         self.in_transaction(|p| {
             // Added back after a removal: the old MLS state is useless (a new leaf, new keys)
             // and in the way; the history stays.
@@ -863,7 +878,7 @@ impl Profile {
                 )?;
                 return Ok(Err("joined already".to_owned()));
             }
-            let joined = match tree.and_then(|tree| p.join(welcome, &tree)) {
+            let joined = match tree.and_then(|tree| p.join(welcome, &tree, admission.as_ref())) {
                 Ok(Received::Joined { group, .. }) => {
                     let joined = GroupId::from_slice(&hex::decode(&group.id).expect("our hex"));
                     p.store.conn().execute(
@@ -900,6 +915,48 @@ impl Profile {
                     Err("joined already".to_owned())
                 }
                 Err(e @ ProfileError::Store(_)) => return Err(e),
+                Err(ProfileError::Request {
+                    inviter,
+                    fingerprint,
+                    state,
+                }) => {
+                    let why = ProfileError::Request {
+                        inviter: inviter.clone(),
+                        fingerprint,
+                        state,
+                    }
+                    .to_string();
+                    p.store.conn().execute(
+                        "INSERT INTO invitations (mailbox_id, group_id, epoch, welcome, failure,
+                             attempts, tree_secret, inviter, inviter_fingerprint, request)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, 'waiting')
+                         ON CONFLICT (mailbox_id) DO UPDATE SET request = 'waiting'",
+                        params![
+                            mailbox_id as i64,
+                            group_id,
+                            epoch as i64,
+                            welcome,
+                            why,
+                            secret.map(|s| s.as_bytes().to_vec()),
+                            inviter,
+                            fingerprint.0.to_vec()
+                        ],
+                    )?;
+                    let kind = format!("request:{mailbox_id}");
+                    let text = format!(
+                        "{inviter} ({}, key {fingerprint}) invites you to group {}: \
+                         `mlschat request accept {}` to join, `mlschat request decline {}` not to",
+                        match state {
+                            SenderState::Impostor => "NOT your contact of that name",
+                            _ => "not a contact",
+                        },
+                        hex::encode(group_id),
+                        hex::encode(group_id),
+                        hex::encode(group_id),
+                    );
+                    super::alerts::raise_alert(p.store.conn(), &kind, &text, unix_now() as u64)?;
+                    Err(why)
+                }
                 Err(e) => {
                     tracing::warn!(mailbox_id, error = %e, "could not join from a Welcome");
                     p.store.conn().execute(
@@ -928,11 +985,12 @@ impl Profile {
         })
     }
 
-    /// Welcomes we could not join yet. Each is tried again (with its tree fetched again) at
-    /// every poll and reconnection: the node's tree may come back, and the cost is one fetch.
+    /// Welcomes we did not join yet: those we could not, and requests (from people who are not
+    /// contacts) waiting for our user.
     pub fn invitations(&self) -> Result<Vec<Invitation>, ProfileError> {
         let mut stmt = self.store.conn().prepare(
-            "SELECT mailbox_id, group_id, epoch, welcome, failure, attempts, tree_secret
+            "SELECT mailbox_id, group_id, epoch, welcome, failure, attempts, tree_secret,
+                 inviter, inviter_fingerprint, request
              FROM invitations ORDER BY mailbox_id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -946,10 +1004,92 @@ impl Profile {
                 welcome: r.get(3)?,
                 failure: r.get(4)?,
                 attempts: r.get(5)?,
+                inviter: r.get(7)?,
+                inviter_fingerprint: r.get::<_, Option<Vec<u8>>>(8)?.map(hex::encode),
+                request: r.get(9)?,
                 tree_secret: secret.as_deref().and_then(TreeSecret::from_bytes),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The invitations to try (again) now, each with its tree fetched again, at every poll and
+    /// reconnection: the node's tree may come back, and the cost is one fetch. A request waits
+    /// for our user, unless its inviter has become someone we admit meanwhile (a contact, or a
+    /// member of a group of ours that broke and that they start again).
+    pub fn invitations_to_try(&mut self) -> Result<Vec<Invitation>, ProfileError> {
+        let all = self.invitations()?;
+        if all.iter().all(|i| i.request.as_deref() != Some("waiting")) {
+            return Ok(all);
+        }
+        let admission = self.admission()?;
+        let admitted = |i: &Invitation| -> Option<()> {
+            let fingerprint = hex::decode(i.inviter_fingerprint.as_ref()?).ok()?;
+            let inviter = MemberInfo {
+                leaf_index: 0,
+                name: i
+                    .inviter
+                    .as_ref()
+                    .and_then(|n| n.rsplit_once('/'))
+                    .and_then(|(user, device)| crate::identity::DeviceName::new(user, device).ok()),
+                fingerprint: Fingerprint(fingerprint.try_into().ok()?),
+            };
+            admission.refuses(&inviter).is_none().then_some(())
+        };
+        let mut to_try = Vec::new();
+        for invitation in all {
+            if invitation.request.as_deref() == Some("waiting") {
+                if admitted(&invitation).is_none() {
+                    continue;
+                }
+                // Judged again when it is tried.
+                self.store.conn().execute(
+                    "UPDATE invitations SET request = NULL WHERE mailbox_id = ?1",
+                    [invitation.mailbox_id as i64],
+                )?;
+            }
+            to_try.push(invitation);
+        }
+        Ok(to_try)
+    }
+
+    /// Our user's answer to a request (an invitation from someone who is not a contact), found
+    /// by its group id or a unique prefix of it: accepted, it is joined as soon as it can be;
+    /// declined, it is forgotten.
+    pub fn answer_request(
+        &mut self,
+        group: &str,
+        accept: bool,
+    ) -> Result<Invitation, ProfileError> {
+        let group = group.to_ascii_lowercase();
+        let matching: Vec<Invitation> = self
+            .invitations()?
+            .into_iter()
+            .filter(|i| i.request.as_deref() == Some("waiting") && i.group.starts_with(&group))
+            .collect();
+        let request = match <[Invitation; 1]>::try_from(matching) {
+            Ok([one]) => one,
+            Err(v) if v.is_empty() => {
+                return Err(ProfileError::WrongKind(format!(
+                    "no request for a group {group}…: `mlschat request list` shows them"
+                )));
+            }
+            Err(_) => return Err(ProfileError::Ambiguous(group, "request")),
+        };
+        let mailbox_id = request.mailbox_id as i64;
+        let conn = self.store.conn();
+        if accept {
+            conn.execute(
+                "UPDATE invitations SET request = 'accepted' WHERE mailbox_id = ?1",
+                [mailbox_id],
+            )?;
+        } else {
+            conn.execute(
+                "DELETE FROM invitations WHERE mailbox_id = ?1",
+                [mailbox_id],
+            )?;
+        }
+        Ok(request)
     }
 
     /// Drops the MLS state of a group we were removed from, keeping its row and history.

@@ -31,9 +31,9 @@ mod contacts;
 mod hosted;
 mod key_packages;
 pub use alerts::Alert;
-pub use contacts::{Contact, Home, InviteCode, SenderState, SenderStates};
+pub use contacts::{Admission, Contact, Home, InviteCode, SafetyNumber, SenderState, SenderStates};
 pub use hosted::{
-    Announcement, Event, Intent, Invitation, LogEntry, LogRead, PendingCommit, Prepared,
+    Announcement, Event, Intent, Invitation, Joiners, LogEntry, LogRead, PendingCommit, Prepared,
     QueuedText, Waiting,
 };
 pub use key_packages::Claim;
@@ -81,6 +81,17 @@ pub enum ProfileError {
     /// The profile's files do not hold a complete identity.
     #[error("profile is incomplete: {0}")]
     Corrupt(String),
+    /// A Welcome from someone who is not a contact: it waits for our user to accept or decline.
+    #[error(
+        "{inviter} ({state:?}, key {fingerprint}) is not one of your contacts: their invitation \
+         waits for you (`mlschat request list`, then `mlschat request accept GROUP` or \
+         `mlschat request decline GROUP`)"
+    )]
+    Request {
+        inviter: String,
+        fingerprint: crate::identity::Fingerprint,
+        state: SenderState,
+    },
     /// A tree for joiners could not be sealed, or opened.
     #[error("tree for joiners: {0}")]
     Sealed(#[from] crate::sealed_tree::SealError),
@@ -492,7 +503,8 @@ impl Profile {
             Packet::Join {
                 welcome,
                 ratchet_tree,
-            } => self.join(welcome, ratchet_tree),
+                // Read from a file or pipe our user chose to read.
+            } => self.join(welcome, ratchet_tree, None),
             Packet::Mls(bytes) => match engine::parse_message(bytes)? {
                 Parsed::Protocol(message) => {
                     let id = message.group_id().clone();
@@ -536,7 +548,15 @@ impl Profile {
         )?)
     }
 
-    fn join(&mut self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<Received, ProfileError> {
+    /// Joins from a Welcome. With `admission`, only an inviter it admits is followed; anyone
+    /// else's Welcome is refused as a [`ProfileError::Request`] and nothing is kept (the
+    /// KeyPackage it was sealed to stays, for our user to accept it later).
+    fn join(
+        &mut self,
+        welcome: &[u8],
+        ratchet_tree: &[u8],
+        admission: Option<&Admission>,
+    ) -> Result<Received, ProfileError> {
         let Parsed::Welcome(parsed) = engine::parse_message(welcome)? else {
             return Err(ProfileError::WrongKind(
                 "join packet without a Welcome".into(),
@@ -554,6 +574,13 @@ impl Profile {
                 return Err(ProfileError::Duplicate);
             }
             let (group, inviter) = self.engine.join(&provider, parsed, ratchet_tree)?;
+            if let Some(state) = admission.and_then(|a| a.refuses(&inviter)) {
+                return Err(ProfileError::Request {
+                    inviter: display_member(&inviter),
+                    fingerprint: inviter.fingerprint,
+                    state,
+                });
+            }
             insert_group(conn, group.group_id(), None, true)?;
             for reference in &references {
                 conn.execute(

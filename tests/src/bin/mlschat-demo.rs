@@ -128,7 +128,7 @@ fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     // Bob has been online once, which published his KeyPackages; now he is away.
     bob.cli(&["sync"])?;
     for other in [&bob, &carol, &dave] {
-        alice.knows(other)?;
+        alice.meet(other)?;
     }
     println!("  alice, carol and dave are online; bob is away");
 

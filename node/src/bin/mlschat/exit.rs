@@ -1,6 +1,7 @@
 //! Exit codes: the one place where an error becomes a number a script can act on.
 
 use mlschat_node::engine::EngineError;
+use mlschat_node::kind::ErrorKind;
 use mlschat_node::profile::ProfileError;
 use mlschat_node::store::StoreError;
 use mlschat_wire::packet::PacketError;
@@ -19,7 +20,8 @@ Exit codes:
   7  not for us: a Welcome for someone else, a group we are not in, or we were removed
   8  passphrase missing or wrong
   9  delivery node: none set, unreachable, or it refused the request
- 10  a contact is flagged: their key is not the one we were given; check it with them";
+ 10  a contact is flagged (their key is not the one we were given: `mlschat contact verify`),
+     or an invitation waits as a request";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -42,29 +44,36 @@ impl Exit {
     }
 }
 
+impl From<ErrorKind> for Exit {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::Failure => Exit::Failure,
+            ErrorKind::InvalidInput => Exit::InvalidInput,
+            ErrorKind::Unknown => Exit::Unknown,
+            ErrorKind::Duplicate => Exit::Duplicate,
+            ErrorKind::WrongEpoch => Exit::WrongEpoch,
+            ErrorKind::NotForUs => Exit::NotForUs,
+            ErrorKind::Passphrase => Exit::Passphrase,
+            ErrorKind::Delivery => Exit::Delivery,
+            ErrorKind::Flagged => Exit::Flagged,
+        }
+    }
+}
+
+/// The exit code of an error: its [`ErrorKind`], whether this process or the daemon failed.
 pub fn exit_code(error: &anyhow::Error) -> Exit {
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<ProfileError>() {
-            return match e {
-                ProfileError::Engine(e) => engine_code(e),
-                ProfileError::Store(e) => store_code(e),
-                ProfileError::Duplicate => Exit::Duplicate,
-                ProfileError::UnknownGroup(_)
-                | ProfileError::UnknownMember(_)
-                | ProfileError::UnknownContact(_)
-                | ProfileError::Ambiguous(..) => Exit::Unknown,
-                ProfileError::NotOurGroup(_) => Exit::NotForUs,
-                ProfileError::WrongKind(_) => Exit::InvalidInput,
-                ProfileError::Packet(_) => Exit::Failure,
-                ProfileError::Corrupt(_) => Exit::Failure,
-                ProfileError::NoHome => Exit::Delivery,
-                ProfileError::ContactFlagged(..) => Exit::Flagged,
-                ProfileError::Broken(..) => Exit::Failure,
-                ProfileError::Sealed(_) => Exit::Failure,
-            };
+            return e.kind().into();
         }
         if let Some(e) = cause.downcast_ref::<EngineError>() {
-            return engine_code(e);
+            return e.kind().into();
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return e.kind().into();
+        }
+        if let Some(refused) = cause.downcast_ref::<crate::online::Refused>() {
+            return refused.kind.into();
         }
         if let Some(e) = cause.downcast_ref::<PacketError>() {
             return match e {
@@ -72,35 +81,9 @@ pub fn exit_code(error: &anyhow::Error) -> Exit {
                 _ => Exit::InvalidInput,
             };
         }
-        if let Some(e) = cause.downcast_ref::<StoreError>() {
-            return store_code(e);
-        }
-        if let Some(refused) = cause.downcast_ref::<crate::online::Refused>() {
-            return refused.exit();
-        }
         if cause.downcast_ref::<QuicError>().is_some() {
             return Exit::Delivery;
         }
     }
     Exit::Failure
-}
-
-fn engine_code(error: &EngineError) -> Exit {
-    match error {
-        EngineError::Malformed(_) | EngineError::Forged(_) | EngineError::Invalid(_) => {
-            Exit::InvalidInput
-        }
-        EngineError::WrongEpoch { .. } | EngineError::Fork { .. } => Exit::WrongEpoch,
-        EngineError::Replay | EngineError::OwnMessage => Exit::Duplicate,
-        EngineError::NotForUs(_) | EngineError::Inactive => Exit::NotForUs,
-        EngineError::Storage(_) => Exit::Failure,
-    }
-}
-
-fn store_code(error: &StoreError) -> Exit {
-    match error {
-        StoreError::NotFound(_) => Exit::Unknown,
-        StoreError::PassphraseRequired | StoreError::WrongPassphrase => Exit::Passphrase,
-        _ => Exit::Failure,
-    }
 }

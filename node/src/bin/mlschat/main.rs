@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use mlschat_node::daemon;
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Home, Outgoing, Profile};
 use mlschat_wire::packet::Packet;
@@ -133,9 +134,12 @@ enum Command {
         #[arg(long)]
         qr: bool,
     },
-    /// Add and list contacts.
+    /// Add, list, verify and remove contacts.
     #[command(subcommand)]
     Contact(ContactCommand),
+    /// Invitations from people who are not your contacts: they wait for your answer.
+    #[command(subcommand)]
+    Request(RequestCommand),
     /// Catch up with the delivery node now: new groups, messages, commits.
     Sync,
     /// Run the long-running node: keeps the connection, receives pushes, serves the local
@@ -170,6 +174,31 @@ enum ContactCommand {
     Add { code: String },
     /// List contacts; flagged ones need checking with their owner.
     List,
+    /// Show the safety number you share with a contact, to compare with them in person or on
+    /// a call; with --matches, record that it matched (a changed key under review becomes
+    /// theirs, and the flag goes).
+    Verify {
+        /// The contact (`user/device`, or `user` when that is unambiguous).
+        name: String,
+        /// The safety number you compared, as shown (spaces do not matter).
+        #[arg(long, value_name = "SAFETY_NUMBER")]
+        matches: Option<String>,
+    },
+    /// Forget a contact (e.g. one whose changed key turned out not to be theirs).
+    Remove {
+        /// The contact (`user/device`, or `user` when that is unambiguous).
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RequestCommand {
+    /// List the invitations waiting for your answer, with who sent them.
+    List,
+    /// Join the group of an invitation (by group id, or a unique prefix of it).
+    Accept { group: String },
+    /// Forget an invitation, without joining (by group id, or a unique prefix of it).
+    Decline { group: String },
 }
 
 #[derive(Subcommand)]
@@ -332,11 +361,17 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         profile.store().crash_after_writes(n);
     }
 
-    if let Some((method, params)) = method
-        && online::goes_online(&mut profile, &cli.command)?
-    {
-        report.answer(method, &online::here(profile, method, params)?);
-        return Ok(Exit::Ok);
+    if let Some((method, params)) = method {
+        if online::goes_online(&mut profile, &cli.command)? {
+            report.answer(method, &online::here(profile, method, params)?);
+            return Ok(Exit::Ok);
+        }
+        if let Some(answer) =
+            daemon::local(&mut profile, method, &params).map_err(online::refusal)?
+        {
+            report.answer(method, &answer);
+            return Ok(Exit::Ok);
+        }
     }
 
     match cli.command {
@@ -363,13 +398,7 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         Command::Invite { qr } => {
             report.invite(&profile.invite_code()?, qr || io::stdout().is_terminal())?
         }
-        Command::Contact(ContactCommand::Add { code }) => {
-            let contact = profile.add_contact(&code.parse()?)?;
-            report.answer("contact.add", &serde_json::to_value(contact)?);
-        }
-        Command::Contact(ContactCommand::List) => {
-            report.answer("contacts", &serde_json::to_value(profile.contacts()?)?)
-        }
+        Command::Contact(_) | Command::Request(_) => unreachable!("answered by `daemon::local`"),
         Command::Sync => unreachable!("always online"),
         Command::Daemon { stdio } => online::run_daemon(profile, &dir, stdio)?,
         Command::Whoami { qr } => {

@@ -11,30 +11,15 @@ use mlschat_node::daemon::{self, client::CallError, client::DaemonClient};
 use mlschat_node::profile::Profile;
 use serde_json::{Value, json};
 
-use crate::exit::Exit;
-use crate::{Command, GroupCommand, Report};
+use crate::{Command, ContactCommand, GroupCommand, Report, RequestCommand};
+use mlschat_node::kind::ErrorKind;
 
 /// A refusal from a daemon call, with the kind that decides the exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Refused {
-    pub kind: String,
+    pub kind: ErrorKind,
     pub message: String,
-}
-
-impl Refused {
-    pub fn exit(&self) -> Exit {
-        match self.kind.as_str() {
-            "invalid_input" => Exit::InvalidInput,
-            "unknown" => Exit::Unknown,
-            "duplicate" => Exit::Duplicate,
-            "wrong_epoch" => Exit::WrongEpoch,
-            "not_for_us" => Exit::NotForUs,
-            "delivery" => Exit::Delivery,
-            "flagged" => Exit::Flagged,
-            _ => Exit::Failure,
-        }
-    }
 }
 
 fn refused(e: CallError) -> anyhow::Error {
@@ -49,9 +34,19 @@ pub fn method_for(command: &Command) -> Option<(&'static str, Value)> {
     Some(match command {
         Command::Send { group, text, .. } => ("send", json!({"group": group, "text": text})),
         Command::Sync => ("sync", json!({})),
-        Command::Contact(crate::ContactCommand::Add { code }) => {
-            ("contact.add", json!({"code": code}))
-        }
+        Command::Contact(contact) => match contact {
+            ContactCommand::Add { code } => ("contact.add", json!({"code": code})),
+            ContactCommand::List => ("contacts", json!({})),
+            ContactCommand::Verify { name, matches } => {
+                ("contact.verify", json!({"name": name, "matches": matches}))
+            }
+            ContactCommand::Remove { name } => ("contact.remove", json!({"name": name})),
+        },
+        Command::Request(request) => match request {
+            RequestCommand::List => ("requests", json!({})),
+            RequestCommand::Accept { group } => ("request.accept", json!({"group": group})),
+            RequestCommand::Decline { group } => ("request.decline", json!({"group": group})),
+        },
         Command::Group(GroupCommand::Create { name }) => ("group.create", json!({"name": name})),
         Command::Group(GroupCommand::Add {
             group,
@@ -77,6 +72,7 @@ pub fn goes_online(profile: &mut Profile, command: &Command) -> anyhow::Result<b
     Ok(match command {
         Command::Sync => true,
         Command::Contact(_) => false,
+        Command::Request(request) => matches!(request, RequestCommand::Accept { .. }),
         Command::Group(GroupCommand::Create { .. }) => profile.home()?.is_some(),
         Command::Send { group, .. }
         | Command::Group(
@@ -108,13 +104,16 @@ pub fn via_daemon(dir: &Path, method: &str, params: Value) -> anyhow::Result<Opt
 /// Carries out `method` in this process: connect, catch up, call, disconnect.
 pub fn here(profile: Profile, method: &str, params: Value) -> anyhow::Result<Value> {
     let (_profile, answer) = runtime()?.block_on(daemon::call_once(profile, method, params));
-    answer.map_err(|e| {
-        Refused {
-            kind: e.kind.into(),
-            message: e.message,
-        }
-        .into()
-    })
+    answer.map_err(refusal)
+}
+
+/// An API error, as the CLI reports it: the same whether this process or the daemon failed.
+pub fn refusal(e: daemon::RpcError) -> anyhow::Error {
+    Refused {
+        kind: e.kind,
+        message: e.message,
+    }
+    .into()
 }
 
 /// Runs the daemon until SIGTERM or Ctrl-C.

@@ -52,6 +52,7 @@ fn print_qr(payload: &str, to_stdout: bool) -> anyhow::Result<()> {
 fn sender_label(name: &str, state: &str) -> String {
     match state {
         "impostor" => format!("{name} [NOT your contact {name}: another key]"),
+        "verified" => format!("{name} ✓"),
         _ => name.to_owned(),
     }
 }
@@ -170,7 +171,7 @@ impl Report {
         match method {
             "send" if answer["posted"] == true => println!("sent"),
             "send" => println!("queued: the delivery node is unreachable; it goes out later"),
-            "sync" => {
+            "sync" | "request.accept" => {
                 let new: Vec<String> = answer["new"]
                     .as_array()
                     .into_iter()
@@ -190,17 +191,71 @@ impl Report {
                 }
             }
             "contact.add" => println!("contact {} ({})", text("name"), text("fingerprint")),
+            "contact.remove" => println!("removed contact {}", text("name")),
             "contacts" => {
                 for c in answer.as_array().into_iter().flatten() {
-                    let flag = c["flagged"].as_str().map(|f| format!("  FLAGGED: {f}"));
+                    let flag = c["flagged"].as_str().map(|f| {
+                        format!("  FLAGGED: {f} (`mlschat contact verify {}`)", c["name"])
+                    });
+                    let verified = if c["verified"] == true {
+                        "  verified"
+                    } else {
+                        ""
+                    };
                     println!(
-                        "{:<30} {}{}",
+                        "{:<30} {}{verified}{}",
                         c["name"].as_str().unwrap_or_default(),
                         c["fingerprint"].as_str().unwrap_or_default(),
                         flag.unwrap_or_default()
                     );
                 }
             }
+            "contact.verify" => {
+                let (name, number) = (text("contact"), text("safety_number"));
+                if answer["changed_key"] == true {
+                    println!(
+                        "{name} is flagged: you were shown ANOTHER key for them ({}).\n\
+                         Accept it only if they read you this same number:",
+                        text("fingerprint")
+                    );
+                } else {
+                    println!(
+                        "Your safety number with {name} (their key {}):",
+                        text("fingerprint")
+                    );
+                }
+                for line in number.split(' ').collect::<Vec<_>>().chunks(4) {
+                    println!("    {}", line.join(" "));
+                }
+                if answer["verified"] == true {
+                    println!("verified: it matched when you compared it");
+                } else {
+                    println!(
+                        "Compare it with {name} in person or on a call. If it is the same, run:\n    \
+                         mlschat contact verify {name} --matches '{number}'"
+                    );
+                }
+            }
+            "requests" => {
+                let requests = answer.as_array().cloned().unwrap_or_default();
+                if requests.is_empty() {
+                    println!("no invitations wait for you");
+                }
+                for r in requests {
+                    let s = |k: &str| r[k].as_str().unwrap_or("?").to_owned();
+                    println!(
+                        "group {}  from {} (not a contact; key {})",
+                        s("group"),
+                        s("inviter"),
+                        s("inviter_fingerprint")
+                    );
+                }
+            }
+            "request.decline" => println!(
+                "declined the invitation to {} from {}",
+                text("group"),
+                text("inviter")
+            ),
             _ if answer.get("epoch").is_some() => println!(
                 "{}: epoch {}, {} members",
                 answer["name"].as_str().unwrap_or(&text("id")),
