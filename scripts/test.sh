@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the build needs, and a PostgreSQL server unless DATABASE_URL names one.
-# A C++ compiler builds libFuzzer for the fuzzing run.
-EXTRA_PACKAGES_IF_MISSING="c++:g++"
+# A C++ compiler builds libFuzzer for the fuzzing run; tmux gives the chat test a terminal.
+EXTRA_PACKAGES_IF_MISSING="c++:g++ tmux:tmux"
 if [ -z "${DATABASE_URL:-}" ]; then
   EXTRA_PACKAGES_IF_MISSING="$EXTRA_PACKAGES_IF_MISSING /usr/lib/postgresql/*/bin/initdb:postgresql"
 fi

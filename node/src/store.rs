@@ -375,11 +375,17 @@ impl Store {
         Self::open_with_key(dir, key)
     }
 
+    /// Fails with [`StoreError::NotFound`] unless a profile exists in `dir`.
+    pub fn exists(dir: &Path) -> Result<(), StoreError> {
+        match dir.join(DB_FILE).exists() {
+            true => Ok(()),
+            false => Err(StoreError::NotFound(dir.to_owned())),
+        }
+    }
+
     /// Opens an existing profile database.
     pub fn open(dir: &Path, passphrase: Option<&str>) -> Result<Self, StoreError> {
-        if !dir.join(DB_FILE).exists() {
-            return Err(StoreError::NotFound(dir.to_owned()));
-        }
+        Self::exists(dir)?;
         let key = match std::fs::read(dir.join(KDF_FILE)) {
             Ok(text) => {
                 let params: KdfParams = serde_json::from_slice(&text)

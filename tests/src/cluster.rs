@@ -231,6 +231,12 @@ impl PeerProcess {
         Ok(String::from_utf8(output.stdout)?)
     }
 
+    /// The exit code of `mlschat ARGS` for this profile.
+    pub fn exit_code(&self, args: &[&str]) -> anyhow::Result<i32> {
+        let output = self.command().args(args).output()?;
+        output.status.code().context("killed by a signal")
+    }
+
     /// Starts `mlschat ARGS` for this profile with piped stdin and stdout (e.g. `chat`).
     pub fn spawn(&self, args: &[&str]) -> anyhow::Result<Child> {
         Ok(self
@@ -239,6 +245,11 @@ impl PeerProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?)
+    }
+
+    /// Where our profile lives (`MLSCHAT_DATA_DIR`), for a process started by other means.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The invite code others add us with.

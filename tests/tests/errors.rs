@@ -45,3 +45,44 @@ fn a_wrong_pin_a_member_who_never_connected_and_a_second_add_are_explained() {
     );
     assert!(!error.contains("ApplicationVerificationFailure"), "{error}");
 }
+
+/// Issue 11, finding 7: the same failure gave different exit codes offline and through the
+/// daemon (an unknown profile: 4 and 1). Every error has one kind now, which both the CLI and
+/// the daemon's answers carry: each failure here exits alike with and without a daemon.
+#[test]
+fn each_failure_exits_alike_offline_and_through_the_daemon() {
+    let node = Node::start();
+    let mut alice = node.peer("alice");
+    let cases: &[(&[&str], i32)] = &[
+        (&["send", "no-such-group", "hi"], 4),
+        (&["group", "add", "no-such-group", "bob"], 4),
+        (&["contact", "verify", "nobody"], 4),
+        (&["contact", "remove", "nobody"], 4),
+        (&["contact", "add", "mlschat:invite?name=x"], 3),
+        (&["request", "decline", "ffff"], 3),
+        (&["request", "accept", "ffff"], 3),
+    ];
+    let codes = |alice: &mlschat_tests::cluster::PeerProcess| -> Vec<i32> {
+        cases
+            .iter()
+            .map(|(args, _)| alice.exit_code(args).unwrap())
+            .collect()
+    };
+    let expected: Vec<i32> = cases.iter().map(|(_, code)| *code).collect();
+    assert_eq!(codes(&alice), expected, "without a daemon");
+    alice.start().unwrap();
+    assert_eq!(codes(&alice), expected, "through the daemon");
+    // A profile that does not exist, for a verb that would go to its daemon and one that
+    // would not.
+    for verb in [&["chat", "team"][..], &["send", "team", "hi"]] {
+        let status = std::process::Command::new(mlschat_tests::bin_dir().join("mlschat"))
+            .arg("--data-dir")
+            .arg(alice.data_dir())
+            .args(["--profile", "nobody"])
+            .args(verb)
+            .output()
+            .unwrap()
+            .status;
+        assert_eq!(status.code(), Some(4), "{verb:?}");
+    }
+}

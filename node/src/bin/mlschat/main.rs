@@ -5,6 +5,7 @@
 //! chat by exchanging bytes with no server at all. Once a delivery node is set (`home set`),
 //! groups created afterwards live there, and the same verbs go through it (`online`).
 
+mod chat;
 mod exit;
 mod online;
 mod report;
@@ -149,8 +150,13 @@ enum Command {
         #[arg(long)]
         stdio: bool,
     },
-    /// Chat in a group from the terminal (needs a running daemon).
-    Chat { group: String },
+    /// Chat from the terminal (needs a running daemon): on a terminal a full-screen chat with
+    /// every group, its members and slash commands (/help); through a pipe, each line read is
+    /// sent and what arrives is printed.
+    Chat {
+        /// The group to start in (its name, or a prefix of its id); needed through a pipe.
+        group: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -334,6 +340,8 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
 
+    // An unknown profile is one failure, whichever way the verb would have gone.
+    mlschat_node::store::Store::exists(&dir)?;
     // A running daemon owns the profile: verbs that change it go through the daemon.
     let method = online::method_for(&cli.command);
     if let Some((method, params)) = &method
@@ -343,7 +351,9 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     match &cli.command {
-        Command::Chat { group } => return online::chat(&dir, &report, group).map(|()| Exit::Ok),
+        Command::Chat { group } => {
+            return chat::chat(&dir, &report, group.as_deref()).map(|()| Exit::Ok);
+        }
         Command::Receive {
             follow: true,
             after,

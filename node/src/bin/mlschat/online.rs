@@ -3,7 +3,6 @@
 //! connects, catches up, carries out the same method and disconnects. Either way the answer is
 //! the same JSON, printed here.
 
-use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -22,7 +21,7 @@ pub struct Refused {
     pub message: String,
 }
 
-fn refused(e: CallError) -> anyhow::Error {
+pub fn refused(e: CallError) -> anyhow::Error {
     match e {
         CallError::Refused { kind, message } => Refused { kind, message }.into(),
         other => anyhow::Error::new(other).context("talking to the daemon"),
@@ -84,7 +83,7 @@ pub fn goes_online(profile: &mut Profile, command: &Command) -> anyhow::Result<b
     })
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -141,7 +140,7 @@ pub fn run_daemon(profile: Profile, dir: &Path, stdio: bool) -> anyhow::Result<(
     result
 }
 
-async fn daemon_client(dir: &Path) -> anyhow::Result<DaemonClient> {
+pub async fn daemon_client(dir: &Path) -> anyhow::Result<DaemonClient> {
     match DaemonClient::connect(dir).await {
         Some(client) => Ok(client),
         None => bail!(
@@ -163,79 +162,6 @@ pub fn follow(dir: &Path, report: &Report, after: i64) -> anyhow::Result<()> {
             let note = client.next().await.map_err(refused)?;
             if let Some(event) = note.get("params") {
                 report.event(event);
-            }
-        }
-    })
-}
-
-/// A line-based chat in one group: new events are printed as they come, each line typed is
-/// sent. Starts with the last screenful of history.
-pub fn chat(dir: &Path, report: &Report, group: &str) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let mut listener = daemon_client(dir).await?;
-        let mut sender = daemon_client(dir).await?;
-        let history = sender
-            .call("history", json!({"group": group, "limit": 20}))
-            .await
-            .map_err(refused)?;
-        let last = history
-            .as_array()
-            .and_then(|h| h.last())
-            .and_then(|e| e.get("seq"))
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        for entry in history.as_array().into_iter().flatten() {
-            report.event(entry);
-        }
-        listener
-            .call("subscribe", json!({"after": last}))
-            .await
-            .map_err(refused)?;
-        if std::io::stdin().is_terminal() {
-            eprintln!("chatting in {group}: type a line to send it, Ctrl-D to leave");
-        }
-        let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                if lines_tx.blocking_send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let id = sender
-            .call("groups", json!({}))
-            .await
-            .map_err(refused)?
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|g| {
-                g["name"] == group || g["id"].as_str().is_some_and(|id| id.starts_with(group))
-            })
-            .map(|g| (g["id"].clone(), g["name"].clone()));
-        let Some((id, name)) = id else {
-            bail!("no group named {group:?}");
-        };
-        loop {
-            tokio::select! {
-                note = listener.next() => {
-                    let note = note.map_err(refused)?;
-                    if let Some(event) = note.get("params")
-                        && (event["group"] == name || event["group"] == id)
-                    {
-                        report.event(event);
-                    }
-                }
-                line = lines.recv() => {
-                    let Some(text) = line else { return Ok(()) };
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    sender
-                        .call("send", json!({"group": group, "text": text}))
-                        .await
-                        .map_err(refused)?;
-                }
             }
         }
     })

@@ -49,7 +49,7 @@ fn print_qr(payload: &str, to_stdout: bool) -> anyhow::Result<()> {
 
 /// A sender as a person reads it: someone using a contact's name with another key is marked
 /// so that nobody takes them for the contact.
-fn sender_label(name: &str, state: &str) -> String {
+pub fn sender_label(name: &str, state: &str) -> String {
     match state {
         "impostor" => format!("{name} [NOT your contact {name}: another key]"),
         "verified" => format!("{name} ✓"),

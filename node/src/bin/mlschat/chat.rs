@@ -1,0 +1,655 @@
+//! `mlschat chat`: chatting from a terminal, over the running daemon's API.
+//!
+//! On a terminal it is a full-screen view: the groups in a bar with their unread counts, the
+//! group's scrollback with times (paged with PgUp/PgDn), its members with what our contacts say
+//! of each, an input line of its own (arrivals never land in what is being typed), slash
+//! commands, and a bell when someone else writes. Fed by a pipe, each line read is sent and
+//! what arrives is printed, as scripts expect.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use mlschat_node::daemon::client::{CallError, DaemonClient};
+use ratatui::Frame;
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::layout::{Constraint, Layout, Position};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+use serde_json::{Value, json};
+
+use crate::online::{daemon_client, refused, runtime};
+use crate::report::{Report, sender_label};
+
+/// How much of each group's history is loaded to scroll through.
+const SCROLLBACK: u32 = 1000;
+
+const HELP: &[&str] = &[
+    "/help                   this list",
+    "/members                show or hide who is in the group and what they are to you",
+    "/add NAME...            add contacts to the group",
+    "/remove NAME...         remove members (user/device, user, or fingerprint prefix)",
+    "/leave                  leave the group (not built yet for groups on a delivery node)",
+    "/verify NAME [NUMBER]   the safety number you share with a contact; with NUMBER, record that it matched",
+    "/group NAME             go to another group (Tab and Shift-Tab go round them)",
+    "/quit                   leave the chat (Ctrl-C too)",
+    "PgUp and PgDn page through the history; Enter sends what you typed",
+];
+
+/// Runs the chat in `group` (on a terminal, the first group when none is named).
+pub fn chat(dir: &Path, report: &Report, group: Option<&str>) -> anyhow::Result<()> {
+    let on_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    match (on_terminal, group) {
+        (true, group) => runtime()?.block_on(screen(dir, group)),
+        (false, Some(group)) => runtime()?.block_on(lines(dir, report, group)),
+        (false, None) => bail!("name the group to chat in: `mlschat chat GROUP`"),
+    }
+}
+
+/// The group named `handle` (its name, or a prefix of its id) among the daemon's `groups`.
+fn find<'a>(groups: &'a [Value], handle: &str) -> Option<&'a Value> {
+    groups
+        .iter()
+        .find(|g| g["name"] == handle || g["id"].as_str().is_some_and(|id| id.starts_with(handle)))
+}
+
+/// A line chat: new events are printed as they come, each line read is sent. Starts with the
+/// group's recent history.
+async fn lines(dir: &Path, report: &Report, group: &str) -> anyhow::Result<()> {
+    let mut listener = daemon_client(dir).await?;
+    let mut sender = daemon_client(dir).await?;
+    let groups = sender.call("groups", json!({})).await.map_err(refused)?;
+    let Some(found) = find(groups.as_array().map_or(&[], |g| g), group) else {
+        bail!("no group named {group:?}");
+    };
+    let (id, name) = (found["id"].clone(), found["name"].clone());
+    let history = sender
+        .call("history", json!({"group": group, "limit": 20}))
+        .await
+        .map_err(refused)?;
+    let last = history
+        .as_array()
+        .and_then(|h| h.last())
+        .and_then(|e| e["seq"].as_i64())
+        .unwrap_or(0);
+    for entry in history.as_array().into_iter().flatten() {
+        report.event(entry);
+    }
+    listener
+        .call("subscribe", json!({"after": last}))
+        .await
+        .map_err(refused)?;
+    let (lines_tx, mut typed) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if lines_tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        tokio::select! {
+            note = listener.next() => {
+                let note = note.map_err(refused)?;
+                if let Some(event) = note.get("params")
+                    && (event["group"] == name || event["group"] == id)
+                {
+                    report.event(event);
+                }
+            }
+            line = typed.recv() => {
+                let Some(text) = line else { return Ok(()) };
+                if text.trim().is_empty() {
+                    continue;
+                }
+                sender
+                    .call("send", json!({"group": group, "text": text}))
+                    .await
+                    .map_err(refused)?;
+            }
+        }
+    }
+}
+
+/// One line of a group's scrollback.
+struct Entry {
+    at: i64,
+    sender: String,
+    state: String,
+    /// `text`, `event`, or `note` (ours alone: help, answers to commands).
+    kind: String,
+    body: String,
+}
+
+impl Entry {
+    fn of(event: &Value) -> Self {
+        let s = |k: &str| event[k].as_str().unwrap_or_default().to_owned();
+        Self {
+            at: event["at"].as_i64().unwrap_or_default(),
+            sender: s("sender"),
+            state: s("sender_state"),
+            kind: s("kind"),
+            body: s("body"),
+        }
+    }
+
+    fn note(text: impl Into<String>) -> Self {
+        Self {
+            at: 0,
+            sender: String::new(),
+            state: String::new(),
+            kind: "note".into(),
+            body: text.into(),
+        }
+    }
+
+    fn line(&self) -> Line<'static> {
+        let time = Span::styled(clock(self.at), Style::new().fg(Color::DarkGray));
+        let sender = sender_label(&self.sender, &self.state);
+        let sender_style = match self.state.as_str() {
+            "impostor" => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            "me" => Style::new().fg(Color::Cyan),
+            "verified" => Style::new().fg(Color::Green),
+            _ => Style::new().add_modifier(Modifier::BOLD),
+        };
+        match self.kind.as_str() {
+            "note" => Line::styled(format!("  » {}", self.body), Style::new().fg(Color::Yellow)),
+            "text" => Line::from(vec![
+                time,
+                Span::styled(sender, sender_style),
+                Span::raw(format!(": {}", self.body)),
+            ]),
+            _ => Line::styled(
+                format!("{} * {sender} {}", clock(self.at), self.body),
+                Style::new().fg(Color::DarkGray),
+            ),
+        }
+    }
+}
+
+/// `HH:MM ` in local time.
+fn clock(at: i64) -> String {
+    use chrono::TimeZone;
+    match chrono::Local.timestamp_opt(at, 0).single() {
+        Some(time) => time.format("%H:%M ").to_string(),
+        None => "--:-- ".into(),
+    }
+}
+
+struct GroupView {
+    id: String,
+    name: Option<String>,
+    entries: Vec<Entry>,
+    unread: usize,
+}
+
+impl GroupView {
+    fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.id[..8].to_owned())
+    }
+}
+
+/// The full-screen chat's state: everything drawn comes from here.
+struct Screen {
+    groups: Vec<GroupView>,
+    current: usize,
+    input: String,
+    /// Lines scrolled up from the bottom of the scrollback.
+    scroll: usize,
+    show_members: bool,
+    members: Vec<Value>,
+    /// The height of the scrollback when last drawn, for paging.
+    page: usize,
+}
+
+/// What a key asks for.
+enum Action {
+    Nothing,
+    Send(String),
+    Command(String),
+    Quit,
+}
+
+impl Screen {
+    fn group(&mut self) -> &mut GroupView {
+        &mut self.groups[self.current]
+    }
+
+    fn note(&mut self, text: impl Into<String>) {
+        self.group().entries.push(Entry::note(text));
+        self.scroll = 0;
+    }
+
+    fn switch(&mut self, to: usize) {
+        self.current = to;
+        self.scroll = 0;
+        self.groups[to].unread = 0;
+    }
+
+    /// An event from the daemon. Returns whether to ring: someone else wrote.
+    fn arrive(&mut self, event: &Value) -> bool {
+        let group = event["group"].as_str().unwrap_or_default();
+        let Some(at) = self
+            .groups
+            .iter()
+            .position(|g| g.id == group || g.name.as_deref() == Some(group))
+        else {
+            return false;
+        };
+        let entry = Entry::of(event);
+        let ring = entry.kind == "text" && entry.state != "me";
+        if at != self.current && entry.kind == "text" {
+            self.groups[at].unread += 1;
+        }
+        self.groups[at].entries.push(entry);
+        ring
+    }
+
+    fn key(&mut self, key: event::KeyEvent) -> Action {
+        if key.kind != KeyEventKind::Press {
+            return Action::Nothing;
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        match key.code {
+            KeyCode::Char('c' | 'd') if ctrl => return Action::Quit,
+            KeyCode::Char('u') if ctrl => self.input.clear(),
+            KeyCode::Char(c) => self.input.push(c),
+            KeyCode::Backspace => {
+                self.input.pop();
+            }
+            KeyCode::Enter => {
+                let typed = std::mem::take(&mut self.input);
+                let typed = typed.trim();
+                if typed.is_empty() {
+                    return Action::Nothing;
+                }
+                if let Some(command) = typed.strip_prefix('/') {
+                    return Action::Command(command.to_owned());
+                }
+                return Action::Send(typed.to_owned());
+            }
+            KeyCode::Tab => self.switch((self.current + 1) % self.groups.len()),
+            KeyCode::BackTab => {
+                self.switch((self.current + self.groups.len() - 1) % self.groups.len())
+            }
+            KeyCode::PageUp => self.scroll += self.page.max(1),
+            KeyCode::PageDown => self.scroll = self.scroll.saturating_sub(self.page.max(1)),
+            KeyCode::Esc => self.input.clear(),
+            _ => {}
+        }
+        Action::Nothing
+    }
+
+    fn draw(&mut self, frame: &mut Frame) {
+        let [bar, body, input, hints] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(3),
+            Constraint::Length(3),
+            Constraint::Length(1),
+        ])
+        .areas(frame.area());
+
+        let tabs: Vec<Span> = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let label = match g.unread {
+                    0 => format!(" {} ", g.label()),
+                    n => format!(" {} ({n}) ", g.label()),
+                };
+                if i == self.current {
+                    Span::styled(label, Style::new().add_modifier(Modifier::REVERSED))
+                } else if g.unread > 0 {
+                    Span::styled(label, Style::new().add_modifier(Modifier::BOLD))
+                } else {
+                    Span::raw(label)
+                }
+            })
+            .collect();
+        frame.render_widget(Paragraph::new(Line::from(tabs)), bar);
+
+        let (messages, members) = if self.show_members {
+            let [m, side] =
+                Layout::horizontal([Constraint::Min(20), Constraint::Length(36)]).areas(body);
+            (m, Some(side))
+        } else {
+            (body, None)
+        };
+        let width = messages.width.saturating_sub(2) as usize;
+        let height = messages.height.saturating_sub(2) as usize;
+        self.page = height.saturating_sub(1);
+        let lines: Vec<Line> = self.groups[self.current]
+            .entries
+            .iter()
+            .flat_map(|e| wrap(e.line(), width))
+            .collect();
+        self.scroll = self.scroll.min(lines.len().saturating_sub(height));
+        let end = lines.len() - self.scroll;
+        let start = end.saturating_sub(height);
+        let title = match self.scroll {
+            0 => format!(" {} ", self.groups[self.current].label()),
+            n => format!(
+                " {} (scrolled up {n} lines: PgDn) ",
+                self.groups[self.current].label()
+            ),
+        };
+        frame.render_widget(
+            Paragraph::new(lines[start..end].to_vec()).block(Block::bordered().title(title)),
+            messages,
+        );
+        if let Some(side) = members {
+            let lines: Vec<Line> = self.members.iter().map(member_line).collect();
+            frame.render_widget(
+                Paragraph::new(lines).block(Block::bordered().title(" members ")),
+                side,
+            );
+        }
+
+        frame.render_widget(
+            Paragraph::new(format!("> {}", self.input)).block(Block::bordered()),
+            input,
+        );
+        let typed = self.input.chars().count() as u16;
+        frame.set_cursor_position(Position::new(
+            (input.x + 3 + typed).min(input.right().saturating_sub(2)),
+            input.y + 1,
+        ));
+        frame.render_widget(
+            Paragraph::new("Enter send · /help · Tab next group · PgUp/PgDn history · Ctrl-C quit")
+                .style(Style::new().fg(Color::DarkGray)),
+            hints,
+        );
+    }
+}
+
+/// A member as the side list shows it: what our contacts say of them first.
+fn member_line(member: &Value) -> Line<'static> {
+    let name = member["name"].as_str().unwrap_or("?").to_owned();
+    let (mark, style) = match member["state"].as_str().unwrap_or_default() {
+        "me" => ("  (you) ", Style::new().fg(Color::Cyan)),
+        "verified" => ("✓ ", Style::new().fg(Color::Green)),
+        "contact" => ("  ", Style::new()),
+        "impostor" => (
+            "! ",
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
+        _ => ("? ", Style::new().fg(Color::DarkGray)),
+    };
+    let text = match member["state"].as_str() {
+        Some("me") => format!("{name}{mark}"),
+        Some("impostor") => format!("{mark}{name} NOT your contact"),
+        Some("unknown") => format!("{mark}{name} (not a contact)"),
+        _ => format!("{mark}{name}"),
+    };
+    Line::styled(text, style)
+}
+
+/// Cuts a line into pieces of at most `width` characters (styles kept per piece).
+fn wrap(line: Line<'static>, width: usize) -> Vec<Line<'static>> {
+    if width == 0 || line.width() <= width {
+        return vec![line];
+    }
+    let mut out = Vec::new();
+    let mut current: Vec<Span<'static>> = Vec::new();
+    let mut used = 0;
+    for span in line.spans {
+        let mut rest: String = span.content.into_owned();
+        while !rest.is_empty() {
+            let room = width - used;
+            let cut = rest
+                .char_indices()
+                .nth(room)
+                .map_or(rest.len(), |(at, _)| at);
+            let piece: String = rest.drain(..cut).collect();
+            used += piece.chars().count();
+            current.push(Span::styled(piece, span.style));
+            if used == width {
+                out.push(Line::from(std::mem::take(&mut current)).style(line.style));
+                used = 0;
+            }
+        }
+    }
+    if !current.is_empty() {
+        out.push(Line::from(current).style(line.style));
+    }
+    out
+}
+
+/// The full-screen chat, until /quit or Ctrl-C.
+async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
+    let mut listener = daemon_client(dir).await?;
+    let mut caller = daemon_client(dir).await?;
+    let listed = caller.call("groups", json!({})).await.map_err(refused)?;
+    let listed: Vec<Value> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["state"] == "active")
+        .cloned()
+        .collect();
+    if listed.is_empty() {
+        bail!("you are in no group yet: create one with `mlschat group create NAME`");
+    }
+    let current = match start_in {
+        Some(handle) => {
+            let found = find(&listed, handle).with_context(|| format!("no group {handle:?}"))?;
+            listed.iter().position(|g| g == found).unwrap_or(0)
+        }
+        None => 0,
+    };
+    let mut groups = Vec::new();
+    let mut last_seen = 0;
+    for g in &listed {
+        let id = g["id"].as_str().unwrap_or_default().to_owned();
+        let history = caller
+            .call("history", json!({"group": id, "limit": SCROLLBACK}))
+            .await
+            .map_err(refused)?;
+        let entries: Vec<Entry> = history
+            .as_array()
+            .into_iter()
+            .flatten()
+            .inspect(|e| last_seen = last_seen.max(e["seq"].as_i64().unwrap_or(0)))
+            .map(Entry::of)
+            .collect();
+        groups.push(GroupView {
+            id,
+            name: g["name"].as_str().map(str::to_owned),
+            entries,
+            unread: 0,
+        });
+    }
+    listener
+        .call("subscribe", json!({"after": last_seen}))
+        .await
+        .map_err(refused)?;
+    let mut screen = Screen {
+        groups,
+        current,
+        input: String::new(),
+        scroll: 0,
+        show_members: true,
+        members: Vec::new(),
+        page: 10,
+    };
+    screen.members = members(&mut caller, &screen.groups[current].id).await;
+    screen.note("/help lists the commands");
+
+    // Keys are read on a thread of their own; the loop below waits for them and for events.
+    let (keys_tx, mut keys) = tokio::sync::mpsc::channel::<Event>(64);
+    std::thread::spawn(move || {
+        loop {
+            match event::poll(Duration::from_millis(200)) {
+                Ok(true) => match event::read() {
+                    Ok(e) => {
+                        if keys_tx.blocking_send(e).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                },
+                Ok(false) if keys_tx.is_closed() => return,
+                Ok(false) => {}
+                Err(_) => return,
+            }
+        }
+    });
+
+    let mut terminal = ratatui::init();
+    let result: anyhow::Result<()> = async {
+        loop {
+            terminal.draw(|f| screen.draw(f))?;
+            let shown = screen.current;
+            tokio::select! {
+                note = listener.next() => {
+                    let note = note.map_err(refused)?;
+                    if let Some(event) = note.get("params") && screen.arrive(event) {
+                        let mut out = std::io::stdout();
+                        out.write_all(b"\x07")?;
+                        out.flush()?;
+                    }
+                    if note["params"]["kind"] == "event" {
+                        let id = screen.groups[screen.current].id.clone();
+                        screen.members = members(&mut caller, &id).await;
+                    }
+                }
+                key = keys.recv() => {
+                    let Some(Event::Key(key)) = key else {
+                        if key.is_none() { return Ok(()) }
+                        continue;
+                    };
+                    match screen.key(key) {
+                        Action::Nothing => {}
+                        Action::Quit => return Ok(()),
+                        Action::Send(text) => {
+                            let id = screen.groups[screen.current].id.clone();
+                            if let Err(e) = caller.call("send", json!({"group": id, "text": text})).await {
+                                screen.note(failure(e));
+                            }
+                        }
+                        Action::Command(command) => {
+                            if command == "quit" {
+                                return Ok(());
+                            }
+                            terminal.draw(|f| screen.draw(f))?;
+                            run_command(&mut screen, &mut caller, &command).await;
+                        }
+                    }
+                }
+            }
+            if screen.current != shown {
+                let id = screen.groups[screen.current].id.clone();
+                screen.members = members(&mut caller, &id).await;
+            }
+        }
+    }
+    .await;
+    ratatui::restore();
+    result
+}
+
+async fn members(caller: &mut DaemonClient, group: &str) -> Vec<Value> {
+    caller
+        .call("members", json!({"group": group}))
+        .await
+        .ok()
+        .and_then(|m| m.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// A failed call, as a note: what happened and what to do come from the daemon's message.
+fn failure(e: CallError) -> String {
+    format!("failed: {e}")
+}
+
+async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &str) {
+    let mut words = command.split_whitespace();
+    let verb = words.next().unwrap_or_default();
+    let args: Vec<String> = words.map(str::to_owned).collect();
+    let id = screen.groups[screen.current].id.clone();
+    let call = |method: &'static str, params: Value| (method, params);
+    let (method, params) = match (verb, args.as_slice()) {
+        ("help", _) => {
+            for line in HELP {
+                screen.note(*line);
+            }
+            return;
+        }
+        ("members", _) => {
+            screen.show_members = !screen.show_members;
+            screen.members = members(caller, &id).await;
+            for m in screen.members.clone() {
+                screen.note(member_line(&m).to_string());
+            }
+            return;
+        }
+        ("group", [handle]) => {
+            match screen
+                .groups
+                .iter()
+                .position(|g| g.name.as_deref() == Some(handle) || g.id.starts_with(handle))
+            {
+                Some(at) => screen.switch(at),
+                None => screen.note(format!("no group {handle:?} (Tab goes round them)")),
+            }
+            return;
+        }
+        ("add", who) if !who.is_empty() => call("group.add", json!({"group": id, "who": who})),
+        ("remove", who) if !who.is_empty() => {
+            call("group.remove", json!({"group": id, "who": who}))
+        }
+        ("leave", []) => {
+            // The same answer `mlschat group leave` gives for a group on a delivery node.
+            screen.note(
+                "leaving a group on a delivery node is not built yet: ask a member to remove \
+                 you (/remove), or stop reading it",
+            );
+            return;
+        }
+        ("verify", [name]) => call("contact.verify", json!({"name": name})),
+        ("verify", [name, number @ ..]) => call(
+            "contact.verify",
+            json!({"name": name, "matches": number.join(" ")}),
+        ),
+        _ => {
+            screen.note(format!("not a command: /{command} (/help lists them)"));
+            return;
+        }
+    };
+    screen.note(format!("{verb}…"));
+    match caller.call(method, params).await {
+        Err(e) => screen.note(failure(e)),
+        Ok(answer) if method == "contact.verify" => {
+            let name = answer["contact"].as_str().unwrap_or_default().to_owned();
+            let number = answer["safety_number"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if answer["changed_key"] == true {
+                screen.note(format!(
+                    "{name} was shown with ANOTHER key: accept it only if they read you this number"
+                ));
+            } else {
+                screen.note(format!("your safety number with {name}:"));
+            }
+            screen.note(number.clone());
+            if answer["verified"] == true {
+                screen.note("verified: it matched when you compared it");
+            } else {
+                screen.note(format!(
+                    "if {name} reads you the same, type: /verify {name} {number}"
+                ));
+            }
+        }
+        Ok(answer) => {
+            screen.note(format!(
+                "done: epoch {}, {} members",
+                answer["epoch"], answer["members"]
+            ));
+            screen.members = members(caller, &id).await;
+        }
+    }
+}

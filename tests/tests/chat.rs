@@ -1,0 +1,206 @@
+//! `mlschat chat` on a real terminal (issue 11, finding 5): a tmux pane runs it, keys go in with
+//! `send-keys`, the screen comes back with `capture-pane`.
+
+use std::process::Command;
+
+use mlschat_tests::{Node, bin_dir, eventually};
+use serde_json::json;
+
+/// A tmux server of its own (its own socket), killed with the test.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str, env: &[(&str, String)]) -> Self {
+        let socket = format!("mlschat-test-{}", std::process::id());
+        let mut tmux = Command::new("tmux");
+        tmux.args(["-L", &socket, "new-session", "-d", "-x", "100", "-y", "24"]);
+        for (key, value) in env {
+            tmux.args(["-e", &format!("{key}={value}")]);
+        }
+        let status = tmux.arg(command).status().expect("tmux is installed");
+        assert!(status.success());
+        Self { socket }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", "-t", "0"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn type_line(&self, text: &str) {
+        self.keys(&["-l", text]);
+        self.keys(&["Enter"]);
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The screen once it holds `text`; fails with the screen as it is after 30 s.
+    fn shows(&self, what: &str, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gave up waiting for {what}: {text:?} is not on the screen:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn the_terminal_chat_sends_shows_members_switches_groups_and_counts_unread() {
+    let node = Node::start();
+    let mut alice = node.peer("alice");
+    let mut bob = node.peer("bob");
+    alice.start().unwrap();
+    bob.start().unwrap();
+    alice.meet(&bob).unwrap();
+    // Bob compared safety numbers with Alice (`cli` answers in JSON).
+    let number: serde_json::Value =
+        serde_json::from_str(&bob.cli(&["contact", "verify", "alice"]).unwrap()).unwrap();
+    bob.cli(&[
+        "contact",
+        "verify",
+        "alice",
+        "--matches",
+        number["safety_number"].as_str().unwrap(),
+    ])
+    .unwrap();
+    let id = |group: serde_json::Value| group["id"].as_str().unwrap().to_owned();
+    let team = id(alice.call("group.create", json!({"name": "team"})).unwrap());
+    let other = id(alice
+        .call("group.create", json!({"name": "random"}))
+        .unwrap());
+    for group in [&team, &other] {
+        alice
+            .call("group.add", json!({"group": group, "who": ["bob"]}))
+            .unwrap();
+    }
+    alice
+        .call(
+            "send",
+            json!({"group": team, "text": "welcome to the team"}),
+        )
+        .unwrap();
+    eventually("bob is in both groups", || {
+        bob.group(&team).is_some() && bob.group(&other).is_some()
+    });
+    eventually("bob has the welcome text", || {
+        bob.texts(&team).unwrap().len() == 1
+    });
+    bob.cli(&["group", "rename", &team, "team"]).unwrap();
+    bob.cli(&["group", "rename", &other, "random"]).unwrap();
+
+    let chat = format!(
+        "{} --profile bob chat team",
+        bin_dir().join("mlschat").display()
+    );
+    let tmux = Tmux::start(
+        &chat,
+        &[("MLSCHAT_DATA_DIR", bob.data_dir().display().to_string())],
+    );
+    // The scrollback with times, and the members with what they are to Bob.
+    let screen = tmux.shows("the history", "welcome to the team");
+    assert!(
+        regex_like_time(&screen),
+        "no HH:MM time before the text:\n{screen}"
+    );
+    assert!(screen.contains("alice/laptop ✓"), "{screen}");
+    assert!(screen.contains("bob/laptop  (you)"), "{screen}");
+
+    // What Bob types is sent, and shown once.
+    tmux.type_line("hello from the terminal");
+    let screen = tmux.shows("bob's text", "bob/laptop: hello from the terminal");
+    eventually("alice reads bob's text", || {
+        alice
+            .texts(&team)
+            .unwrap()
+            .iter()
+            .any(|t| t.contains("hello from the terminal"))
+    });
+    assert_eq!(
+        screen.matches("hello from the terminal").count(),
+        1,
+        "{screen}"
+    );
+
+    // An arrival in the other group is counted there; Tab goes to it and clears the count.
+    alice
+        .call("send", json!({"group": other, "text": "psst"}))
+        .unwrap();
+    alice
+        .call("send", json!({"group": other, "text": "over here"}))
+        .unwrap();
+    let screen = tmux.shows("the unread count", "random (2)");
+    println!("{screen}"); // the README's picture
+    tmux.keys(&["Tab"]);
+    let screen = tmux.shows("the other group", "over here");
+    assert!(!screen.contains("random (2)"), "{screen}");
+
+    // Arrivals while typing do not land in the input line.
+    tmux.keys(&["-l", "half typ"]);
+    alice
+        .call("send", json!({"group": other, "text": "interrupting"}))
+        .unwrap();
+    let screen = tmux.shows("the arrival", "alice/laptop ✓: interrupting");
+    assert!(screen.contains("> half typ"), "{screen}");
+    tmux.keys(&["C-u"]);
+
+    // A command is not sent as text.
+    tmux.type_line("/help");
+    tmux.shows("the help", "/verify NAME [NUMBER]");
+    assert!(
+        !alice
+            .texts(&team)
+            .unwrap()
+            .iter()
+            .any(|t| t.contains("help"))
+    );
+
+    // An unknown command says so; /quit ends the chat.
+    tmux.type_line("/nonsense");
+    tmux.shows("the refusal", "not a command: /nonsense");
+    tmux.type_line("/quit");
+    eventually("the chat ends", || !tmux.screen().contains("Ctrl-C quit"));
+}
+
+/// Whether some line holds `HH:MM ` followed by a sender.
+fn regex_like_time(screen: &str) -> bool {
+    screen.lines().any(|line| {
+        line.char_indices().any(|(i, _)| {
+            let b = line.as_bytes();
+            b.len() > i + 6
+                && b[i].is_ascii_digit()
+                && b[i + 1].is_ascii_digit()
+                && b[i + 2] == b':'
+                && b[i + 3].is_ascii_digit()
+                && b[i + 4].is_ascii_digit()
+                && b[i + 5] == b' '
+        })
+    })
+}
