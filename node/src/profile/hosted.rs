@@ -930,7 +930,9 @@ impl Profile {
                         "INSERT INTO invitations (mailbox_id, group_id, epoch, welcome, failure,
                              attempts, tree_secret, inviter, inviter_fingerprint, request)
                          VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, 'waiting')
-                         ON CONFLICT (mailbox_id) DO UPDATE SET request = 'waiting'",
+                         ON CONFLICT (mailbox_id) DO UPDATE
+                         SET request = 'waiting', failure = ?5, inviter = ?7,
+                             inviter_fingerprint = ?8",
                         params![
                             mailbox_id as i64,
                             group_id,
