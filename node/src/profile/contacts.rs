@@ -211,16 +211,12 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// `None` when `inviter` is admitted; else what they are to us (unknown, or an impostor).
-    pub fn refuses(&self, inviter: &MemberInfo) -> Option<SenderState> {
-        let name = inviter
-            .name
-            .as_ref()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        match self.states.of(&name, &inviter.fingerprint.0) {
+    /// `None` when the inviter shown as `name` with key `fingerprint` is admitted; else what
+    /// they are to us (unknown, or an impostor).
+    pub fn refuses(&self, name: &str, fingerprint: &Fingerprint) -> Option<SenderState> {
+        match self.states.of(name, &fingerprint.0) {
             SenderState::Me | SenderState::Contact | SenderState::Verified => None,
-            SenderState::Unknown if self.fellows.contains(&inviter.fingerprint) => None,
+            SenderState::Unknown if self.fellows.contains(fingerprint) => None,
             other => Some(other),
         }
     }

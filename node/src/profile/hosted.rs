@@ -1025,23 +1025,21 @@ impl Profile {
             return Ok(all);
         }
         let admission = self.admission()?;
-        let admitted = |i: &Invitation| -> Option<()> {
-            let fingerprint = hex::decode(i.inviter_fingerprint.as_ref()?).ok()?;
-            let inviter = MemberInfo {
-                leaf_index: 0,
-                name: i
-                    .inviter
-                    .as_ref()
-                    .and_then(|n| n.rsplit_once('/'))
-                    .and_then(|(user, device)| crate::identity::DeviceName::new(user, device).ok()),
-                fingerprint: Fingerprint(fingerprint.try_into().ok()?),
+        let admitted = |i: &Invitation| -> bool {
+            let fingerprint = i
+                .inviter_fingerprint
+                .as_deref()
+                .and_then(|f| hex::decode(f).ok());
+            let Some(fingerprint) = fingerprint.and_then(|f| <[u8; 32]>::try_from(f).ok()) else {
+                return false;
             };
-            admission.refuses(&inviter).is_none().then_some(())
+            let name = i.inviter.as_deref().unwrap_or_default();
+            admission.refuses(name, &Fingerprint(fingerprint)).is_none()
         };
         let mut to_try = Vec::new();
         for invitation in all {
             if invitation.request.as_deref() == Some("waiting") {
-                if admitted(&invitation).is_none() {
+                if !admitted(&invitation) {
                     continue;
                 }
                 // Judged again when it is tried.

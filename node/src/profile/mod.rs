@@ -574,9 +574,11 @@ impl Profile {
                 return Err(ProfileError::Duplicate);
             }
             let (group, inviter) = self.engine.join(&provider, parsed, ratchet_tree)?;
-            if let Some(state) = admission.and_then(|a| a.refuses(&inviter)) {
+            let shown_as = display_member(&inviter);
+            if let Some(state) = admission.and_then(|a| a.refuses(&shown_as, &inviter.fingerprint))
+            {
                 return Err(ProfileError::Request {
-                    inviter: display_member(&inviter),
+                    inviter: shown_as,
                     fingerprint: inviter.fingerprint,
                     state,
                 });

@@ -570,7 +570,6 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
     let verb = words.next().unwrap_or_default();
     let args: Vec<String> = words.map(str::to_owned).collect();
     let id = screen.groups[screen.current].id.clone();
-    let call = |method: &'static str, params: Value| (method, params);
     let (method, params) = match (verb, args.as_slice()) {
         ("help", _) => {
             for line in HELP {
@@ -597,10 +596,8 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
             }
             return;
         }
-        ("add", who) if !who.is_empty() => call("group.add", json!({"group": id, "who": who})),
-        ("remove", who) if !who.is_empty() => {
-            call("group.remove", json!({"group": id, "who": who}))
-        }
+        ("add", who) if !who.is_empty() => ("group.add", json!({"group": id, "who": who})),
+        ("remove", who) if !who.is_empty() => ("group.remove", json!({"group": id, "who": who})),
         ("leave", []) => {
             // The same answer `mlschat group leave` gives for a group on a delivery node.
             screen.note(
@@ -609,8 +606,8 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
             );
             return;
         }
-        ("verify", [name]) => call("contact.verify", json!({"name": name})),
-        ("verify", [name, number @ ..]) => call(
+        ("verify", [name]) => ("contact.verify", json!({"name": name})),
+        ("verify", [name, number @ ..]) => (
             "contact.verify",
             json!({"name": name, "matches": number.join(" ")}),
         ),
