@@ -15,7 +15,7 @@
 //! memory (VmHWM) and the writers' acknowledged posts per second with latency percentiles.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mlschat_wire::token::token_hash;
@@ -66,13 +66,14 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// Keeps `streams` stalled requests open on a registered connection until `stop`.
-async fn attacker(client: Client, streams: usize, stop: Arc<AtomicBool>) {
+/// Counts in `opened` each request whose head was sent.
+async fn attacker(client: Client, streams: usize, opened: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
     let mut open = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         open.retain(|task: &tokio::task::JoinHandle<()>| !task.is_finished());
         while open.len() < streams {
             let connection = client.connection.quinn().clone();
-            let stop = stop.clone();
+            let (stop, opened) = (stop.clone(), opened.clone());
             open.push(tokio::spawn(async move {
                 let Ok((mut send, _recv)) = connection.open_bi().await else {
                     return;
@@ -82,6 +83,7 @@ async fn attacker(client: Client, streams: usize, stop: Arc<AtomicBool>) {
                 if send.write_all(&head).await.is_err() {
                     return;
                 }
+                opened.fetch_add(1, Ordering::Relaxed);
                 while !stop.load(Ordering::Relaxed) {
                     if send.write_all(&[0]).await.is_err() {
                         return; // answered `timeout` and reset: open another
@@ -134,16 +136,22 @@ async fn run(url: &str, o: &Options, attackers: usize) {
     let node = NodeProcess::start(data.path(), url, &[]);
     let pid = node.child.id();
     let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicUsize::new(0));
     let mut hostile = Vec::new();
     for i in 0..attackers {
         let from = format!("127.0.1.{}", 1 + i % 50);
         let client = Client::connect_from(&from, node.quic, node.fingerprint).await;
         client.register().await;
-        hostile.push(tokio::spawn(attacker(client, o.streams, stop.clone())));
+        hostile.push(tokio::spawn(attacker(
+            client,
+            o.streams,
+            opened.clone(),
+            stop.clone(),
+        )));
     }
-    if attackers > 0 {
-        // Let every stalled request be opened before the writers start.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every stalled request is open before the writers start.
+    while opened.load(Ordering::Relaxed) < attackers * o.streams {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rss_before_writers = status_kib(pid, "VmRSS:");
     let mut writers = Vec::new();
