@@ -24,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Driver;
+use crate::identity::Fingerprint;
 use crate::kind::ErrorKind;
 use crate::profile::{Intent, InviteCode, Profile, ProfileError};
 use crate::sync::{Notice, SyncError, Ticket};
@@ -428,7 +429,11 @@ pub fn local(
             let After { after, limit } = p(params)?;
             value(&profile.events_after(after, limit)?)
         }
-        "invite" => json!({"code": profile.invite_code()?.to_string()}),
+        "invite" => {
+            let code = profile.invite_code()?;
+            let fingerprint = Fingerprint::of_signature_key(&code.signature_key);
+            json!({"code": code.to_string(), "fingerprint": fingerprint.to_hex()})
+        }
         "contacts" => value(&profile.contacts()?),
         "contact.add" => {
             let Code { code } = p(params)?;

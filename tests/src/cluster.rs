@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 
+use crate::json_output;
+
 /// How long a condition may take to come true.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -218,23 +220,31 @@ impl PeerProcess {
         command
     }
 
-    /// Runs `mlschat ARGS` for this profile. Returns its stdout.
+    /// Runs `mlschat ARGS` for this profile. Returns its stdout, whose every line has been
+    /// checked against the documented JSON of the verb (`json_output`), as has the error line
+    /// of a failure.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let output = self.command().args(args).output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
         if !output.status.success() {
-            bail!(
-                "{}: mlschat {args:?} failed: {}",
-                self.name,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
+            json_output::check_error(&stderr)?;
+            bail!("{}: mlschat {args:?} failed: {}", self.name, stderr.trim());
         }
-        Ok(String::from_utf8(output.stdout)?)
+        let stdout = String::from_utf8(output.stdout)?;
+        if let Some(verb) = json_output::output_of(args) {
+            json_output::check_lines(&verb, &stdout)?;
+        }
+        Ok(stdout)
     }
 
-    /// The exit code of `mlschat ARGS` for this profile.
+    /// The exit code of `mlschat ARGS` for this profile (its error line checked, as by `cli`).
     pub fn exit_code(&self, args: &[&str]) -> anyhow::Result<i32> {
         let output = self.command().args(args).output()?;
-        output.status.code().context("killed by a signal")
+        let code = output.status.code().context("killed by a signal")?;
+        if code != 0 {
+            json_output::check_error(&String::from_utf8_lossy(&output.stderr))?;
+        }
+        Ok(code)
     }
 
     /// Starts `mlschat ARGS` for this profile with piped stdin and stdout (e.g. `chat`).
@@ -379,9 +389,22 @@ impl Caller {
         BufReader::new(stream).read_line(&mut line).map_err(io)?;
         let answer: Value =
             serde_json::from_str(&line).map_err(|e| json!({"message": e.to_string()}))?;
+        // An answer unlike its documentation fails the test here, not as a refusal that a
+        // caller might expect or retry.
+        let checked = |output: &str, value: &Value| {
+            if let Err(e) = json_output::check(output, value) {
+                panic!("the daemon's answer to {method}: {e:#}");
+            }
+        };
         match answer.get("error") {
-            Some(error) => Err(error.clone()),
-            None => Ok(answer["result"].clone()),
+            Some(error) => {
+                checked("api.error", error);
+                Err(error.clone())
+            }
+            None => {
+                checked(method, &answer["result"]);
+                Ok(answer["result"].clone())
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! a fresh Postgres database, and failures become panics.
 
 pub mod cluster;
+pub mod json_output;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,6 +8,7 @@
 //! - [`frame`]: version, length prefix and size limit of every frame.
 //! - [`messages`]: requests, responses, pushes and error codes.
 //! - [`content`]: the plaintext of an application message (versioned, typed, with its post id).
+//! - [`settings`]: a group's shared name, topic and admins (a group-context extension).
 //! - [`auth`]: the transcript a client signs to authenticate, bound to the TLS session.
 //! - [`token`]: per-epoch group tokens, which let the node check posting rights blind.
 //! - [`session`]: a connection's authentication state on the serving side, without I/O.
@@ -20,6 +21,7 @@ pub mod frame;
 pub mod messages;
 pub mod packet;
 pub mod session;
+pub mod settings;
 pub mod token;
 
 #[cfg(feature = "quic")]

@@ -408,7 +408,9 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         Command::Invite { qr } => {
             report.invite(&profile.invite_code()?, qr || io::stdout().is_terminal())?
         }
-        Command::Contact(_) | Command::Request(_) => unreachable!("answered by `daemon::local`"),
+        Command::Contact(_) | Command::Request(_) | Command::History { .. } => {
+            unreachable!("answered by `daemon::local`")
+        }
         Command::Sync => unreachable!("always online"),
         Command::Daemon { stdio } => online::run_daemon(profile, &dir, stdio)?,
         Command::Whoami { qr } => {
@@ -427,7 +429,6 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
             report.sent(&out, &group, &outgoing);
         }
         Command::Receive { files, .. } => return receive(&mut profile, &report, &files),
-        Command::History { group, limit } => report.history(&profile.history(&group, limit)?),
         Command::Outbox { out } => {
             let unsent = profile.unsent()?;
             let packets: Vec<Packet> = unsent.iter().map(|u| u.packet.clone()).collect();
@@ -482,8 +483,9 @@ fn group(profile: &mut Profile, report: &Report, command: GroupCommand) -> anyho
             profile.rename_group(&group, &name)?;
             report.renamed(&group, &name);
         }
-        GroupCommand::List => report.groups(&profile.groups()?),
-        GroupCommand::Members { group } => report.members(&profile.members(&group)?),
+        GroupCommand::List | GroupCommand::Members { .. } => {
+            unreachable!("answered by `daemon::local`")
+        }
     }
     Ok(Exit::Ok)
 }

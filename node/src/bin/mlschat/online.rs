@@ -33,6 +33,11 @@ pub fn method_for(command: &Command) -> Option<(&'static str, Value)> {
     Some(match command {
         Command::Send { group, text, .. } => ("send", json!({"group": group, "text": text})),
         Command::Sync => ("sync", json!({})),
+        Command::History { group, limit } => {
+            ("history", json!({"group": group, "limit": limit}))
+        }
+        Command::Group(GroupCommand::List) => ("groups", json!({})),
+        Command::Group(GroupCommand::Members { group }) => ("members", json!({"group": group})),
         Command::Contact(contact) => match contact {
             ContactCommand::Add { code } => ("contact.add", json!({"code": code})),
             ContactCommand::List => ("contacts", json!({})),

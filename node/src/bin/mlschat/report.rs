@@ -7,7 +7,7 @@ use std::path::Path;
 use mlschat_node::engine::{Incoming, MemberInfo, display_member};
 use mlschat_node::identity::Fingerprint;
 use mlschat_node::profile::{
-    GroupSummary, HistoryEntry, Home, InviteCode, Outgoing, Profile, Received, Unsent,
+    GroupSummary, Home, InviteCode, Outgoing, Profile, Received, Unsent,
     describe_commit,
 };
 use qrcode::QrCode;
@@ -190,6 +190,41 @@ impl Report {
                     println!("up to date: {}", new.join(", "));
                 }
             }
+            "groups" => {
+                for g in answer.as_array().into_iter().flatten() {
+                    let id = g["id"].as_str().unwrap_or_default();
+                    println!(
+                        "{:<20} id {id}  epoch {:<5} {:>6} members  {}",
+                        g["name"].as_str().unwrap_or(id),
+                        g["epoch"].as_u64().unwrap_or_default(),
+                        g["members"].as_u64().unwrap_or_default(),
+                        g["state"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            "members" => {
+                for m in answer.as_array().into_iter().flatten() {
+                    let name = m["name"].as_str().unwrap_or("(no name)");
+                    let label = sender_label(name, m["state"].as_str().unwrap_or_default());
+                    println!(
+                        "#{:<6} {label:<40} {}",
+                        m["leaf"].as_u64().unwrap_or_default(),
+                        m["fingerprint"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            "history" => {
+                for e in answer.as_array().into_iter().flatten() {
+                    let s = |k: &str| e[k].as_str().unwrap_or_default();
+                    let sender = sender_label(s("sender"), s("sender_state"));
+                    let (seq, epoch) = (e["seq"].as_i64(), e["epoch"].as_u64());
+                    let (seq, epoch) = (seq.unwrap_or_default(), epoch.unwrap_or_default());
+                    match s("kind") {
+                        "text" => println!("{seq:>5} e{epoch:<4} {sender}: {}", s("body")),
+                        _ => println!("{seq:>5} e{epoch:<4} * {sender} {}", s("body")),
+                    }
+                }
+            }
             "contact.add" => println!("contact {} ({})", text("name"), text("fingerprint")),
             "contact.remove" => println!("removed contact {}", text("name")),
             "contacts" => {
@@ -303,7 +338,7 @@ impl Report {
         self.emit(
             false,
             || format!("created group {} (id {})", group.handle(), group.id),
-            || json!({"group": group}),
+            || json!(group),
         );
     }
 
@@ -398,54 +433,6 @@ impl Report {
                         },
                     ),
                 }
-            }
-        }
-    }
-
-    pub fn groups(&self, groups: &[GroupSummary]) {
-        if self.json {
-            self.emit(false, String::new, || json!({"groups": groups}));
-            return;
-        }
-        for g in groups {
-            println!(
-                "{:<20} id {}  epoch {:<5} {:>6} members  {}",
-                g.handle(),
-                &g.id,
-                g.epoch,
-                g.members,
-                g.state
-            );
-        }
-    }
-
-    pub fn members(&self, members: &[MemberInfo]) {
-        if self.json {
-            let list: Vec<Value> = members.iter().map(member_json).collect();
-            self.emit(false, String::new, || json!({"members": list}));
-            return;
-        }
-        for m in members {
-            println!(
-                "#{:<6} {:<40} {}",
-                m.leaf_index,
-                display_member(m),
-                m.fingerprint
-            );
-        }
-    }
-
-    pub fn history(&self, entries: &[HistoryEntry]) {
-        if self.json {
-            self.emit(false, String::new, || json!({"history": entries}));
-            return;
-        }
-        for e in entries {
-            let state = serde_json::to_value(e.sender_state).unwrap_or_default();
-            let sender = sender_label(&e.sender, state.as_str().unwrap_or_default());
-            match e.kind.as_str() {
-                "text" => println!("{:>5} e{:<4} {sender}: {}", e.seq, e.epoch, e.body),
-                _ => println!("{:>5} e{:<4} * {sender} {}", e.seq, e.epoch, e.body),
             }
         }
     }
