@@ -293,6 +293,33 @@ impl Actor {
                 let ticket = self.driver.core().remove(&group, &who)?;
                 Answer::Later(ticket, Then::Summary(group))
             }
+            "group.set" => {
+                #[derive(Deserialize)]
+                struct Set {
+                    group: String,
+                    name: Option<String>,
+                    topic: Option<String>,
+                    #[serde(default)]
+                    admin: Vec<String>,
+                    #[serde(default)]
+                    not_admin: Vec<String>,
+                }
+                let Set {
+                    group,
+                    name,
+                    topic,
+                    admin,
+                    not_admin,
+                } = p(params)?;
+                self.online()?;
+                let profile = self.driver.profile();
+                let change = profile.settings_change(&group, name, topic, &admin, &not_admin)?;
+                let ticket = self
+                    .driver
+                    .core()
+                    .change(&group, Intent::Settings(change))?;
+                Answer::Later(ticket, Then::Summary(group))
+            }
             "group.update" => {
                 let Group { group } = p(params)?;
                 self.online()?;
@@ -405,17 +432,22 @@ pub fn local(
         "members" => {
             let Group { group } = p(params)?;
             let states = profile.sender_states()?;
+            let settings = profile.settings(&group)?;
             let members: Vec<Value> = profile
                 .members(&group)?
                 .iter()
                 .map(|m| {
                     let name = m.name.as_ref().map(|n| n.to_string());
                     let state = states.of(name.as_deref().unwrap_or(""), &m.fingerprint.0);
+                    let admin = settings
+                        .as_ref()
+                        .is_none_or(|s| s.is_admin(&m.fingerprint.0));
                     json!({
                         "leaf": m.leaf_index,
                         "name": name,
                         "fingerprint": m.fingerprint.to_hex(),
                         "state": state,
+                        "admin": admin,
                     })
                 })
                 .collect();

@@ -20,6 +20,7 @@ use openmls_basic_credential::SignatureKeyPair;
 
 use crate::identity::{DeviceName, Fingerprint, Identity};
 use mlschat_wire::Token;
+use mlschat_wire::settings::{self, GroupSettings};
 use mlschat_wire::token::{TOKEN_LABEL, TOKEN_LEN};
 
 /// Every group and KeyPackage uses this suite unless told otherwise.
@@ -70,6 +71,10 @@ pub enum EngineError {
     /// The operation is not allowed in the group's current state.
     #[error("invalid operation: {0}")]
     Invalid(String),
+    /// The group's settings do not let this member do this (only admins add, remove others
+    /// and change settings): refused when we would do it, rejected when a commit does.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
     /// The storage backend failed; the caller must reload the group from storage.
     #[error("storage: {0}")]
     Storage(String),
@@ -277,10 +282,7 @@ impl Engine {
     ) -> Result<NewKeyPackage, EngineError> {
         // A KeyPackage may carry only extensions its leaf claims to support (RFC 9420 §7.2):
         // without this, a last-resort package fails validation everywhere.
-        let capabilities = Capabilities::builder()
-            .extensions(vec![ExtensionType::LastResort])
-            .build();
-        let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
+        let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities());
         if last_resort {
             builder = builder.mark_as_last_resort();
         }
@@ -307,6 +309,7 @@ impl Engine {
     pub fn create_config() -> MlsGroupCreateConfig {
         MlsGroupCreateConfig::builder()
             .ciphersuite(CIPHERSUITE)
+            .capabilities(capabilities())
             .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
             .use_ratchet_tree_extension(false)
             .max_past_epochs(MAX_PAST_EPOCHS)
@@ -314,16 +317,31 @@ impl Engine {
             .build()
     }
 
-    /// A new group with us as its only member.
+    /// A new group with us as its only member and admin, named `name` for every member.
     pub fn create_group(
         &self,
         provider: &impl OpenMlsProvider,
         group_id: GroupId,
+        name: &str,
     ) -> Result<MlsGroup, EngineError> {
+        let settings = GroupSettings {
+            name: name.into(),
+            topic: String::new(),
+            admins: vec![self.identity.fingerprint().0],
+        };
+        let config = MlsGroupCreateConfig::builder()
+            .ciphersuite(CIPHERSUITE)
+            .capabilities(capabilities())
+            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(false)
+            .max_past_epochs(MAX_PAST_EPOCHS)
+            .padding_size(PADDING)
+            .with_group_context_extensions(settings_extensions(&settings)?)
+            .build();
         MlsGroup::new_with_group_id(
             provider,
             self.signer(),
-            &Self::create_config(),
+            &config,
             group_id,
             self.identity.credential_with_key(),
         )
@@ -344,6 +362,7 @@ impl Engine {
         key_packages: &[KeyPackage],
     ) -> Result<CommitOut, EngineError> {
         ensure_active(group)?;
+        self.ensure_admin(group, "add members")?;
         let (commit, welcome, _group_info) = group
             .add_members_without_update(provider, self.signer(), key_packages)
             .map_err(|e| match e {
@@ -368,6 +387,7 @@ impl Engine {
         leaves: &[u32],
     ) -> Result<CommitOut, EngineError> {
         ensure_active(group)?;
+        self.ensure_admin(group, "remove members")?;
         if leaves.contains(&group.own_leaf_index().u32()) {
             return Err(EngineError::Invalid(
                 "cannot remove ourselves; leave the group instead".into(),
@@ -412,6 +432,38 @@ impl Engine {
             commit: encode(commit)?,
             welcome,
         })
+    }
+
+    /// Commits new shared settings (name, topic, admins). Only an admin may.
+    pub fn change_settings(
+        &self,
+        provider: &impl OpenMlsProvider,
+        group: &mut MlsGroup,
+        new: &GroupSettings,
+    ) -> Result<CommitOut, EngineError> {
+        ensure_active(group)?;
+        self.ensure_admin(group, "change the group's settings")?;
+        let (commit, _welcome, _group_info) = group
+            .update_group_context_extensions(provider, settings_extensions(new)?, self.signer())
+            .map_err(|e| match e {
+                CreateGroupContextExtProposalError::StorageError(e) => {
+                    EngineError::Storage(format!("{e:?}"))
+                }
+                e => EngineError::Invalid(e.to_string()),
+            })?;
+        Ok(CommitOut {
+            commit: encode(commit)?,
+            welcome: None,
+        })
+    }
+
+    fn ensure_admin(&self, group: &MlsGroup, what: &str) -> Result<(), EngineError> {
+        match group_settings(group)? {
+            Some(s) if !s.is_admin(&self.identity.fingerprint().0) => Err(EngineError::NotAllowed(
+                format!("only the group's admins may {what}; ask one of them"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Asks the group to remove us. Another member must commit the proposal.
@@ -520,6 +572,7 @@ impl Engine {
                 Ok(Incoming::Proposal { sender, summary })
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
+                authorize(group, &staged)?;
                 let Changes { added, removed } = Changes::of(group, &staged);
                 let removed_us = staged.self_removed();
                 group
@@ -581,6 +634,94 @@ impl Engine {
             .map_err(|e| EngineError::Storage(format!("{e:?}")))?;
         Ok((group, inviter))
     }
+}
+
+/// What every leaf of ours supports: last-resort KeyPackages and the group settings.
+fn capabilities() -> Capabilities {
+    Capabilities::builder()
+        .extensions(vec![
+            ExtensionType::LastResort,
+            ExtensionType::Unknown(settings::EXTENSION_TYPE),
+        ])
+        .build()
+}
+
+/// The group-context extensions that carry `settings`: the settings, and the requirement that
+/// every member support them (without it, no member could change them later, RFC 9420 §12.1.7).
+fn settings_extensions(settings: &GroupSettings) -> Result<Extensions<GroupContext>, EngineError> {
+    let bytes = settings
+        .encode()
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let settings_type = ExtensionType::Unknown(settings::EXTENSION_TYPE);
+    Extensions::from_vec(vec![
+        Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(
+            &[settings_type],
+            &[],
+            &[],
+        )),
+        Extension::Unknown(settings::EXTENSION_TYPE, UnknownExtension(bytes)),
+    ])
+    .map_err(|e| EngineError::Invalid(e.to_string()))
+}
+
+/// The group's shared settings; `None` for a group made without them (by another client, or
+/// before they existed), where every member may add and remove.
+pub fn group_settings(group: &MlsGroup) -> Result<Option<GroupSettings>, EngineError> {
+    settings_of(group.extensions())
+}
+
+fn settings_of(
+    extensions: &Extensions<GroupContext>,
+) -> Result<Option<GroupSettings>, EngineError> {
+    extensions
+        .unknown(settings::EXTENSION_TYPE)
+        .map(|e| GroupSettings::decode(&e.0))
+        .transpose()
+        .map_err(|e| EngineError::Forged(format!("group settings: {e}")))
+}
+
+/// Rejects a commit that the group's settings (as they were before it) do not allow: adds,
+/// removals of others and settings changes proposed by a member who is not an admin. The node
+/// cannot judge this (it cannot read the settings), so every member does, alike.
+fn authorize(group: &MlsGroup, staged: &StagedCommit) -> Result<(), EngineError> {
+    let Some(settings) = group_settings(group)? else {
+        return Ok(());
+    };
+    for queued in staged.queued_proposals() {
+        let Sender::Member(proposer) = queued.sender() else {
+            return Err(EngineError::NotAllowed(
+                "a proposal from outside the group".into(),
+            ));
+        };
+        let what = match queued.proposal() {
+            Proposal::Add(_) => "add members",
+            Proposal::Remove(r) if r.removed() == *proposer => continue, // leaving
+            Proposal::Remove(_) => "remove members",
+            Proposal::GroupContextExtensions(extensions) => {
+                // New settings must be valid settings: a group never loses them or its admins.
+                if settings_of(extensions.extensions())?.is_none() {
+                    return Err(EngineError::NotAllowed(
+                        "a commit that drops the group's settings".into(),
+                    ));
+                }
+                "change the group's settings"
+            }
+            _ => continue,
+        };
+        let is_admin = group
+            .member_at(*proposer)
+            .is_some_and(|m| settings.is_admin(&Fingerprint::of_signature_key(&m.signature_key).0));
+        if !is_admin {
+            let who = group
+                .member_at(*proposer)
+                .map(|m| display_member(&member_info(&m)))
+                .unwrap_or_else(|| format!("leaf {proposer}"));
+            return Err(EngineError::NotAllowed(format!(
+                "{who}, who is not an admin, tried to {what}; the commit was rejected"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn ensure_active(group: &MlsGroup) -> Result<(), EngineError> {

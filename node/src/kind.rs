@@ -29,10 +29,12 @@ pub enum ErrorKind {
     Delivery,
     /// A contact's key is not the one we were given, or a stranger's invitation.
     Flagged,
+    /// The group's settings do not allow it: only admins add, remove and change settings.
+    NotAllowed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Failure,
         ErrorKind::InvalidInput,
         ErrorKind::Unknown,
@@ -42,6 +44,7 @@ impl ErrorKind {
         ErrorKind::Passphrase,
         ErrorKind::Delivery,
         ErrorKind::Flagged,
+        ErrorKind::NotAllowed,
     ];
 
     /// The name in the daemon's API (`error.data.kind`).
@@ -56,6 +59,7 @@ impl ErrorKind {
             ErrorKind::Passphrase => "passphrase",
             ErrorKind::Delivery => "delivery",
             ErrorKind::Flagged => "flagged",
+            ErrorKind::NotAllowed => "not_allowed",
         }
     }
 
@@ -78,6 +82,7 @@ impl EngineError {
             EngineError::Replay | EngineError::OwnMessage => ErrorKind::Duplicate,
             EngineError::NotForUs(_) | EngineError::Inactive => ErrorKind::NotForUs,
             EngineError::Storage(_) => ErrorKind::Failure,
+            EngineError::NotAllowed(_) => ErrorKind::NotAllowed,
         }
     }
 }

@@ -474,6 +474,7 @@ impl Core {
     /// Adds contacts (by name) in one commit: their KeyPackages are claimed first.
     pub fn add(&mut self, group: &str, contacts: &[String]) -> Result<Ticket, ProfileError> {
         self.profile.hosted_group(group)?;
+        self.profile.ensure_admin(group, "add members")?;
         let members = self.profile.members(group)?;
         for name in contacts {
             let contact = self.profile.contact(name)?;
@@ -501,6 +502,7 @@ impl Core {
 
     /// Removes members (user/device, user, fingerprint prefix or #leaf) in one commit.
     pub fn remove(&mut self, group: &str, who: &[String]) -> Result<Ticket, ProfileError> {
+        self.profile.ensure_admin(group, "remove members")?;
         // By fingerprint: made (and made again after a lost race) against the group as it is.
         let fingerprints = self
             .profile

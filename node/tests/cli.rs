@@ -332,13 +332,7 @@ fn a_last_resort_key_package_adds_its_owner_to_several_groups() {
         ]);
         assert!(bob.ok(&["receive", &welcome]).contains("joined"));
     }
-    assert_eq!(
-        bob.json(&["group", "list"])
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(bob.json(&["group", "list"]).as_array().unwrap().len(), 2);
 }
 
 #[test]
@@ -529,7 +523,8 @@ fn welcome_for_someone_else_is_rejected_without_state_change() {
     let err = carol.fails(7, &["receive", "w"]);
     assert!(err.contains("Welcome is for someone else"), "{err}");
     assert!(
-        carol.json(&["group", "list"])
+        carol
+            .json(&["group", "list"])
             .as_array()
             .unwrap()
             .is_empty()

@@ -550,3 +550,89 @@ fn a_declined_request_is_forgotten() {
         .unwrap_err();
     assert_eq!(refused["data"]["kind"], "invalid_input", "{refused}");
 }
+
+/// Issue 11, finding 6: a joiner saw a hex id until she renamed the group, and any member could
+/// remove any other. The name and topic now travel in the group's settings, and only admins add,
+/// remove others or change them: each member's client checks (the node cannot).
+#[test]
+fn group_settings_are_shared_and_only_admins_change_membership() {
+    let node = Node::start();
+    let (peers, id) = group_of(&node, &["alice", "bob"]);
+    let (alice, bob) = (&peers[0], &peers[1]);
+    let mut carol = node.peer("carol");
+    carol.start().unwrap();
+    bob.meet(&carol).unwrap();
+    alice.meet(&carol).unwrap();
+
+    let seen = bob.group(&id).unwrap();
+    assert_eq!(
+        seen["name"], "team",
+        "the joiner takes the shared name: {seen}"
+    );
+    assert_eq!(seen["admin"], false);
+    // Bob is not an admin: his add and his removal of Alice are refused (exit 11), and his
+    // client claimed nothing for them.
+    assert_eq!(
+        bob.exit_code(&["group", "add", "team", "carol"]).unwrap(),
+        11
+    );
+    assert_eq!(
+        bob.exit_code(&["group", "remove", "team", "alice"])
+            .unwrap(),
+        11
+    );
+    let refused = bob.try_call("group.set", json!({"group": id, "topic": "mine"}));
+    assert_eq!(refused.unwrap_err()["data"]["kind"], "not_allowed");
+
+    // Alice gives the group a topic and makes Bob an admin; everyone sees both.
+    alice
+        .cli(&[
+            "group",
+            "set",
+            "team",
+            "--topic",
+            "launch friday",
+            "--admin",
+            "bob",
+        ])
+        .unwrap();
+    converged(&[alice, bob], &id);
+    let seen = bob.group(&id).unwrap();
+    assert_eq!(
+        (seen["topic"].clone(), seen["admin"].clone()),
+        (json!("launch friday"), json!(true))
+    );
+    // Now Bob may add Carol, who joins seeing the name and the topic, as no admin.
+    bob.cli(&["group", "add", "team", "carol"]).unwrap();
+    eventually("carol joins", || carol.group(&id).is_some());
+    let seen = carol.group(&id).unwrap();
+    assert_eq!(
+        (&seen["name"], &seen["topic"], &seen["admin"]),
+        (&json!("team"), &json!("launch friday"), &json!(false))
+    );
+    let members = carol.rpc("members", json!({"group": id}));
+    let admins: Vec<&str> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["admin"] == true)
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(admins, ["alice/laptop", "bob/laptop"]);
+    assert_eq!(
+        carol
+            .exit_code(&["group", "set", "team", "--name", "mine"])
+            .unwrap(),
+        11
+    );
+    // The last admin cannot step down alone.
+    bob.cli(&["group", "set", "team", "--not-admin", "alice"])
+        .unwrap();
+    assert_ne!(
+        bob.exit_code(&["group", "set", "team", "--not-admin", "bob"])
+            .unwrap(),
+        0
+    );
+    converged(&[alice, bob, &carol], &id);
+    assert_eq!(alice.group(&id).unwrap()["admin"], false);
+}

@@ -26,7 +26,10 @@ fn offline(dir: &Path, profile: &str, args: &[&str]) -> Value {
     let stdout = String::from_utf8(output.stdout).unwrap();
     let verb = output_of(args).unwrap();
     check_lines(&verb, &stdout).unwrap();
-    let last = stdout.lines().last().unwrap_or_else(|| panic!("{args:?} printed nothing"));
+    let last = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("{args:?} printed nothing"));
     serde_json::from_str(last).unwrap()
 }
 
@@ -68,7 +71,10 @@ fn in_files() {
     let team = run("ann", &["group", "create", "team"]);
     let id = team["id"].as_str().unwrap().to_owned();
     let add = ["group", "add", "team", "ben.kp", "cid.kp"];
-    run("ann", &[&add[..], &["--out", "c1", "--welcome-out", "w1"]].concat());
+    run(
+        "ann",
+        &[&add[..], &["--out", "c1", "--welcome-out", "w1"]].concat(),
+    );
     run("ben", &["receive", "w1"]);
     run("ann", &["send", "team", "hello", "--out", "m1"]);
     assert_eq!(run("ben", &["receive", "m1"])["text"], "hello");
@@ -78,9 +84,19 @@ fn in_files() {
     run("ben", &["receive", "r1"]);
     run("ben", &["group", "leave", &id, "--out", "l1"]);
     assert_eq!(run("ann", &["receive", "l1"])["event"], "proposal");
+    run(
+        "ann",
+        &["group", "set", "team", "--topic", "the plan", "--out", "s1"],
+    );
+    assert_eq!(run("ben", &["receive", "s1"])["event"], "commit");
     run("ann", &["group", "rename", "team", "crew"]);
     run("ann", &["outbox", "--out", "o1"]);
-    assert!(!run("ann", &["history", "crew"]).as_array().unwrap().is_empty());
+    assert!(
+        !run("ann", &["history", "crew"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     run("ann", &["group", "list"]);
     run("ann", &["group", "members", "crew"]);
     run("ann", &["whoami"]);
@@ -106,13 +122,23 @@ fn through_a_delivery_node() {
     let verify = alice.cli(&["contact", "verify", "bob"]).unwrap();
     let number: Value = serde_json::from_str(&verify).unwrap();
     let number = number["safety_number"].as_str().unwrap();
-    alice.cli(&["contact", "verify", "bob", "--matches", number]).unwrap();
+    alice
+        .cli(&["contact", "verify", "bob", "--matches", number])
+        .unwrap();
     bob.knows(&mallory).unwrap();
     bob.cli(&["contact", "remove", "mallory"]).unwrap();
     mallory.knows(&bob).unwrap();
     bob.cli(&["sync"]).unwrap();
-    alice.cli(&["home", "set", &node.process.address, &node.process.fingerprint]).unwrap();
-    let team: Value = serde_json::from_str(&alice.cli(&["group", "create", "team"]).unwrap()).unwrap();
+    alice
+        .cli(&[
+            "home",
+            "set",
+            &node.process.address,
+            &node.process.fingerprint,
+        ])
+        .unwrap();
+    let team: Value =
+        serde_json::from_str(&alice.cli(&["group", "create", "team"]).unwrap()).unwrap();
     let id = team["id"].as_str().unwrap().to_owned();
     alice.cli(&["group", "add", "team", "bob"]).unwrap();
     alice.cli(&["send", "team", "hi"]).unwrap();
@@ -129,8 +155,15 @@ fn through_a_delivery_node() {
     let [first, second] = requests.as_array().unwrap().as_slice() else {
         panic!("two requests wait: {requests}");
     };
-    bob.cli(&["request", "accept", first["group"].as_str().unwrap()]).unwrap();
-    bob.cli(&["request", "decline", second["group"].as_str().unwrap()]).unwrap();
+    bob.cli(&["request", "accept", first["group"].as_str().unwrap()])
+        .unwrap();
+    bob.cli(&["request", "decline", second["group"].as_str().unwrap()])
+        .unwrap();
+    alice
+        .cli(&[
+            "group", "set", "team", "--topic", "the plan", "--admin", "bob",
+        ])
+        .unwrap();
     alice.cli(&["group", "update", "team"]).unwrap();
     alice.cli(&["group", "remove", "team", "bob"]).unwrap();
     assert_eq!(alice.exit_code(&["send", "no-such-group", "x"]).unwrap(), 4);
@@ -140,7 +173,9 @@ fn through_a_delivery_node() {
     alice.try_call("status", json!({})).unwrap();
     alice.try_call("events", json!({"after": 0})).unwrap();
     alice.try_call("subscribe", json!({})).unwrap();
-    let error = alice.try_call("history", json!({"group": "no-such-group"})).unwrap_err();
+    let error = alice
+        .try_call("history", json!({"group": "no-such-group"}))
+        .unwrap_err();
     assert_eq!(error["data"]["kind"], "unknown");
     let follow = first_line(alice.spawn(&["receive", "--follow"]).unwrap());
     check_lines("receive.follow", &follow).unwrap();
@@ -150,7 +185,10 @@ fn through_a_delivery_node() {
     check_lines(&output_of(&["chat"]).unwrap(), &chat_line).unwrap();
     alice.cli(&["send", "team", "through the daemon"]).unwrap();
     eventually("alice's own text is in her history", || {
-        alice.cli(&["history", "team"]).unwrap().contains("through the daemon")
+        alice
+            .cli(&["history", "team"])
+            .unwrap()
+            .contains("through the daemon")
     });
 }
 
@@ -181,7 +219,9 @@ fn every_verb_is_documented() {
         let paths: Vec<Vec<&str>> = if subs.is_empty() {
             vec![vec![verb.as_str()]]
         } else {
-            subs.iter().map(|s| vec![verb.as_str(), s.as_str()]).collect()
+            subs.iter()
+                .map(|s| vec![verb.as_str(), s.as_str()])
+                .collect()
         };
         for path in paths {
             verbs += 1;
@@ -204,5 +244,9 @@ fn every_verb_is_documented() {
         schema["$defs"]["api.error"]["properties"]["data"]["properties"]["kind"]["enum"],
         json!(kinds)
     );
-    check("api.error", &json!({"code": -32601, "message": "no method"})).unwrap();
+    check(
+        "api.error",
+        &json!({"code": -32601, "message": "no method"}),
+    )
+    .unwrap();
 }

@@ -7,7 +7,9 @@
 //! node crate's engine). The rules: adds, removals of others and changes of these settings are
 //! proposed by an admin; a member may always propose its own removal (leaving).
 
-use tls_codec::{DeserializeBytes as _, Serialize as _, TlsDeserializeBytes, TlsSerialize, TlsSize};
+use tls_codec::{
+    DeserializeBytes as _, Serialize as _, TlsDeserializeBytes, TlsSerialize, TlsSize,
+};
 
 /// The extension type, from the range RFC 9420 §17.3 leaves for private use.
 pub const EXTENSION_TYPE: u16 = 0xF3C0;
@@ -142,14 +144,23 @@ mod tests {
     fn hostile_settings_are_refused() {
         let bytes = sample().encode().unwrap();
         for cut in 0..bytes.len() {
-            assert!(GroupSettings::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                GroupSettings::decode(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut newer = bytes.clone();
         newer[0] = 2;
-        assert_eq!(GroupSettings::decode(&newer), Err(SettingsError::Version(2)));
+        assert_eq!(
+            GroupSettings::decode(&newer),
+            Err(SettingsError::Version(2))
+        );
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(GroupSettings::decode(&trailing), Err(SettingsError::Malformed));
+        assert_eq!(
+            GroupSettings::decode(&trailing),
+            Err(SettingsError::Malformed)
+        );
         let no_admin = GroupSettings {
             admins: vec![],
             ..sample()

@@ -24,8 +24,8 @@ use mlschat_wire::token::{client_id, token_hash};
 use mlschat_wire::{ClientId, EntryKind, PostId, Token, TokenHash};
 
 use super::{
-    GroupSummary, Profile, ProfileError, Received, SenderState, append_history, append_text,
-    mark_processed, merge_own_commit, resolve_member,
+    GroupSummary, Profile, ProfileError, Received, SenderState, SettingsChange, append_history,
+    append_text, mark_processed, merge_own_commit, resolve_member,
 };
 use crate::engine::{self, Incoming, MemberInfo, Parsed};
 use crate::identity::Fingerprint;
@@ -45,6 +45,8 @@ pub enum Intent {
     Remove { fingerprints: Vec<String> },
     /// Refresh our own keys.
     Update,
+    /// Change the group's shared settings.
+    Settings(SettingsChange),
 }
 
 /// Our commit, made and stored, waiting for the log to order it.
@@ -382,6 +384,16 @@ impl Profile {
         if matches!(intent, Intent::Remove { .. }) && leaves.is_empty() {
             return Ok(None);
         }
+        let settings = match intent {
+            Intent::Settings(change) => {
+                let new = self.settings_after(id, change)?;
+                if Some(&new) == engine::group_settings(&self.groups[id])?.as_ref() {
+                    return Ok(None); // already so (another admin's commit did it)
+                }
+                Some(new)
+            }
+            _ => None,
+        };
         let recipients: Vec<ClientId> = key_packages
             .iter()
             .map(|kp| client_id(kp.leaf_node().signature_key().as_slice()))
@@ -392,6 +404,10 @@ impl Profile {
                 Intent::Add { .. } => engine.add_members(provider, group, &key_packages)?,
                 Intent::Remove { .. } => engine.remove_members(provider, group, &leaves)?,
                 Intent::Update => engine.self_update(provider, group)?,
+                Intent::Settings(_) => {
+                    let new = settings.as_ref().expect("made above");
+                    engine.change_settings(provider, group, new)?
+                }
             };
             let next_token = engine::pending_epoch_token(provider.crypto, group)?;
             let epoch = group.epoch().as_u64();

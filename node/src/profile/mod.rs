@@ -25,6 +25,7 @@ use crate::store::{MlsStorage, Store, StoreError, unix_now};
 use mlschat_wire::PostId;
 use mlschat_wire::content::{Content, ContentKind};
 use mlschat_wire::packet::Packet;
+use mlschat_wire::settings::GroupSettings;
 
 mod alerts;
 mod contacts;
@@ -117,12 +118,68 @@ pub struct GroupSummary {
     /// Hex of the MLS epoch authenticator: equal for all members exactly when they agree on
     /// the group's state (RFC 9420 §8.7).
     pub epoch_authenticator: String,
+    /// The name and topic every member sees (the group's settings), if it has them.
+    pub shared_name: Option<String>,
+    pub topic: Option<String>,
+    /// Whether we may add, remove others and change the settings: we are an admin, or the
+    /// group has no settings (then everyone may).
+    pub admin: bool,
 }
 
 impl GroupSummary {
     /// The name if there is one, else the id: what to type to refer to this group.
     pub fn handle(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// A change to a group's shared settings, applied to the settings as they are when the commit
+/// is made (again, after a lost race), so that two admins' changes both hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SettingsChange {
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    /// Fingerprints (hex) of members to make admins, and of admins to make members again.
+    #[serde(default)]
+    pub promote: Vec<String>,
+    #[serde(default)]
+    pub demote: Vec<String>,
+}
+
+impl SettingsChange {
+    /// The settings after this change.
+    pub fn apply(&self, current: &GroupSettings) -> Result<GroupSettings, ProfileError> {
+        let mut new = current.clone();
+        if let Some(name) = &self.name {
+            new.name = name.clone();
+        }
+        if let Some(topic) = &self.topic {
+            new.topic = topic.clone();
+        }
+        let key = |hex: &String| -> Result<[u8; 32], ProfileError> {
+            hex::decode(hex)
+                .ok()
+                .and_then(|k| k.try_into().ok())
+                .ok_or_else(|| ProfileError::Corrupt(format!("admin key {hex}")))
+        };
+        for admin in &self.promote {
+            let admin = key(admin)?;
+            if !new.admins.contains(&admin) {
+                new.admins.push(admin);
+            }
+        }
+        for admin in &self.demote {
+            let admin = key(admin)?;
+            new.admins.retain(|a| *a != admin);
+        }
+        if new.admins.is_empty() {
+            return Err(ProfileError::WrongKind(
+                "a group needs at least one admin: make someone else an admin first".into(),
+            ));
+        }
+        new.validate()
+            .map_err(|e| ProfileError::WrongKind(e.to_string()))?;
+        Ok(new)
     }
 }
 
@@ -360,7 +417,7 @@ impl Profile {
         let me = self.me();
         // A savepoint: a transaction of its own, or part of the caller's (a continuation).
         let group = self.store.savepoint(|| {
-            let group = self.engine.create_group(&provider, id.clone())?;
+            let group = self.engine.create_group(&provider, id.clone(), name)?;
             let conn = self.store.conn();
             insert_group(conn, &id, Some(name), false)?;
             append_history(conn, &id, 0, &me, "event", "created the group")?;
@@ -418,6 +475,91 @@ impl Profile {
     pub fn self_update(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
         let id = self.find_group(group)?;
         self.in_transaction(|p| p.own_commit(&id, |e, p, g| e.self_update(p, g)))
+    }
+
+    /// Commits a change of the group's shared settings (name, topic, admins).
+    pub fn change_settings(
+        &mut self,
+        group: &str,
+        change: &SettingsChange,
+    ) -> Result<Outgoing, ProfileError> {
+        let id = self.find_group(group)?;
+        let new = self.settings_after(&id, change)?;
+        self.in_transaction(|p| p.own_commit(&id, |e, p, g| e.change_settings(p, g, &new)))
+    }
+
+    /// What `group set` asks for, resolved against the group as it is now: the members named
+    /// by `admin` and `not_admin` become fingerprints, and the change is checked (we are an
+    /// admin, the group has settings, one admin is left) before anything is queued.
+    pub fn settings_change(
+        &mut self,
+        group: &str,
+        name: Option<String>,
+        topic: Option<String>,
+        admin: &[String],
+        not_admin: &[String],
+    ) -> Result<SettingsChange, ProfileError> {
+        let id = self.find_group(group)?;
+        self.ensure_admin(group, "change the group's settings")?;
+        if let Some(name) = &name {
+            validate_group_name(name)?;
+        }
+        let fingerprints = |p: &mut Self, who: &[String]| -> Result<Vec<String>, ProfileError> {
+            Ok(p.resolve_members(group, who)?
+                .iter()
+                .map(|m| m.fingerprint.to_hex())
+                .collect())
+        };
+        let change = SettingsChange {
+            name,
+            topic,
+            promote: fingerprints(self, admin)?,
+            demote: fingerprints(self, not_admin)?,
+        };
+        if change == SettingsChange::default() {
+            return Err(ProfileError::WrongKind(
+                "nothing to change: give --name, --topic, --admin or --not-admin".into(),
+            ));
+        }
+        self.settings_after(&id, &change)?;
+        Ok(change)
+    }
+
+    /// The group's shared settings, if it has them.
+    pub fn settings(&mut self, group: &str) -> Result<Option<GroupSettings>, ProfileError> {
+        let id = self.find_group(group)?;
+        self.load(&id)?;
+        Ok(engine::group_settings(&self.groups[&id])?)
+    }
+
+    /// Refuses, before anything is claimed or queued, what only the group's admins may do.
+    pub fn ensure_admin(&mut self, group: &str, what: &str) -> Result<(), ProfileError> {
+        let id = self.find_group(group)?;
+        if self.summary(&id)?.admin {
+            return Ok(());
+        }
+        Err(EngineError::NotAllowed(format!(
+            "only the group's admins may {what}; ask one of them (`mlschat group members {group}` \
+             shows who they are)"
+        ))
+        .into())
+    }
+
+    /// The group's settings after `change`; an error for a group that has none.
+    pub(super) fn settings_after(
+        &mut self,
+        id: &GroupId,
+        change: &SettingsChange,
+    ) -> Result<GroupSettings, ProfileError> {
+        self.load(id)?;
+        let current = engine::group_settings(&self.groups[id])?.ok_or_else(|| {
+            ProfileError::WrongKind(
+                "this group was made without shared settings (by another client, or an older \
+                 mlschat): it has no name, topic or admins to change"
+                    .into(),
+            )
+        })?;
+        change.apply(&current)
     }
 
     /// Proposes our own removal; another member's next commit carries it out.
@@ -583,7 +725,13 @@ impl Profile {
                     state,
                 });
             }
-            insert_group(conn, group.group_id(), None, true)?;
+            // The group's shared name becomes ours unless one of our groups already has it.
+            let shared = engine::group_settings(&group)?.map(|s| s.name);
+            let name = match shared.filter(|n| validate_group_name(n).is_ok()) {
+                Some(n) if !name_taken(conn, &n)? => Some(n),
+                _ => None,
+            };
+            insert_group(conn, group.group_id(), name.as_deref(), true)?;
             for reference in &references {
                 conn.execute(
                     "UPDATE key_packages SET consumed_at = ?2
@@ -829,6 +977,8 @@ impl Profile {
         )?;
         self.load(id)?;
         let group = &self.groups[id];
+        let settings = engine::group_settings(group)?;
+        let me = self.engine.identity().fingerprint();
         Ok(GroupSummary {
             id: hex::encode(id.as_slice()),
             name,
@@ -836,6 +986,9 @@ impl Profile {
             members: group.members().count(),
             state,
             epoch_authenticator: hex::encode(group.epoch_authenticator().as_slice()),
+            admin: settings.as_ref().is_none_or(|s| s.is_admin(&me.0)),
+            shared_name: settings.as_ref().map(|s| s.name.clone()),
+            topic: settings.map(|s| s.topic),
         })
     }
 
@@ -963,6 +1116,13 @@ fn validate_group_name(name: &str) -> Result<(), ProfileError> {
         )));
     }
     Ok(())
+}
+
+fn name_taken(conn: &rusqlite::Connection, name: &str) -> Result<bool, ProfileError> {
+    let taken: Option<i64> = conn
+        .query_row("SELECT 1 FROM groups WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?;
+    Ok(taken.is_some())
 }
 
 fn insert_group(

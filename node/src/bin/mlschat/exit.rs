@@ -21,7 +21,8 @@ Exit codes:
   8  passphrase missing or wrong
   9  delivery node: none set, unreachable, or it refused the request
  10  a contact is flagged (their key is not the one we were given: `mlschat contact verify`),
-     or an invitation waits as a request";
+     or an invitation waits as a request
+ 11  not allowed: only the group's admins add members, remove others and change its settings";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -35,6 +36,7 @@ pub enum Exit {
     Passphrase = 8,
     Delivery = 9,
     Flagged = 10,
+    NotAllowed = 11,
 }
 
 impl Exit {
@@ -56,6 +58,7 @@ impl From<ErrorKind> for Exit {
             ErrorKind::Passphrase => Exit::Passphrase,
             ErrorKind::Delivery => Exit::Delivery,
             ErrorKind::Flagged => Exit::Flagged,
+            ErrorKind::NotAllowed => Exit::NotAllowed,
         }
     }
 }

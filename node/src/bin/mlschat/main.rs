@@ -244,6 +244,26 @@ enum GroupCommand {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// Change the group's shared settings, which every member sees (admins only): its name,
+    /// its topic, and who else is an admin (admins add members, remove others and change
+    /// these settings; every member's client refuses such a commit from anyone else).
+    Set {
+        group: String,
+        /// The name every member sees (joiners take it as theirs).
+        #[arg(long)]
+        name: Option<String>,
+        /// The topic every member sees.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Make this member an admin (user/device, user, fingerprint prefix or #leaf).
+        #[arg(long, value_name = "MEMBER")]
+        admin: Vec<String>,
+        /// Make this admin an ordinary member again.
+        #[arg(long, value_name = "MEMBER")]
+        not_admin: Vec<String>,
+        #[command(flatten)]
+        out: OutArgs,
+    },
     /// Give a group a local name (only you see it), e.g. after joining one.
     Rename { group: String, name: String },
     /// List your groups.
@@ -478,6 +498,19 @@ fn group(profile: &mut Profile, report: &Report, command: GroupCommand) -> anyho
             let outgoing = profile.self_update(&group)?;
             deliver(profile, &out, None, &outgoing)?;
             report.committed(&out, &group, "updated", 1);
+        }
+        GroupCommand::Set {
+            group,
+            name,
+            topic,
+            admin,
+            not_admin,
+            out,
+        } => {
+            let change = profile.settings_change(&group, name, topic, &admin, &not_admin)?;
+            let outgoing = profile.change_settings(&group, &change)?;
+            deliver(profile, &out, None, &outgoing)?;
+            report.committed(&out, &group, "changed", 1);
         }
         GroupCommand::Rename { group, name } => {
             profile.rename_group(&group, &name)?;

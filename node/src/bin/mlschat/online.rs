@@ -33,9 +33,7 @@ pub fn method_for(command: &Command) -> Option<(&'static str, Value)> {
     Some(match command {
         Command::Send { group, text, .. } => ("send", json!({"group": group, "text": text})),
         Command::Sync => ("sync", json!({})),
-        Command::History { group, limit } => {
-            ("history", json!({"group": group, "limit": limit}))
-        }
+        Command::History { group, limit } => ("history", json!({"group": group, "limit": limit})),
         Command::Group(GroupCommand::List) => ("groups", json!({})),
         Command::Group(GroupCommand::Members { group }) => ("members", json!({"group": group})),
         Command::Contact(contact) => match contact {
@@ -63,6 +61,17 @@ pub fn method_for(command: &Command) -> Option<(&'static str, Value)> {
         Command::Group(GroupCommand::Update { group, .. }) => {
             ("group.update", json!({"group": group}))
         }
+        Command::Group(GroupCommand::Set {
+            group,
+            name,
+            topic,
+            admin,
+            not_admin,
+            ..
+        }) => (
+            "group.set",
+            json!({"group": group, "name": name, "topic": topic, "admin": admin, "not_admin": not_admin}),
+        ),
         _ => return None,
     })
 }
@@ -82,7 +91,8 @@ pub fn goes_online(profile: &mut Profile, command: &Command) -> anyhow::Result<b
         | Command::Group(
             GroupCommand::Add { group, .. }
             | GroupCommand::Remove { group, .. }
-            | GroupCommand::Update { group, .. },
+            | GroupCommand::Update { group, .. }
+            | GroupCommand::Set { group, .. },
         ) => hosted(profile, group)?,
         _ => false,
     })

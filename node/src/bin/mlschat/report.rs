@@ -7,8 +7,7 @@ use std::path::Path;
 use mlschat_node::engine::{Incoming, MemberInfo, display_member};
 use mlschat_node::identity::Fingerprint;
 use mlschat_node::profile::{
-    GroupSummary, Home, InviteCode, Outgoing, Profile, Received, Unsent,
-    describe_commit,
+    GroupSummary, Home, InviteCode, Outgoing, Profile, Received, Unsent, describe_commit,
 };
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
@@ -193,8 +192,12 @@ impl Report {
             "groups" => {
                 for g in answer.as_array().into_iter().flatten() {
                     let id = g["id"].as_str().unwrap_or_default();
+                    let topic = match g["topic"].as_str() {
+                        Some(topic) if !topic.is_empty() => format!("  ({topic})"),
+                        _ => String::new(),
+                    };
                     println!(
-                        "{:<20} id {id}  epoch {:<5} {:>6} members  {}",
+                        "{:<20} id {id}  epoch {:<5} {:>6} members  {}{topic}",
                         g["name"].as_str().unwrap_or(id),
                         g["epoch"].as_u64().unwrap_or_default(),
                         g["members"].as_u64().unwrap_or_default(),
@@ -205,7 +208,10 @@ impl Report {
             "members" => {
                 for m in answer.as_array().into_iter().flatten() {
                     let name = m["name"].as_str().unwrap_or("(no name)");
-                    let label = sender_label(name, m["state"].as_str().unwrap_or_default());
+                    let mut label = sender_label(name, m["state"].as_str().unwrap_or_default());
+                    if m["admin"] == true {
+                        label.push_str(" (admin)");
+                    }
                     println!(
                         "#{:<6} {label:<40} {}",
                         m["leaf"].as_u64().unwrap_or_default(),
