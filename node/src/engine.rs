@@ -317,18 +317,27 @@ impl Engine {
             .build()
     }
 
-    /// A new group with us as its only member and admin, named `name` for every member.
+    /// The settings of a group we create: its name, and us as its only admin.
+    pub fn new_settings(&self, name: &str) -> GroupSettings {
+        GroupSettings {
+            name: name.into(),
+            topic: String::new(),
+            admins: vec![self.identity.fingerprint().0],
+        }
+    }
+
+    /// A new group with us as its only member, with `settings` (we must be among its admins).
     pub fn create_group(
         &self,
         provider: &impl OpenMlsProvider,
         group_id: GroupId,
-        name: &str,
+        settings: &GroupSettings,
     ) -> Result<MlsGroup, EngineError> {
-        let settings = GroupSettings {
-            name: name.into(),
-            topic: String::new(),
-            admins: vec![self.identity.fingerprint().0],
-        };
+        if !settings.is_admin(&self.identity.fingerprint().0) {
+            return Err(EngineError::NotAllowed(
+                "a group we create must have us among its admins".into(),
+            ));
+        }
         let config = MlsGroupCreateConfig::builder()
             .ciphersuite(CIPHERSUITE)
             .capabilities(capabilities())
@@ -336,7 +345,7 @@ impl Engine {
             .use_ratchet_tree_extension(false)
             .max_past_epochs(MAX_PAST_EPOCHS)
             .padding_size(PADDING)
-            .with_group_context_extensions(settings_extensions(&settings)?)
+            .with_group_context_extensions(settings_extensions(settings)?)
             .build();
         MlsGroup::new_with_group_id(
             provider,

@@ -568,6 +568,9 @@ impl Core {
     /// apart: the first who is able does it, and the others follow its announcement.
     fn schedule_recoveries(&mut self) -> Result<(), ProfileError> {
         for (id, _, rank) in self.profile.broken_groups()? {
+            let Some(rank) = rank else {
+                continue; // not an admin: we follow whoever starts it again
+            };
             let at = self.now + rank as u64 * RECOVERY_STAGGER;
             self.recoveries.entry(id.as_slice().to_vec()).or_insert(at);
         }

@@ -126,12 +126,9 @@ fn team() -> (Member, Member, Member) {
         Member::new("carol"),
     );
     let id = GroupId::from_slice(b"team-group-id-16");
-    alice.group = Some(
-        alice
-            .engine
-            .create_group(&alice.provider, id, "team")
-            .unwrap(),
-    );
+    let settings = alice.engine.new_settings("team");
+    let group = alice.engine.create_group(&alice.provider, id, &settings);
+    alice.group = Some(group.unwrap());
     let bob_kp = bob.key_package();
     let add = alice
         .commit(|e, p, g| e.add_members(p, g, &[bob_kp]))
@@ -169,7 +166,7 @@ fn a_member_who_is_not_an_admin_is_refused_by_his_own_client_and_by_everyone_els
 
     // A modified client's commits reach Alice anyway (the node cannot judge): she rejects each.
     let add = bob.hostile(|p, s, g| {
-        g.add_members_without_update(p, s, &[carol_kp.clone()])
+        g.add_members_without_update(p, s, std::slice::from_ref(&carol_kp))
             .unwrap()
             .0
     });

@@ -3,7 +3,7 @@
 
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{
-    Home, Intent, LogEntry, PendingCommit, Prepared, Profile, ProfileError,
+    Home, Intent, LogEntry, PendingCommit, Prepared, Profile, ProfileError, SettingsChange,
 };
 use mlschat_wire::EntryKind;
 use mlschat_wire::token::token_hash;
@@ -419,4 +419,42 @@ fn a_welcome_from_a_stranger_waits_until_our_user_answers() {
     bob.knows(&mut alice);
     assert_eq!(bob.p().invitations_to_try().unwrap().len(), 1);
     assert!(join(&mut bob, 3, &third).is_ok());
+}
+
+/// A group broken by a commit its members cannot process (on a node, also one that breaks the
+/// group's settings) is started again only by an admin, and keeps its settings: otherwise the
+/// member who broke it could start it again as its only admin.
+#[test]
+fn only_an_admin_starts_a_broken_group_again_and_its_settings_hold() {
+    let (mut alice, mut bob, id) = pair();
+    let topic = SettingsChange {
+        topic: Some("the launch".into()),
+        ..SettingsChange::default()
+    };
+    let change = alice.commit(&Intent::Settings(topic));
+    alice.p().confirm_commit(&id, 2).unwrap();
+    let read = bob
+        .p()
+        .receive_log(&id, &[commit_entry(2, 1, change.message)])
+        .unwrap();
+    assert!(read.broken.is_none(), "{read:?}");
+    // A commit nobody can process breaks the group for both.
+    for member in [&mut alice, &mut bob] {
+        let read = member
+            .p()
+            .receive_log(&id, &[commit_entry(3, 2, vec![0xde, 0xad])])
+            .unwrap();
+        assert!(read.broken.is_some(), "{read:?}");
+    }
+    let alice_fp = alice.p().identity().fingerprint();
+    let broken = alice.p().broken_groups().unwrap();
+    let starters: Vec<_> = broken[0].1.iter().map(|m| m.fingerprint).collect();
+    assert_eq!((starters, broken[0].2), (vec![alice_fp], Some(0)));
+    let broken = bob.p().broken_groups().unwrap();
+    assert_eq!(broken[0].2, None, "Bob is no admin: he waits for Alice");
+    let (again, to_add) = alice.p().start_continuation(&id).unwrap();
+    assert_eq!(to_add.len(), 1);
+    assert!(again.admin);
+    assert_eq!(again.topic.as_deref(), Some("the launch"));
+    assert_eq!(again.shared_name.as_deref(), Some("g"));
 }

@@ -1274,11 +1274,14 @@ impl Profile {
         })
     }
 
-    /// Groups we cannot go on in and that no group continues yet, each with the members we knew
-    /// there (leaf order) and our place among them.
+    /// Groups we cannot go on in and that no group continues yet, each with the members who may
+    /// start it again (its admins; everyone in a group without settings), in leaf order, and
+    /// our place among them (`None`: we may not, and follow whoever does). Were anyone to start
+    /// it, a member who broke it by a commit the settings forbid would become its admin.
+    #[allow(clippy::type_complexity)]
     pub fn broken_groups(
         &mut self,
-    ) -> Result<Vec<(GroupId, Vec<MemberInfo>, usize)>, ProfileError> {
+    ) -> Result<Vec<(GroupId, Vec<MemberInfo>, Option<usize>)>, ProfileError> {
         let ids: Vec<Vec<u8>> = {
             let mut stmt = self.store.conn().prepare(
                 "SELECT group_id FROM groups WHERE hosted = 1 AND broken IS NOT NULL
@@ -1291,12 +1294,21 @@ impl Profile {
         let mut broken = Vec::new();
         for id in ids {
             let id = GroupId::from_slice(&id);
-            let members = self.members_of(&id)?;
-            let rank = members
-                .iter()
-                .position(|m| m.fingerprint == me)
-                .unwrap_or(members.len());
-            broken.push((id, members, rank));
+            let settings = {
+                self.load(&id)?;
+                engine::group_settings(&self.groups[&id])?
+            };
+            let starters: Vec<MemberInfo> = self
+                .members_of(&id)?
+                .into_iter()
+                .filter(|m| {
+                    settings
+                        .as_ref()
+                        .is_none_or(|s| s.is_admin(&m.fingerprint.0))
+                })
+                .collect();
+            let rank = starters.iter().position(|m| m.fingerprint == me);
+            broken.push((id, starters, rank));
         }
         Ok(broken)
     }
@@ -1323,13 +1335,25 @@ impl Profile {
             )?
             .flatten();
         let placeholder = format!("continues {}", hex::encode(old.as_slice()));
+        // The old group's settings, admins included, hold in the new one.
+        let settings = {
+            self.load(old)?;
+            engine::group_settings(&self.groups[old])?
+        };
+        let settings = match settings {
+            Some(s) => s,
+            None => self
+                .engine
+                .new_settings(name.as_deref().unwrap_or(&placeholder)),
+        };
         self.in_transaction(|p| {
             let conn = p.store.conn();
             conn.execute(
                 "UPDATE groups SET name = NULL WHERE group_id = ?1",
                 [old.as_slice()],
             )?;
-            let summary = p.create_group_as(name.as_deref().unwrap_or(&placeholder), true)?;
+            let local_name = name.as_deref().unwrap_or(&placeholder);
+            let summary = p.create_group_with(local_name, true, &settings)?;
             let new = GroupId::from_slice(&hex::decode(&summary.id).expect("our own hex"));
             p.store.conn().execute(
                 "UPDATE groups SET continues = ?2 WHERE group_id = ?1",

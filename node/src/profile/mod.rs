@@ -399,8 +399,20 @@ impl Profile {
         self.create_group_as(name, false)
     }
 
-    /// Creates a group, kept in files or (`hosted`) on our delivery node, in one transaction.
+    /// Creates a group, kept in files or (`hosted`) on our delivery node, in one transaction,
+    /// named `name` for every member and with us as its admin.
     fn create_group_as(&mut self, name: &str, hosted: bool) -> Result<GroupSummary, ProfileError> {
+        let settings = self.engine.new_settings(name);
+        self.create_group_with(name, hosted, &settings)
+    }
+
+    /// Creates a group as above, with `settings` (a continuation keeps the old group's).
+    pub(super) fn create_group_with(
+        &mut self,
+        name: &str,
+        hosted: bool,
+        settings: &GroupSettings,
+    ) -> Result<GroupSummary, ProfileError> {
         validate_group_name(name)?;
         if self.find_group(name).is_ok() {
             return Err(ProfileError::WrongKind(format!(
@@ -417,7 +429,7 @@ impl Profile {
         let me = self.me();
         // A savepoint: a transaction of its own, or part of the caller's (a continuation).
         let group = self.store.savepoint(|| {
-            let group = self.engine.create_group(&provider, id.clone(), name)?;
+            let group = self.engine.create_group(&provider, id.clone(), settings)?;
             let conn = self.store.conn();
             insert_group(conn, &id, Some(name), false)?;
             append_history(conn, &id, 0, &me, "event", "created the group")?;
