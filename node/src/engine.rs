@@ -307,6 +307,10 @@ impl Engine {
 
     /// The same policy as [`Self::join_config`], for a group we create.
     pub fn create_config() -> MlsGroupCreateConfig {
+        Self::create_config_builder().build()
+    }
+
+    fn create_config_builder() -> MlsGroupCreateConfigBuilder {
         MlsGroupCreateConfig::builder()
             .ciphersuite(CIPHERSUITE)
             .capabilities(capabilities())
@@ -314,7 +318,6 @@ impl Engine {
             .use_ratchet_tree_extension(false)
             .max_past_epochs(MAX_PAST_EPOCHS)
             .padding_size(PADDING)
-            .build()
     }
 
     /// The settings of a group we create: its name, and us as its only admin.
@@ -338,13 +341,7 @@ impl Engine {
                 "a group we create must have us among its admins".into(),
             ));
         }
-        let config = MlsGroupCreateConfig::builder()
-            .ciphersuite(CIPHERSUITE)
-            .capabilities(capabilities())
-            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
-            .use_ratchet_tree_extension(false)
-            .max_past_epochs(MAX_PAST_EPOCHS)
-            .padding_size(PADDING)
+        let config = Self::create_config_builder()
             .with_group_context_extensions(settings_extensions(settings)?)
             .build();
         MlsGroup::new_with_group_id(
@@ -574,6 +571,7 @@ impl Engine {
                 plaintext: m.into_bytes(),
             }),
             ProcessedMessageContent::ProposalMessage(proposal) => {
+                authorize_proposal(group, proposal.sender(), proposal.proposal())?;
                 let summary = describe_proposal(group, proposal.proposal());
                 group
                     .store_pending_proposal(provider.storage(), *proposal)
@@ -689,48 +687,63 @@ fn settings_of(
         .map_err(|e| EngineError::Forged(format!("group settings: {e}")))
 }
 
-/// Rejects a commit that the group's settings (as they were before it) do not allow: adds,
-/// removals of others and settings changes proposed by a member who is not an admin. The node
-/// cannot judge this (it cannot read the settings), so every member does, alike.
+/// Rejects a commit that the group's settings (as they were before it) do not allow: any
+/// proposal but an update or a member's own removal, from a member who is not an admin. The
+/// node cannot judge this (it cannot read the settings), so every member does, alike.
 fn authorize(group: &MlsGroup, staged: &StagedCommit) -> Result<(), EngineError> {
+    for queued in staged.queued_proposals() {
+        authorize_proposal(group, queued.sender(), queued.proposal())?;
+    }
+    Ok(())
+}
+
+/// The rule for one proposal. A proposal sent on its own is judged when it arrives too, so that
+/// a forbidden one never enters our proposal store, where our next commit would take it and be
+/// rejected by everyone else.
+fn authorize_proposal(
+    group: &MlsGroup,
+    sender: &Sender,
+    proposal: &Proposal,
+) -> Result<(), EngineError> {
     let Some(settings) = group_settings(group)? else {
         return Ok(());
     };
-    for queued in staged.queued_proposals() {
-        let Sender::Member(proposer) = queued.sender() else {
-            return Err(EngineError::NotAllowed(
-                "a proposal from outside the group".into(),
-            ));
-        };
-        let what = match queued.proposal() {
-            Proposal::Add(_) => "add members",
-            Proposal::Remove(r) if r.removed() == *proposer => continue, // leaving
-            Proposal::Remove(_) => "remove members",
-            Proposal::GroupContextExtensions(extensions) => {
-                // New settings must be valid settings: a group never loses them or its admins.
-                if settings_of(extensions.extensions())?.is_none() {
-                    return Err(EngineError::NotAllowed(
-                        "a commit that drops the group's settings".into(),
-                    ));
-                }
-                "change the group's settings"
+    let Sender::Member(proposer) = sender else {
+        return Err(EngineError::NotAllowed(
+            "a proposal from outside the group".into(),
+        ));
+    };
+    // Anything but refreshing one's keys or leaving is an admin's (a ReInit included).
+    let what = match proposal {
+        Proposal::Update(_) => return Ok(()),
+        Proposal::Remove(r) if r.removed() == *proposer => return Ok(()), // leaving
+        Proposal::Add(_) => "add members",
+        Proposal::Remove(_) => "remove members",
+        Proposal::GroupContextExtensions(extensions) => {
+            // New settings must be valid settings: a group never loses them or its admins.
+            if settings_of(extensions.extensions())?.is_none() {
+                return Err(EngineError::NotAllowed(
+                    "a proposal that drops the group's settings".into(),
+                ));
             }
-            _ => continue,
-        };
-        let is_admin = group
-            .member_at(*proposer)
-            .is_some_and(|m| settings.is_admin(&Fingerprint::of_signature_key(&m.signature_key).0));
-        if !is_admin {
-            let who = group
-                .member_at(*proposer)
-                .map(|m| display_member(&member_info(&m)))
-                .unwrap_or_else(|| format!("leaf {proposer}"));
-            return Err(EngineError::NotAllowed(format!(
-                "{who}, who is not an admin, tried to {what}; the commit was rejected"
-            )));
+            "change the group's settings"
         }
+        _ => "make this kind of proposal",
+    };
+    let member = group.member_at(*proposer);
+    let fingerprint = |m: &Member| Fingerprint::of_signature_key(&m.signature_key);
+    if member
+        .as_ref()
+        .is_some_and(|m| settings.is_admin(&fingerprint(m).0))
+    {
+        return Ok(());
     }
-    Ok(())
+    let who = member
+        .map(|m| display_member(&member_info(&m)))
+        .unwrap_or_else(|| format!("leaf {proposer}"));
+    Err(EngineError::NotAllowed(format!(
+        "{who}, who is not an admin, tried to {what}; it was rejected"
+    )))
 }
 
 fn ensure_active(group: &MlsGroup) -> Result<(), EngineError> {

@@ -275,3 +275,20 @@ fn settings_extensions(settings: &GroupSettings) -> Option<Extensions<GroupConte
         .unwrap(),
     )
 }
+
+/// A forbidden proposal sent on its own is refused when it arrives: were it kept, an admin's
+/// next commit would carry it and every other member would reject that commit.
+#[test]
+fn a_forbidden_proposal_never_rides_in_an_admins_commit() {
+    let (mut alice, mut bob, carol) = team();
+    let carol_kp = carol.key_package();
+    let proposal = bob.hostile(|p, s, g| g.propose_add_member(p, s, &carol_kp).unwrap().0);
+    assert!(not_allowed(alice.receive(&proposal)).contains("add members"));
+    // Alice's next commit holds no add, and Bob (who kept his own proposal) accepts it.
+    let update = alice.commit(|e, p, g| e.self_update(p, g)).unwrap();
+    match bob.receive(&update.commit) {
+        Ok(Incoming::Commit { added, .. }) => assert!(added.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(alice.g().members().count(), 2);
+}
