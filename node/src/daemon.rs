@@ -320,6 +320,12 @@ impl Actor {
                     .change(&group, Intent::Settings(change))?;
                 Answer::Later(ticket, Then::Summary(group))
             }
+            "group.leave" => {
+                let Group { group } = p(params)?;
+                self.online()?;
+                let ticket = self.driver.core().leave(&group)?;
+                Answer::Later(ticket, Then::Posted)
+            }
             "group.update" => {
                 let Group { group } = p(params)?;
                 self.online()?;

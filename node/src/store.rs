@@ -50,7 +50,7 @@ const KDF_FILE: &str = "kdf.json";
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each step brings the schema from version `i` to `i + 1`, in one transaction.
-const MIGRATIONS: [&str; 5] = [SCHEMA, ONLINE, SYNC, SEALED_TREES, TRUST];
+const MIGRATIONS: [&str; 6] = [SCHEMA, ONLINE, SYNC, SEALED_TREES, TRUST, LEAVING];
 
 const SCHEMA: &str = r#"
 CREATE TABLE profile (
@@ -262,6 +262,13 @@ ALTER TABLE invitations ADD COLUMN request TEXT;
 ALTER TABLE contacts ADD COLUMN verified_at INTEGER;
 -- A key offered for a flagged contact (a new invite code), to accept on review.
 ALTER TABLE contacts ADD COLUMN offered_key BLOB;
+"#;
+
+/// Version 6: leaving a group on a delivery node (`profile::hosted`).
+const LEAVING: &str = r#"
+-- 1 once our user asked to leave: our leave proposal is made again at each new epoch until a
+-- member's commit removes us.
+ALTER TABLE groups ADD COLUMN leaving INTEGER NOT NULL DEFAULT 0;
 "#;
 
 /// What can go wrong opening or writing the profile database.

@@ -461,6 +461,17 @@ impl Core {
         Ok(ticket)
     }
 
+    /// Asks to leave a hosted group: done once the node has our proposal; the member whose turn
+    /// it is commits it (see `Profile::leave_hosted`).
+    pub fn leave(&mut self, group: &str) -> Result<Ticket, ProfileError> {
+        let id = self.profile.hosted_group(group)?;
+        let outbox = self.profile.leave_hosted(group)?;
+        let ticket = self.ticket();
+        self.texts.insert(outbox, ticket);
+        self.touch_group(id.as_slice(), false);
+        Ok(ticket)
+    }
+
     /// Queues a change of a hosted group; done once it is committed.
     pub fn change(&mut self, group: &str, intent: Intent) -> Result<Ticket, ProfileError> {
         let id = self.profile.hosted_group(group)?;

@@ -333,10 +333,70 @@ fn leaving_a_hosted_group_is_refused_and_leaves_nothing_behind() {
     let (mut alice, _bob, _id) = pair();
     let refused = alice.p().leave("g").unwrap_err();
     assert!(
-        refused.to_string().contains("not supported yet"),
+        refused.to_string().contains("leave it through the node"),
         "{refused}"
     );
     assert!(alice.p().unsent().unwrap().is_empty());
+}
+
+fn message_entry(seq: u64, epoch: u64, message: Vec<u8>) -> LogEntry {
+    LogEntry {
+        seq,
+        epoch,
+        kind: EntryKind::Message,
+        message,
+    }
+}
+
+/// Issue 11, finding 4: `group leave` in a group on a node did nothing. Bob's proposal to leave
+/// now goes out like a text; the member whose turn it is (the first admin) commits it, and is
+/// the only one to. A proposal lives one epoch: Bob's, overtaken by a commit before the node
+/// took it, is made again at the new epoch, in its place.
+#[test]
+fn a_member_leaves_a_hosted_group_through_the_next_commit() {
+    let (mut alice, mut bob, id) = pair();
+    let queued = bob.p().leave_hosted("g").unwrap();
+    // Made when its turn comes (no commit of Bob's may wait then), at epoch 1.
+    let waiting = bob.p().next_text(&id).unwrap().unwrap();
+    assert_eq!((waiting.seq, waiting.encrypted), (queued, None));
+    assert!(bob.p().encrypt_queued(queued).unwrap());
+    // Alice refreshes her keys first: Bob's proposal, of epoch 1, is void at epoch 2.
+    let update = alice.update();
+    alice.p().confirm_commit(&id, 2).unwrap();
+    bob.p()
+        .receive_log(&id, &[commit_entry(2, 1, update.message)])
+        .unwrap();
+    let stale = bob.p().next_text(&id).unwrap().unwrap();
+    assert_eq!((stale.seq, stale.encrypted.unwrap().0), (queued, 1));
+    assert!(bob.p().encrypt_queued(queued).unwrap(), "made again");
+    let again = bob.p().next_text(&id).unwrap().unwrap();
+    let (epoch, proposal) = again.encrypted.unwrap();
+    assert_eq!((again.seq, epoch), (queued, 2));
+
+    // The node takes it; Alice reads it and, the first admin, queues the commit that takes it.
+    let read = alice
+        .p()
+        .receive_log(&id, &[message_entry(3, 2, proposal.clone())])
+        .unwrap();
+    assert!(read.failed == 0, "{read:?}");
+    let removal = match alice.p().prepare_next_commit(&id).unwrap() {
+        Prepared::Commit(pending) => pending,
+        other => panic!("{other:?}"),
+    };
+    alice.p().confirm_commit(&id, 4).unwrap();
+    assert_eq!(alice.p().members("g").unwrap().len(), 1);
+    let read = bob
+        .p()
+        .receive_log(
+            &id,
+            &[
+                message_entry(3, 2, proposal),
+                commit_entry(4, 2, removal.message),
+            ],
+        )
+        .unwrap();
+    assert!(read.removed, "{read:?}");
+    assert!(bob.p().unsent().unwrap().is_empty());
 }
 
 /// Issue 11, finding 2: a Welcome from someone who is not a contact is not joined: it waits as

@@ -430,6 +430,8 @@ struct Sim {
     group: String,
     /// Whether the hostile commit was posted already.
     attacked: bool,
+    /// The member who asked to leave, if one did.
+    leaver: Option<usize>,
     /// Statistics, printed with a failure.
     log: Vec<String>,
 }
@@ -481,6 +483,7 @@ impl Sim {
             flights: Vec::new(),
             group: "team".into(),
             attacked: false,
+            leaver: None,
             log: Vec::new(),
         }
     }
@@ -730,6 +733,20 @@ impl Sim {
         self.pump(m);
     }
 
+    /// Member `m` (not the creator, who commits it) asks to leave; once per run at most.
+    fn ask_to_leave(&mut self, m: usize) {
+        if m == 0 || self.leaver.is_some() || self.members[m].conn == 0 || !self.in_group(m) {
+            return;
+        }
+        let group = self.current(m);
+        let ticket = self.members[m].core().leave(&group).unwrap();
+        let tag = format!("{}'s leave", self.members[m].name);
+        self.note(tag.clone());
+        self.members[m].tickets.insert(ticket, tag);
+        self.leaver = Some(m);
+        self.pump(m);
+    }
+
     fn commit_update(&mut self, m: usize) {
         if self.members[m].conn == 0 || !self.in_group(m) {
             return;
@@ -753,7 +770,11 @@ impl Sim {
             0..=59 => {
                 self.deliver(faults);
             }
-            60..=74 => self.send_text(m),
+            60..=74 if self.leaver != Some(m) => self.send_text(m),
+            60..=74 => {}
+            // Leaving is tried where no hostile commit breaks the group: its continuation
+            // would add the leaver back (see ARCHITECTURE.md, deliberately absent).
+            77 if faults.hostile_commit == 0 && self.rng.chance(30) => self.ask_to_leave(m),
             75..=77 => self.commit_update(m),
             78..=89 => self.connect(m),
             _ => {
@@ -981,7 +1002,26 @@ impl Sim {
         let first = common(self.texts(0));
         let mut states = BTreeSet::new();
         let mut currents = BTreeSet::new();
+        let leaver = self.leaver;
+        if let Some(m) = leaver {
+            // Out of the group, and gone from every other member's view of it.
+            let group = self.current(m);
+            let name = self.members[m].name.clone();
+            let profile = self.members[m].core().profile();
+            let summary = profile
+                .groups()
+                .unwrap()
+                .into_iter()
+                .find(|g| g.id == group);
+            if summary.is_none_or(|g| g.state != "removed") {
+                return Err(format!("{name} asked to leave and is still in the group"));
+            }
+        }
+        let stayed = self.members.len() - usize::from(leaver.is_some());
         for (m, &join) in joined.iter().enumerate() {
+            if Some(m) == leaver {
+                continue;
+            }
             let name = self.members[m].name.clone();
             let texts = self.texts(m);
             let shown: BTreeSet<String> = texts.iter().cloned().collect();
@@ -1014,6 +1054,12 @@ impl Sim {
                 .into_iter()
                 .find(|g| g.id == group)
                 .ok_or_else(|| format!("{name} is not in the group"))?;
+            if summary.members != stayed {
+                return Err(format!(
+                    "{name} sees {} members, not {stayed}",
+                    summary.members
+                ));
+            }
             states.insert((summary.epoch, summary.epoch_authenticator.clone()));
             let id = profile.find_group(&summary.id).unwrap();
             let waiting = profile.waiting_in(&id).unwrap();
@@ -1037,12 +1083,13 @@ impl Sim {
         }
         let count = |what: &str| self.log.iter().filter(|l| l.ends_with(what)).count();
         Ok(format!(
-            "{} texts, epoch {}; {} crashes, {} lost connections, {} node restarts",
+            "{} texts, epoch {}; {} crashes, {} lost connections, {} node restarts, {} left",
             sent.len(),
             states.first().unwrap().0,
             count(" crashes"),
             count(" loses its connection"),
             count("the node restarts"),
+            count("'s leave"),
         ))
     }
 }

@@ -636,3 +636,27 @@ fn group_settings_are_shared_and_only_admins_change_membership() {
     converged(&[alice, bob, &carol], &id);
     assert_eq!(alice.group(&id).unwrap()["admin"], false);
 }
+
+/// Issue 11, finding 4: `group leave` on a group on a node printed success and did nothing. The
+/// leaver's proposal now goes through the node and the first admin's daemon commits it: the
+/// others see her go, and she is out.
+#[test]
+fn a_member_leaves_a_group_on_a_node() {
+    let node = Node::start();
+    let (peers, id) = group_of(&node, &["alice", "bob", "carol"]);
+    let (alice, bob, carol) = (&peers[0], &peers[1], &peers[2]);
+    let said: Value =
+        serde_json::from_str(&carol.cli(&["group", "leave", "team"]).unwrap()).unwrap();
+    assert_eq!(said["posted"], true);
+    eventually("carol is out of the group", || {
+        carol.group(&id).is_some_and(|g| g["state"] == "removed")
+    });
+    converged(&[alice, bob], &id);
+    for peer in [alice, bob] {
+        assert_eq!(peer.group(&id).unwrap()["members"], 2);
+    }
+    // She reads nothing new, and cannot write.
+    send(alice, &id, "after carol");
+    assert_ne!(carol.exit_code(&["send", &id, "still here?"]).unwrap(), 0);
+    assert!(!carol.read(&id).iter().any(|t| t.contains("after carol")));
+}

@@ -159,6 +159,8 @@ fn through_a_delivery_node() {
         .unwrap();
     bob.cli(&["request", "decline", second["group"].as_str().unwrap()])
         .unwrap();
+    bob.cli(&["group", "leave", first["group"].as_str().unwrap()])
+        .unwrap();
     alice
         .cli(&[
             "group", "set", "team", "--topic", "the plan", "--admin", "bob",

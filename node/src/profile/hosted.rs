@@ -795,7 +795,14 @@ impl Profile {
                     Received::Message {
                         incoming: Incoming::Commit { added, .. },
                         ..
-                    } => self.check_members_against_contacts(added)?,
+                    } => {
+                        self.check_members_against_contacts(added)?;
+                        self.leave_again(id)?;
+                    }
+                    Received::Message {
+                        incoming: Incoming::Proposal { sender, .. },
+                        ..
+                    } if self.commits_proposals_of(id, sender)? => self.commit_proposals(id)?,
                     Received::Message {
                         incoming: Incoming::Application { sender, plaintext },
                         ..
@@ -1133,11 +1140,108 @@ impl Profile {
             .unwrap_or(0) as u64)
     }
 
+    /// Asks to leave a hosted group: our proposal to remove us is queued like a text (returns
+    /// its outbox row), and made again at each new epoch until a member's commit removes us
+    /// ([`Self::encrypt_queued`], [`Self::receive_log`]).
+    pub fn leave_hosted(&mut self, group: &str) -> Result<i64, ProfileError> {
+        let id = self.hosted_group(group)?;
+        let me = self.me();
+        self.in_transaction(|p| {
+            let (epoch, _) = p.group_token(&id)?;
+            p.store.conn().execute(
+                "UPDATE groups SET leaving = 1 WHERE group_id = ?1",
+                [id.as_slice()],
+            )?;
+            append_history(p.store.conn(), &id, epoch, &me, "event", "asked to leave")?;
+            p.queue_leave(&id)
+        })
+    }
+
+    /// Queues our proposal to remove us. It is made when its turn comes ([`Self::encrypt_queued`]),
+    /// at the epoch of that moment: a proposal cannot be made while a commit of ours waits.
+    fn queue_leave(&mut self, id: &GroupId) -> Result<i64, ProfileError> {
+        let conn = self.store.conn();
+        conn.prepare_cached(
+            "INSERT INTO outbox (group_id, audience, packet, created_at) VALUES (?1, 'group', X'', ?2)",
+        )?
+        .execute(params![id.as_slice(), unix_now()])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// After a commit that left us in a group we asked to leave: propose it again, since a
+    /// proposal lives one epoch (unless one of ours is still queued, to be made again).
+    fn leave_again(&mut self, id: &GroupId) -> Result<(), ProfileError> {
+        let again: bool = self.store.conn().query_row(
+            "SELECT leaving = 1 AND state = 'active' AND NOT EXISTS (
+                 SELECT 1 FROM outbox o WHERE o.group_id = ?1 AND o.text IS NULL
+                 AND o.audience = 'group')
+             FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+            |r| r.get(0),
+        )?;
+        if again && self.is_active(id)? {
+            self.queue_leave(id)?;
+        }
+        Ok(())
+    }
+
+    /// Whether we are the member who commits a proposal from `proposer`: the first admin by
+    /// leaf order other than the proposer (the first member, when no admin is left or the
+    /// group has no settings). One member commits, so that members do not race to.
+    fn commits_proposals_of(
+        &mut self,
+        id: &GroupId,
+        proposer: &MemberInfo,
+    ) -> Result<bool, ProfileError> {
+        self.load(id)?;
+        let settings = engine::group_settings(&self.groups[id])?;
+        let others: Vec<MemberInfo> = self
+            .members_of(id)?
+            .into_iter()
+            .filter(|m| m.fingerprint != proposer.fingerprint)
+            .collect();
+        let admin = |m: &&MemberInfo| {
+            settings
+                .as_ref()
+                .is_none_or(|s| s.is_admin(&m.fingerprint.0))
+        };
+        let committer = others.iter().find(admin).or(others.first());
+        Ok(committer.is_some_and(|m| m.fingerprint == self.identity().fingerprint()))
+    }
+
+    /// Queues a commit of the proposals we hold (a key refresh takes them with it), unless a
+    /// change of ours is queued already, which will.
+    fn commit_proposals(&mut self, id: &GroupId) -> Result<(), ProfileError> {
+        let queued: bool = self.store.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM intents WHERE group_id = ?1)",
+            [id.as_slice()],
+            |r| r.get(0),
+        )?;
+        if !queued {
+            let json = serde_json::to_string(&Intent::Update).expect("an intent serialises");
+            self.store.conn().execute(
+                "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
+                params![id.as_slice(), json],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Queues a text for a hosted group and records it in history; returns its outbox row. It
     /// is encrypted only when its turn to be posted comes ([`Self::encrypt_queued`]), so that
     /// our texts' ratchet generations follow the order in which the log takes them.
     pub fn send_hosted(&mut self, group: &str, text: &str) -> Result<i64, ProfileError> {
         let id = self.hosted_group(group)?;
+        // Queued behind our leave proposal, it could never go out once we are removed.
+        let leaving: Option<bool> = self.store.query_opt(
+            "SELECT leaving = 1 FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+        if leaving == Some(true) {
+            return Err(ProfileError::WrongKind(
+                "you asked to leave this group: nothing more can be sent to it".into(),
+            ));
+        }
         let content = Content::text(self.new_post_id()?, text);
         let (epoch, _) = self.group_token(&id)?;
         let me = self.me();
@@ -1217,7 +1321,8 @@ impl Profile {
             (None, Some((_, message))) => {
                 Sha256::digest(message)[..16].try_into().expect("16 bytes")
             }
-            (None, None) => return Err(unreadable()),
+            // Our leave proposal, not made yet: it is, before it is posted.
+            (None, None) => [0; 16],
         };
         Ok(Some(QueuedText {
             seq,
@@ -1239,6 +1344,21 @@ impl Profile {
         let id = GroupId::from_slice(&group_id);
         self.in_transaction(|p| {
             let Some(content) = content else {
+                // A proposal: ours to leave is made (again) at this epoch, in its place.
+                let leaving: Option<bool> = p.store.query_opt(
+                    "SELECT leaving = 1 FROM groups WHERE group_id = ?1",
+                    [id.as_slice()],
+                )?;
+                if leaving == Some(true) && p.is_active(&id)? {
+                    p.with_group(&id, |engine, provider, group, conn| {
+                        let proposal = engine.leave(provider, group)?;
+                        mark_processed(conn, &proposal)?;
+                        conn.prepare_cached("UPDATE outbox SET packet = ?2 WHERE seq = ?1")?
+                            .execute(params![outbox_seq, Packet::Mls(proposal).encode()?])?;
+                        Ok(())
+                    })?;
+                    return Ok(true);
+                }
                 p.store
                     .conn()
                     .execute("DELETE FROM outbox WHERE seq = ?1", [outbox_seq])?;

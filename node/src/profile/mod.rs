@@ -578,11 +578,9 @@ impl Profile {
     pub fn leave(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
         let id = self.find_group(group)?;
         if self.is_hosted(&id)? {
-            // A proposal to leave needs another member to commit it, which the sync core does
-            // not do yet: refuse rather than queue a proposal that goes nowhere.
             return Err(ProfileError::WrongKind(
-                "leaving a group on a delivery node is not supported yet: ask a member to \
-                 remove you (`group remove GROUP YOUR-NAME`)"
+                "this group is on a delivery node: leave it through the node (`mlschat group \
+                 leave` does)"
                     .into(),
             ));
         }

@@ -31,7 +31,7 @@ const HELP: &[&str] = &[
     "/members                show or hide who is in the group and what they are to you",
     "/add NAME...            add contacts to the group",
     "/remove NAME...         remove members (user/device, user, or fingerprint prefix)",
-    "/leave                  leave the group (not built yet for groups on a delivery node)",
+    "/leave                  leave the group (a member's next commit removes you)",
     "/verify NAME [NUMBER]   the safety number you share with a contact; with NUMBER, record that it matched",
     "/group NAME             go to another group (Tab and Shift-Tab go round them)",
     "/quit                   leave the chat (Ctrl-C too)",
@@ -598,14 +598,7 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
         }
         ("add", who) if !who.is_empty() => ("group.add", json!({"group": id, "who": who})),
         ("remove", who) if !who.is_empty() => ("group.remove", json!({"group": id, "who": who})),
-        ("leave", []) => {
-            // The same answer `mlschat group leave` gives for a group on a delivery node.
-            screen.note(
-                "leaving a group on a delivery node is not built yet: ask a member to remove \
-                 you (/remove), or stop reading it",
-            );
-            return;
-        }
+        ("leave", []) => ("group.leave", json!({"group": id})),
         ("verify", [name]) => ("contact.verify", json!({"name": name})),
         ("verify", [name, number @ ..]) => (
             "contact.verify",
@@ -640,6 +633,9 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
                     "if {name} reads you the same, type: /verify {name} {number}"
                 ));
             }
+        }
+        Ok(_) if method == "group.leave" => {
+            screen.note("asked to leave: a member's next commit removes you");
         }
         Ok(answer) => {
             screen.note(format!(

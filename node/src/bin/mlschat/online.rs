@@ -61,6 +61,9 @@ pub fn method_for(command: &Command) -> Option<(&'static str, Value)> {
         Command::Group(GroupCommand::Update { group, .. }) => {
             ("group.update", json!({"group": group}))
         }
+        Command::Group(GroupCommand::Leave { group, .. }) => {
+            ("group.leave", json!({"group": group}))
+        }
         Command::Group(GroupCommand::Set {
             group,
             name,
@@ -92,6 +95,7 @@ pub fn goes_online(profile: &mut Profile, command: &Command) -> anyhow::Result<b
             GroupCommand::Add { group, .. }
             | GroupCommand::Remove { group, .. }
             | GroupCommand::Update { group, .. }
+            | GroupCommand::Leave { group, .. }
             | GroupCommand::Set { group, .. },
         ) => hosted(profile, group)?,
         _ => false,

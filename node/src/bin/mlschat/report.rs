@@ -168,6 +168,10 @@ impl Report {
         }
         let text = |k: &str| answer[k].as_str().unwrap_or_default().to_owned();
         match method {
+            "group.leave" => println!(
+                "asked to leave: a member's next commit removes you (`mlschat group list` shows \
+                 `removed` then)"
+            ),
             "send" if answer["posted"] == true => println!("sent"),
             "send" => println!("queued: the delivery node is unreachable; it goes out later"),
             "sync" | "request.accept" => {
