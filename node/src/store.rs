@@ -390,6 +390,11 @@ impl Store {
         }
     }
 
+    /// Whether the profile in `dir` is encrypted (it then needs its passphrase to open).
+    pub fn is_encrypted(dir: &Path) -> bool {
+        dir.join(KDF_FILE).exists()
+    }
+
     /// Opens an existing profile database.
     pub fn open(dir: &Path, passphrase: Option<&str>) -> Result<Self, StoreError> {
         Self::exists(dir)?;

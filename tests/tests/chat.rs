@@ -1,5 +1,6 @@
-//! `mlschat chat` on a real terminal (issue 11, finding 5): a tmux pane runs it, keys go in with
-//! `send-keys`, the screen comes back with `capture-pane`.
+//! `mlschat` on a real terminal: the chat (issue 11, finding 5) and the passphrase prompt
+//! (finding 7). A tmux pane runs it, keys go in with `send-keys`, the screen comes back with
+//! `capture-pane`.
 
 use std::process::Command;
 
@@ -13,7 +14,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(command: &str, env: &[(&str, String)]) -> Self {
-        let socket = format!("mlschat-test-{}", std::process::id());
+        // One server per pane: the tests of this file run at once, in one process.
+        static PANES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let pane = PANES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("mlschat-test-{}-{pane}", std::process::id());
         let mut tmux = Command::new("tmux");
         tmux.args(["-L", &socket, "new-session", "-d", "-x", "100", "-y", "24"]);
         for (key, value) in env {
@@ -203,4 +207,79 @@ fn regex_like_time(screen: &str) -> bool {
                 && b[i + 5] == b' '
         })
     })
+}
+
+/// Issue 11, finding 7: an encrypted profile opened from a terminal with no passphrase set
+/// failed; now it asks, without showing what is typed.
+#[test]
+fn an_encrypted_profile_asks_for_its_passphrase_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mlschat = bin_dir().join("mlschat");
+    let data = dir.path().display().to_string();
+    let created = Command::new(&mlschat)
+        .args([
+            "--data-dir",
+            &data,
+            "--profile",
+            "p",
+            "init",
+            "--user",
+            "ann",
+            "--encrypt",
+        ])
+        .env("MLSCHAT_PASSPHRASE", "correct horse")
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let command = format!(
+        "{} --data-dir {data} --profile p -o json whoami; echo exit=$?; {0} --data-dir {data} --profile p whoami; echo exit=$?; sleep 60",
+        mlschat.display()
+    );
+    let tmux = Tmux::start(&command, &[]);
+    tmux.shows("the prompt", "passphrase for profile p:");
+    tmux.type_line("correct horse");
+    let screen = tmux.shows("the profile opened", "exit=0");
+    assert!(screen.contains(r#""user":"ann""#), "{screen}");
+    assert!(
+        !screen.contains("correct horse"),
+        "the passphrase was shown:\n{screen}"
+    );
+    // A wrong one is refused as a passphrase failure (exit 8).
+    tmux.shows("the second prompt", "exit=0\npassphrase for profile p:");
+    tmux.type_line("battery staple");
+    let screen = tmux.shows("the refusal", "exit=8");
+    assert!(!screen.contains("battery staple"), "{screen}");
+}
+
+/// Issue 11: `contact verify` on a terminal shows the safety number as a QR code too.
+#[test]
+fn a_safety_number_shows_as_a_qr_code_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mlschat = bin_dir().join("mlschat");
+    let data = dir.path().display().to_string();
+    let run = |profile: &str, args: &[&str]| -> String {
+        let output = Command::new(&mlschat)
+            .args(["--data-dir", &data, "--profile", profile])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let pin = "ab".repeat(32);
+    for (profile, user) in [("a", "ann"), ("b", "ben")] {
+        run(profile, &["init", "--user", user]);
+        run(profile, &["home", "set", "127.0.0.1:4433", &pin]);
+    }
+    let code = run("b", &["invite"]);
+    run("a", &["contact", "add", code.trim()]);
+    let command = format!(
+        "{} --data-dir {data} --profile a contact verify ben; sleep 60",
+        mlschat.display()
+    );
+    let tmux = Tmux::start(&command, &[]);
+    tmux.shows("the QR code", "█ ▄▄▄▄▄ █");
+    // How to record a match follows the code (the number above it has scrolled off).
+    let screen = tmux.shows("what to do next", "contact verify ben/default --matches");
+    assert!(screen.contains("█ ▄▄▄▄▄ █"), "{screen}");
 }

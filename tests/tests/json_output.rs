@@ -194,18 +194,22 @@ fn through_a_delivery_node() {
     });
 }
 
-/// Every verb `mlschat --help` lists (and each sub-verb) has its documented output.
-#[test]
-fn every_verb_is_documented() {
-    let help = |args: &[&str]| -> Vec<String> {
-        let output = Command::new(bin_dir().join("mlschat"))
-            .args(args)
-            .arg("--help")
-            .stdout(Stdio::piped())
-            .output()
-            .unwrap();
-        let text = String::from_utf8(output.stdout).unwrap();
-        text.lines()
+/// `mlschat ARGS --help`.
+fn help(args: &[&str]) -> String {
+    let output = Command::new(bin_dir().join("mlschat"))
+        .args(args)
+        .arg("--help")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Every verb path of the CLI (`send`, `group add`, …), from `--help`, walked down.
+fn verb_paths() -> Vec<Vec<String>> {
+    let commands = |args: &[&str]| -> Vec<String> {
+        help(args)
+            .lines()
             .skip_while(|l| *l != "Commands:")
             .skip(1)
             .take_while(|l| !l.is_empty())
@@ -214,27 +218,34 @@ fn every_verb_is_documented() {
             .map(str::to_owned)
             .collect()
     };
+    let mut paths = Vec::new();
+    for verb in commands(&[]) {
+        let subs = commands(&[&verb]);
+        if subs.is_empty() {
+            paths.push(vec![verb.clone()]);
+        }
+        for sub in subs {
+            paths.push(vec![verb.clone(), sub]);
+        }
+    }
+    paths
+}
+
+/// Every verb `mlschat --help` lists (and each sub-verb) has its documented output.
+#[test]
+fn every_verb_is_documented() {
     let documented = json_output::documented();
     let mut verbs = 0;
-    for verb in help(&[]) {
-        let subs = help(&[&verb]);
-        let paths: Vec<Vec<&str>> = if subs.is_empty() {
-            vec![vec![verb.as_str()]]
-        } else {
-            subs.iter()
-                .map(|s| vec![verb.as_str(), s.as_str()])
-                .collect()
-        };
-        for path in paths {
-            verbs += 1;
-            match output_of(&path) {
-                Some(output) => assert!(
-                    documented.contains(&output),
-                    "`mlschat {}` prints `{output}`, which docs/json-output.schema.json lacks",
-                    path.join(" ")
-                ),
-                None => assert_eq!(path, ["daemon"], "only the daemon prints no report"),
-            }
+    for path in verb_paths() {
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        verbs += 1;
+        match output_of(&path) {
+            Some(output) => assert!(
+                documented.contains(&output),
+                "`mlschat {}` prints `{output}`, which docs/json-output.schema.json lacks",
+                path.join(" ")
+            ),
+            None => assert_eq!(path, ["daemon"], "only the daemon prints no report"),
         }
     }
     assert!(verbs > 25, "only {verbs} verbs found in --help");
@@ -251,4 +262,46 @@ fn every_verb_is_documented() {
         &json!({"code": -32601, "message": "no method"}),
     )
     .unwrap();
+}
+
+/// Every argument and option of every verb says in `--help` what it is (issue 11, finding 7:
+/// most were bare names).
+#[test]
+fn every_argument_is_described() {
+    let mut bare = Vec::new();
+    for path in verb_paths() {
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        let text = help(&path);
+        let lines: Vec<&str> = text.lines().collect();
+        let mut in_list = false;
+        for (i, line) in lines.iter().enumerate() {
+            if *line == "Arguments:" || *line == "Options:" {
+                in_list = true;
+                continue;
+            }
+            let item = line.trim_start();
+            let indent = line.len() - item.len();
+            if line.trim().is_empty() {
+                in_list = false;
+            }
+            // An entry starts at a small indent; its description follows on the line, after
+            // two spaces, or on the next line, indented further.
+            if !in_list || indent > 6 || line.trim().is_empty() {
+                continue;
+            }
+            let on_the_line = item.split("  ").skip(1).any(|t| !t.trim().is_empty());
+            let below = lines.get(i + 1).is_some_and(|next| {
+                let text = next.trim_start();
+                !text.is_empty() && next.len() - text.len() > indent + 2
+            });
+            if !on_the_line && !below {
+                bare.push(format!("mlschat {}: {}", path.join(" "), item.trim()));
+            }
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "arguments without a description:\n{}",
+        bare.join("\n")
+    );
 }

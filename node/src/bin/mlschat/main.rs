@@ -98,6 +98,7 @@ enum Command {
     Group(GroupCommand),
     /// Encrypt a message for a group.
     Send {
+        /// The group: its name, or its id (or a unique prefix of it).
         group: String,
         /// The text; `-` reads it from stdin.
         text: String,
@@ -107,6 +108,7 @@ enum Command {
     /// Process MLS packets (messages, commits, Welcomes) from files, or stdin; or, with
     /// --follow, print what a running daemon receives, as it comes.
     Receive {
+        /// Files of packets, each holding one or more (none: read stdin).
         files: Vec<PathBuf>,
         /// Follow the daemon's events instead of reading packets.
         #[arg(long, conflicts_with = "files")]
@@ -117,7 +119,9 @@ enum Command {
     },
     /// Show a group's history.
     History {
+        /// The group: its name, or its id (or a unique prefix of it).
         group: String,
+        /// How many of the latest entries to show.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -163,6 +167,7 @@ enum Command {
 enum HomeCommand {
     /// Work through the delivery node at ADDRESS (host:port) whose certificate has FINGERPRINT.
     Set {
+        /// The node's QUIC address, host:port.
         address: String,
         /// SHA-256 of the node's certificate, hex (`mlschat-delivery fingerprint` prints it).
         fingerprint: String,
@@ -177,7 +182,10 @@ enum HomeCommand {
 #[derive(Subcommand)]
 enum ContactCommand {
     /// Add a contact from their invite code (`mlschat invite` prints one).
-    Add { code: String },
+    Add {
+        /// Their invite code (`mlschat invite` prints one).
+        code: String,
+    },
     /// List contacts; flagged ones need checking with their owner.
     List,
     /// Show the safety number you share with a contact, to compare with them in person or on
@@ -202,19 +210,31 @@ enum RequestCommand {
     /// List the invitations waiting for your answer, with who sent them.
     List,
     /// Join the group of an invitation (by group id, or a unique prefix of it).
-    Accept { group: String },
+    Accept {
+        /// The invitation's group id, or a unique prefix of it (`request list` shows them).
+        group: String,
+    },
     /// Forget an invitation, without joining (by group id, or a unique prefix of it).
-    Decline { group: String },
+    Decline {
+        /// The invitation's group id, or a unique prefix of it (`request list` shows them).
+        group: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum GroupCommand {
     /// Create a group with you as its only member.
-    Create { name: String },
+    Create {
+        /// Its name: yours, and on a delivery node the shared name every member sees.
+        name: String,
+    },
     /// Add members in one commit: contacts by name in a group on a delivery node, or
     /// KeyPackage files in a group kept in files.
     Add {
+        /// The group: its name, or its id (or a unique prefix of it).
         group: String,
+        /// Contacts (user/device, or user) in a group on a delivery node; KeyPackage files in a
+        /// group kept in files.
         #[arg(required = true, value_name = "CONTACT_OR_KEY_PACKAGE")]
         key_packages: Vec<String>,
         #[command(flatten)]
@@ -226,7 +246,9 @@ enum GroupCommand {
     },
     /// Remove members (user/device, user, fingerprint prefix or #leaf) in one commit.
     Remove {
+        /// The group: its name, or its id (or a unique prefix of it).
         group: String,
+        /// Members: user/device, user, a fingerprint prefix or #leaf.
         #[arg(required = true)]
         members: Vec<String>,
         #[command(flatten)]
@@ -234,12 +256,14 @@ enum GroupCommand {
     },
     /// Ask to be removed from a group; another member's next commit does it.
     Leave {
+        /// The group: its name, or its id (or a unique prefix of it).
         group: String,
         #[command(flatten)]
         out: OutArgs,
     },
     /// Refresh your keys in a group, committing any pending proposals.
     Update {
+        /// The group: its name, or its id (or a unique prefix of it).
         group: String,
         #[command(flatten)]
         out: OutArgs,
@@ -248,6 +272,7 @@ enum GroupCommand {
     /// its topic, and who else is an admin (admins add members, remove others and change
     /// these settings; every member's client refuses such a commit from anyone else).
     Set {
+        /// The group: its name, or its id (or a unique prefix of it).
         group: String,
         /// The name every member sees (joiners take it as theirs).
         #[arg(long)]
@@ -265,11 +290,19 @@ enum GroupCommand {
         out: OutArgs,
     },
     /// Give a group a local name (only you see it), e.g. after joining one.
-    Rename { group: String, name: String },
+    Rename {
+        /// The group: its name, or its id (or a unique prefix of it).
+        group: String,
+        /// The name only you will see.
+        name: String,
+    },
     /// List your groups.
     List,
     /// List a group's members.
-    Members { group: String },
+    Members {
+        /// The group: its name, or its id (or a unique prefix of it).
+        group: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -336,7 +369,7 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
     let dir = profile_dir(cli.data_dir.as_deref(), &cli.profile)?;
     let daemon_log = matches!(cli.command, Command::Daemon { .. }).then(|| dir.join("daemon.log"));
     init_logging(daemon_log.as_deref());
-    let passphrase = passphrase(cli.passphrase_file.as_deref())?;
+    let mut passphrase = passphrase(cli.passphrase_file.as_deref())?;
     let report = Report::new(cli.format == Format::Json);
 
     if let Command::Init {
@@ -346,7 +379,14 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
     } = &cli.command
     {
         if *encrypt && passphrase.is_none() {
-            bail!("--encrypt needs a passphrase: set MLSCHAT_PASSPHRASE or --passphrase-file");
+            if !on_a_terminal() {
+                bail!("--encrypt needs a passphrase: set MLSCHAT_PASSPHRASE or --passphrase-file");
+            }
+            let first = prompt_passphrase("passphrase for the new profile: ")?;
+            if prompt_passphrase("the same passphrase again: ")? != first {
+                bail!("the two passphrases differ: nothing was created");
+            }
+            passphrase = Some(first);
         }
         let name = DeviceName::new(user, device)?;
         let pass = if *encrypt {
@@ -382,6 +422,12 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         _ => {}
     }
 
+    if passphrase.is_none() && mlschat_node::store::Store::is_encrypted(&dir) && on_a_terminal() {
+        passphrase = Some(prompt_passphrase(&format!(
+            "passphrase for profile {}: ",
+            cli.profile
+        ))?);
+    }
     let mut profile = Profile::open(&dir, passphrase.as_deref())?;
     // Test hook for the crash-safety tests: die as a crash would after the n-th row written.
     if let Some(n) = std::env::var("MLSCHAT_CRASH_AFTER_WRITES")
@@ -652,6 +698,49 @@ fn profile_dir(data_dir: Option<&Path>, profile: &str) -> anyhow::Result<PathBuf
         },
     };
     Ok(base.join(profile))
+}
+
+/// Whether a person is at the keyboard to answer a prompt.
+fn on_a_terminal() -> bool {
+    io::stdin().is_terminal() && io::stderr().is_terminal()
+}
+
+/// Reads a passphrase typed on the terminal, without showing it. Esc or Ctrl-C gives up.
+fn prompt_passphrase(prompt: &str) -> anyhow::Result<String> {
+    use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+    use ratatui::crossterm::terminal;
+    eprint!("{prompt}");
+    io::stderr().flush()?;
+    terminal::enable_raw_mode().context("reading the passphrase from the terminal")?;
+    let typed = (|| -> io::Result<Option<String>> {
+        let mut text = String::new();
+        loop {
+            let Event::Key(key) = event::read()? else {
+                continue;
+            };
+            if key.kind != KeyEventKind::Press {
+                continue;
+            }
+            match key.code {
+                KeyCode::Enter => return Ok(Some(text)),
+                KeyCode::Esc => return Ok(None),
+                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    return Ok(None);
+                }
+                KeyCode::Backspace => {
+                    text.pop();
+                }
+                KeyCode::Char(c) => text.push(c),
+                _ => {}
+            }
+        }
+    })();
+    let _ = terminal::disable_raw_mode();
+    eprintln!();
+    match typed? {
+        Some(text) if !text.is_empty() => Ok(text),
+        _ => Err(mlschat_node::store::StoreError::PassphraseRequired.into()),
+    }
 }
 
 fn passphrase(file: Option<&Path>) -> anyhow::Result<Option<String>> {

@@ -272,6 +272,11 @@ impl Report {
                 for line in number.split(' ').collect::<Vec<_>>().chunks(4) {
                     println!("    {}", line.join(" "));
                 }
+                if std::io::stdout().is_terminal() {
+                    // The same number as a QR code, to compare by scanning each other's screen.
+                    let digits: String = number.split(' ').collect();
+                    let _ = print_qr(&format!("mlschat-safety-number:{digits}"), true);
+                }
                 if answer["verified"] == true {
                     println!("verified: it matched when you compared it");
                 } else {
