@@ -120,6 +120,8 @@ pub struct MemberInfo {
 pub struct Changes {
     pub added: Vec<MemberInfo>,
     pub removed: Vec<MemberInfo>,
+    /// The group's new settings, if the commit changed them.
+    pub settings: Option<GroupSettings>,
 }
 
 impl Changes {
@@ -141,7 +143,17 @@ impl Changes {
             .filter_map(|r| group.member_at(r.remove_proposal().removed()))
             .map(|m| member_info(&m))
             .collect();
-        Self { added, removed }
+        // Settings are checked before a commit is merged (`authorize`); unreadable here, they
+        // are shown as unchanged.
+        let new = settings_of(staged.group_context().extensions())
+            .ok()
+            .flatten();
+        let settings = new.filter(|new| group_settings(group).ok().flatten().as_ref() != Some(new));
+        Self {
+            added,
+            removed,
+            settings,
+        }
     }
 }
 
@@ -160,6 +172,8 @@ pub enum Incoming {
         sender: MemberInfo,
         added: Vec<MemberInfo>,
         removed: Vec<MemberInfo>,
+        /// The group's new settings, if this commit changed them.
+        settings: Option<GroupSettings>,
         /// True when this commit removed us; the group is inactive from now on.
         removed_us: bool,
         epoch: u64,
@@ -503,7 +517,7 @@ impl Engine {
             .map_err(|e| EngineError::Storage(format!("merging our commit: {e:?}")))?;
         Ok(Changes {
             added: resolve_leaves(group, changes.added),
-            removed: changes.removed,
+            ..changes
         })
     }
 
@@ -580,7 +594,11 @@ impl Engine {
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 authorize(group, &staged)?;
-                let Changes { added, removed } = Changes::of(group, &staged);
+                let Changes {
+                    added,
+                    removed,
+                    settings,
+                } = Changes::of(group, &staged);
                 let removed_us = staged.self_removed();
                 group
                     .merge_staged_commit(provider, *staged)
@@ -594,6 +612,7 @@ impl Engine {
                     sender,
                     added,
                     removed,
+                    settings,
                     removed_us,
                     epoch: group.epoch().as_u64(),
                 })

@@ -119,6 +119,16 @@ fn the_terminal_chat_sends_shows_members_switches_groups_and_counts_unread() {
     });
     bob.cli(&["group", "rename", &team, "team"]).unwrap();
     bob.cli(&["group", "rename", &other, "random"]).unwrap();
+    alice
+        .call(
+            "group.set",
+            json!({"group": team, "topic": "launch friday"}),
+        )
+        .unwrap();
+    eventually("bob sees the topic", || {
+        bob.group(&team)
+            .is_some_and(|g| g["topic"] == "launch friday")
+    });
 
     let chat = format!(
         "{} --profile bob chat team",
@@ -136,6 +146,9 @@ fn the_terminal_chat_sends_shows_members_switches_groups_and_counts_unread() {
     );
     assert!(screen.contains("alice/laptop ✓"), "{screen}");
     assert!(screen.contains("bob/laptop  (you)"), "{screen}");
+    // The shared topic beside the name, and who may add and remove.
+    assert!(screen.contains("team · launch friday"), "{screen}");
+    assert!(screen.contains("alice/laptop (admin)"), "{screen}");
 
     // What Bob types is sent, and shown once.
     tmux.type_line("hello from the terminal");

@@ -597,6 +597,12 @@ fn group_settings_are_shared_and_only_admins_change_membership() {
         ])
         .unwrap();
     converged(&[alice, bob], &id);
+    let said = bob.history(&id).unwrap();
+    assert!(
+        said.iter()
+            .any(|e| e["body"] == "set the group's name “team”, topic “launch friday”, 2 admins"),
+        "the change is in Bob's history: {said:?}"
+    );
     let seen = bob.group(&id).unwrap();
     assert_eq!(
         (seen["topic"].clone(), seen["admin"].clone()),

@@ -1107,7 +1107,7 @@ fn merge_own_commit(
     let changes = engine.merge_pending_commit(provider, group)?;
     mark_processed(conn, commit)?;
     let epoch = group.epoch().as_u64();
-    let event = describe_commit(&changes.added, &changes.removed);
+    let event = describe_commit(&changes.added, &changes.removed, changes.settings.as_ref());
     append_history(conn, &id, epoch, me, "event", &event)?;
     // Every commit of ours but an add carries an UpdatePath, which refreshes our leaf.
     if !adds_members {
@@ -1242,6 +1242,7 @@ fn record_incoming(
             sender,
             added,
             removed,
+            settings,
             removed_us,
             ..
         } => {
@@ -1251,7 +1252,7 @@ fn record_incoming(
                 epoch,
                 sender,
                 "event",
-                &describe_commit(added, removed),
+                &describe_commit(added, removed, settings.as_ref()),
             )?;
             if *removed_us {
                 conn.execute(
@@ -1265,9 +1266,27 @@ fn record_incoming(
 }
 
 /// "added bob/phone; removed carol/tablet", or "updated their keys".
-pub fn describe_commit(added: &[MemberInfo], removed: &[MemberInfo]) -> String {
+pub fn describe_commit(
+    added: &[MemberInfo],
+    removed: &[MemberInfo],
+    settings: Option<&GroupSettings>,
+) -> String {
     let list = |ms: &[MemberInfo]| ms.iter().map(display_member).collect::<Vec<_>>().join(", ");
     let mut parts = Vec::new();
+    if let Some(s) = settings {
+        let topic = match s.topic.as_str() {
+            "" => "no topic".to_owned(),
+            topic => format!("topic “{topic}”"),
+        };
+        let admins = match s.admins.len() {
+            1 => "1 admin".to_owned(),
+            n => format!("{n} admins"),
+        };
+        parts.push(format!(
+            "set the group's name “{}”, {topic}, {admins}",
+            s.name
+        ));
+    }
     if !added.is_empty() {
         parts.push(format!("added {}", list(added)));
     }

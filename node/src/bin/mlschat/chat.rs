@@ -181,6 +181,8 @@ fn clock(at: i64) -> String {
 struct GroupView {
     id: String,
     name: Option<String>,
+    /// The topic every member sees (the group's settings), if any.
+    topic: Option<String>,
     entries: Vec<Entry>,
     unread: usize,
 }
@@ -329,12 +331,14 @@ impl Screen {
         self.scroll = self.scroll.min(lines.len().saturating_sub(height));
         let end = lines.len() - self.scroll;
         let start = end.saturating_sub(height);
+        let shown = &self.groups[self.current];
+        let label = match &shown.topic {
+            Some(topic) => format!("{} · {topic}", shown.label()),
+            None => shown.label(),
+        };
         let title = match self.scroll {
-            0 => format!(" {} ", self.groups[self.current].label()),
-            n => format!(
-                " {} (scrolled up {n} lines: PgDn) ",
-                self.groups[self.current].label()
-            ),
+            0 => format!(" {label} "),
+            n => format!(" {label} (scrolled up {n} lines: PgDn) "),
         };
         frame.render_widget(
             Paragraph::new(lines[start..end].to_vec()).block(Block::bordered().title(title)),
@@ -378,12 +382,15 @@ fn member_line(member: &Value) -> Line<'static> {
         ),
         _ => ("? ", Style::new().fg(Color::DarkGray)),
     };
-    let text = match member["state"].as_str() {
+    let mut text = match member["state"].as_str() {
         Some("me") => format!("{name}{mark}"),
         Some("impostor") => format!("{mark}{name} NOT your contact"),
         Some("unknown") => format!("{mark}{name} (not a contact)"),
         _ => format!("{mark}{name}"),
     };
+    if member["admin"] == true {
+        text.push_str(" (admin)");
+    }
     Line::styled(text, style)
 }
 
@@ -458,6 +465,10 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
         groups.push(GroupView {
             id,
             name: g["name"].as_str().map(str::to_owned),
+            topic: g["topic"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
             entries,
             unread: 0,
         });

@@ -426,6 +426,7 @@ impl Report {
                         sender,
                         added,
                         removed,
+                        settings,
                         removed_us,
                         epoch,
                     } => self.emit(
@@ -435,7 +436,7 @@ impl Report {
                             if *removed_us {
                                 format!("[{handle}] you were removed by {who}")
                             } else {
-                                format!("[{handle}] {who} {} (epoch {epoch})", describe_commit(added, removed))
+                                format!("[{handle}] {who} {} (epoch {epoch})", describe_commit(added, removed, settings.as_ref()))
                             }
                         },
                         || {
@@ -443,6 +444,10 @@ impl Report {
                                 "event": "commit", "group": group, "sender": member_json(sender),
                                 "added": added.iter().map(member_json).collect::<Vec<_>>(),
                                 "removed": removed.iter().map(member_json).collect::<Vec<_>>(),
+                                "settings": settings.as_ref().map(|s| json!({
+                                    "name": s.name, "topic": s.topic,
+                                    "admins": s.admins.iter().map(hex::encode).collect::<Vec<_>>(),
+                                })),
                                 "removed_us": removed_us, "epoch": epoch,
                             })
                         },
