@@ -44,6 +44,23 @@ fn a_wrong_pin_a_member_who_never_connected_and_a_second_add_are_explained() {
         "{error}"
     );
     assert!(!error.contains("ApplicationVerificationFailure"), "{error}");
+    // `home set` checks what it is given (it took anything).
+    let pin = "ab".repeat(32);
+    for (address, fingerprint, says) in [
+        ("nonsense", pin.as_str(), "give HOST:PORT"),
+        ("127.0.0.1:0", pin.as_str(), "give HOST:PORT"),
+        (
+            "no-such-host.invalid:4433",
+            pin.as_str(),
+            "cannot find the host",
+        ),
+        ("127.0.0.1:4433", "abc", "64 hex digits"),
+    ] {
+        let args = ["home", "set", address, fingerprint];
+        let error = failure(carol.cli(&args));
+        assert!(error.contains(says), "{error}");
+        assert_eq!(carol.exit_code(&args).unwrap(), 3);
+    }
 }
 
 /// Issue 11, finding 7: the same failure gave different exit codes offline and through the

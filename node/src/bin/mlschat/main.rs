@@ -18,7 +18,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use mlschat_node::daemon;
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Home, Outgoing, Profile};
+use mlschat_node::profile::{Home, Outgoing, Profile, ProfileError};
 use mlschat_wire::packet::Packet;
 
 use exit::{Exit, exit_code};
@@ -458,10 +458,17 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
             fingerprint,
             invite,
         }) => {
+            check_address(&address)?;
             let fingerprint = hex::decode(fingerprint.trim())
                 .ok()
                 .and_then(|f| <[u8; 32]>::try_from(f).ok())
-                .context("the fingerprint must be 64 hex digits (SHA-256 of the certificate)")?;
+                .ok_or_else(|| {
+                    ProfileError::WrongKind(
+                        "the fingerprint must be 64 hex digits (SHA-256 of the certificate: \
+                         `mlschat-delivery fingerprint` prints it)"
+                            .into(),
+                    )
+                })?;
             let home = Home {
                 address,
                 fingerprint,
@@ -698,6 +705,27 @@ fn profile_dir(data_dir: Option<&Path>, profile: &str) -> anyhow::Result<PathBuf
         },
     };
     Ok(base.join(profile))
+}
+
+/// A delivery node's address must be HOST:PORT and name a host that resolves.
+fn check_address(address: &str) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs as _;
+    let port = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.is_empty()).then_some(port.parse::<u16>().ok()?));
+    if port.is_none_or(|p| p == 0) {
+        return Err(ProfileError::WrongKind(format!(
+            "{address:?} is not an address: give HOST:PORT, e.g. 127.0.0.1:4433 or \
+             chat.example.org:4433"
+        ))
+        .into());
+    }
+    if let Err(e) = address.to_socket_addrs() {
+        return Err(
+            ProfileError::WrongKind(format!("cannot find the host of {address}: {e}")).into(),
+        );
+    }
+    Ok(())
 }
 
 /// Whether a person is at the keyboard to answer a prompt.
