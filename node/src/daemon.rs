@@ -24,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Driver;
+use crate::engine;
 use crate::identity::Fingerprint;
 use crate::kind::ErrorKind;
 use crate::profile::{Intent, InviteCode, Profile, ProfileError};
@@ -445,9 +446,7 @@ pub fn local(
                 .map(|m| {
                     let name = m.name.as_ref().map(|n| n.to_string());
                     let state = states.of(name.as_deref().unwrap_or(""), &m.fingerprint.0);
-                    let admin = settings
-                        .as_ref()
-                        .is_none_or(|s| s.is_admin(&m.fingerprint.0));
+                    let admin = engine::may_manage(settings.as_ref(), &m.fingerprint);
                     json!({
                         "leaf": m.leaf_index,
                         "name": name,

@@ -478,12 +478,15 @@ impl Engine {
     }
 
     fn ensure_admin(&self, group: &MlsGroup, what: &str) -> Result<(), EngineError> {
-        match group_settings(group)? {
-            Some(s) if !s.is_admin(&self.identity.fingerprint().0) => Err(EngineError::NotAllowed(
-                format!("only the group's admins may {what}; ask one of them"),
-            )),
-            _ => Ok(()),
+        if may_manage(
+            group_settings(group)?.as_ref(),
+            &self.identity.fingerprint(),
+        ) {
+            return Ok(());
         }
+        Err(EngineError::NotAllowed(format!(
+            "only the group's admins may {what}; ask one of them"
+        )))
     }
 
     /// Asks the group to remove us. Another member must commit the proposal.
@@ -694,6 +697,12 @@ fn settings_extensions(settings: &GroupSettings) -> Result<Extensions<GroupConte
 /// before they existed), where every member may add and remove.
 pub fn group_settings(group: &MlsGroup) -> Result<Option<GroupSettings>, EngineError> {
     settings_of(group.extensions())
+}
+
+/// Whether the member with key `fingerprint` may add members, remove others and change the
+/// settings: an admin, or anyone in a group without settings.
+pub fn may_manage(settings: Option<&GroupSettings>, fingerprint: &Fingerprint) -> bool {
+    settings.is_none_or(|s| s.is_admin(&fingerprint.0))
 }
 
 fn settings_of(

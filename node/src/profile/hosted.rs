@@ -1168,6 +1168,15 @@ impl Profile {
         Ok(conn.last_insert_rowid())
     }
 
+    /// Whether our user asked to leave the group.
+    fn is_leaving(&self, id: &GroupId) -> Result<bool, ProfileError> {
+        let leaving: Option<bool> = self.store.query_opt(
+            "SELECT leaving = 1 FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+        Ok(leaving == Some(true))
+    }
+
     /// After a commit that left us in a group we asked to leave: propose it again, since a
     /// proposal lives one epoch (unless one of ours is still queued, to be made again).
     fn leave_again(&mut self, id: &GroupId) -> Result<(), ProfileError> {
@@ -1200,11 +1209,7 @@ impl Profile {
             .into_iter()
             .filter(|m| m.fingerprint != proposer.fingerprint)
             .collect();
-        let admin = |m: &&MemberInfo| {
-            settings
-                .as_ref()
-                .is_none_or(|s| s.is_admin(&m.fingerprint.0))
-        };
+        let admin = |m: &&MemberInfo| engine::may_manage(settings.as_ref(), &m.fingerprint);
         let committer = others.iter().find(admin).or(others.first());
         Ok(committer.is_some_and(|m| m.fingerprint == self.identity().fingerprint()))
     }
@@ -1233,11 +1238,7 @@ impl Profile {
     pub fn send_hosted(&mut self, group: &str, text: &str) -> Result<i64, ProfileError> {
         let id = self.hosted_group(group)?;
         // Queued behind our leave proposal, it could never go out once we are removed.
-        let leaving: Option<bool> = self.store.query_opt(
-            "SELECT leaving = 1 FROM groups WHERE group_id = ?1",
-            [id.as_slice()],
-        )?;
-        if leaving == Some(true) {
+        if self.is_leaving(&id)? {
             return Err(ProfileError::WrongKind(
                 "you asked to leave this group: nothing more can be sent to it".into(),
             ));
@@ -1345,11 +1346,7 @@ impl Profile {
         self.in_transaction(|p| {
             let Some(content) = content else {
                 // A proposal: ours to leave is made (again) at this epoch, in its place.
-                let leaving: Option<bool> = p.store.query_opt(
-                    "SELECT leaving = 1 FROM groups WHERE group_id = ?1",
-                    [id.as_slice()],
-                )?;
-                if leaving == Some(true) && p.is_active(&id)? {
+                if p.is_leaving(&id)? && p.is_active(&id)? {
                     p.with_group(&id, |engine, provider, group, conn| {
                         let proposal = engine.leave(provider, group)?;
                         mark_processed(conn, &proposal)?;
@@ -1421,11 +1418,7 @@ impl Profile {
             let starters: Vec<MemberInfo> = self
                 .members_of(&id)?
                 .into_iter()
-                .filter(|m| {
-                    settings
-                        .as_ref()
-                        .is_none_or(|s| s.is_admin(&m.fingerprint.0))
-                })
+                .filter(|m| engine::may_manage(settings.as_ref(), &m.fingerprint))
                 .collect();
             let rank = starters.iter().position(|m| m.fingerprint == me);
             broken.push((id, starters, rank));

@@ -546,8 +546,8 @@ impl Profile {
 
     /// Refuses, before anything is claimed or queued, what only the group's admins may do.
     pub fn ensure_admin(&mut self, group: &str, what: &str) -> Result<(), ProfileError> {
-        let id = self.find_group(group)?;
-        if self.summary(&id)?.admin {
+        let me = self.identity().fingerprint();
+        if engine::may_manage(self.settings(group)?.as_ref(), &me) {
             return Ok(());
         }
         Err(EngineError::NotAllowed(format!(
@@ -996,7 +996,7 @@ impl Profile {
             members: group.members().count(),
             state,
             epoch_authenticator: hex::encode(group.epoch_authenticator().as_slice()),
-            admin: settings.as_ref().is_none_or(|s| s.is_admin(&me.0)),
+            admin: engine::may_manage(settings.as_ref(), &me),
             shared_name: settings.as_ref().map(|s| s.name.clone()),
             topic: settings.map(|s| s.topic),
         })
