@@ -315,11 +315,13 @@ impl Actor {
                 self.online()?;
                 let profile = self.driver.profile();
                 let change = profile.settings_change(&group, name, topic, &admin, &not_admin)?;
+                // By id: a new shared name may rename the group here too.
+                let id = hex::encode(profile.find_group(&group)?.as_slice());
                 let ticket = self
                     .driver
                     .core()
                     .change(&group, Intent::Settings(change))?;
-                Answer::Later(ticket, Then::Summary(group))
+                Answer::Later(ticket, Then::Summary(id))
             }
             "group.leave" => {
                 let Group { group } = p(params)?;

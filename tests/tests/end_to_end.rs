@@ -641,6 +641,17 @@ fn group_settings_are_shared_and_only_admins_change_membership() {
     );
     converged(&[alice, bob, &carol], &id);
     assert_eq!(alice.group(&id).unwrap()["admin"], false);
+    // A new shared name renames the group for those who kept its name (not for one who gave
+    // it their own).
+    carol.cli(&["group", "rename", &id, "ours"]).unwrap();
+    bob.cli(&["group", "set", "team", "--name", "crew"])
+        .unwrap();
+    converged(&[alice, bob, &carol], &id);
+    let names: Vec<Value> = [alice, bob, &carol]
+        .iter()
+        .map(|p| p.group(&id).unwrap()["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("crew"), json!("crew"), json!("ours")]);
 }
 
 /// Issue 11, finding 4: `group leave` on a group on a node printed success and did nothing. The

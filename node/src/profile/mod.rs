@@ -667,7 +667,15 @@ impl Profile {
                         if !mark_processed(conn, bytes)? {
                             return Err(ProfileError::Duplicate);
                         }
+                        let shared_before = shared_name(group)?;
                         let incoming = engine.process(provider, group, message)?;
+                        if let Incoming::Commit {
+                            settings: Some(new),
+                            ..
+                        } = &incoming
+                        {
+                            follow_shared_name(conn, &id, shared_before.as_deref(), &new.name)?;
+                        }
                         record_incoming(conn, &id, group.epoch().as_u64(), &incoming)?;
                         Ok(incoming)
                     })?;
@@ -1104,7 +1112,11 @@ fn merge_own_commit(
     adds_members: bool,
 ) -> Result<engine::Changes, ProfileError> {
     let id = group.group_id().clone();
+    let shared_before = shared_name(group)?;
     let changes = engine.merge_pending_commit(provider, group)?;
+    if let Some(new) = &changes.settings {
+        follow_shared_name(conn, &id, shared_before.as_deref(), &new.name)?;
+    }
     mark_processed(conn, commit)?;
     let epoch = group.epoch().as_u64();
     let event = describe_commit(&changes.added, &changes.removed, changes.settings.as_ref());
@@ -1125,6 +1137,28 @@ fn validate_group_name(name: &str) -> Result<(), ProfileError> {
             "invalid group name {name:?}"
         )));
     }
+    Ok(())
+}
+
+fn shared_name(group: &MlsGroup) -> Result<Option<String>, ProfileError> {
+    Ok(engine::group_settings(group)?.map(|s| s.name))
+}
+
+/// A group's local name follows a change of its shared name, unless our user gave it another
+/// one (or another of our groups has the new name).
+fn follow_shared_name(
+    conn: &rusqlite::Connection,
+    id: &GroupId,
+    before: Option<&str>,
+    new: &str,
+) -> Result<(), ProfileError> {
+    if before == Some(new) || validate_group_name(new).is_err() || name_taken(conn, new)? {
+        return Ok(());
+    }
+    conn.execute(
+        "UPDATE groups SET name = ?3 WHERE group_id = ?1 AND name IS ?2",
+        params![id.as_slice(), before, new],
+    )?;
     Ok(())
 }
 
