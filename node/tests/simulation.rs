@@ -772,9 +772,7 @@ impl Sim {
             }
             60..=74 if self.leaver != Some(m) => self.send_text(m),
             60..=74 => {}
-            // Leaving is tried where no hostile commit breaks the group: its continuation
-            // would add the leaver back (see ARCHITECTURE.md, deliberately absent).
-            77 if faults.hostile_commit == 0 && self.rng.chance(30) => self.ask_to_leave(m),
+            77 if self.rng.chance(30) => self.ask_to_leave(m),
             75..=77 => self.commit_update(m),
             78..=89 => self.connect(m),
             _ => {

@@ -1663,6 +1663,14 @@ impl Profile {
                 params![history_seq, new.as_slice()],
             )?;
         }
+        // A wish to leave holds in the new group: our proposal follows the moved texts.
+        if self.is_leaving(old)? {
+            self.store.conn().execute(
+                "UPDATE groups SET leaving = 1 WHERE group_id = ?1",
+                [new.as_slice()],
+            )?;
+            self.queue_leave(new)?;
+        }
         let (epoch, _) = self.group_token(old)?;
         let me = self.me();
         let body = format!(
