@@ -1,0 +1,14 @@
+//! `mlschat-loadtest`: group add/remove and messaging at scale against real delivery nodes
+//! (issue 12).
+//!
+//! Built so far: its I/O-free core, what every scenario and every worker shares.
+//! - [`stats`]: per-operation HDR latency histograms and errors by wire code; they merge
+//!   exactly, so workers on several machines add up to one report.
+//! - [`threshold`]: the `--threshold 'commit.p99<250ms'` rules that make the exit code of a
+//!   CI gate.
+//!
+//! Not built yet: the scenarios, the driver that runs them against real nodes, the report and
+//! the binary.
+
+pub mod stats;
+pub mod threshold;
