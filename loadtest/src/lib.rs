@@ -6,9 +6,12 @@
 //!   exactly, so workers on several machines add up to one report.
 //! - [`threshold`]: the `--threshold 'commit.p99<250ms'` rules that make the exit code of a
 //!   CI gate.
+//! - [`schedule`]: open-loop arrivals (wrk2's way): operations fall due at a fixed rate, and
+//!   latency runs from when each was due, so a stalled system cannot hide its queueing.
 //!
 //! Not built yet: the scenarios, the driver that runs them against real nodes, the report and
 //! the binary.
 
+pub mod schedule;
 pub mod stats;
 pub mod threshold;
