@@ -2,6 +2,8 @@
 //! (issue 12).
 //!
 //! Built so far: its I/O-free core, what every scenario and every worker shares.
+//! - [`scenario`]: what a run does, from a TOML file in `loadtest/scenarios/` with `--set`
+//!   overrides, checked before anything starts.
 //! - [`stats`]: per-operation HDR latency histograms and errors by wire code; they merge
 //!   exactly, so workers on several machines add up to one report.
 //! - [`threshold`]: the `--threshold 'commit.p99<250ms'` rules that make the exit code of a
@@ -9,9 +11,9 @@
 //! - [`schedule`]: open-loop arrivals (wrk2's way): operations fall due at a fixed rate, and
 //!   latency runs from when each was due, so a stalled system cannot hide its queueing.
 //!
-//! Not built yet: the scenarios, the driver that runs them against real nodes, the report and
-//! the binary.
+//! Not built yet: the driver that runs scenarios against real nodes, the report and the binary.
 
+pub mod scenario;
 pub mod schedule;
 pub mod stats;
 pub mod threshold;
