@@ -8,11 +8,14 @@
 //!   exactly, so workers on several machines add up to one report.
 //! - [`threshold`]: the `--threshold 'commit.p99<250ms'` rules that make the exit code of a
 //!   CI gate.
+//! - [`report`]: the JSON result (scenario, figures, verdicts) and the exit code of a gate.
 //! - [`schedule`]: open-loop arrivals (wrk2's way): operations fall due at a fixed rate, and
 //!   latency runs from when each was due, so a stalled system cannot hide its queueing.
 //!
-//! Not built yet: the driver that runs scenarios against real nodes, the report and the binary.
+//! Not built yet: the driver that runs scenarios against real nodes, the live display, the
+//! plots and the binary.
 
+pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod stats;
