@@ -99,96 +99,70 @@ impl Scenario {
     }
 
     fn check(&self) -> Result<(), ScenarioError> {
-        let invalid = |why: String| Err(ScenarioError::Invalid(why));
-        let group = |members: u64, full: u64| {
-            if !(2..=MAX_MEMBERS).contains(&members) {
-                return invalid(format!("members must be 2 to {MAX_MEMBERS}, not {members}"));
-            }
-            if full == 0 || full > members {
-                return invalid(format!(
-                    "full_members must be 1 to the group's size ({members}), not {full}"
-                ));
-            }
-            Ok(())
-        };
-        let rate = |name: &str, r: f64| {
-            if r.is_finite() && r > 0.0 && r <= 1e6 {
-                Ok(())
-            } else {
-                invalid(format!(
-                    "{name} must be above 0 and at most 1,000,000, not {r}"
-                ))
-            }
-        };
-        let batch = |b: u64| {
-            if (1..=1000).contains(&b) {
-                Ok(())
-            } else {
-                invalid(format!("batch must be 1 to 1,000, not {b}"))
-            }
-        };
-        let seconds = |s: u64| {
-            if (1..=86_400).contains(&s) {
-                Ok(())
-            } else {
-                invalid(format!("seconds must be 1 to 86,400, not {s}"))
-            }
-        };
+        const DAY: u64 = 86_400;
         match *self {
             Scenario::Build {
                 members,
-                batch: b,
+                batch,
                 full_members,
             } => {
-                group(members, full_members)?;
-                batch(b)
+                within("members", members, 2, MAX_MEMBERS)?;
+                within("full_members", full_members, 1, members)?;
+                within("batch", batch, 1, 1_000)
             }
             Scenario::Churn {
                 members,
                 changes_per_second,
-                batch: b,
+                batch,
                 committers,
-                seconds: s,
+                seconds,
                 full_members,
             } => {
-                group(members, full_members)?;
+                within("members", members, 2, MAX_MEMBERS)?;
+                within("full_members", full_members, 1, members)?;
                 rate("changes_per_second", changes_per_second)?;
-                batch(b)?;
-                seconds(s)?;
-                if committers == 0 || committers > members {
-                    return invalid(format!(
-                        "committers must be 1 to the group's size, not {committers}"
-                    ));
-                }
-                Ok(())
+                within("batch", batch, 1, 1_000)?;
+                within("seconds", seconds, 1, DAY)?;
+                within("committers", committers, 1, members)
             }
             Scenario::Messaging {
                 members,
                 per_second,
-                seconds: s,
+                seconds,
                 full_members,
             } => {
-                group(members, full_members)?;
+                within("members", members, 2, MAX_MEMBERS)?;
+                within("full_members", full_members, 1, members)?;
                 rate("per_second", per_second)?;
-                seconds(s)
+                within("seconds", seconds, 1, DAY)
             }
-            Scenario::SmallGroups { groups } => {
-                if (1..=MAX_MEMBERS).contains(&groups) {
-                    Ok(())
-                } else {
-                    invalid(format!("groups must be 1 to {MAX_MEMBERS}, not {groups}"))
-                }
-            }
+            Scenario::SmallGroups { groups } => within("groups", groups, 1, MAX_MEMBERS),
             Scenario::Join { members, joins } => {
-                group(members, 1)?;
-                if (1..=100_000).contains(&joins) {
-                    Ok(())
-                } else {
-                    invalid(format!("joins must be 1 to 100,000, not {joins}"))
-                }
+                within("members", members, 2, MAX_MEMBERS)?;
+                within("joins", joins, 1, 100_000)
             }
         }
     }
+}
+
+/// `name`'s `value` is within `lo..=hi`, or the error says so.
+fn within(name: &str, value: u64, lo: u64, hi: u64) -> Result<(), ScenarioError> {
+    if (lo..=hi).contains(&value) {
+        return Ok(());
+    }
+    Err(ScenarioError::Invalid(format!(
+        "{name} must be {lo} to {hi}, not {value}"
+    )))
+}
+
+/// A rate per second: above 0, at most a million.
+fn rate(name: &str, value: f64) -> Result<(), ScenarioError> {
+    if value.is_finite() && value > 0.0 && value <= 1e6 {
+        return Ok(());
+    }
+    Err(ScenarioError::Invalid(format!(
+        "{name} must be above 0 and at most 1000000, not {value}"
+    )))
 }
 
 #[cfg(test)]

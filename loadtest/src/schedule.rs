@@ -83,11 +83,9 @@ mod tests {
 
     #[test]
     fn due_by_counts_exactly_the_operations_due() {
-        let mut seed = 7u64;
+        let mut rng = crate::test_rng::Rng(7);
         for _ in 0..10_000 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let seed = rng.next();
             let rate = 1.0 + (seed >> 40) as f64 / 1000.0;
             let s = Schedule::per_second(rate).unwrap();
             let elapsed = Duration::from_nanos(seed % 10_000_000_000);

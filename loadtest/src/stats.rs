@@ -153,18 +153,9 @@ impl Measurements {
 mod tests {
     use super::*;
 
-    /// SplitMix64: the same sequence for the same seed everywhere.
-    struct Rng(u64);
+    use crate::test_rng::Rng;
 
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
         /// A latency spread over six orders of magnitude, as real ones are.
         fn latency(&mut self) -> Duration {
             let digits = self.next() % 7;
