@@ -356,6 +356,9 @@ fn message_entry(seq: u64, epoch: u64, message: Vec<u8>) -> LogEntry {
 fn a_member_leaves_a_hosted_group_through_the_next_commit() {
     let (mut alice, mut bob, id) = pair();
     let queued = bob.p().leave_hosted("g").unwrap();
+    // A text queued behind the proposal could never go out once he is removed.
+    let refused = bob.p().send_hosted("g", "one more").unwrap_err();
+    assert!(refused.to_string().contains("asked to leave"), "{refused}");
     // Made when its turn comes (no commit of Bob's may wait then), at epoch 1.
     let waiting = bob.p().next_text(&id).unwrap().unwrap();
     assert_eq!((waiting.seq, waiting.encrypted), (queued, None));
