@@ -588,7 +588,13 @@ impl Engine {
                 plaintext: m.into_bytes(),
             }),
             ProcessedMessageContent::ProposalMessage(proposal) => {
-                authorize_proposal(group, proposal.sender(), proposal.proposal())?;
+                let settings = group_settings(group)?;
+                authorize_proposal(
+                    group,
+                    settings.as_ref(),
+                    proposal.sender(),
+                    proposal.proposal(),
+                )?;
                 let summary = describe_proposal(group, proposal.proposal());
                 group
                     .store_pending_proposal(provider.storage(), *proposal)
@@ -719,8 +725,10 @@ fn settings_of(
 /// proposal but an update or a member's own removal, from a member who is not an admin. The
 /// node cannot judge this (it cannot read the settings), so every member does, alike.
 fn authorize(group: &MlsGroup, staged: &StagedCommit) -> Result<(), EngineError> {
+    // Decoded once: a commit may hold a thousand adds.
+    let settings = group_settings(group)?;
     for queued in staged.queued_proposals() {
-        authorize_proposal(group, queued.sender(), queued.proposal())?;
+        authorize_proposal(group, settings.as_ref(), queued.sender(), queued.proposal())?;
     }
     Ok(())
 }
@@ -730,10 +738,11 @@ fn authorize(group: &MlsGroup, staged: &StagedCommit) -> Result<(), EngineError>
 /// rejected by everyone else.
 fn authorize_proposal(
     group: &MlsGroup,
+    settings: Option<&GroupSettings>,
     sender: &Sender,
     proposal: &Proposal,
 ) -> Result<(), EngineError> {
-    let Some(settings) = group_settings(group)? else {
+    let Some(settings) = settings else {
         return Ok(());
     };
     let Sender::Member(proposer) = sender else {
