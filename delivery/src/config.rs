@@ -35,6 +35,9 @@ pub struct ServerSection {
     pub registration: Registration,
     /// Seconds a drain (SIGTERM) waits for requests in flight.
     pub drain_seconds: u64,
+    /// Seconds between counts of stored bytes and KeyPackages for `/metrics` (each count scans
+    /// the database's size; load tests read it every second).
+    pub totals_refresh_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +149,7 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("mlschat-delivery-data"),
             registration: Registration::Open,
             drain_seconds: 10,
+            totals_refresh_seconds: 15,
         }
     }
 }

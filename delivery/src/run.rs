@@ -90,7 +90,10 @@ pub async fn run(
     );
     let serving = tokio::spawn(serve(endpoint.clone(), node.clone()));
     let purging = tokio::spawn(purge(node.clone(), config.limits.clone()));
-    let counting = tokio::spawn(refresh_totals(node.clone()));
+    let counting = tokio::spawn(refresh_totals(
+        node.clone(),
+        Duration::from_secs(config.server.totals_refresh_seconds.max(1)),
+    ));
     let listening = tokio::spawn(crate::announce::listen(node.clone()));
 
     shutdown.await;
@@ -127,9 +130,9 @@ pub fn transport(limits: &LimitsSection) -> quinn::TransportConfig {
     transport
 }
 
-/// Every 15 seconds, refreshes the metrics that need a query (a scrape never waits on one).
-async fn refresh_totals(node: Arc<Node>) {
-    let mut every = tokio::time::interval(Duration::from_secs(15));
+/// Every `period`, refreshes the metrics that need a query (a scrape never waits on one).
+async fn refresh_totals(node: Arc<Node>, period: Duration) {
+    let mut every = tokio::time::interval(period);
     loop {
         every.tick().await;
         if let Err(e) = node.refresh_totals().await {

@@ -98,6 +98,17 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// The group size and commit batch its raw OpenMLS baseline is measured at.
+    pub fn baseline_size(&self) -> (u64, u64) {
+        match *self {
+            Scenario::Build { members, batch, .. } | Scenario::Churn { members, batch, .. } => {
+                (members, batch)
+            }
+            Scenario::Messaging { members, .. } | Scenario::Join { members, .. } => (members, 1),
+            Scenario::SmallGroups { .. } => (2, 1),
+        }
+    }
+
     fn check(&self) -> Result<(), ScenarioError> {
         const DAY: u64 = 86_400;
         match *self {

@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The longest latency recorded exactly (an hour); longer ones count as this.
 const MAX_MICROS: u64 = 3_600_000_000;
 
-/// Latencies of one kind of operation, in microseconds, to 3 significant digits.
-#[derive(Debug, Clone)]
+/// Latencies of one kind of operation, in microseconds, to 3 significant digits. Saved as the
+/// histogram's recorded values and counts, so a saved run merges as exactly as a live one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(into = "Recorded", try_from = "Recorded")]
 pub struct Latencies {
     histogram: Histogram<u64>,
     errors: BTreeMap<String, u64>,
@@ -28,8 +30,48 @@ impl Default for Latencies {
     }
 }
 
+/// [`Latencies`] as saved: each recorded value (µs) with its count, and errors by code.
+#[derive(Serialize, Deserialize)]
+struct Recorded {
+    recorded: Vec<(u64, u64)>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl From<Latencies> for Recorded {
+    fn from(l: Latencies) -> Self {
+        let recorded = l
+            .histogram
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        Self {
+            recorded,
+            errors: l.errors,
+        }
+    }
+}
+
+impl TryFrom<Recorded> for Latencies {
+    type Error = String;
+
+    fn try_from(r: Recorded) -> Result<Self, String> {
+        let mut l = Latencies {
+            errors: r.errors,
+            ..Latencies::default()
+        };
+        for (micros, count) in r.recorded {
+            // Values are bucket tops, which may lie a little above MAX_MICROS: the histogram
+            // itself refuses what it cannot hold.
+            if micros == 0 || l.histogram.record_n(micros, count).is_err() {
+                return Err(format!("a latency of {micros} µs is out of range"));
+            }
+        }
+        Ok(l)
+    }
+}
+
 /// The figures of one kind of operation, as reports and thresholds read them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Operations that succeeded (and were timed).
     pub count: u64,
@@ -123,13 +165,47 @@ impl Latencies {
     }
 }
 
-/// The figures of every kind of operation in one run (or several runs merged).
-#[derive(Debug, Clone, Default)]
+/// One timed operation, for the plots: when it finished (ms from the run's start), how long it
+/// took (µs), and the group's size then.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub took_us: u64,
+    pub size: u64,
+}
+
+/// The figures of every kind of operation in one run (or several runs merged): histograms for
+/// the report and thresholds, every sample for the plots.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Measurements {
     operations: BTreeMap<String, Latencies>,
+    samples: BTreeMap<String, Vec<Sample>>,
 }
 
 impl Measurements {
+    /// Records one successful `operation` that finished at `at` (from the run's start) after
+    /// `took`, in a group of `size`.
+    pub fn record(&mut self, operation: &str, at: Duration, took: Duration, size: u64) {
+        self.of(operation).record(took);
+        self.samples
+            .entry(operation.to_owned())
+            .or_default()
+            .push(Sample {
+                at_ms: at.as_millis() as u64,
+                took_us: took.as_micros() as u64,
+                size,
+            });
+    }
+
+    /// Every sample of `operation`, in the order recorded.
+    pub fn samples(&self, operation: &str) -> &[Sample] {
+        self.samples.get(operation).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn operations(&self) -> impl Iterator<Item = &str> {
+        self.operations.keys().map(String::as_str)
+    }
+
     /// The latencies of `operation`, made on first use.
     pub fn of(&mut self, operation: &str) -> &mut Latencies {
         self.operations.entry(operation.to_owned()).or_default()
@@ -138,6 +214,11 @@ impl Measurements {
     pub fn merge(&mut self, other: &Measurements) {
         for (operation, latencies) in &other.operations {
             self.of(operation).merge(latencies);
+        }
+        for (operation, samples) in &other.samples {
+            let mine = self.samples.entry(operation.clone()).or_default();
+            mine.extend_from_slice(samples);
+            mine.sort_by_key(|s| s.at_ms);
         }
     }
 
@@ -218,6 +299,27 @@ mod tests {
                 "seed {seed}"
             );
         }
+    }
+
+    #[test]
+    fn a_saved_run_reads_back_exactly() {
+        for seed in 0..50 {
+            let mut rng = Rng(seed);
+            let mut run = Measurements::default();
+            for i in 0..rng.next() % 300 {
+                let took = rng.latency();
+                run.record("commit", Duration::from_millis(i), took, i);
+                if rng.next().is_multiple_of(7) {
+                    run.of("commit").error("stale_epoch");
+                }
+            }
+            let saved = serde_json::to_string(&run).unwrap();
+            let back: Measurements = serde_json::from_str(&saved).unwrap();
+            assert_eq!(back.summaries(), run.summaries(), "seed {seed}");
+            assert_eq!(back.samples("commit"), run.samples("commit"));
+        }
+        let hostile = r#"{"operations":{"x":{"recorded":[[0,1]],"errors":{}}},"samples":{}}"#;
+        assert!(serde_json::from_str::<Measurements>(hostile).is_err());
     }
 
     #[test]

@@ -51,9 +51,10 @@ use raw::{BATCH, Raw, Side, Timings, key_package, kp_bytes};
 /// One repetition of the measured operations.
 fn measure<S: Side>(side: &mut S, t: &mut Timings, i: usize) {
     let x = key_package(&format!("x{i}"));
-    let commit = t.time("add 1 (commit+merge)", || side.add(&x));
+    let x = std::slice::from_ref(&x);
+    let commit = t.time("add 1 (commit+merge)", || side.add(x));
     t.time("process add", || side.process(&commit));
-    let commit = t.time("remove 1 (commit+merge)", || side.remove(&x));
+    let commit = t.time("remove 1 (commit+merge)", || side.remove(x));
     t.time("process remove", || side.process(&commit));
     let msg = t.time("send message", || side.send());
     t.time("decrypt message", || side.process(&msg));
@@ -124,21 +125,23 @@ impl Durable {
 impl Side for Durable {
     type Msg = Packet;
 
-    fn add(&mut self, kp: &KeyPackage) -> Vec<Packet> {
-        let out = self
-            .alice
-            .add_members(&self.group, &[kp_bytes(kp)])
-            .unwrap();
+    fn add(&mut self, kps: &[KeyPackage]) -> Vec<Packet> {
+        let kps: Vec<Vec<u8>> = kps.iter().map(kp_bytes).collect();
+        let out = self.alice.add_members(&self.group, &kps).unwrap();
         self.delivered(out)
     }
 
-    fn remove(&mut self, kp: &KeyPackage) -> Vec<Packet> {
-        let fingerprint = hex::encode(
-            &Fingerprint::of_signature_key(kp.leaf_node().signature_key().as_slice()).0[..8],
-        );
+    fn remove(&mut self, kps: &[KeyPackage]) -> Vec<Packet> {
+        let fingerprints: Vec<String> = kps
+            .iter()
+            .map(|kp| {
+                let key = kp.leaf_node().signature_key().as_slice();
+                hex::encode(&Fingerprint::of_signature_key(key).0[..8])
+            })
+            .collect();
         let out = self
             .alice
-            .remove_members(&self.group, &[fingerprint])
+            .remove_members(&self.group, &fingerprints)
             .unwrap();
         self.delivered(out)
     }

@@ -318,7 +318,7 @@ fn main() {
     let mut raw_t = Timings::default();
     let mut raw_side = Raw::new(members, &kps, &mut raw_t);
     for i in 0..reps {
-        let x = key_package(&format!("x{i}"));
+        let x = [key_package(&format!("x{i}"))];
         raw_t.time("add 1", || {
             let c = raw_side.add(&x);
             raw_side.process(&c)

@@ -80,10 +80,10 @@ pub fn protocol(b: &[u8]) -> ProtocolMessage {
 /// group of N members. Both sides run the same sequence of operations.
 pub trait Side {
     type Msg;
-    /// Alice adds the member of `kp` (commit, merge, tree for the joiner).
-    fn add(&mut self, kp: &KeyPackage) -> Vec<Self::Msg>;
-    /// Alice removes the member of `kp`.
-    fn remove(&mut self, kp: &KeyPackage) -> Vec<Self::Msg>;
+    /// Alice adds the members of these KeyPackages in one commit (merged, tree for the joiners).
+    fn add(&mut self, kps: &[KeyPackage]) -> Vec<Self::Msg>;
+    /// Alice removes the members of these KeyPackages in one commit.
+    fn remove(&mut self, kps: &[KeyPackage]) -> Vec<Self::Msg>;
     fn send(&mut self) -> Vec<Self::Msg>;
     /// Bob processes messages: one transaction each on the durable side.
     fn process(&mut self, msgs: &[Self::Msg]);
@@ -161,11 +161,11 @@ impl Raw {
 impl Side for Raw {
     type Msg = Vec<u8>;
 
-    fn add(&mut self, kp: &KeyPackage) -> Vec<Vec<u8>> {
+    fn add(&mut self, kps: &[KeyPackage]) -> Vec<Vec<u8>> {
         let (provider, signer) = &self.alice;
         let (c, _w, _) = self
             .a
-            .add_members_without_update(provider, signer, std::slice::from_ref(kp))
+            .add_members_without_update(provider, signer, kps)
             .unwrap();
         self.a.merge_pending_commit(provider).unwrap();
         // The joiner needs the tree; export it as the durable path does.
@@ -177,16 +177,17 @@ impl Side for Raw {
         vec![bytes(c)]
     }
 
-    fn remove(&mut self, kp: &KeyPackage) -> Vec<Vec<u8>> {
+    fn remove(&mut self, kps: &[KeyPackage]) -> Vec<Vec<u8>> {
         let (provider, signer) = &self.alice;
-        let key = kp.leaf_node().signature_key().as_slice();
-        let leaf = self
-            .a
-            .members()
-            .find(|m| m.signature_key == key)
-            .unwrap()
-            .index;
-        let (c, _, _) = self.a.remove_members(provider, signer, &[leaf]).unwrap();
+        let leaves: Vec<LeafNodeIndex> = kps
+            .iter()
+            .map(|kp| {
+                let key = kp.leaf_node().signature_key().as_slice();
+                let member = self.a.members().find(|m| m.signature_key == key);
+                member.unwrap().index
+            })
+            .collect();
+        let (c, _, _) = self.a.remove_members(provider, signer, &leaves).unwrap();
         self.a.merge_pending_commit(provider).unwrap();
         vec![bytes(c)]
     }

@@ -1,0 +1,304 @@
+//! The node a run loads: one given by address and pin, or one the tool starts in its own process
+//! (on SQLite in a temporary directory, or on Postgres) so that a run needs nothing else. And
+//! what the run reads of the node's side: its `/metrics`, and the CPU and memory of the node
+//! and Postgres processes when they run on this machine.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use mlschat_delivery::config::Config;
+use serde::{Deserialize, Serialize};
+
+/// Where the node listens and what clients pin.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub quic: SocketAddr,
+    /// SHA-256 of the node's certificate.
+    pub pin: [u8; 32],
+    /// The admin HTTP address, for `/metrics`; without it the node's side goes unmeasured.
+    pub admin: Option<SocketAddr>,
+    /// The operator's invite token where registration needs one.
+    pub invite: Vec<u8>,
+}
+
+/// A node running inside this process, on its own threads; stopped (drained) when dropped.
+pub struct Embedded {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Embedded")
+    }
+}
+
+impl Embedded {
+    /// Starts a node with its files in `data_dir`, on Postgres at `database_url` or on SQLite.
+    /// Its limits are those of a node made for load: one address (this machine) registers every
+    /// member, and nothing is rate limited but what the hardware limits.
+    pub fn start(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<(Self, Target)> {
+        let mut config = Config::load("", load_test_settings(database_url))?;
+        config.server.data_dir = data_dir.to_owned();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (started, on_start) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("embedded-node".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(mlschat_delivery::run::run(
+                    config,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    move |s| {
+                        let _ = started.send(s);
+                    },
+                ))
+            })?;
+        let embedded = Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        match on_start.recv_timeout(Duration::from_secs(60)) {
+            Ok(s) => Ok((
+                embedded,
+                Target {
+                    quic: s.quic,
+                    pin: s.fingerprint,
+                    admin: Some(s.admin),
+                    invite: Vec::new(),
+                },
+            )),
+            Err(_) => {
+                let mut embedded = embedded;
+                match embedded.thread.take().map(|t| t.join()) {
+                    Some(Ok(Err(e))) => Err(e.context("the embedded node did not start")),
+                    _ => bail!("the embedded node did not start within a minute"),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The embedded node's settings, as `MLSCHAT__SECTION__KEY` pairs: ephemeral ports, limits
+/// raised past what a load test from one machine reaches, stored bytes counted every second.
+fn load_test_settings(database_url: Option<&str>) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = [
+        ("SERVER__LISTEN", "\"127.0.0.1:0\""),
+        ("SERVER__ADMIN", "\"127.0.0.1:0\""),
+        ("SERVER__DRAIN_SECONDS", "2"),
+        ("SERVER__TOTALS_REFRESH_SECONDS", "1"),
+        ("LIMITS__CLAIM_BURST", "1000000000"),
+        ("LIMITS__OWNER_CLAIM_BURST", "1000000000"),
+        ("LIMITS__CLIENT_REQUESTS_BURST", "1000000000"),
+        ("LIMITS__CLIENT_REQUESTS_PER_SECOND", "1e9"),
+        ("LIMITS__ADDRESS_REQUESTS_BURST", "1000000000"),
+        ("LIMITS__ADDRESS_REQUESTS_PER_SECOND", "1e9"),
+        ("LIMITS__ADDRESS_REGISTRATIONS_BURST", "1000000000"),
+        ("LIMITS__ADDRESS_REGISTRATIONS_PER_HOUR", "1e12"),
+        ("LIMITS__CLIENT_BYTES_BURST", "4000000000"),
+        ("LIMITS__CLIENT_BYTES_PER_SECOND", "1e12"),
+        ("LIMITS__CLIENT_GROUPS_BURST", "1000000000"),
+        ("LIMITS__CLIENT_GROUPS_PER_HOUR", "1e12"),
+        ("LIMITS__CONNECTIONS_PER_ADDRESS", "1000000"),
+        ("LIMITS__MAX_CONNECTIONS", "1000000"),
+        ("LIMITS__MAILBOX_QUOTA", "1000000000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("MLSCHAT__{k}"), v.to_owned()))
+    .collect();
+    if let Some(url) = database_url {
+        settings.push(("MLSCHAT__DATABASE__URL".into(), format!("{url:?}")));
+    }
+    settings
+}
+
+/// What the node says of itself on `/metrics`, read before and after a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeSide {
+    /// Bytes its database holds.
+    pub stored_bytes: f64,
+    /// Refusals by reason, all time.
+    pub refusals: BTreeMap<String, f64>,
+    /// Requests that failed, by kind, all time.
+    pub failed_requests: BTreeMap<String, f64>,
+}
+
+impl NodeSide {
+    /// Reads the node's `/metrics` at `admin`.
+    pub fn scrape(admin: SocketAddr) -> anyhow::Result<Self> {
+        let text = http_get(admin, "/metrics")?;
+        Ok(Self::parse(&text))
+    }
+
+    /// The figures this tool reads from Prometheus text.
+    pub fn parse(text: &str) -> Self {
+        let mut side = NodeSide::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let label = |key: &str| {
+                let start = name.find(&format!("{key}=\""))? + key.len() + 2;
+                let end = start + name[start..].find('"')?;
+                Some(name[start..end].to_owned())
+            };
+            if name == "mlschat_stored_bytes" {
+                side.stored_bytes = value;
+            } else if name.starts_with("mlschat_refusals_total{") {
+                if let Some(reason) = label("reason") {
+                    *side.refusals.entry(reason).or_default() += value;
+                }
+            } else if name.starts_with("mlschat_requests_total{")
+                && label("result").is_some_and(|r| r != "ok")
+                && let Some(kind) = label("kind")
+            {
+                *side.failed_requests.entry(kind).or_default() += value;
+            }
+        }
+        side
+    }
+
+    /// What changed from `before` to `self`.
+    pub fn since(&self, before: &NodeSide) -> NodeSide {
+        let delta = |now: &BTreeMap<String, f64>, then: &BTreeMap<String, f64>| {
+            now.iter()
+                .map(|(k, v)| (k.clone(), v - then.get(k).copied().unwrap_or(0.0)))
+                .filter(|(_, v)| *v != 0.0)
+                .collect()
+        };
+        NodeSide {
+            stored_bytes: self.stored_bytes - before.stored_bytes,
+            refusals: delta(&self.refusals, &before.refusals),
+            failed_requests: delta(&self.failed_requests, &before.failed_requests),
+        }
+    }
+}
+
+/// The body of `GET path` from an HTTP/1.1 server.
+fn http_get(address: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").context("no HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or(head));
+    }
+    Ok(body.to_owned())
+}
+
+/// CPU time and resident memory of processes on this machine, by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU seconds (user and system) since each process started.
+    pub cpu_seconds: f64,
+    /// Resident memory now.
+    pub rss_bytes: u64,
+    pub processes: u32,
+}
+
+/// The usage of every process called one of `names` (`self` for this process), from `/proc`.
+/// Empty where there is no `/proc`.
+pub fn local_usage(names: &[&str]) -> BTreeMap<String, Usage> {
+    let mut usage = BTreeMap::new();
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return usage;
+    };
+    let ticks = 100.0; // USER_HZ on Linux
+    let page = 4096;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let name = if pid == me {
+            "self"
+        } else if let Some(n) = names.iter().find(|n| comm == **n) {
+            n
+        } else {
+            continue;
+        };
+        if !names.contains(&name) {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // After comm: state is field 3, utime 14, stime 15, rss 24 (1-based, man 5 proc).
+        let number = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+        let (Some(utime), Some(stime), Some(rss)) = (number(14), number(15), number(24)) else {
+            continue;
+        };
+        let u: &mut Usage = usage.entry(name.to_owned()).or_default();
+        u.cpu_seconds += (utime + stime) as f64 / ticks;
+        u.rss_bytes += rss * page;
+        u.processes += 1;
+    }
+    usage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_read_from_prometheus_text() {
+        let text = "# HELP mlschat_stored_bytes Bytes\n\
+            mlschat_stored_bytes 12345\n\
+            mlschat_refusals_total{reason=\"client_requests\"} 3\n\
+            mlschat_requests_total{kind=\"post_commit\",result=\"ok\"} 10\n\
+            mlschat_requests_total{kind=\"post_commit\",result=\"stale_epoch\"} 2\n\
+            mlschat_requests_total{kind=\"claim\",result=\"too_many_requests\"} 1\n\
+            garbage line\n";
+        let side = NodeSide::parse(text);
+        assert_eq!(side.stored_bytes, 12345.0);
+        assert_eq!(side.refusals["client_requests"], 3.0);
+        assert_eq!(side.failed_requests["post_commit"], 2.0);
+        assert_eq!(side.failed_requests["claim"], 1.0);
+        let before = NodeSide::parse("mlschat_stored_bytes 345\n");
+        let delta = side.since(&before);
+        assert_eq!(delta.stored_bytes, 12000.0);
+        assert_eq!(delta.refusals["client_requests"], 3.0);
+    }
+
+    #[test]
+    fn this_process_is_found_in_proc() {
+        let usage = local_usage(&["self"]);
+        let me = &usage["self"];
+        assert_eq!(me.processes, 1);
+        assert!(me.rss_bytes > 0);
+    }
+}
