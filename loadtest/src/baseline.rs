@@ -20,7 +20,9 @@ use crate::stats::Measurements;
 pub fn measure(members: u64, batch: u64, reps: u32) -> Measurements {
     let members = members.max(2) as usize;
     let mut measured = Measurements::default();
-    let kps: Vec<_> = (0..members).map(|i| key_package(&format!("r{i}"))).collect();
+    let kps: Vec<_> = (0..members)
+        .map(|i| key_package(&format!("r{i}")))
+        .collect();
     let mut timings = Timings::default();
     let started = Instant::now();
     let mut group = Raw::new(members, &kps, &mut timings);

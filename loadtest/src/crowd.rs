@@ -222,7 +222,10 @@ impl NewPeer {
     }
 
     /// Makes these members contacts: their Welcomes are joined, they can be added by name.
-    pub fn trust<'a>(&mut self, codes: impl IntoIterator<Item = &'a InviteCode>) -> anyhow::Result<()> {
+    pub fn trust<'a>(
+        &mut self,
+        codes: impl IntoIterator<Item = &'a InviteCode>,
+    ) -> anyhow::Result<()> {
         for code in codes {
             self.profile.add_contact(code)?;
         }

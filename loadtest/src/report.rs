@@ -98,7 +98,7 @@ impl Report {
             for (name, usage) in report.outcome.usage {
                 let total = outcome.usage.entry(name).or_default();
                 total.cpu_seconds += usage.cpu_seconds;
-                total.rss_bytes += usage.rss_bytes;
+                total.memory_bytes += usage.memory_bytes;
                 total.processes += usage.processes;
             }
             if baseline.is_empty() {
@@ -141,7 +141,12 @@ mod tests {
         let rules = |texts: &[&str]| -> Vec<Threshold> {
             texts.iter().map(|t| t.parse().unwrap()).collect()
         };
-        let good = Report::new(scenario.clone(), run.clone(), None, &rules(&["join.p99<100ms"]));
+        let good = Report::new(
+            scenario.clone(),
+            run.clone(),
+            None,
+            &rules(&["join.p99<100ms"]),
+        );
         assert_eq!((good.passed, good.exit_code()), (true, 0));
         let bad = Report::new(
             scenario.clone(),
@@ -164,9 +169,12 @@ mod tests {
         let scenario = Scenario::parse("kind = \"join\"\nmembers = 100\njoins = 2\n", &[]).unwrap();
         let worker = |millis: u64| {
             let mut run = Outcome::default();
-            run.measured.of("join").record(Duration::from_millis(millis));
+            run.measured
+                .of("join")
+                .record(Duration::from_millis(millis));
             run.commits = 2;
-            let saved = serde_json::to_string(&Report::new(scenario.clone(), run, None, &[])).unwrap();
+            let saved =
+                serde_json::to_string(&Report::new(scenario.clone(), run, None, &[])).unwrap();
             serde_json::from_str::<Report>(&saved).unwrap()
         };
         let rule: Threshold = "join.max<100ms".parse().unwrap();
@@ -175,7 +183,11 @@ mod tests {
         assert_eq!(merged.operations["join"].count, 2);
         assert_eq!(merged.outcome.commits, 4);
         // One worker alone passes; together they do not.
-        assert!(Report::merge(vec![worker(40)], &[rule.clone()]).unwrap().passed);
+        assert!(
+            Report::merge(vec![worker(40)], &[rule.clone()])
+                .unwrap()
+                .passed
+        );
         assert!(!merged.passed);
         let other = Scenario::parse("kind = \"join\"\nmembers = 200\njoins = 2\n", &[]).unwrap();
         let mut stranger = worker(1);

@@ -98,7 +98,10 @@ pub async fn run(
             per_second,
             seconds,
             full_members,
-        } => run.messaging(members, per_second, seconds, full_members).await?,
+        } => {
+            run.messaging(members, per_second, seconds, full_members)
+                .await?
+        }
         Scenario::SmallGroups { groups } => run.small_groups(groups).await?,
         Scenario::Join { members, joins } => run.join(members, joins).await?,
     }
@@ -174,9 +177,7 @@ impl<'p> Run<'p> {
     /// Records a timed operation that finished at `done`.
     fn record(&mut self, operation: &str, done: Instant, took: Duration) {
         let at = done.saturating_duration_since(self.started);
-        self.outcome
-            .measured
-            .record(operation, at, took, self.size);
+        self.outcome.measured.record(operation, at, took, self.size);
         self.show(operation);
     }
 
@@ -253,7 +254,11 @@ impl<'p> Run<'p> {
     }
 
     /// Starts a full member who trusts `contacts`; returns its index.
-    async fn start_peer(&mut self, mut new: NewPeer, contacts: &[InviteCode]) -> anyhow::Result<usize> {
+    async fn start_peer(
+        &mut self,
+        mut new: NewPeer,
+        contacts: &[InviteCode],
+    ) -> anyhow::Result<usize> {
         new.trust(contacts)?;
         let index = self.peers.len();
         self.ready.push(false);
@@ -266,7 +271,11 @@ impl<'p> Run<'p> {
     }
 
     fn new_peer(&self, number: usize) -> anyhow::Result<NewPeer> {
-        NewPeer::create(self.dir.path(), &format!("{}p{number}", self.prefix), &self.target)
+        NewPeer::create(
+            self.dir.path(),
+            &format!("{}p{number}", self.prefix),
+            &self.target,
+        )
     }
 
     /// Builds the group to `members`, `batch` per commit, with `full` full members (the
@@ -304,7 +313,10 @@ impl<'p> Run<'p> {
             .map_err(|e| anyhow::anyhow!("creating the group: {e}"))?;
         self.size = 1;
         if full > 1 {
-            let names = self.peers[1..].iter().map(|p| p.code.name.to_string()).collect();
+            let names = self.peers[1..]
+                .iter()
+                .map(|p| p.code.name.to_string())
+                .collect();
             self.commit("build", Order::Add(GROUP.into(), names), full - 1)
                 .await?;
         }
@@ -353,13 +365,15 @@ impl<'p> Run<'p> {
             self.error(operation, &code);
             bail!("the group's creator could not commit ({operation}): {code}");
         }
-        self.record(operation, Instant::now(), start.elapsed());
+        let done = Instant::now();
         self.epoch += 1;
         self.size = if removing {
             self.size - change
         } else {
             self.size + change
         };
+        // Samples carry the size the commit made.
+        self.record(operation, done, done - start);
         self.outcome.commits += u64::from(self.measuring.is_some());
         self.until("the full members processed a commit", Self::caught_up)
             .await?;
@@ -414,7 +428,7 @@ impl<'p> Run<'p> {
         let commits_per_second = changes_per_second / batch as f64;
         let schedule = Schedule::per_second(commits_per_second)
             .context("changes_per_second / batch is not a usable rate")?;
-        let commits = schedule.due_by(Duration::from_secs(seconds));
+        let commits = schedule.due_before(Duration::from_secs(seconds));
         // Every other commit adds a fresh batch.
         let pool_size = commits.div_ceil(2) * batch;
         let pool = self.group_of(members, 100, full, pool_size).await?;
@@ -510,7 +524,7 @@ impl<'p> Run<'p> {
     ) -> anyhow::Result<()> {
         self.group_of(members, 100, full.max(2), 0).await?;
         let schedule = Schedule::per_second(per_second).context("not a usable rate")?;
-        let count = schedule.due_by(Duration::from_secs(seconds)).max(1) - 1;
+        let count = schedule.due_before(Duration::from_secs(seconds));
         let receivers = (self.full - 1) as u64;
         self.progress.phase("messaging", count);
         self.start_measuring();
@@ -609,7 +623,12 @@ impl<'p> Run<'p> {
 
     fn small_group_done(
         &mut self,
-        (started, added_at, added, sent): (Instant, Instant, Result<(), String>, Result<(), String>),
+        (started, added_at, added, sent): (
+            Instant,
+            Instant,
+            Result<(), String>,
+            Result<(), String>,
+        ),
     ) {
         self.progress.step();
         match added {
@@ -642,14 +661,22 @@ impl<'p> Run<'p> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let start = Instant::now();
-            self.commit("add", Order::Add(GROUP.into(), vec![code.name.to_string()]), 1)
-                .await?;
+            self.commit(
+                "add",
+                Order::Add(GROUP.into(), vec![code.name.to_string()]),
+                1,
+            )
+            .await?;
             self.until("a joiner joined", |r| r.joined[index].is_some())
                 .await?;
             let joined = self.joined[index].expect("joined");
             self.record("join", joined, joined - start);
-            self.commit("remove", Order::Remove(GROUP.into(), vec![code.name.to_string()]), 1)
-                .await?;
+            self.commit(
+                "remove",
+                Order::Remove(GROUP.into(), vec![code.name.to_string()]),
+                1,
+            )
+            .await?;
             // Out of the group: its thread stops.
             drop(self.peers[index].order(Order::Stop));
             self.progress.step();

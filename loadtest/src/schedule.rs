@@ -6,31 +6,37 @@
 use std::time::Duration;
 
 /// When each operation of a run at `rate` per second is due, counted from the run's start.
+/// Exact integer arithmetic on the rate in millionths, so that counts never drift: 3 a second
+/// for 4 seconds is 12 operations, not 13.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
-    interval_nanos: u128,
+    micro_per_second: u128,
 }
 
+/// Nanoseconds in a second times the rate's scale (millionths).
+const SCALE: u128 = 1_000_000_000 * 1_000_000;
+
 impl Schedule {
-    /// `rate` operations a second; `None` unless it is a positive, finite rate of at most a
-    /// billion a second.
+    /// `rate` operations a second; `None` unless it is finite, at least a millionth and at
+    /// most a billion.
     pub fn per_second(rate: f64) -> Option<Self> {
-        if !(rate.is_finite() && rate > 0.0 && rate <= 1e9) {
+        if !(rate.is_finite() && (1e-6..=1e9).contains(&rate)) {
             return None;
         }
         Some(Self {
-            interval_nanos: (1e9 / rate).round().max(1.0) as u128,
+            micro_per_second: (rate * 1e6).round() as u128,
         })
     }
 
     /// When operation `n` (from 0) is due.
     pub fn due(&self, n: u64) -> Duration {
-        nanos(self.interval_nanos * u128::from(n))
+        nanos(u128::from(n) * SCALE / self.micro_per_second)
     }
 
-    /// How many operations are due by `elapsed` (those numbered below the answer).
-    pub fn due_by(&self, elapsed: Duration) -> u64 {
-        u64::try_from(elapsed.as_nanos() / self.interval_nanos + 1).unwrap_or(u64::MAX)
+    /// How many operations a run of `length` makes: those due before its end.
+    pub fn due_before(&self, length: Duration) -> u64 {
+        let scaled = length.as_nanos().saturating_mul(self.micro_per_second);
+        u64::try_from(scaled.div_ceil(SCALE)).unwrap_or(u64::MAX)
     }
 
     /// The latency of operation `n` that finished at `done` (both from the run's start): from
@@ -57,11 +63,14 @@ mod tests {
         assert_eq!(s.due(0), Duration::ZERO);
         assert_eq!(s.due(1), Duration::from_millis(5));
         assert_eq!(s.due(200), Duration::from_secs(1));
-        assert_eq!(s.due_by(Duration::ZERO), 1);
-        assert_eq!(s.due_by(Duration::from_millis(4)), 1);
-        assert_eq!(s.due_by(Duration::from_millis(5)), 2);
-        assert_eq!(s.due_by(Duration::from_secs(1)), 201);
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 2e9] {
+        assert_eq!(s.due_before(Duration::ZERO), 0);
+        assert_eq!(s.due_before(Duration::from_millis(4)), 1);
+        assert_eq!(s.due_before(Duration::from_millis(5)), 1);
+        assert_eq!(s.due_before(Duration::from_nanos(5_000_001)), 2);
+        assert_eq!(s.due_before(Duration::from_secs(1)), 200);
+        let thirds = Schedule::per_second(3.0).unwrap();
+        assert_eq!(thirds.due_before(Duration::from_secs(4)), 12);
+        for bad in [0.0, 1e-9, -1.0, f64::NAN, f64::INFINITY, 2e9] {
             assert!(Schedule::per_second(bad).is_none(), "{bad}");
         }
     }
@@ -82,16 +91,19 @@ mod tests {
     }
 
     #[test]
-    fn due_by_counts_exactly_the_operations_due() {
+    fn due_before_counts_exactly_the_operations_of_a_run() {
         let mut rng = crate::test_rng::Rng(7);
         for _ in 0..10_000 {
             let seed = rng.next();
             let rate = 1.0 + (seed >> 40) as f64 / 1000.0;
             let s = Schedule::per_second(rate).unwrap();
             let elapsed = Duration::from_nanos(seed % 10_000_000_000);
-            let n = s.due_by(elapsed);
-            assert!(s.due(n - 1) <= elapsed, "rate {rate}, {elapsed:?}");
-            assert!(s.due(n) > elapsed, "rate {rate}, {elapsed:?}");
+            let made = s.due_before(elapsed);
+            assert!(
+                made == 0 || s.due(made - 1) < elapsed,
+                "rate {rate}, {elapsed:?}"
+            );
+            assert!(s.due(made) >= elapsed, "rate {rate}, {elapsed:?}");
         }
     }
 }

@@ -38,11 +38,10 @@ impl std::fmt::Debug for Embedded {
 }
 
 impl Embedded {
-    /// Starts a node with its files in `data_dir`, on Postgres at `database_url` or on SQLite.
-    /// Its limits are those of a node made for load: one address (this machine) registers every
-    /// member, and nothing is rate limited but what the hardware limits.
+    /// Starts a node with its files in `data_dir`, on Postgres at `database_url` or on SQLite,
+    /// configured as [`LOAD_TEST_NODE`].
     pub fn start(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<(Self, Target)> {
-        let mut config = Config::load("", load_test_settings(database_url))?;
+        let mut config = Config::load(LOAD_TEST_NODE, embedded_settings(database_url))?;
         config.server.data_dir = data_dir.to_owned();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (started, on_start) = std::sync::mpsc::channel();
@@ -99,29 +98,16 @@ impl Drop for Embedded {
     }
 }
 
-/// The embedded node's settings, as `MLSCHAT__SECTION__KEY` pairs: ephemeral ports, limits
-/// raised past what a load test from one machine reaches, stored bytes counted every second.
-fn load_test_settings(database_url: Option<&str>) -> Vec<(String, String)> {
+/// The configuration of a node for load tests, shipped for operators in `deploy/`.
+pub const LOAD_TEST_NODE: &str = include_str!("../../deploy/loadtest-node.toml");
+
+/// The embedded node's settings beyond [`LOAD_TEST_NODE`], as `MLSCHAT__SECTION__KEY` pairs:
+/// ephemeral ports on loopback, a short drain, the database.
+fn embedded_settings(database_url: Option<&str>) -> Vec<(String, String)> {
     let mut settings: Vec<(String, String)> = [
         ("SERVER__LISTEN", "\"127.0.0.1:0\""),
         ("SERVER__ADMIN", "\"127.0.0.1:0\""),
         ("SERVER__DRAIN_SECONDS", "2"),
-        ("SERVER__TOTALS_REFRESH_SECONDS", "1"),
-        ("LIMITS__CLAIM_BURST", "1000000000"),
-        ("LIMITS__OWNER_CLAIM_BURST", "1000000000"),
-        ("LIMITS__CLIENT_REQUESTS_BURST", "1000000000"),
-        ("LIMITS__CLIENT_REQUESTS_PER_SECOND", "1e9"),
-        ("LIMITS__ADDRESS_REQUESTS_BURST", "1000000000"),
-        ("LIMITS__ADDRESS_REQUESTS_PER_SECOND", "1e9"),
-        ("LIMITS__ADDRESS_REGISTRATIONS_BURST", "1000000000"),
-        ("LIMITS__ADDRESS_REGISTRATIONS_PER_HOUR", "1e12"),
-        ("LIMITS__CLIENT_BYTES_BURST", "4000000000"),
-        ("LIMITS__CLIENT_BYTES_PER_SECOND", "1e12"),
-        ("LIMITS__CLIENT_GROUPS_BURST", "1000000000"),
-        ("LIMITS__CLIENT_GROUPS_PER_HOUR", "1e12"),
-        ("LIMITS__CONNECTIONS_PER_ADDRESS", "1000000"),
-        ("LIMITS__MAX_CONNECTIONS", "1000000"),
-        ("LIMITS__MAILBOX_QUOTA", "1000000000"),
     ]
     .into_iter()
     .map(|(k, v)| (format!("MLSCHAT__{k}"), v.to_owned()))
@@ -219,8 +205,9 @@ fn http_get(address: SocketAddr, path: &str) -> anyhow::Result<String> {
 pub struct Usage {
     /// CPU seconds (user and system) since each process started.
     pub cpu_seconds: f64,
-    /// Resident memory now.
-    pub rss_bytes: u64,
+    /// Memory now: the proportional set size (shared pages divided among their sharers, so
+    /// that Postgres's shared buffers count once), or the resident size without it.
+    pub memory_bytes: u64,
     pub processes: u32,
 }
 
@@ -235,7 +222,11 @@ pub fn local_usage(names: &[&str]) -> BTreeMap<String, Usage> {
     let ticks = 100.0; // USER_HZ on Linux
     let page = 4096;
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -262,9 +253,16 @@ pub fn local_usage(names: &[&str]) -> BTreeMap<String, Usage> {
         let (Some(utime), Some(stime), Some(rss)) = (number(14), number(15), number(24)) else {
             continue;
         };
+        let pss = std::fs::read_to_string(entry.path().join("smaps_rollup"))
+            .ok()
+            .and_then(|text| {
+                let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some(kib * 1024)
+            });
         let u: &mut Usage = usage.entry(name.to_owned()).or_default();
         u.cpu_seconds += (utime + stime) as f64 / ticks;
-        u.rss_bytes += rss * page;
+        u.memory_bytes += pss.unwrap_or(rss * page);
         u.processes += 1;
     }
     usage
@@ -299,6 +297,6 @@ mod tests {
         let usage = local_usage(&["self"]);
         let me = &usage["self"];
         assert_eq!(me.processes, 1);
-        assert!(me.rss_bytes > 0);
+        assert!(me.memory_bytes > 0);
     }
 }

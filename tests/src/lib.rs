@@ -26,6 +26,8 @@ pub fn bin_dir() -> &'static Path {
                 "mlschat-delivery",
                 "-p",
                 "mlschat-tests",
+                "-p",
+                "mlschat-loadtest",
             ])
             .args([
                 "--bin",
@@ -34,6 +36,8 @@ pub fn bin_dir() -> &'static Path {
                 "mlschat-delivery",
                 "--bin",
                 "mlschat-demo",
+                "--bin",
+                "mlschat-loadtest",
             ])
             .status()
             .expect("running cargo build");

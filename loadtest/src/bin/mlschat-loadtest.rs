@@ -28,7 +28,10 @@ const SHIPPED: [(&str, &str); 5] = [
 ];
 
 #[derive(Parser)]
-#[command(version, about = "Load tests of mlschat delivery nodes: group add/remove and messaging at scale")]
+#[command(
+    version,
+    about = "Load tests of mlschat delivery nodes: group add/remove and messaging at scale"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -126,7 +129,10 @@ fn scenario_text(name: &str) -> anyhow::Result<String> {
     }
     std::fs::read_to_string(name).with_context(|| {
         let names: Vec<&str> = SHIPPED.iter().map(|(n, _)| *n).collect();
-        format!("{name} is neither a file nor a shipped scenario ({})", names.join(", "))
+        format!(
+            "{name} is neither a file nor a shipped scenario ({})",
+            names.join(", ")
+        )
     })
 }
 
@@ -150,7 +156,11 @@ fn run(args: RunArgs) -> anyhow::Result<Report> {
             "{} against {} ({})",
             serde_json::to_string(&scenario)?,
             target.quic,
-            if embedded.is_some() { "embedded node" } else { "given node" }
+            if embedded.is_some() {
+                "embedded node"
+            } else {
+                "given node"
+            }
         );
     }
     let prefix = format!("{}-", args.worker);
@@ -246,9 +256,10 @@ fn write(report: &Report, out: &Path) -> anyhow::Result<()> {
     }
     for (name, usage) in &report.outcome.usage {
         println!(
-            "{name}: {:.1} s CPU, {:.0} MiB resident",
+            "{name}: {:.1} s CPU, {:.0} MiB memory ({} processes)",
             usage.cpu_seconds,
-            usage.rss_bytes as f64 / (1 << 20) as f64
+            usage.memory_bytes as f64 / (1 << 20) as f64,
+            usage.processes
         );
     }
     for note in &report.outcome.notes {
