@@ -178,13 +178,14 @@ mod tests {
             serde_json::from_str::<Report>(&saved).unwrap()
         };
         let rule: Threshold = "join.max<100ms".parse().unwrap();
-        let merged = Report::merge(vec![worker(40), worker(150)], &[rule.clone()]).unwrap();
+        let merged =
+            Report::merge(vec![worker(40), worker(150)], std::slice::from_ref(&rule)).unwrap();
         assert_eq!(merged.workers, 2);
         assert_eq!(merged.operations["join"].count, 2);
         assert_eq!(merged.outcome.commits, 4);
         // One worker alone passes; together they do not.
         assert!(
-            Report::merge(vec![worker(40)], &[rule.clone()])
+            Report::merge(vec![worker(40)], std::slice::from_ref(&rule))
                 .unwrap()
                 .passed
         );

@@ -462,7 +462,7 @@ impl<'p> Run<'p> {
         let mut plans: Vec<Vec<(u64, Vec<String>)>> = vec![Vec::new(); committers as usize];
         for n in 0..commits {
             let plan = &mut plans[(n % committers) as usize];
-            if plan.len() % 2 == 0 {
+            if plan.len().is_multiple_of(2) {
                 let Some(chunk) = batches.next() else { break };
                 plan.push((n, chunk.iter().map(|c| c.name.to_string()).collect()));
             } else {
