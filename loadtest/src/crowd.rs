@@ -181,6 +181,8 @@ pub enum Heard {
     Epoch(u64),
     /// It decrypted load message number `n`.
     Text(u64),
+    /// It stopped: it could not connect, or lost the node.
+    Failed(String),
 }
 
 /// What the run asks of a full member.
@@ -197,7 +199,10 @@ pub enum Order {
     Stop,
 }
 
-type Reply = oneshot::Sender<Result<(), String>>;
+/// An order's answer: the epoch of its group once done (0 for orders on no group), or why it
+/// failed.
+pub type Answer = Result<u64, String>;
+type Reply = oneshot::Sender<Answer>;
 
 /// A full member's profile, made and not yet started.
 #[derive(Debug)]
@@ -270,7 +275,7 @@ pub struct Peer {
 
 impl Peer {
     /// Gives an order; the answer comes when the node has taken it (or refused it).
-    pub fn order(&self, order: Order) -> oneshot::Receiver<Result<(), String>> {
+    pub fn order(&self, order: Order) -> oneshot::Receiver<Answer> {
         let (reply, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError((_, reply))) = self.orders.send((order, reply)) {
             let _ = reply.send(Err("stopped".into()));
@@ -279,7 +284,7 @@ impl Peer {
     }
 
     /// Gives an order and waits for its answer.
-    pub async fn ask(&self, order: Order) -> Result<(), String> {
+    pub async fn ask(&self, order: Order) -> Answer {
         self.order(order)
             .await
             .unwrap_or_else(|_| Err("stopped".into()))
@@ -297,17 +302,16 @@ async fn run_peer(
     };
     let mut driver = Driver::new(profile);
     if let Err(e) = driver.connect().await {
-        eprintln!("a full member could not connect: {e}");
-        return;
+        return report(Heard::Failed(format!("connecting: {e}")));
     }
     if let Err(e) = driver.sync().await {
-        eprintln!("a full member could not sync: {e}");
-        return;
+        return report(Heard::Failed(format!("its first sync: {e}")));
     }
     report(Heard::Ready);
     let mut cursor = driver.profile().latest_event().unwrap_or(0);
     let mut epochs: HashMap<String, u64> = HashMap::new();
-    let mut waiting: HashMap<Ticket, Reply> = HashMap::new();
+    // Orders under way: their answer and their group.
+    let mut waiting: HashMap<Ticket, (Reply, String)> = HashMap::new();
     loop {
         tokio::select! {
             order = orders.recv() => {
@@ -316,11 +320,11 @@ async fn run_peer(
                     return;
                 }
                 match take(&mut driver, order) {
-                    Ok(Some(ticket)) => {
-                        waiting.insert(ticket, reply);
+                    Ok(Some(under_way)) => {
+                        waiting.insert(under_way.0, (reply, under_way.1));
                     }
                     Ok(None) => {
-                        let _ = reply.send(Ok(()));
+                        let _ = reply.send(Ok(0));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -330,11 +334,17 @@ async fn run_peer(
             }
             () = driver.step() => {}
         }
+        // A load test measures a node that stays up: a lost connection ends the run.
+        if let Some(why) = driver.offline() {
+            return report(Heard::Failed(format!("lost the node: {why}")));
+        }
         while let Some(notice) = driver.poll_notice() {
             match notice {
                 Notice::Done { ticket, result } => {
-                    if let Some(reply) = waiting.remove(&ticket) {
-                        let _ = reply.send(result.map_err(|e| failure(&e)));
+                    if let Some((reply, group)) = waiting.remove(&ticket) {
+                        // Done as the commit merged: the epoch now is the one it made.
+                        let epoch = epoch_of(&mut driver, &group);
+                        let _ = reply.send(result.map(|()| epoch).map_err(|e| failure(&e)));
                     }
                 }
                 Notice::Joined(_) => report(Heard::Joined),
@@ -369,8 +379,16 @@ async fn run_peer(
     }
 }
 
-/// Hands an order to the sync core: a ticket to wait for, or done at once.
-fn take(driver: &mut Driver, order: Order) -> Result<Option<Ticket>, String> {
+/// The epoch of `group` in the member's profile (0 if it has no such group).
+fn epoch_of(driver: &mut Driver, group: &str) -> u64 {
+    let profile = driver.profile();
+    let id = profile.find_group(group);
+    id.and_then(|id| profile.group_token(&id)).map_or(0, |(epoch, _)| epoch)
+}
+
+/// Hands an order to the sync core: a ticket to wait for and the order's group, or done at
+/// once.
+fn take(driver: &mut Driver, order: Order) -> Result<Option<(Ticket, String)>, String> {
     let core = driver.core();
     let ticket = match order {
         Order::CreateGroup(name) => {
@@ -384,18 +402,21 @@ fn take(driver: &mut Driver, order: Order) -> Result<Option<Ticket>, String> {
                 .map_err(|e| e.to_string())?;
             return Ok(None);
         }
-        Order::Add(group, who) => core.add(&group, &who),
-        Order::Remove(group, who) => core.remove(&group, &who),
-        Order::Send(group, text) => core.send(&group, &text),
-        Order::Promote(group, fingerprints) => core.change(
-            &group,
-            Intent::Settings(SettingsChange {
+        Order::Add(group, who) => (core.add(&group, &who), group),
+        Order::Remove(group, who) => (core.remove(&group, &who), group),
+        Order::Send(group, text) => (core.send(&group, &text), group),
+        Order::Promote(group, fingerprints) => {
+            let promote = SettingsChange {
                 promote: fingerprints,
                 ..SettingsChange::default()
-            }),
-        ),
+            };
+            (core.change(&group, Intent::Settings(promote)), group)
+        }
     };
-    ticket.map(Some).map_err(|e| e.to_string())
+    match ticket {
+        (Ok(ticket), group) => Ok(Some((ticket, group))),
+        (Err(e), _) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
         "seconds into the run",
         "ms",
         &over_time,
+        true,
     )?;
     written.push(path);
     let path = dir.join("throughput.svg");
@@ -88,6 +89,7 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
         "seconds into the run",
         "operations per second",
         &throughput,
+        true,
     )?;
     written.push(path);
 
@@ -109,12 +111,14 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     if !by_size.is_empty() {
         let path = dir.join("latency-by-size.svg");
+        // Points only: the claims of one commit share its size.
         chart(
             &path,
             "Latency against group size",
             "members",
             "ms",
             &by_size,
+            false,
         )?;
         written.push(path);
     }
@@ -137,7 +141,15 @@ fn windowed(samples: &[Sample], first_ms: u64, window: u64) -> Vec<(u64, Latenci
     windows.into_iter().collect()
 }
 
-fn chart(path: &Path, title: &str, x: &str, y: &str, lines: &[Line]) -> anyhow::Result<()> {
+/// Draws `lines` as points, `joined` by lines or not.
+fn chart(
+    path: &Path,
+    title: &str,
+    x: &str,
+    y: &str,
+    lines: &[Line],
+    joined: bool,
+) -> anyhow::Result<()> {
     let points = lines.iter().flat_map(|l| &l.points);
     let x_min = points.clone().map(|p| p.0).fold(f64::INFINITY, f64::min);
     let x_max = points.clone().map(|p| p.0).fold(1.0, f64::max);
@@ -161,9 +173,10 @@ fn chart(path: &Path, title: &str, x: &str, y: &str, lines: &[Line]) -> anyhow::
         .map_err(plot_error)?;
     for (i, line) in lines.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
+        let path = if joined { &line.points[..] } else { &[] };
         chart
             .draw_series(LineSeries::new(
-                line.points.iter().copied(),
+                path.iter().copied(),
                 colour.stroke_width(2),
             ))
             .map_err(plot_error)?

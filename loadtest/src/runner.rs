@@ -27,7 +27,9 @@ use mlschat_node::profile::InviteCode;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::crowd::{Claimer, Heard, NewPeer, Order, Peer, key_package_members, load_text};
+use crate::crowd::{
+    Answer, Claimer, Heard, NewPeer, Order, Peer, key_package_members, load_text,
+};
 use crate::progress::Progress;
 use crate::scenario::Scenario;
 use crate::schedule::Schedule;
@@ -74,7 +76,11 @@ pub async fn run(
             members,
             batch,
             full_members,
-        } => run.build(members, batch, full_members).await?,
+            stop_after_seconds,
+        } => {
+            let stop = stop_after_seconds.map(|s| Instant::now() + Duration::from_secs(s));
+            run.build(members, batch, full_members, stop).await?
+        }
         Scenario::Churn {
             members,
             changes_per_second,
@@ -134,6 +140,10 @@ struct Run<'p> {
     /// What each full member has heard: ready, its group's epoch, when it joined.
     ready: Vec<bool>,
     epochs: Vec<u64>,
+    /// Every epoch each reported, with when.
+    reached: Vec<Vec<(u64, Instant)>>,
+    /// Why a full member stopped, if one did: the run cannot go on.
+    failed: Option<String>,
     joined: Vec<Option<Instant>>,
     /// How many full members are in the group for the whole run (joiners come after them).
     full: usize,
@@ -145,6 +155,8 @@ struct Run<'p> {
     epoch: u64,
     /// When the measured phase began, and the node's figures then.
     measuring: Option<(Instant, Option<NodeSide>)>,
+    /// When building stops, where the scenario sets a time limit.
+    stop_building: Option<Instant>,
     last_figures: Instant,
 }
 
@@ -163,6 +175,8 @@ impl<'p> Run<'p> {
             peers: Vec::new(),
             ready: Vec::new(),
             epochs: Vec::new(),
+            reached: Vec::new(),
+            failed: None,
             joined: Vec::new(),
             full: 0,
             text_due: HashMap::new(),
@@ -170,6 +184,7 @@ impl<'p> Run<'p> {
             size: 0,
             epoch: 0,
             measuring: None,
+            stop_building: None,
             last_figures: Instant::now(),
         })
     }
@@ -204,8 +219,15 @@ impl<'p> Run<'p> {
     fn hear(&mut self, (peer, what, when): (usize, Heard, Instant)) {
         match what {
             Heard::Ready => self.ready[peer] = true,
+            Heard::Failed(why) => {
+                let name = &self.peers[peer].name;
+                self.failed.get_or_insert(format!("full member {name}: {why}"));
+            }
             Heard::Joined => self.joined[peer] = Some(when),
-            Heard::Epoch(e) => self.epochs[peer] = self.epochs[peer].max(e),
+            Heard::Epoch(e) => {
+                self.epochs[peer] = self.epochs[peer].max(e);
+                self.reached[peer].push((e, when));
+            }
             Heard::Text(n) => {
                 if let Some(due) = self.text_due.get(&n).copied() {
                     self.record("message", when, when.saturating_duration_since(due));
@@ -219,6 +241,9 @@ impl<'p> Run<'p> {
     async fn until(&mut self, what: &str, done: impl Fn(&Self) -> bool) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while !done(self) {
+            if let Some(why) = &self.failed {
+                bail!("{why}");
+            }
             match tokio::time::timeout_at(deadline, self.heard.recv()).await {
                 Ok(Some(heard)) => self.hear(heard),
                 Ok(None) => bail!("every full member stopped"),
@@ -240,15 +265,24 @@ impl<'p> Run<'p> {
         self.epochs[1..self.full].iter().all(|e| *e >= self.epoch)
     }
 
-    /// Registers `count` KeyPackage members named from `first`, `key_packages` each.
+    /// When the last of the full members but the creator reached `epoch`; `None` until all
+    /// have, or when the creator is the only full member (nobody to time).
+    fn all_reached(&self, epoch: u64) -> Option<Instant> {
+        let receivers = self.reached.get(1..self.full).filter(|r| !r.is_empty())?;
+        receivers
+            .iter()
+            .map(|heard| heard.iter().find(|(e, _)| *e >= epoch).map(|(_, at)| *at))
+            .try_fold(self.started, |last, at| Some(last.max(at?)))
+    }
+
+    /// Registers `count` KeyPackage members, `key_packages` each.
     async fn key_package_members(
         &mut self,
-        first: u64,
         count: u64,
         key_packages: usize,
     ) -> anyhow::Result<Vec<InviteCode>> {
         self.progress.phase("registering", count);
-        let names = (first..first + count).map(|i| format!("{}m{i}", self.prefix));
+        let names = (0..count).map(|i| format!("{}m{i}", self.prefix));
         let progress = &*self.progress;
         key_package_members(&self.target, names, key_packages, || progress.step()).await
     }
@@ -263,6 +297,7 @@ impl<'p> Run<'p> {
         let index = self.peers.len();
         self.ready.push(false);
         self.epochs.push(0);
+        self.reached.push(Vec::new());
         self.joined.push(None);
         self.peers.push(new.start(index, self.tell.clone())?);
         self.until("a full member connected", |r| r.ready[index])
@@ -289,7 +324,7 @@ impl<'p> Run<'p> {
         pool: u64,
     ) -> anyhow::Result<Vec<InviteCode>> {
         let outsiders = members - full;
-        let mut codes = self.key_package_members(0, outsiders + pool, 2).await?;
+        let mut codes = self.key_package_members(outsiders + pool, 2).await?;
         let pool = codes.split_off(outsiders as usize);
         self.progress.phase("starting", full);
         let mut creator = self.new_peer(0)?;
@@ -322,6 +357,9 @@ impl<'p> Run<'p> {
         }
         self.progress.phase("building", outsiders);
         for chunk in codes.chunks(batch as usize) {
+            if self.stop_building.is_some_and(|at| Instant::now() >= at) {
+                break;
+            }
             // A connection per commit: a slow commit outlasts an idle one.
             let claimer = Claimer::connect(&self.target).await?;
             self.claim(&claimer, chunk).await;
@@ -355,18 +393,22 @@ impl<'p> Run<'p> {
         }
     }
 
-    /// The creator commits `order`, changing the group's size by `change` (negative to
-    /// remove); times `operation` until the node ordered it and `operation.processed` until
+    /// The creator commits `order`, which changes the group's size by `change` (down for a
+    /// removal); times `operation` until the node ordered it and `operation.processed` until
     /// every sampled full member has processed it.
     async fn commit(&mut self, operation: &str, order: Order, change: u64) -> anyhow::Result<()> {
         let start = Instant::now();
         let removing = matches!(order, Order::Remove(..));
-        if let Err(code) = self.peers[0].ask(order).await {
-            self.error(operation, &code);
-            bail!("the group's creator could not commit ({operation}): {code}");
-        }
+        let epoch = match self.peers[0].ask(order).await {
+            Ok(epoch) => epoch,
+            Err(code) => {
+                self.error(operation, &code);
+                bail!("the group's creator could not commit ({operation}): {code}");
+            }
+        };
         let done = Instant::now();
-        self.epoch += 1;
+        // Counting commits would not do: full members commit key updates of their own.
+        self.epoch = epoch;
         self.size = if removing {
             self.size - change
         } else {
@@ -377,8 +419,12 @@ impl<'p> Run<'p> {
         self.outcome.commits += u64::from(self.measuring.is_some());
         self.until("the full members processed a commit", Self::caught_up)
             .await?;
-        let processed = format!("{operation}.processed");
-        self.record(&processed, Instant::now(), start.elapsed());
+        // When the last member got there, as it reported: possibly before the creator's own
+        // answer came back.
+        if let Some(reached) = self.all_reached(self.epoch) {
+            let processed = format!("{operation}.processed");
+            self.record(&processed, reached, reached.saturating_duration_since(start));
+        }
         Ok(())
     }
 
@@ -406,9 +452,23 @@ impl<'p> Run<'p> {
         }
     }
 
-    async fn build(&mut self, members: u64, batch: u64, full: u64) -> anyhow::Result<()> {
+    async fn build(
+        &mut self,
+        members: u64,
+        batch: u64,
+        full: u64,
+        stop: Option<Instant>,
+    ) -> anyhow::Result<()> {
         self.start_measuring();
+        self.stop_building = stop;
         self.group_of(members, batch, full, 0).await?;
+        if self.size < members {
+            let note = format!(
+                "stopped at {} members of {members}, after the time allowed (stop_after_seconds)",
+                self.size
+            );
+            self.outcome.notes.push(note);
+        }
         self.stop_measuring().await;
         Ok(())
     }
@@ -437,11 +497,10 @@ impl<'p> Run<'p> {
             .map(|p| p.fingerprint.clone())
             .collect();
         if !admins.is_empty() {
-            self.peers[0]
+            self.epoch = self.peers[0]
                 .ask(Order::Promote(GROUP.into(), admins))
                 .await
                 .map_err(|e| anyhow::anyhow!("making the committers admins: {e}"))?;
-            self.epoch += 1;
             self.until("the full members processed a commit", Self::caught_up)
                 .await?;
         }
@@ -456,7 +515,6 @@ impl<'p> Run<'p> {
         self.progress.phase("churn", commits);
         self.start_measuring();
         let start = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
         let mut batches = pool.chunks(batch as usize);
         // Commit n is committer n % committers's; each committer alternates add and remove.
         let mut plans: Vec<Vec<(u64, Vec<String>)>> = vec![Vec::new(); committers as usize];
@@ -470,10 +528,10 @@ impl<'p> Run<'p> {
                 plan.push((n, names));
             }
         }
+        let (finished, mut results) = mpsc::unbounded_channel();
         for (committer, plan) in plans.into_iter().enumerate() {
-            let peer = self.peers[committer].clone();
-            tasks.spawn(async move {
-                let mut results = Vec::new();
+            let (peer, finished) = (self.peers[committer].clone(), finished.clone());
+            tokio::spawn(async move {
                 for (i, (n, names)) in plan.into_iter().enumerate() {
                     let due = start + schedule.due(n);
                     tokio::time::sleep_until(due.into()).await;
@@ -483,33 +541,45 @@ impl<'p> Run<'p> {
                         ("remove", Order::Remove(GROUP.into(), names))
                     };
                     let result = peer.ask(order).await;
-                    let done = Instant::now();
-                    results.push((operation, done, done - due, result));
+                    if finished.send((operation, due, Instant::now(), result)).is_err() {
+                        return;
+                    }
                 }
-                results
             });
         }
-        while let Some(results) = tasks.join_next().await {
-            for (operation, done, took, result) in results? {
-                self.progress.step();
-                match result {
-                    Ok(()) => {
-                        self.outcome.commits += 1;
-                        self.record(operation, done, took)
+        drop(finished);
+        // Commits that went through: operation, when due, the epoch each made.
+        let mut committed: Vec<(&str, Instant, u64)> = Vec::new();
+        loop {
+            tokio::select! {
+                result = results.recv() => {
+                    let Some((operation, due, done, result)) = result else { break };
+                    self.progress.step();
+                    match result {
+                        Ok(epoch) => {
+                            self.outcome.commits += 1;
+                            self.record(operation, done, done - due);
+                            committed.push((operation, due, epoch));
+                        }
+                        Err(code) => self.error(operation, &code),
                     }
-                    Err(code) => self.error(operation, &code),
                 }
+                Some(heard) = self.heard.recv() => self.hear(heard),
+            }
+        }
+        // Each commit is timed until every sampled member had reached its epoch (from the
+        // instants they reported).
+        self.epoch = committed.iter().map(|c| c.2).max().unwrap_or(self.epoch);
+        self.until("the full members processed every commit", Self::caught_up)
+            .await?;
+        for (operation, due, epoch) in committed {
+            if let Some(reached) = self.all_reached(epoch) {
+                let took = reached.saturating_duration_since(due);
+                self.record(&format!("{operation}.processed"), reached, took);
             }
         }
         self.hear_all();
         self.stop_measuring().await;
-        if committers > 1 {
-            self.outcome.notes.push(
-                "commits of racing committers: `add.processed` and `remove.processed` are not \
-                 measured (which epoch a commit made is known only to its committer)"
-                    .into(),
-            );
-        }
         Ok(())
     }
 
@@ -552,7 +622,7 @@ impl<'p> Run<'p> {
         for (done, took, result) in sending.await? {
             self.progress.step();
             match result {
-                Ok(()) => self.record("message.sent", done, took),
+                Ok(_) => self.record("message.sent", done, took),
                 Err(code) => self.error("message.sent", &code),
             }
         }
@@ -563,7 +633,7 @@ impl<'p> Run<'p> {
     /// `groups` two-member groups, each with one text: the creator with a KeyPackage member,
     /// and with a second full member in every hundredth, whose decryption is timed.
     async fn small_groups(&mut self, groups: u64) -> anyhow::Result<()> {
-        let partners = self.key_package_members(0, groups, 1).await?;
+        let partners = self.key_package_members(groups, 1).await?;
         let mut creator = self.new_peer(0)?;
         let mut second = self.new_peer(1)?;
         creator.trust(partners.iter().chain([&second.code]))?;
@@ -599,7 +669,7 @@ impl<'p> Run<'p> {
                 // Only once the partner is in: a text queued while the add's claim is under
                 // way goes out first, to the creator alone.
                 let sent = match added {
-                    Ok(()) => creator.ask(Order::Send(name, load_text(i as u64))).await,
+                    Ok(_) => creator.ask(Order::Send(name, load_text(i as u64))).await,
                     Err(_) => Err("not_added".into()),
                 };
                 (started, added_at, added, sent)
@@ -623,16 +693,11 @@ impl<'p> Run<'p> {
 
     fn small_group_done(
         &mut self,
-        (started, added_at, added, sent): (
-            Instant,
-            Instant,
-            Result<(), String>,
-            Result<(), String>,
-        ),
+        (started, added_at, added, sent): (Instant, Instant, Answer, Answer),
     ) {
         self.progress.step();
         match added {
-            Ok(()) => {
+            Ok(_) => {
                 self.outcome.commits += 1;
                 self.record("create", added_at, added_at - started);
             }

@@ -16,6 +16,10 @@ pub enum Scenario {
         /// Members with real MLS state who process every commit (the rest are KeyPackages).
         #[serde(default = "default_full_members")]
         full_members: u64,
+        /// Stop building after this long, and report the size reached: where a size stops
+        /// being practical is a result too.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stop_after_seconds: Option<u64>,
     },
     /// In a group of `members`, add and remove members at `changes_per_second`, `batch` per
     /// commit, by `committers` admins at once (their commits race), for `seconds`.
@@ -116,9 +120,11 @@ impl Scenario {
                 members,
                 batch,
                 full_members,
+                stop_after_seconds,
             } => {
                 within("members", members, 2, MAX_MEMBERS)?;
                 within("full_members", full_members, 1, members)?;
+                within("stop_after_seconds", stop_after_seconds.unwrap_or(1), 1, DAY)?;
                 within("batch", batch, 1, 1_000)
             }
             Scenario::Churn {
@@ -202,7 +208,8 @@ mod tests {
             Scenario::Build {
                 members: 10_000,
                 batch: 10,
-                full_members: 3
+                full_members: 3,
+                stop_after_seconds: None,
             }
         );
         let too_big = Scenario::parse(text, &["members=2000000".into()]).unwrap_err();

@@ -127,6 +127,9 @@ pub struct NodeSide {
     pub refusals: BTreeMap<String, f64>,
     /// Requests that failed, by kind, all time.
     pub failed_requests: BTreeMap<String, f64>,
+    /// Requests served and the seconds they took there, by kind, all time.
+    pub requests: BTreeMap<String, f64>,
+    pub request_seconds: BTreeMap<String, f64>,
 }
 
 impl NodeSide {
@@ -157,6 +160,14 @@ impl NodeSide {
                 if let Some(reason) = label("reason") {
                     *side.refusals.entry(reason).or_default() += value;
                 }
+            } else if name.starts_with("mlschat_request_seconds_count{")
+                && let Some(kind) = label("kind")
+            {
+                side.requests.insert(kind, value);
+            } else if name.starts_with("mlschat_request_seconds_sum{")
+                && let Some(kind) = label("kind")
+            {
+                side.request_seconds.insert(kind, value);
             } else if name.starts_with("mlschat_requests_total{")
                 && label("result").is_some_and(|r| r != "ok")
                 && let Some(kind) = label("kind")
@@ -179,7 +190,21 @@ impl NodeSide {
             stored_bytes: self.stored_bytes - before.stored_bytes,
             refusals: delta(&self.refusals, &before.refusals),
             failed_requests: delta(&self.failed_requests, &before.failed_requests),
+            requests: delta(&self.requests, &before.requests),
+            request_seconds: delta(&self.request_seconds, &before.request_seconds),
         }
+    }
+
+    /// The mean time the node took to serve a request of each kind, in milliseconds.
+    pub fn mean_request_ms(&self) -> BTreeMap<String, f64> {
+        self.requests
+            .iter()
+            .filter(|(_, n)| **n > 0.0)
+            .map(|(kind, n)| {
+                let seconds = self.request_seconds.get(kind).copied().unwrap_or(0.0);
+                (kind.clone(), seconds * 1000.0 / n)
+            })
+            .collect()
     }
 }
 
@@ -280,6 +305,8 @@ mod tests {
             mlschat_requests_total{kind=\"post_commit\",result=\"ok\"} 10\n\
             mlschat_requests_total{kind=\"post_commit\",result=\"stale_epoch\"} 2\n\
             mlschat_requests_total{kind=\"claim\",result=\"too_many_requests\"} 1\n\
+            mlschat_request_seconds_sum{kind=\"claim\"} 0.5\n\
+            mlschat_request_seconds_count{kind=\"claim\"} 100\n\
             garbage line\n";
         let side = NodeSide::parse(text);
         assert_eq!(side.stored_bytes, 12345.0);
@@ -290,6 +317,7 @@ mod tests {
         let delta = side.since(&before);
         assert_eq!(delta.stored_bytes, 12000.0);
         assert_eq!(delta.refusals["client_requests"], 3.0);
+        assert_eq!(delta.mean_request_ms()["claim"], 5.0);
     }
 
     #[test]

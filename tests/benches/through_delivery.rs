@@ -21,17 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mlschat_loadtest::crowd::key_package_member;
+use mlschat_loadtest::target::Target;
 use mlschat_node::driver::Driver;
-use mlschat_node::engine::CIPHERSUITE;
-use mlschat_node::identity::{DeviceName, SIGNATURE_SCHEME};
+use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Home, InviteCode, Profile};
 use mlschat_tests::cluster::DeliveryProcess;
-use mlschat_wire::quic::Connection;
-use mlschat_wire::{PublishKeyPackages, Request};
-use openmls::prelude::{tls_codec::Serialize as _, *};
-use openmls_basic_credential::SignatureKeyPair;
-use openmls_rust_crypto::OpenMlsRustCrypto;
-use openmls_traits::signatures::Signer as _;
+use openmls::prelude::KeyPackage;
 use raw::{Raw, Side, Timings, key_package};
 use tokio::sync::watch;
 
@@ -83,42 +79,13 @@ fn new_profile(dir: &Path, name: &str, node: &DeliveryProcess) -> Profile {
 
 /// A member who exists only as one KeyPackage on the node: registers, publishes, leaves.
 async fn key_package_holder(node: (std::net::SocketAddr, [u8; 32]), name: String) -> InviteCode {
-    let provider = OpenMlsRustCrypto::default();
-    let signer = SignatureKeyPair::new(SIGNATURE_SCHEME).unwrap();
-    let device = DeviceName::new(&name, "dev").unwrap();
-    let credential = CredentialWithKey {
-        credential: device.credential(),
-        signature_key: signer.public().into(),
+    let target = Target {
+        quic: node.0,
+        pin: node.1,
+        admin: None,
+        invite: Vec::new(),
     };
-    let bundle = KeyPackage::builder()
-        .leaf_node_capabilities(
-            Capabilities::builder()
-                .extensions(vec![ExtensionType::LastResort])
-                .build(),
-        )
-        .build(CIPHERSUITE, &provider, &signer, credential)
-        .unwrap();
-    let kp = MlsMessageOut::from(bundle.key_package().clone())
-        .tls_serialize_detached()
-        .unwrap();
-    let connection = Connection::connect(node.0, node.1).await.unwrap();
-    let sign = |bytes: &[u8]| signer.sign(bytes).unwrap();
-    connection.log_in(signer.public(), b"", sign).await.unwrap();
-    let publish = Request::PublishKeyPackages(PublishKeyPackages {
-        one_time: vec![kp.into()],
-        last_resort: Vec::new().into(),
-    });
-    connection.request(&publish).await.unwrap();
-    connection.close();
-    InviteCode {
-        name: device,
-        signature_key: signer.public().to_vec(),
-        home: Home {
-            address: String::new(),
-            fingerprint: node.1,
-            invite: Vec::new(),
-        },
-    }
+    key_package_member(&target, &name, 1).await.unwrap()
 }
 
 /// Alice adds these contacts in one commit and waits until the node has ordered it.

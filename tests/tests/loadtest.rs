@@ -163,6 +163,26 @@ fn every_scenario_runs_and_passes_its_gate_against_an_embedded_node() {
     );
     assert_passed(&output, &result);
     assert_eq!(count(&result, "add") + count(&result, "remove"), 12);
+    // Each timed until the sampled members had its epoch, as its committer reported it.
+    assert_eq!(count(&result, "add.processed"), count(&result, "add"));
+    assert_eq!(count(&result, "remove.processed"), count(&result, "remove"));
+
+    // One committer.
+    let (output, result) = loadtest(
+        dir.path(),
+        &[
+            &["run", "churn", "--set", "members=20", "--set", "changes_per_second=4"][..],
+            &["--set", "committers=1", "--set", "seconds=2"],
+            // Processing at a receiver takes time: a zero would be a wrong epoch, matched early.
+            &["--threshold", "add.processed.p50>0.1ms"],
+            &quiet,
+        ]
+        .concat(),
+    );
+    assert_passed(&output, &result);
+    assert_eq!((count(&result, "add"), count(&result, "remove")), (4, 4));
+    assert_eq!(count(&result, "add.processed"), 4);
+    assert_eq!(count(&result, "remove.processed"), 4);
 
     // Joins: each joiner joins from its Welcome and the sealed tree, and is removed again.
     let (output, result) = loadtest(

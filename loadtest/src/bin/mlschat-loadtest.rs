@@ -43,6 +43,9 @@ enum Command {
     Run(RunArgs),
     /// Adds up the result.json of several workers into one report.
     Merge(MergeArgs),
+    /// Prints the configuration of a delivery node for load tests (the embedded node's): its
+    /// per-address limits would otherwise refuse a load test from a few machines.
+    NodeConfig,
 }
 
 #[derive(Args)]
@@ -113,6 +116,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Merge(args) => merge(args),
+        Command::NodeConfig => {
+            print!("{}", mlschat_loadtest::target::LOAD_TEST_NODE);
+            return ExitCode::SUCCESS;
+        }
     };
     match result {
         Ok(report) => ExitCode::from(report.exit_code() as u8),
@@ -225,16 +232,14 @@ fn write(report: &Report, out: &Path) -> anyhow::Result<()> {
     std::fs::write(out.join("result.json"), serde_json::to_vec(report)?)?;
     plot::write(out, report)?;
     println!(
-        "{:<18} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10}   {:>12}",
-        "operation", "count", "errors", "p50", "p90", "p99", "max", "raw OpenMLS"
+        "{:<22} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "operation", "count", "errors", "p50", "p90", "p99", "max"
     );
-    for (op, s) in &report.operations {
-        let raw = report
-            .baseline
-            .get(op)
-            .map_or_else(|| "-".into(), |b| millis(b.p50_us));
+    // The run's operations, then the raw OpenMLS baseline's (`raw add`, …) when measured.
+    let raw = report.baseline.iter().map(|(op, s)| (format!("raw {op}"), s));
+    for (op, s) in report.operations.iter().map(|(op, s)| (op.clone(), s)).chain(raw) {
         println!(
-            "{op:<18} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10}   {raw:>12}",
+            "{op:<22} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10}",
             s.count,
             s.error_count(),
             millis(s.p50_us),
@@ -253,6 +258,12 @@ fn write(report: &Report, out: &Path) -> anyhow::Result<()> {
         for (reason, n) in &node.refusals {
             println!("node refused {n} requests: {reason}");
         }
+        let served: Vec<String> = node
+            .mean_request_ms()
+            .iter()
+            .map(|(kind, ms)| format!("{kind} {ms:.2}ms"))
+            .collect();
+        println!("node: mean time to serve, by request: {}", served.join(", "));
     }
     for (name, usage) in &report.outcome.usage {
         println!(
