@@ -25,7 +25,7 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::signatures::Signer as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::target::Target;
+use crate::target::{Node, Target};
 
 /// How many members register at once.
 const REGISTERING_AT_ONCE: usize = 64;
@@ -39,18 +39,30 @@ fn load_number(text: &str) -> Option<u64> {
     text.strip_prefix("load ")?.parse().ok()
 }
 
-/// The home every member's invite code names: the target.
-pub fn home(target: &Target) -> Home {
+/// The home of member number `n`: its node of the target.
+pub fn home(target: &Target, n: usize) -> Home {
+    let node = target.node(n);
     Home {
-        address: target.quic.to_string(),
-        fingerprint: target.pin,
+        address: node.quic.to_string(),
+        fingerprint: node.pin,
         invite: target.invite.clone(),
     }
 }
 
-/// A member who exists only as `key_packages` one-time KeyPackages on the node.
+/// A logged-in connection to `node`, registering `identity` on first use.
+async fn log_in(node: &Node, invite: &[u8], identity: &Identity) -> anyhow::Result<Connection> {
+    let connection = Connection::connect(node.quic, node.pin).await?;
+    let sign = |bytes: &[u8]| identity.signer.sign(bytes).expect("Ed25519 signs");
+    connection
+        .log_in(identity.signer.public(), invite, sign)
+        .await?;
+    Ok(connection)
+}
+
+/// Member number `n`, who exists only as `key_packages` one-time KeyPackages on its node.
 pub async fn key_package_member(
     target: &Target,
+    n: usize,
     name: &str,
     key_packages: usize,
 ) -> anyhow::Result<InviteCode> {
@@ -60,12 +72,7 @@ pub async fn key_package_member(
     let one_time = (0..key_packages)
         .map(|_| Ok(engine.new_key_package(&provider, false)?.message.into()))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let signer = &engine.identity().signer;
-    let connection = Connection::connect(target.quic, target.pin).await?;
-    let sign = |bytes: &[u8]| signer.sign(bytes).expect("Ed25519 signs");
-    connection
-        .log_in(signer.public(), &target.invite, sign)
-        .await?;
+    let connection = log_in(target.node(n), &target.invite, engine.identity()).await?;
     let publish = Request::PublishKeyPackages(PublishKeyPackages {
         one_time,
         last_resort: Vec::new().into(),
@@ -74,8 +81,8 @@ pub async fn key_package_member(
     connection.close();
     Ok(InviteCode {
         name: device,
-        signature_key: signer.public().to_vec(),
-        home: home(target),
+        signature_key: engine.identity().signer.public().to_vec(),
+        home: home(target, n),
     })
 }
 
@@ -92,9 +99,9 @@ pub async fn key_package_members(
     for chunk in names.chunks(REGISTERING_AT_ONCE) {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, name) in chunk.iter().enumerate() {
-            let (target, name) = (target.clone(), name.clone());
+            let (target, name, n) = (target.clone(), name.clone(), codes.len() + i);
             tasks.spawn(async move {
-                let code = key_package_member(&target, &name, key_packages).await;
+                let code = key_package_member(&target, n, &name, key_packages).await;
                 (i, code.with_context(|| format!("registering {name}")))
             });
         }
@@ -123,13 +130,11 @@ impl std::fmt::Debug for Claimer {
 }
 
 impl Claimer {
+    /// Connects to the target's first node (claims are served from the database its nodes
+    /// share).
     pub async fn connect(target: &Target) -> anyhow::Result<Self> {
         let identity = Identity::generate(DeviceName::new("claimer", "load")?);
-        let connection = Connection::connect(target.quic, target.pin).await?;
-        let sign = |bytes: &[u8]| identity.signer.sign(bytes).expect("Ed25519 signs");
-        connection
-            .log_in(identity.signer.public(), &target.invite, sign)
-            .await?;
+        let connection = log_in(target.node(0), &target.invite, &identity).await?;
         Ok(Self { connection })
     }
 
@@ -214,10 +219,10 @@ pub struct NewPeer {
 }
 
 impl NewPeer {
-    /// Makes a profile for `name` in `dir`, homed on the target.
-    pub fn create(dir: &Path, name: &str, target: &Target) -> anyhow::Result<Self> {
+    /// Makes a profile for `name` in `dir`, homed on `home`.
+    pub fn create(dir: &Path, name: &str, home: &Home) -> anyhow::Result<Self> {
         let mut profile = Profile::create(&dir.join(name), DeviceName::new(name, "load")?, None)?;
-        profile.set_home(&home(target))?;
+        profile.set_home(home)?;
         Ok(Self {
             name: name.to_owned(),
             code: profile.invite_code()?,
@@ -350,6 +355,11 @@ async fn run_peer(
                 Notice::Joined(_) => report(Heard::Joined),
                 Notice::Alert(_) => {}
             }
+        }
+        // Reading events judges their senders against every contact: only when there are new
+        // ones (a group's creator may know 100,000 members).
+        if driver.profile().latest_event().unwrap_or(0) <= cursor {
+            continue;
         }
         let Ok(events) = driver.profile().events_after(cursor, 10_000) else {
             continue;

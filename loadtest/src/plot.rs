@@ -13,13 +13,23 @@ use crate::stats::{Latencies, Sample};
 /// Windows the run's time is cut into for the percentiles over time.
 const WINDOWS: u64 = 60;
 
-const COLOURS: [RGBColor; 6] = [
+/// Operations of every scenario's set-up (building its group): over time they are drawn only
+/// when the run did nothing else.
+const SET_UP: [&str; 3] = ["build", "build.processed", "claim"];
+
+const COLOURS: [RGBColor; 12] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(174, 199, 232),
 ];
 
 /// One line of a plot.
@@ -32,10 +42,20 @@ struct Line {
 pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
     let measured = &report.outcome.measured;
     let mut written = Vec::new();
-    let operations: Vec<&str> = measured
+    let sampled: Vec<&str> = measured
         .operations()
         .filter(|op| !measured.samples(op).is_empty())
         .collect();
+    let measured_phase: Vec<&str> = sampled
+        .iter()
+        .copied()
+        .filter(|op| !SET_UP.contains(op))
+        .collect();
+    let operations = if measured_phase.is_empty() {
+        sampled.clone()
+    } else {
+        measured_phase
+    };
     let end_ms = operations
         .iter()
         .flat_map(|op| measured.samples(op))
@@ -94,7 +114,7 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
     written.push(path);
 
     // Latency against group size: where the size changed during the run (building a group).
-    let by_size: Vec<Line> = operations
+    let by_size: Vec<Line> = sampled
         .iter()
         .filter(|op| {
             let samples = measured.samples(op);

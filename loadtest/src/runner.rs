@@ -28,7 +28,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::crowd::{
-    Answer, Claimer, Heard, NewPeer, Order, Peer, key_package_members, load_text,
+    Answer, Claimer, Heard, NewPeer, Order, Peer, home, key_package_members, load_text,
 };
 use crate::progress::Progress;
 use crate::scenario::Scenario;
@@ -305,12 +305,10 @@ impl<'p> Run<'p> {
         Ok(index)
     }
 
+    /// Full member `number`'s profile, on the target's nodes in turn.
     fn new_peer(&self, number: usize) -> anyhow::Result<NewPeer> {
-        NewPeer::create(
-            self.dir.path(),
-            &format!("{}p{number}", self.prefix),
-            &self.target,
-        )
+        let name = format!("{}p{number}", self.prefix);
+        NewPeer::create(self.dir.path(), &name, &home(&self.target, number))
     }
 
     /// Builds the group to `members`, `batch` per commit, with `full` full members (the
@@ -430,7 +428,13 @@ impl<'p> Run<'p> {
 
     /// From here on the run is measured: the node's figures are read now and at the end.
     fn start_measuring(&mut self) {
-        let node = self.target.admin.and_then(|a| NodeSide::scrape(a).ok());
+        let node = match self.target.scrape() {
+            Ok(node) => node,
+            Err(e) => {
+                self.outcome.notes.push(format!("reading /metrics: {e}"));
+                None
+            }
+        };
         self.measuring = Some((Instant::now(), node));
         // Set-up figures (the build's adds, its claims) stay in the report under their names;
         // only the node's side and the commit count start here.
@@ -442,11 +446,11 @@ impl<'p> Run<'p> {
             return;
         };
         self.outcome.seconds = since.elapsed().as_secs_f64();
-        if let (Some(admin), Some(before)) = (self.target.admin, before) {
+        if let Some(before) = before {
             // The node counts its stored bytes every few seconds (every second when embedded).
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            match NodeSide::scrape(admin) {
-                Ok(after) => self.outcome.node = Some(after.since(&before)),
+            match self.target.scrape() {
+                Ok(after) => self.outcome.node = after.map(|after| after.since(&before)),
                 Err(e) => self.outcome.notes.push(format!("reading /metrics: {e}")),
             }
         }

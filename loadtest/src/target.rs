@@ -13,16 +13,44 @@ use anyhow::{Context, bail};
 use mlschat_delivery::config::Config;
 use serde::{Deserialize, Serialize};
 
-/// Where the node listens and what clients pin.
+/// The nodes a run loads: one, or several processes on one Postgres (members are spread over
+/// them, so pushes cross processes).
 #[derive(Debug, Clone)]
 pub struct Target {
+    pub nodes: Vec<Node>,
+    /// The operator's invite token where registration needs one.
+    pub invite: Vec<u8>,
+}
+
+/// One node process: where it listens and what clients pin.
+#[derive(Debug, Clone)]
+pub struct Node {
     pub quic: SocketAddr,
     /// SHA-256 of the node's certificate.
     pub pin: [u8; 32],
     /// The admin HTTP address, for `/metrics`; without it the node's side goes unmeasured.
     pub admin: Option<SocketAddr>,
-    /// The operator's invite token where registration needs one.
-    pub invite: Vec<u8>,
+}
+
+impl Target {
+    /// The node of member number `n`: round robin.
+    pub fn node(&self, n: usize) -> &Node {
+        &self.nodes[n % self.nodes.len()]
+    }
+
+    /// The nodes' `/metrics` added up (stored bytes: the largest, as nodes share a database);
+    /// `None` if no node has an admin address or one cannot be read.
+    pub fn scrape(&self) -> anyhow::Result<Option<NodeSide>> {
+        let mut total: Option<NodeSide> = None;
+        for admin in self.nodes.iter().filter_map(|n| n.admin) {
+            let side = NodeSide::scrape(admin)?;
+            total = Some(match total {
+                None => side,
+                Some(sum) => sum.and(&side),
+            });
+        }
+        Ok(total)
+    }
 }
 
 /// A node running inside this process, on its own threads; stopped (drained) when dropped.
@@ -70,9 +98,11 @@ impl Embedded {
             Ok(s) => Ok((
                 embedded,
                 Target {
-                    quic: s.quic,
-                    pin: s.fingerprint,
-                    admin: Some(s.admin),
+                    nodes: vec![Node {
+                        quic: s.quic,
+                        pin: s.fingerprint,
+                        admin: Some(s.admin),
+                    }],
                     invite: Vec::new(),
                 },
             )),
@@ -176,6 +206,25 @@ impl NodeSide {
             }
         }
         side
+    }
+
+    /// Two nodes' figures together: requests and refusals add up, stored bytes (of a database
+    /// they share) do not.
+    fn and(&self, other: &NodeSide) -> NodeSide {
+        let sum = |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>| {
+            let mut sum = a.clone();
+            for (k, v) in b {
+                *sum.entry(k.clone()).or_default() += v;
+            }
+            sum
+        };
+        NodeSide {
+            stored_bytes: self.stored_bytes.max(other.stored_bytes),
+            refusals: sum(&self.refusals, &other.refusals),
+            failed_requests: sum(&self.failed_requests, &other.failed_requests),
+            requests: sum(&self.requests, &other.requests),
+            request_seconds: sum(&self.request_seconds, &other.request_seconds),
+        }
     }
 
     /// What changed from `before` to `self`.
@@ -318,6 +367,10 @@ mod tests {
         assert_eq!(delta.stored_bytes, 12000.0);
         assert_eq!(delta.refusals["client_requests"], 3.0);
         assert_eq!(delta.mean_request_ms()["claim"], 5.0);
+        let both = side.and(&before);
+        assert_eq!(both.stored_bytes, 12345.0);
+        assert_eq!(both.refusals["client_requests"], 3.0);
+        assert_eq!(side.and(&side).requests["claim"], 200.0);
     }
 
     #[test]

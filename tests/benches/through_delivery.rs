@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlschat_loadtest::crowd::key_package_member;
-use mlschat_loadtest::target::Target;
+use mlschat_loadtest::target::{Node, Target};
 use mlschat_node::driver::Driver;
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Home, InviteCode, Profile};
@@ -80,12 +80,14 @@ fn new_profile(dir: &Path, name: &str, node: &DeliveryProcess) -> Profile {
 /// A member who exists only as one KeyPackage on the node: registers, publishes, leaves.
 async fn key_package_holder(node: (std::net::SocketAddr, [u8; 32]), name: String) -> InviteCode {
     let target = Target {
-        quic: node.0,
-        pin: node.1,
-        admin: None,
+        nodes: vec![Node {
+            quic: node.0,
+            pin: node.1,
+            admin: None,
+        }],
         invite: Vec::new(),
     };
-    key_package_member(&target, &name, 1).await.unwrap()
+    key_package_member(&target, 0, &name, 1).await.unwrap()
 }
 
 /// Alice adds these contacts in one commit and waits until the node has ordered it.

@@ -313,8 +313,10 @@ fn bad_input_is_refused_with_a_reason() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not a result"));
 }
 
+/// Two node processes on one Postgres, given by address: members are spread over both, so every
+/// text reaches a receiver on the other process through its push (LISTEN/NOTIFY).
 #[test]
-fn a_node_process_given_by_address_is_loaded_and_its_metrics_read() {
+fn node_processes_given_by_address_are_loaded_and_their_metrics_read() {
     let dir = tempfile::tempdir().unwrap();
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/loadtest-node.toml");
     // The shipped configuration, through the environment as a container would set it.
@@ -323,38 +325,34 @@ fn a_node_process_given_by_address_is_loaded_and_its_metrics_read() {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let node = DeliveryProcess::start(
-        bin_dir(),
-        &dir.path().join("node"),
-        Some(&fresh_database()),
-        &settings,
-    )
-    .unwrap();
-    let (output, result) = loadtest(
-        dir.path(),
-        &[
-            "run",
-            "join",
-            "--set",
-            "members=30",
-            "--set",
-            "joins=2",
-            "--node",
-            &node.address,
-            "--pin",
-            &node.fingerprint,
-            "--admin",
-            &node.admin,
-            "--threshold",
-            "join.count>=2",
-            "-q",
-        ],
-    );
+    let database = fresh_database();
+    let nodes: Vec<DeliveryProcess> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let data = dir.path().join(name);
+            DeliveryProcess::start(bin_dir(), &data, Some(&database), &settings).unwrap()
+        })
+        .collect();
+    let mut args: Vec<&str> = vec!["run", "messaging", "--set", "members=30"];
+    args.extend(["--set", "per_second=10", "--set", "seconds=2", "-q"]);
+    for node in &nodes {
+        args.extend(["--node", &node.address, "--pin", &node.fingerprint]);
+        args.extend(["--admin", &node.admin]);
+    }
+    let (output, result) = loadtest(dir.path(), &args);
     assert_passed(&output, &result);
+    assert_eq!(count(&result, "message.sent"), 20);
+    assert_eq!(count(&result, "message"), 40);
     let side = &result["outcome"]["node"];
     assert!(side["stored_bytes"].as_f64().unwrap() > 0.0, "{side}");
     assert_eq!(side["refusals"], serde_json::json!({}), "{side}");
-    assert_eq!(result["outcome"]["commits"], 4);
+    // Both processes had full members: the creator (who sends) on the first, a receiver on
+    // the second, so the texts counted above crossed from one process to the other.
+    for node in &nodes {
+        let metrics = node.admin_get("/metrics").unwrap();
+        let subscribed = "mlschat_requests_total{kind=\"subscribe\",result=\"ok\"}";
+        assert!(metrics.contains(subscribed), "{metrics}");
+    }
 }
 
 /// A TOML file's keys as `MLSCHAT__SECTION__KEY` variables.

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use mlschat_loadtest::progress::{Progress, millis};
 use mlschat_loadtest::report::Report;
 use mlschat_loadtest::scenario::Scenario;
-use mlschat_loadtest::target::{Embedded, Target};
+use mlschat_loadtest::target::{Embedded, Node, Target};
 use mlschat_loadtest::threshold::Threshold;
 use mlschat_loadtest::{baseline, plot, runner};
 
@@ -57,15 +57,18 @@ struct RunArgs {
     overrides: Vec<String>,
     #[command(flatten)]
     gate: Gate,
-    /// The node's QUIC address; without it, a node is started inside this process.
+    /// A node's QUIC address; repeat it for several node processes on one database (members
+    /// are spread over them). Without it, a node is started inside this process.
     #[arg(long, value_name = "HOST:PORT", requires = "pin")]
-    node: Option<String>,
-    /// SHA-256 of the node's certificate (64 hex digits), as `mlschat-delivery` prints it.
+    node: Vec<String>,
+    /// SHA-256 of the certificate (64 hex digits, as `mlschat-delivery` prints it) of each
+    /// --node, in the same order.
     #[arg(long, value_name = "HEX")]
-    pin: Option<String>,
-    /// The node's admin HTTP address, to read its /metrics (stored bytes, refusals).
+    pin: Vec<String>,
+    /// The admin HTTP address of each --node, in the same order, to read its /metrics (stored
+    /// bytes, refusals, time to serve).
     #[arg(long, value_name = "HOST:PORT")]
-    admin: Option<String>,
+    admin: Vec<String>,
     /// The node's invite token, where registering needs one.
     #[arg(long, value_name = "TOKEN", default_value = "")]
     invite: String,
@@ -149,24 +152,28 @@ fn run(args: RunArgs) -> anyhow::Result<Report> {
         .enable_all()
         .build()?;
     let data = tempfile::tempdir()?;
-    let (embedded, target) = match &args.node {
-        Some(node) => (None, given_target(node, &args)?),
-        None => {
-            let (embedded, target) =
-                Embedded::start(&data.path().join("node"), args.database_url.as_deref())?;
-            (Some(embedded), target)
-        }
+    let (embedded, target) = if args.node.is_empty() {
+        let (embedded, target) =
+            Embedded::start(&data.path().join("node"), args.database_url.as_deref())?;
+        (Some(embedded), target)
+    } else {
+        (None, given_target(&args)?)
     };
     let mut progress = Progress::new(args.quiet);
     if !args.quiet {
         eprintln!(
             "{} against {} ({})",
             serde_json::to_string(&scenario)?,
-            target.quic,
+            target
+                .nodes
+                .iter()
+                .map(|n| n.quic.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             if embedded.is_some() {
                 "embedded node"
             } else {
-                "given node"
+                "given nodes"
             }
         );
     }
@@ -185,7 +192,7 @@ fn run(args: RunArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn given_target(node: &str, args: &RunArgs) -> anyhow::Result<Target> {
+fn given_target(args: &RunArgs) -> anyhow::Result<Target> {
     use std::net::ToSocketAddrs as _;
     let resolve = |address: &str| {
         address
@@ -194,15 +201,32 @@ fn given_target(node: &str, args: &RunArgs) -> anyhow::Result<Target> {
             .next()
             .with_context(|| format!("{address} has no address"))
     };
-    let pin = args.pin.as_deref().unwrap_or_default();
-    let pin: [u8; 32] = hex::decode(pin)
-        .ok()
-        .and_then(|p| p.try_into().ok())
-        .context("--pin: give the node's 64-hex-digit certificate fingerprint")?;
+    if args.pin.len() != args.node.len() {
+        bail!("give one --pin for each --node, in the same order");
+    }
+    if !args.admin.is_empty() && args.admin.len() != args.node.len() {
+        bail!("give one --admin for each --node, in the same order, or none");
+    }
+    let nodes = args
+        .node
+        .iter()
+        .zip(&args.pin)
+        .enumerate()
+        .map(|(i, (node, pin))| {
+            let pin: [u8; 32] = hex::decode(pin)
+                .ok()
+                .and_then(|p| p.try_into().ok())
+                .context("--pin: give the node's 64-hex-digit certificate fingerprint")?;
+            let admin = args.admin.get(i).map(|a| resolve(a)).transpose()?;
+            Ok(Node {
+                quic: resolve(node)?,
+                pin,
+                admin,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     Ok(Target {
-        quic: resolve(node)?,
-        pin,
-        admin: args.admin.as_deref().map(resolve).transpose()?,
+        nodes,
         invite: args.invite.as_bytes().to_vec(),
     })
 }

@@ -345,10 +345,7 @@ impl Profile {
 
     /// A contact by `user/device`, or by `user` when that is unambiguous.
     pub fn contact(&self, name: &str) -> Result<Contact, ProfileError> {
-        let mut stmt = self.store.conn().prepare(&format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts
-             WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'"
-        ))?;
+        let mut stmt = self.store.conn().prepare_cached(&contact_by_name())?;
         let found: Vec<Contact> = stmt
             .query_map([name], contact_row)?
             .collect::<Result<_, _>>()?;
@@ -516,6 +513,17 @@ pub struct SafetyNumber {
 
 const CONTACT_COLUMNS: &str = "name, signature_key, address, flagged, verified_at, offered_key";
 
+/// The contact named `?1` exactly, and every device of a user `?1`: names from `?1/` up to
+/// (not including) `?1` followed by `0`, the character after `/`. Both are ranges of the
+/// primary key; a `substr` test here read every contact, once per lookup, and an add of 100
+/// members makes 300 lookups: a second with 10,000 contacts (the load tool found it).
+fn contact_by_name() -> String {
+    format!(
+        "SELECT {CONTACT_COLUMNS} FROM contacts
+         WHERE name = ?1 OR (name >= ?1 || '/' AND name < ?1 || '0')"
+    )
+}
+
 fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
     let signature_key: Vec<u8> = r.get(1)?;
     let offered_key: Option<Vec<u8>> = r.get(5)?;
@@ -595,6 +603,47 @@ mod tests {
             let parsed: InviteCode = text.parse().unwrap();
             assert_eq!(parsed, original, "{text}");
         }
+    }
+
+    #[test]
+    fn a_contact_is_found_by_name_or_user_through_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = DeviceName::new("me", "laptop").unwrap();
+        let mut profile = Profile::create(&dir.path().join("p"), me, None).unwrap();
+        profile
+            .set_home(&code("me", "127.0.0.1:4433").home)
+            .unwrap();
+        for (user, device, key) in [
+            ("bob", "laptop", 1),
+            ("bob", "phone", 2),
+            ("bobby", "laptop", 3),
+            ("bob.x", "laptop", 4),
+            ("carol", "laptop", 5),
+        ] {
+            let mut code = code(user, "127.0.0.1:4433");
+            code.name = DeviceName::new(user, device).unwrap();
+            code.signature_key = vec![key; 32];
+            profile.add_contact(&code).unwrap();
+        }
+        let found = |name: &str| profile.contact(name).map(|c| c.name);
+        assert_eq!(found("bob/phone").unwrap(), "bob/phone");
+        assert_eq!(found("bobby").unwrap(), "bobby/laptop");
+        assert_eq!(found("bob.x").unwrap(), "bob.x/laptop");
+        assert_eq!(found("carol").unwrap(), "carol/laptop");
+        assert!(matches!(found("bob"), Err(ProfileError::Ambiguous(..))));
+        assert!(matches!(found("bo"), Err(ProfileError::UnknownContact(_))));
+        assert!(matches!(found("dave"), Err(ProfileError::UnknownContact(_))));
+        // No step of the lookup reads the whole table.
+        let plan: Vec<String> = profile
+            .store
+            .conn()
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", contact_by_name()))
+            .unwrap()
+            .query_map(["bob"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN")), "{plan:?}");
     }
 
     #[test]
