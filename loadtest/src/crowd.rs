@@ -393,7 +393,8 @@ async fn run_peer(
 fn epoch_of(driver: &mut Driver, group: &str) -> u64 {
     let profile = driver.profile();
     let id = profile.find_group(group);
-    id.and_then(|id| profile.group_token(&id)).map_or(0, |(epoch, _)| epoch)
+    id.and_then(|id| profile.group_token(&id))
+        .map_or(0, |(epoch, _)| epoch)
 }
 
 /// Hands an order to the sync core: a ticket to wait for and the order's group, or done at

@@ -221,7 +221,8 @@ impl<'p> Run<'p> {
             Heard::Ready => self.ready[peer] = true,
             Heard::Failed(why) => {
                 let name = &self.peers[peer].name;
-                self.failed.get_or_insert(format!("full member {name}: {why}"));
+                self.failed
+                    .get_or_insert(format!("full member {name}: {why}"));
             }
             Heard::Joined => self.joined[peer] = Some(when),
             Heard::Epoch(e) => {
@@ -421,7 +422,11 @@ impl<'p> Run<'p> {
         // answer came back.
         if let Some(reached) = self.all_reached(self.epoch) {
             let processed = format!("{operation}.processed");
-            self.record(&processed, reached, reached.saturating_duration_since(start));
+            self.record(
+                &processed,
+                reached,
+                reached.saturating_duration_since(start),
+            );
         }
         Ok(())
     }
@@ -545,7 +550,10 @@ impl<'p> Run<'p> {
                         ("remove", Order::Remove(GROUP.into(), names))
                     };
                     let result = peer.ask(order).await;
-                    if finished.send((operation, due, Instant::now(), result)).is_err() {
+                    if finished
+                        .send((operation, due, Instant::now(), result))
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -124,7 +124,12 @@ impl Scenario {
             } => {
                 within("members", members, 2, MAX_MEMBERS)?;
                 within("full_members", full_members, 1, members)?;
-                within("stop_after_seconds", stop_after_seconds.unwrap_or(1), 1, DAY)?;
+                within(
+                    "stop_after_seconds",
+                    stop_after_seconds.unwrap_or(1),
+                    1,
+                    DAY,
+                )?;
                 within("batch", batch, 1, 1_000)
             }
             Scenario::Churn {

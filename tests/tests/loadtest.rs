@@ -171,7 +171,14 @@ fn every_scenario_runs_and_passes_its_gate_against_an_embedded_node() {
     let (output, result) = loadtest(
         dir.path(),
         &[
-            &["run", "churn", "--set", "members=20", "--set", "changes_per_second=4"][..],
+            &[
+                "run",
+                "churn",
+                "--set",
+                "members=20",
+                "--set",
+                "changes_per_second=4",
+            ][..],
             &["--set", "committers=1", "--set", "seconds=2"],
             // Processing at a receiver takes time: a zero would be a wrong epoch, matched early.
             &["--threshold", "add.processed.p50>0.1ms"],
@@ -326,13 +333,19 @@ fn node_processes_given_by_address_are_loaded_and_their_metrics_read() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let database = fresh_database();
-    let nodes: Vec<DeliveryProcess> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            let data = dir.path().join(name);
-            DeliveryProcess::start(bin_dir(), &data, Some(&database), &settings).unwrap()
-        })
-        .collect();
+    let start = |name: &str| {
+        let data = dir.path().join(name);
+        DeliveryProcess::start(bin_dir(), &data, Some(&database), &settings).unwrap()
+    };
+    // One organisation's processes share its certificate, so that members of either are one
+    // node's members (and contacts of each other).
+    let first = start("a");
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    for file in ["node-cert.der", "node-key.der"] {
+        std::fs::copy(first.data_dir().join(file), dir.path().join("b").join(file)).unwrap();
+    }
+    let nodes = [first, start("b")];
+    assert_eq!(nodes[0].fingerprint, nodes[1].fingerprint);
     let mut args: Vec<&str> = vec!["run", "messaging", "--set", "members=30"];
     args.extend(["--set", "per_second=10", "--set", "seconds=2", "-q"]);
     for node in &nodes {

@@ -260,8 +260,16 @@ fn write(report: &Report, out: &Path) -> anyhow::Result<()> {
         "operation", "count", "errors", "p50", "p90", "p99", "max"
     );
     // The run's operations, then the raw OpenMLS baseline's (`raw add`, …) when measured.
-    let raw = report.baseline.iter().map(|(op, s)| (format!("raw {op}"), s));
-    for (op, s) in report.operations.iter().map(|(op, s)| (op.clone(), s)).chain(raw) {
+    let raw = report
+        .baseline
+        .iter()
+        .map(|(op, s)| (format!("raw {op}"), s));
+    for (op, s) in report
+        .operations
+        .iter()
+        .map(|(op, s)| (op.clone(), s))
+        .chain(raw)
+    {
         println!(
             "{op:<22} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10}",
             s.count,
@@ -287,7 +295,10 @@ fn write(report: &Report, out: &Path) -> anyhow::Result<()> {
             .iter()
             .map(|(kind, ms)| format!("{kind} {ms:.2}ms"))
             .collect();
-        println!("node: mean time to serve, by request: {}", served.join(", "));
+        println!(
+            "node: mean time to serve, by request: {}",
+            served.join(", ")
+        );
     }
     for (name, usage) in &report.outcome.usage {
         println!(

@@ -632,7 +632,10 @@ mod tests {
         assert_eq!(found("carol").unwrap(), "carol/laptop");
         assert!(matches!(found("bob"), Err(ProfileError::Ambiguous(..))));
         assert!(matches!(found("bo"), Err(ProfileError::UnknownContact(_))));
-        assert!(matches!(found("dave"), Err(ProfileError::UnknownContact(_))));
+        assert!(matches!(
+            found("dave"),
+            Err(ProfileError::UnknownContact(_))
+        ));
         // No step of the lookup reads the whole table.
         let plan: Vec<String> = profile
             .store
@@ -643,7 +646,10 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert!(!plan.iter().any(|step| step.starts_with("SCAN")), "{plan:?}");
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN")),
+            "{plan:?}"
+        );
     }
 
     #[test]
