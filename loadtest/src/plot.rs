@@ -311,7 +311,7 @@ mod tests {
             measured,
             ..Default::default()
         };
-        let report = Report::new(scenario, outcome, None, &["add.p99<1s".parse().unwrap()]);
+        let report = Report::new(scenario, outcome, &["add.p99<1s".parse().unwrap()]);
         let written = write(dir.path(), &report).unwrap();
         let names: Vec<String> = written
             .iter()

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::runner::Outcome;
 use crate::scenario::Scenario;
-use crate::stats::{Measurements, Summary};
+use crate::stats::Summary;
 use crate::threshold::{Threshold, Verdict};
 
 /// The exit code when a threshold fails (k6 uses the same), apart from the tool's own failures.
@@ -41,12 +41,9 @@ pub struct Judged {
 }
 
 impl Report {
-    pub fn new(
-        scenario: Scenario,
-        outcome: Outcome,
-        baseline: Option<&Measurements>,
-        thresholds: &[Threshold],
-    ) -> Self {
+    /// The report of a run, judged by `thresholds`; its baseline is added by whoever measures
+    /// one.
+    pub fn new(scenario: Scenario, outcome: Outcome, thresholds: &[Threshold]) -> Self {
         let operations = outcome.measured.summaries();
         let thresholds: Vec<Judged> = thresholds
             .iter()
@@ -67,7 +64,7 @@ impl Report {
         Self {
             scenario,
             operations,
-            baseline: baseline.map(Measurements::summaries).unwrap_or_default(),
+            baseline: BTreeMap::new(),
             thresholds,
             passed,
             workers: 1,
@@ -109,7 +106,7 @@ impl Report {
         if workers > 1 {
             outcome.node = None;
         }
-        let mut merged = Report::new(scenario, outcome, None, thresholds);
+        let mut merged = Report::new(scenario, outcome, thresholds);
         merged.workers = workers;
         merged.baseline = baseline;
         Ok(merged)
@@ -141,17 +138,11 @@ mod tests {
         let rules = |texts: &[&str]| -> Vec<Threshold> {
             texts.iter().map(|t| t.parse().unwrap()).collect()
         };
-        let good = Report::new(
-            scenario.clone(),
-            run.clone(),
-            None,
-            &rules(&["join.p99<100ms"]),
-        );
+        let good = Report::new(scenario.clone(), run.clone(), &rules(&["join.p99<100ms"]));
         assert_eq!((good.passed, good.exit_code()), (true, 0));
         let bad = Report::new(
             scenario.clone(),
             run.clone(),
-            None,
             &rules(&["join.p99<100ms", "join.max<50ms", "claim.p50<1s"]),
         );
         assert_eq!((bad.passed, bad.exit_code()), (false, THRESHOLDS_FAILED));
@@ -161,7 +152,7 @@ mod tests {
         let verdicts: Vec<&str> = bad.thresholds.iter().map(|j| j.verdict.as_str()).collect();
         assert_eq!(verdicts, ["pass", "fail", "unmeasured"]);
         // No threshold: nothing to fail.
-        assert!(Report::new(scenario, run, None, &[]).passed);
+        assert!(Report::new(scenario, run, &[]).passed);
     }
 
     #[test]
@@ -173,8 +164,7 @@ mod tests {
                 .of("join")
                 .record(Duration::from_millis(millis));
             run.commits = 2;
-            let saved =
-                serde_json::to_string(&Report::new(scenario.clone(), run, None, &[])).unwrap();
+            let saved = serde_json::to_string(&Report::new(scenario.clone(), run, &[])).unwrap();
             serde_json::from_str::<Report>(&saved).unwrap()
         };
         let rule: Threshold = "join.max<100ms".parse().unwrap();
