@@ -114,8 +114,10 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
     written.push(path);
 
     // Latency against group size: where the size changed during the run (building a group).
+    // Claims are left out: the KeyPackage directory does not depend on the group.
     let by_size: Vec<Line> = sampled
         .iter()
+        .filter(|op| **op != "claim")
         .filter(|op| {
             let samples = measured.samples(op);
             samples.first().map(|s| s.size) != samples.last().map(|s| s.size)

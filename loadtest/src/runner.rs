@@ -5,10 +5,12 @@
 //!   that builds the group.
 //! - `build`: a commit adding a batch while the group is built (every scenario builds its
 //!   group first; the build scenario does nothing else), from the call until the node has
-//!   ordered it; samples carry the group's size, for latency against size.
+//!   ordered it and the committer merged it (its KeyPackage claims included); samples carry
+//!   the group's size, for latency against size.
 //! - `add`, `remove`: a commit of the measured phase (churn, joins), likewise.
 //! - `build.processed`, `add.processed`, `remove.processed`: until every sampled full member
-//!   has processed that commit.
+//!   has reached the epoch that commit made, as its committer reported it (racing committers
+//!   included).
 //! - `join`: from the add until the joiner has joined (Welcome, sealed tree fetched, group
 //!   made).
 //! - `message.sent`: a text, from when it was due until the node took it.

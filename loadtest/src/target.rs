@@ -148,8 +148,10 @@ fn embedded_settings(database_url: Option<&str>) -> Vec<(String, String)> {
     settings
 }
 
-/// What the node says of itself on `/metrics`, read before and after a run.
+/// What the node says of itself on `/metrics`, read before and after a run. Figures a
+/// result of an older version lacks read as none.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NodeSide {
     /// Bytes its database holds.
     pub stored_bytes: f64,
