@@ -27,6 +27,11 @@ fn loadtest(dir: &Path, args: &[&str]) -> (Output, Value) {
     (output, result)
 }
 
+/// [`loadtest`] with its arguments written as one line (none of them holds a space).
+fn loadtest_line(dir: &Path, line: &str) -> (Output, Value) {
+    loadtest(dir, &line.split_whitespace().collect::<Vec<_>>())
+}
+
 fn count(result: &Value, operation: &str) -> u64 {
     result["operations"][operation]["count"]
         .as_u64()
@@ -57,23 +62,15 @@ fn assert_passed(output: &Output, result: &Value) {
 #[test]
 fn every_scenario_runs_and_passes_its_gate_against_an_embedded_node() {
     let dir = tempfile::tempdir().unwrap();
-    let quiet = ["--quiet"];
 
     // A group of 60 built 10 at a time, with the raw OpenMLS baseline beside it.
-    let (output, result) = loadtest(
+    let (output, result) = loadtest_line(
         dir.path(),
-        &[
-            &["run", "build", "--set", "members=60", "--set", "batch=10"][..],
-            &["--baseline", "--threshold", "build.count>=7"],
-            &[
-                "--threshold",
-                "build.processed.p99<60s",
-                "--threshold",
-                "claim.error_rate<1%",
-            ],
-            &quiet,
-        ]
-        .concat(),
+        concat!(
+            "run build --set members=60 --set batch=10 --baseline ",
+            "--threshold build.count>=7 --threshold build.processed.p99<60s ",
+            "--threshold claim.error_rate<1% --quiet"
+        ),
     );
     assert_passed(&output, &result);
     // 57 KeyPackage members in 6 commits, after the commit that added the 2 other full members.
@@ -104,27 +101,13 @@ fn every_scenario_runs_and_passes_its_gate_against_an_embedded_node() {
     }
 
     // Open-loop messages: every text reaches every sampled receiver, and is counted once.
-    let (output, result) = loadtest(
+    let (output, result) = loadtest_line(
         dir.path(),
-        &[
-            &[
-                "run",
-                "messaging",
-                "--set",
-                "members=30",
-                "--set",
-                "per_second=20",
-            ][..],
-            &["--set", "seconds=3", "--set", "full_members=3"],
-            &[
-                "--threshold",
-                "message.count>=118",
-                "--threshold",
-                "message.p99<30s",
-            ],
-            &quiet,
-        ]
-        .concat(),
+        concat!(
+            "run messaging --set members=30 --set per_second=20 --set seconds=3 ",
+            "--set full_members=3 --threshold message.count>=118 ",
+            "--threshold message.p99<30s --quiet"
+        ),
     );
     assert_passed(&output, &result);
     let sent = count(&result, "message.sent");
@@ -132,34 +115,13 @@ fn every_scenario_runs_and_passes_its_gate_against_an_embedded_node() {
     assert_eq!(count(&result, "message"), 2 * sent);
 
     // Churn by two admins whose commits race.
-    let (output, result) = loadtest(
+    let (output, result) = loadtest_line(
         dir.path(),
-        &[
-            &[
-                "run",
-                "churn",
-                "--set",
-                "members=20",
-                "--set",
-                "changes_per_second=6",
-            ][..],
-            &[
-                "--set",
-                "batch=2",
-                "--set",
-                "committers=2",
-                "--set",
-                "seconds=4",
-            ],
-            &[
-                "--threshold",
-                "add.count>=6",
-                "--threshold",
-                "remove.count>=5",
-            ],
-            &quiet,
-        ]
-        .concat(),
+        concat!(
+            "run churn --set members=20 --set changes_per_second=6 --set batch=2 ",
+            "--set committers=2 --set seconds=4 --threshold add.count>=6 ",
+            "--threshold remove.count>=5 --quiet"
+        ),
     );
     assert_passed(&output, &result);
     assert_eq!(count(&result, "add") + count(&result, "remove"), 12);
@@ -167,24 +129,15 @@ fn every_scenario_runs_and_passes_its_gate_against_an_embedded_node() {
     assert_eq!(count(&result, "add.processed"), count(&result, "add"));
     assert_eq!(count(&result, "remove.processed"), count(&result, "remove"));
 
-    // One committer.
-    let (output, result) = loadtest(
+    // One committer. Processing at a receiver takes time: a zero `add.processed` would be a
+    // wrong epoch, matched early.
+    let (output, result) = loadtest_line(
         dir.path(),
-        &[
-            &[
-                "run",
-                "churn",
-                "--set",
-                "members=20",
-                "--set",
-                "changes_per_second=4",
-            ][..],
-            &["--set", "committers=1", "--set", "seconds=2"],
-            // Processing at a receiver takes time: a zero would be a wrong epoch, matched early.
-            &["--threshold", "add.processed.p50>0.1ms"],
-            &quiet,
-        ]
-        .concat(),
+        concat!(
+            "run churn --set members=20 --set changes_per_second=4 ",
+            "--set committers=1 --set seconds=2 ",
+            "--threshold add.processed.p50>0.1ms --quiet"
+        ),
     );
     assert_passed(&output, &result);
     assert_eq!((count(&result, "add"), count(&result, "remove")), (4, 4));
@@ -192,32 +145,20 @@ fn every_scenario_runs_and_passes_its_gate_against_an_embedded_node() {
     assert_eq!(count(&result, "remove.processed"), 4);
 
     // Joins: each joiner joins from its Welcome and the sealed tree, and is removed again.
-    let (output, result) = loadtest(
+    let (output, result) = loadtest_line(
         dir.path(),
-        &[
-            &["run", "join", "--set", "members=40", "--set", "joins=3"][..],
-            &["--threshold", "join.count>=3"],
-            &quiet,
-        ]
-        .concat(),
+        "run join --set members=40 --set joins=3 --threshold join.count>=3 --quiet",
     );
     assert_passed(&output, &result);
     assert_eq!(count(&result, "remove"), 3);
 
     // Two-member groups: the sampled partner decrypts its texts.
-    let (output, result) = loadtest(
+    let (output, result) = loadtest_line(
         dir.path(),
-        &[
-            &["run", "small-groups", "--set", "groups=120"][..],
-            &[
-                "--threshold",
-                "create.count>=120",
-                "--threshold",
-                "message.count>=2",
-            ],
-            &quiet,
-        ]
-        .concat(),
+        concat!(
+            "run small-groups --set groups=120 --threshold create.count>=120 ",
+            "--threshold message.count>=2 --quiet"
+        ),
     );
     assert_passed(&output, &result);
     assert_eq!(result["outcome"]["commits"], 120);
@@ -226,23 +167,12 @@ fn every_scenario_runs_and_passes_its_gate_against_an_embedded_node() {
 #[test]
 fn a_failed_threshold_fails_the_gate_and_says_which() {
     let dir = tempfile::tempdir().unwrap();
-    let (output, result) = loadtest(
+    let (output, result) = loadtest_line(
         dir.path(),
-        &[
-            "run",
-            "build",
-            "--set",
-            "members=10",
-            "--set",
-            "batch=5",
-            "--threshold",
-            "build.p50<1us",
-            "--threshold",
-            "build.count>=1",
-            "--threshold",
-            "join.count>=1",
-            "-q",
-        ],
+        concat!(
+            "run build --set members=10 --set batch=5 --threshold build.p50<1us ",
+            "--threshold build.count>=1 --threshold join.count>=1 -q"
+        ),
     );
     assert_eq!(output.status.code(), Some(99));
     let verdicts: Vec<&str> = result["thresholds"]
