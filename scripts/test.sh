@@ -16,6 +16,9 @@ source scripts/prerequisites.sh
 # Postgres for the delivery node's tests, unless DATABASE_URL names one.
 source scripts/throwaway-postgres.sh
 
+# A clean clone builds everything once: incremental caches would only take disk (CI's is shared).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # Formatting and lints first: they are cheap, and a red one means nothing lands.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
