@@ -50,7 +50,15 @@ const KDF_FILE: &str = "kdf.json";
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each step brings the schema from version `i` to `i + 1`, in one transaction.
-const MIGRATIONS: [&str; 6] = [SCHEMA, ONLINE, SYNC, SEALED_TREES, TRUST, LEAVING];
+const MIGRATIONS: [&str; 7] = [
+    SCHEMA,
+    ONLINE,
+    SYNC,
+    SEALED_TREES,
+    TRUST,
+    LEAVING,
+    ORDER_ASKED,
+];
 
 const SCHEMA: &str = r#"
 CREATE TABLE profile (
@@ -269,6 +277,13 @@ const LEAVING: &str = r#"
 -- 1 once our user asked to leave: our leave proposal is made again at each new epoch until a
 -- member's commit removes us.
 ALTER TABLE groups ADD COLUMN leaving INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// Version 7: a group's texts and changes go out in the order asked (`profile::TextsMark`).
+const ORDER_ASKED: &str = r#"
+-- The outbox rows queued before the change was asked (those up to this number) go before it.
+-- 0: before every text, as every change went until this version.
+ALTER TABLE intents ADD COLUMN texts_before INTEGER NOT NULL DEFAULT 0;
 "#;
 
 /// What can go wrong opening or writing the profile database.

@@ -14,9 +14,10 @@
 //! (KeyPackages, claims). A lane has at most one request in flight, so a group's posts reach the
 //! log in the order we made them; different lanes go in parallel. In a group's lane, in order:
 //! create the group on the node if it never got there; subscribe; read the log while it may
-//! hold entries past our cursor; post our pending commit; make the next queued change into a
-//! commit; post the oldest queued text (encrypted when its turn comes, and again if its epoch
-//! ended first).
+//! hold entries past our cursor; post our pending commit; then the group's changes (each made
+//! into a commit when its turn comes) and texts (encrypted when their turn comes, and again if
+//! their epoch ended first) in the order our user asked for them: a text sent after an add
+//! reaches the new member, one sent before it does not.
 //!
 //! # A group we cannot go on in
 //! A commit we cannot process marks the group broken (the profile stops reading it there).
@@ -46,7 +47,7 @@ use crate::engine::MemberInfo;
 use crate::identity::Fingerprint;
 use crate::profile::{
     Alert, Announcement, Claim, GroupSummary, Intent, LogEntry, LogRead, PendingCommit, Prepared,
-    Profile, ProfileError,
+    Profile, ProfileError, TextsMark,
 };
 use crate::sealed_tree::TreeSecret;
 
@@ -187,7 +188,9 @@ struct LaneState {
 #[derive(Debug)]
 struct Claims {
     ticket: Ticket,
-    group: String,
+    group: GroupId,
+    /// Where the add stands among the group's texts (it was asked before they were claimed).
+    asked: TextsMark,
     remaining: VecDeque<Claimee>,
     key_packages: Vec<Vec<u8>>,
 }
@@ -304,7 +307,7 @@ impl Core {
         self.schedule_recoveries()?;
         // A group we started again whose members were never added (we crashed meanwhile).
         for (new, members) in self.profile.unfinished_continuations()? {
-            self.claim_members(hex::encode(new.as_slice()), members);
+            self.claim_members(new, members);
         }
         self.next_poll = now + POLL_INTERVAL;
         Ok(())
@@ -475,7 +478,8 @@ impl Core {
     /// Queues a change of a hosted group; done once it is committed.
     pub fn change(&mut self, group: &str, intent: Intent) -> Result<Ticket, ProfileError> {
         let id = self.profile.hosted_group(group)?;
-        let seq = self.profile.queue_intent(group, &intent)?;
+        let asked = self.profile.texts_mark()?;
+        let seq = self.profile.queue_intent(group, &intent, asked)?;
         let ticket = self.ticket();
         self.intents.insert(seq, ticket);
         self.touch_group(id.as_slice(), false);
@@ -484,7 +488,7 @@ impl Core {
 
     /// Adds contacts (by name) in one commit: their KeyPackages are claimed first.
     pub fn add(&mut self, group: &str, contacts: &[String]) -> Result<Ticket, ProfileError> {
-        self.profile.hosted_group(group)?;
+        let id = self.profile.hosted_group(group)?;
         self.profile.ensure_admin(group, "add members")?;
         let members = self.profile.members(group)?;
         for name in contacts {
@@ -503,7 +507,8 @@ impl Core {
         let ticket = self.ticket();
         self.claims.push_back(Claims {
             ticket,
-            group: group.into(),
+            group: id,
+            asked: self.profile.texts_mark()?,
             remaining: contacts.iter().cloned().map(Claimee::Contact).collect(),
             key_packages: Vec::new(),
         });
@@ -554,17 +559,19 @@ impl Core {
     pub fn recover(&mut self, old: &GroupId) -> Result<Ticket, ProfileError> {
         let (summary, members) = self.profile.start_continuation(old)?;
         tracing::info!(old = %hex::encode(old.as_slice()), new = %summary.id, "starting a broken group again");
-        let id = hex::decode(&summary.id).expect("our own hex");
-        self.touch_group(&id, true);
-        Ok(self.claim_members(summary.id, members))
+        let id = GroupId::from_slice(&hex::decode(&summary.id).expect("our own hex"));
+        self.touch_group(id.as_slice(), true);
+        Ok(self.claim_members(id, members))
     }
 
     /// Claims KeyPackages of the members of a group we start again, to add them.
-    fn claim_members(&mut self, group: String, members: Vec<MemberInfo>) -> Ticket {
+    fn claim_members(&mut self, group: GroupId, members: Vec<MemberInfo>) -> Ticket {
         let ticket = self.ticket();
         self.claims.push_back(Claims {
             ticket,
             group,
+            // Its members are added before anything is said in it (its texts were moved in).
+            asked: TextsMark::FIRST,
             remaining: members
                 .into_iter()
                 .map(|m| Claimee::Member(m.fingerprint))
@@ -680,9 +687,20 @@ impl Core {
         if let Some(pending) = self.profile.pending_commit(id)? {
             return Ok(Some((Waiting::Commit, post_commit(&pending))));
         }
-        // Changes first: a joiner refreshes its keys before it sends, and a group started again
-        // adds its members before it announces itself.
+        // Changes and texts go in the order asked (`TextsMark`); a joiner's key refresh and the
+        // members of a group started again come before anything is said. An add still claiming
+        // KeyPackages goes before the changes asked after it.
+        let claiming = self
+            .claims
+            .iter()
+            .filter(|c| c.group == *id)
+            .map(|c| c.asked)
+            .min();
         loop {
+            let next = self.profile.next_change_mark(id)?;
+            if next.is_some_and(|next| claiming.is_some_and(|claiming| claiming < next)) {
+                break;
+            }
             match self.profile.prepare_next_commit(id)? {
                 Prepared::Nothing => break,
                 Prepared::Commit(pending) => {
@@ -714,7 +732,14 @@ impl Core {
                 return Ok(Some((Waiting::Announcement, Request::PostMessage(post))));
             }
         }
+        let waiting_change = claiming
+            .into_iter()
+            .chain(self.profile.next_change_mark(id)?)
+            .min();
         while let Some(text) = self.profile.next_text(id)? {
+            if waiting_change.is_some_and(|change| change.is_before(text.seq)) {
+                return Ok(None); // asked after a change that waits
+            }
             let Some((at, message)) = text.encrypted.filter(|(at, _)| *at == epoch) else {
                 // Its turn has come, or its epoch ended before the node took it.
                 if !self.profile.encrypt_queued(text.seq)? {
@@ -1037,6 +1062,8 @@ impl Core {
                         tracing::warn!(member = %fingerprint.to_hex(), error = %e, "a member is left out of a group started again");
                     }
                     (Err(e), Claimee::Contact(_)) => {
+                        // The add is off: texts asked after it go.
+                        self.touch_group(claims.group.as_slice(), false);
                         self.done(claims.ticket, Err(e));
                         return Ok(());
                     }
@@ -1113,18 +1140,18 @@ impl Core {
 
     /// Every KeyPackage is claimed: the add waits in the group's queue.
     fn queue_add(&mut self, claims: Claims) {
+        // Texts asked after the add waited for its claims; now they wait for its commit.
+        self.touch_group(claims.group.as_slice(), false);
         if claims.key_packages.is_empty() {
             return self.done(claims.ticket, Ok(()));
         }
         let intent = Intent::Add {
             key_packages: claims.key_packages,
         };
-        match self.profile.queue_intent(&claims.group, &intent) {
+        let group = hex::encode(claims.group.as_slice());
+        match self.profile.queue_intent(&group, &intent, claims.asked) {
             Ok(seq) => {
                 self.intents.insert(seq, claims.ticket);
-                if let Ok(id) = self.profile.find_group(&claims.group) {
-                    self.touch_group(id.as_slice(), false);
-                }
             }
             Err(e) => self.done(claims.ticket, Err(e.into())),
         }

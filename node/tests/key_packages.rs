@@ -3,7 +3,7 @@
 //! kept the drained private keys.
 
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Claim, Intent, Prepared, Profile, ProfileError};
+use mlschat_node::profile::{Claim, Intent, Prepared, Profile, ProfileError, TextsMark};
 use mlschat_node::store::unix_now;
 
 fn profile(name: &str) -> (tempfile::TempDir, Profile) {
@@ -85,6 +85,7 @@ fn a_claimed_package_no_welcome_used_in_time_loses_its_private_key() {
                 &Intent::Add {
                     key_packages: vec![key_package],
                 },
+                TextsMark::FIRST,
             )
             .unwrap();
         let Prepared::Commit(pending) = alice.prepare_next_commit(&id).unwrap() else {

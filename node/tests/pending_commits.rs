@@ -4,6 +4,7 @@
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{
     Home, Intent, LogEntry, PendingCommit, Prepared, Profile, ProfileError, SettingsChange,
+    TextsMark,
 };
 use mlschat_wire::EntryKind;
 use mlschat_wire::token::token_hash;
@@ -56,7 +57,9 @@ impl Member {
     }
 
     fn commit_in(&mut self, group: &str, intent: &Intent) -> PendingCommit {
-        self.p().queue_intent(group, intent).unwrap();
+        self.p()
+            .queue_intent(group, intent, TextsMark::FIRST)
+            .unwrap();
         let id = self.p().find_group(group).unwrap();
         match self.p().prepare_next_commit(&id).unwrap() {
             Prepared::Commit(pending) => pending,
@@ -261,7 +264,9 @@ fn a_group_kept_in_files_is_refused_by_the_delivery_path() {
         matches!(refused, Err(ProfileError::WrongKind(_))),
         "{refused:?}"
     );
-    let refused = alice.p().queue_intent("local", &Intent::Update);
+    let refused = alice
+        .p()
+        .queue_intent("local", &Intent::Update, TextsMark::FIRST);
     assert!(
         matches!(refused, Err(ProfileError::WrongKind(_))),
         "{refused:?}"

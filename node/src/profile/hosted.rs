@@ -94,10 +94,29 @@ fn decode_tree_keys(bytes: Option<Vec<u8>>) -> Result<Vec<Vec<u8>>, ProfileError
     Ok(keys.into_iter().map(Vec::from).collect())
 }
 
+/// Where a change stands among the texts of its group: after the texts queued before it was
+/// asked (outbox rows up to this number), before those queued after. Outbox rows are numbered
+/// by AUTOINCREMENT, so every text queued later has a greater number. A group's texts and
+/// changes go out in the order our user asked for them: a text sent after an add reaches the
+/// new member, one sent before it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TextsMark(pub i64);
+
+impl TextsMark {
+    /// Before every queued text: changes the group needs before anything is said in it (a
+    /// joiner's key refresh, adding the members of a group started again, committing proposals).
+    pub const FIRST: TextsMark = TextsMark(0);
+
+    /// Whether the outbox row `seq` was queued after the change was asked.
+    pub fn is_before(self, seq: i64) -> bool {
+        self.0 < seq
+    }
+}
+
 /// What making the next commit of a group came to.
 #[derive(Debug)]
 pub enum Prepared {
-    /// No intent waits.
+    /// No intent waits, or the next one waits for texts asked before it.
     Nothing,
     /// A commit is pending now; post it.
     Commit(PendingCommit),
@@ -304,20 +323,46 @@ impl Profile {
         ))
     }
 
-    /// Queues a change of the group, to be committed in order; returns its number.
-    pub fn queue_intent(&mut self, group: &str, intent: &Intent) -> Result<i64, ProfileError> {
+    /// Where a change asked now stands: after every text queued so far.
+    pub fn texts_mark(&self) -> Result<TextsMark, ProfileError> {
+        let seq = self
+            .store
+            .conn()
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM outbox")?
+            .query_row([], |r| r.get(0))?;
+        Ok(TextsMark(seq))
+    }
+
+    /// Where the group's next change stands among its texts, if a change waits.
+    pub fn next_change_mark(&self, id: &GroupId) -> Result<Option<TextsMark>, ProfileError> {
+        let mark: Option<i64> = self
+            .store
+            .conn()
+            .prepare_cached("SELECT MIN(texts_before) FROM intents WHERE group_id = ?1")?
+            .query_row([id.as_slice()], |r| r.get(0))?;
+        Ok(mark.map(TextsMark))
+    }
+
+    /// Queues a change of the group, asked at `mark`; returns its number.
+    pub fn queue_intent(
+        &mut self,
+        group: &str,
+        intent: &Intent,
+        mark: TextsMark,
+    ) -> Result<i64, ProfileError> {
         let id = self.hosted_group(group)?;
         let json = serde_json::to_string(intent).expect("an intent serialises");
         self.store.transaction(|| {
             self.store.conn().execute(
-                "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
-                params![id.as_slice(), json],
+                "INSERT INTO intents (group_id, intent, texts_before) VALUES (?1, ?2, ?3)",
+                params![id.as_slice(), json, mark.0],
             )?;
             Ok(self.store.conn().last_insert_rowid())
         })
     }
 
-    /// Makes the group's first waiting intent into our pending commit, in one transaction.
+    /// Makes the group's first waiting intent (in the order asked) into our pending commit, in
+    /// one transaction, once the texts asked before it have gone.
     pub fn prepare_next_commit(&mut self, id: &GroupId) -> Result<Prepared, ProfileError> {
         let pending: Option<i64> = self.store.query_opt(
             "SELECT 1 FROM pending_commits WHERE group_id = ?1",
@@ -328,18 +373,28 @@ impl Profile {
                 "a commit of ours is still waiting for the log".into(),
             ));
         }
-        let next: Option<(i64, String)> = self
+        // An add whose KeyPackages were claimed late was asked before changes queued earlier.
+        let next: Option<(i64, String, bool)> = self
             .store
             .conn()
             .query_row(
-                "SELECT seq, intent FROM intents WHERE group_id = ?1 ORDER BY seq LIMIT 1",
+                "SELECT seq, intent, EXISTS (SELECT 1 FROM outbox o WHERE o.group_id = i.group_id
+                    AND o.audience = 'group' AND o.seq <= i.texts_before)
+                 FROM intents i WHERE group_id = ?1 ORDER BY texts_before, seq LIMIT 1",
                 [id.as_slice()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((seq, json)) = next else {
+        let Some((seq, json, texts_first)) = next else {
             return Ok(Prepared::Nothing);
         };
+        // Proposals we hold (a member asked to leave) forbid any message before a commit: then
+        // the next change goes first and takes them with it.
+        self.load(id)?;
+        let holds_proposals = self.groups[id].pending_proposals().next().is_some();
+        if texts_first && !holds_proposals {
+            return Ok(Prepared::Nothing);
+        }
         let intent: Intent = serde_json::from_str(&json)
             .map_err(|e| ProfileError::Corrupt(format!("intent {seq}: {e}")))?;
         self.in_transaction(|p| {

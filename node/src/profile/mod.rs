@@ -35,7 +35,7 @@ pub use alerts::Alert;
 pub use contacts::{Admission, Contact, Home, InviteCode, SafetyNumber, SenderState, SenderStates};
 pub use hosted::{
     Announcement, Event, Intent, Invitation, Joiners, LogEntry, LogRead, PendingCommit, Prepared,
-    QueuedText, Waiting,
+    QueuedText, TextsMark, Waiting,
 };
 pub use key_packages::Claim;
 
