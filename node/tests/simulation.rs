@@ -1167,9 +1167,11 @@ fn texts_from_alice(sim: &mut Sim, m: usize) -> Vec<String> {
 }
 
 /// One seed of a script: Alice adds Carol, then removes Bob, sending bursts of texts around
-/// both while the network reorders, drops and duplicates. A text reaches who was in the group
-/// when Alice sent it: one sent after the add reaches Carol and one sent before does not; one
-/// sent before the remove reaches Bob and one sent after does not.
+/// both while the network reorders, drops and duplicates, and Bob and Carol crash and lose
+/// their connections (Alice keeps hers, so what she was told of her add and remove stands). A
+/// text reaches who was in the group when Alice sent it: one sent after the add reaches Carol
+/// and one sent before does not; one sent before the remove reaches Bob and one sent after
+/// does not.
 fn run_order_seed(seed: u64) -> Result<String, String> {
     let faults = Faults {
         drop_push: 20,
@@ -1185,6 +1187,13 @@ fn run_order_seed(seed: u64) -> Result<String, String> {
             sim.send_text(0);
             for _ in 0..sim.rng.below(3) {
                 sim.deliver(faults);
+            }
+            let other = 1 + sim.rng.below(2);
+            match sim.rng.below(20) {
+                0 => sim.crash(other),
+                1 => sim.disconnect(other),
+                2..=4 => sim.connect(other),
+                _ => {}
             }
         }
     };
@@ -1236,8 +1245,9 @@ fn run_order_seed(seed: u64) -> Result<String, String> {
             ));
         }
     }
+    let crashes = sim.log.iter().filter(|e| e.ends_with(" crashes")).count();
     Ok(format!(
-        "{} texts, add after {before_add}, remove after {before_remove}",
+        "{} texts, add after {before_add}, remove after {before_remove}, {crashes} crashes",
         sent.len()
     ))
 }
