@@ -14,8 +14,8 @@ use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose};
 use mlschat_wire::frame::{self, FrameError, HEADER_LEN, Header};
 use mlschat_wire::token::token_hash;
 use mlschat_wire::{
-    ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry, MailboxEntry,
-    Push, Request, Response,
+    ClaimAnswer, ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry,
+    MAX_CLAIMS, MailboxEntry, Push, Request, Response,
 };
 use openmls::prelude::{KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion};
 use openmls_rust_crypto::RustCrypto;
@@ -209,6 +209,7 @@ fn kind(request: &Request) -> &'static str {
         Request::Authenticate(_) => "authenticate",
         Request::PublishKeyPackages(_) => "publish_key_packages",
         Request::ClaimKeyPackage { .. } => "claim_key_package",
+        Request::ClaimKeyPackages { .. } => "claim_key_packages",
         Request::KeyPackageStock => "key_package_stock",
         Request::ClaimLog { .. } => "claim_log",
         Request::CreateGroup(_) => "create_group",
@@ -240,11 +241,15 @@ impl Failure {
     }
 
     fn response(self) -> Response {
-        Response::Error(ErrorResponse {
+        Response::Error(self.error())
+    }
+
+    fn error(self) -> ErrorResponse {
+        ErrorResponse {
             code: self.code,
             current_epoch: self.current_epoch,
             detail: self.detail.into_bytes().into(),
-        })
+        }
     }
 }
 
@@ -825,24 +830,22 @@ impl Node {
                     .await?;
                 Response::Ok
             }
-            Request::ClaimKeyPackage { owner } => {
-                let claimed = self
-                    .directory
-                    .claim(&owner, &client.id, now, self.started.elapsed())
-                    .await
-                    .map_err(|e| match e {
-                        ClaimError::NoKeyPackage => {
-                            Failure::new(ErrorCode::NoKeyPackage, "no KeyPackage left")
-                        }
-                        ClaimError::RateLimited(wait) => Failure::new(
-                            ErrorCode::RateLimited,
-                            format!("retry in {} ms", wait.as_millis()),
-                        ),
-                        ClaimError::Store(e) => e.into(),
-                    })?;
-                Response::KeyPackage {
-                    key_package: claimed.key_package.message.into(),
+            Request::ClaimKeyPackage { owner } => Response::KeyPackage {
+                key_package: self.claim(&owner, client, now).await?.into(),
+            },
+            Request::ClaimKeyPackages { owners } => {
+                if owners.len() > MAX_CLAIMS {
+                    let detail = format!("at most {MAX_CLAIMS} owners in one claim");
+                    return Err(Failure::new(ErrorCode::TooLarge, detail));
                 }
+                let mut claims = Vec::with_capacity(owners.len());
+                for owner in &owners {
+                    claims.push(match self.claim(owner, client, now).await {
+                        Ok(key_package) => ClaimAnswer::KeyPackage(key_package.into()),
+                        Err(failure) => ClaimAnswer::Refused(failure.error()),
+                    });
+                }
+                Response::KeyPackages { claims }
             }
             Request::KeyPackageStock => {
                 let stock = self.directory.stock(&client.id, now).await?;
@@ -1042,6 +1045,30 @@ impl Node {
 
     /// Validates a KeyPackage (`MLSMessage`): well formed, validly signed, unexpired, and
     /// carrying the uploader's own signature key.
+    /// Claims one of `owner`'s KeyPackages for `client`: the package's `MLSMessage`.
+    async fn claim(
+        &self,
+        owner: &ClientId,
+        client: &Authenticated,
+        now: u64,
+    ) -> Result<Vec<u8>, Failure> {
+        let claimed = self
+            .directory
+            .claim(owner, &client.id, now, self.started.elapsed())
+            .await
+            .map_err(|e| match e {
+                ClaimError::NoKeyPackage => {
+                    Failure::new(ErrorCode::NoKeyPackage, "no KeyPackage left")
+                }
+                ClaimError::RateLimited(wait) => Failure::new(
+                    ErrorCode::RateLimited,
+                    format!("retry in {} ms", wait.as_millis()),
+                ),
+                ClaimError::Store(e) => e.into(),
+            })?;
+        Ok(claimed.key_package.message)
+    }
+
     fn own_key_package(&self, bytes: &[u8], client: &Authenticated) -> Result<KeyPackage, Failure> {
         let invalid = |why: &str| Failure::new(ErrorCode::InvalidKeyPackage, why);
         let message = MlsMessageIn::tls_deserialize_exact(bytes)

@@ -54,6 +54,81 @@ async fn clients_register_publish_and_claim_key_packages() {
 }
 
 #[tokio::test]
+async fn one_request_claims_for_many_owners_each_as_a_single_claim_would() {
+    let node = start_node().await;
+    let (alice, bob, carol) = (
+        Client::connect(node.addr, node.fingerprint).await,
+        Client::connect(node.addr, node.fingerprint).await,
+        Client::connect(node.addr, node.fingerprint).await,
+    );
+    for client in [&alice, &bob, &carol] {
+        client.register().await;
+    }
+    for (owner, one_time) in [(&alice, 1), (&bob, 2)] {
+        let publish = Request::PublishKeyPackages(PublishKeyPackages {
+            one_time: (0..one_time)
+                .map(|_| owner.key_package(&owner.signer, false))
+                .collect(),
+            last_resort: Vec::new().into(),
+        });
+        assert_eq!(owner.request(&publish).await, Response::Ok);
+    }
+    // Alice twice (her one package, then nothing left), Bob once, Alice's stranger never.
+    let owners = vec![alice.id(), bob.id(), alice.id(), [7; 32]];
+    let Response::KeyPackages { claims } =
+        carol.request(&Request::ClaimKeyPackages { owners }).await
+    else {
+        panic!("no answer to the claims")
+    };
+    let codes: Vec<Option<ErrorCode>> = claims
+        .iter()
+        .map(|c| match c {
+            ClaimAnswer::KeyPackage(kp) => {
+                assert!(!kp.as_slice().is_empty());
+                None
+            }
+            ClaimAnswer::Refused(e) => Some(e.code),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            None,
+            None,
+            Some(ErrorCode::NoKeyPackage),
+            Some(ErrorCode::NoKeyPackage)
+        ]
+    );
+    // Each claim is in its owner's log, as a single claim's would be.
+    let Response::ClaimLog { entries } = bob.request(&Request::ClaimLog { after: 0 }).await else {
+        panic!("no claim log")
+    };
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].claimer, carol.id());
+    // More owners than one request may name: refused whole, and nothing is claimed.
+    let too_many = Request::ClaimKeyPackages {
+        owners: vec![bob.id(); MAX_CLAIMS + 1],
+    };
+    assert_eq!(
+        error_code(&carol.request(&too_many).await),
+        Some(ErrorCode::TooLarge)
+    );
+    assert_eq!(
+        bob.request(&Request::KeyPackageStock).await,
+        Response::KeyPackageStock {
+            one_time: 1,
+            last_resort: Flag::No
+        }
+    );
+    // No owners: an empty answer.
+    let none = Request::ClaimKeyPackages { owners: vec![] };
+    assert_eq!(
+        carol.request(&none).await,
+        Response::KeyPackages { claims: vec![] }
+    );
+}
+
+#[tokio::test]
 async fn authentication_cannot_be_replayed_or_skipped() {
     let node = start_node().await;
     let bob = Client::connect(node.addr, node.fingerprint).await;

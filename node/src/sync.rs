@@ -39,8 +39,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use openmls::prelude::GroupId;
 
 use mlschat_wire::{
-    CreateGroup, ErrorCode, ErrorResponse, FetchGroup, FetchTree, PostCommit, PostId, PostMessage,
-    PublishKeyPackages, Request, Response, WelcomeFor,
+    ClaimAnswer, CreateGroup, ErrorCode, ErrorResponse, FetchGroup, FetchTree, MAX_CLAIMS,
+    PostCommit, PostId, PostMessage, PublishKeyPackages, Request, Response, WelcomeFor,
 };
 
 use crate::engine::MemberInfo;
@@ -164,7 +164,8 @@ enum Waiting {
     Announcement,
     Stock,
     Publish,
-    Claim,
+    /// KeyPackages of the first this many claimees of the first add.
+    Claims(usize),
     ClaimLog,
     Mailbox,
     Tree,
@@ -993,18 +994,25 @@ impl Core {
     // ----- account -----
 
     fn next_for_account(&mut self) -> Result<Option<(Waiting, Request)>, SyncError> {
-        while let Some(claims) = self.claims.front_mut() {
-            let owner = match claims.remaining.front() {
-                Some(Claimee::Contact(name)) => self.profile.contact(name)?.client_id(),
-                Some(Claimee::Member(fingerprint)) => fingerprint.0,
-                None => {
-                    // Nobody to claim for: nothing to add.
-                    let claims = self.claims.pop_front().expect("looked at");
-                    self.queue_add(claims);
-                    continue;
-                }
-            };
-            return Ok(Some((Waiting::Claim, Request::ClaimKeyPackage { owner })));
+        while let Some(claims) = self.claims.front() {
+            if claims.remaining.is_empty() {
+                // Nobody to claim for: nothing to add.
+                let claims = self.claims.pop_front().expect("looked at");
+                self.queue_add(claims);
+                continue;
+            }
+            // One round trip for up to MAX_CLAIMS members of an add, not one each.
+            let owners = claims
+                .remaining
+                .iter()
+                .take(MAX_CLAIMS)
+                .map(|claimee| match claimee {
+                    Claimee::Contact(name) => Ok(self.profile.contact(name)?.client_id()),
+                    Claimee::Member(fingerprint) => Ok(fingerprint.0),
+                })
+                .collect::<Result<Vec<_>, ProfileError>>()?;
+            let waiting = Waiting::Claims(owners.len());
+            return Ok(Some((waiting, Request::ClaimKeyPackages { owners })));
         }
         if let Some(publish) = self.publish.take() {
             return Ok(Some((
@@ -1027,45 +1035,72 @@ impl Core {
 
     fn account_answer(&mut self, waiting: Waiting, answer: Answer) -> Result<(), SyncError> {
         match (waiting, answer) {
-            (Waiting::Claim, answer) => {
-                let mut claims = self.claims.pop_front().expect("a claim was waiting");
-                let claimee = claims.remaining.pop_front().expect("a claim was made");
-                let key_package = match answer {
-                    Ok(Response::KeyPackage { key_package }) => Ok(key_package.as_slice().to_vec()),
-                    Ok(other) => Err(SyncError::Unexpected(format!("{other:?}"))),
-                    Err(e) if e.code == ErrorCode::NoKeyPackage => Err(SyncError::Refused {
-                        code: e.code,
-                        detail: format!(
-                            "{} has no KeyPackage on the delivery node: they must connect to it \
-                             once (`mlschat sync`, or run the daemon) before they can be added",
-                            claimee.describe()
-                        ),
-                    }),
-                    Err(e) => Err(SyncError::refused(&e)),
-                };
-                let checked = key_package.and_then(|kp| {
-                    match &claimee {
-                        Claimee::Contact(name) => self
-                            .profile
-                            .contact(name)
-                            .and_then(|c| self.profile.check_claimed(&c, &kp)),
-                        Claimee::Member(fingerprint) => {
-                            self.profile.check_claimed_member(fingerprint, &kp)
-                        }
-                    }
-                    .map(|_| kp)
-                    .map_err(SyncError::from)
-                });
-                match (checked, &claimee) {
-                    (Ok(key_package), _) => claims.key_packages.push(key_package),
-                    (Err(e), Claimee::Member(fingerprint)) => {
-                        tracing::warn!(member = %fingerprint.to_hex(), error = %e, "a member is left out of a group started again");
-                    }
-                    (Err(e), Claimee::Contact(_)) => {
-                        // The add is off: texts asked after it go.
+            (Waiting::Claims(count), answer) => {
+                let answers: Vec<Result<Vec<u8>, ErrorResponse>> = match answer {
+                    Ok(Response::KeyPackages { claims }) if claims.len() == count => claims
+                        .into_iter()
+                        .map(|answer| match answer {
+                            ClaimAnswer::KeyPackage(kp) => Ok(kp.as_slice().to_vec()),
+                            ClaimAnswer::Refused(e) => Err(e),
+                        })
+                        .collect(),
+                    // The whole request may pass (the node is busy): every claim goes again.
+                    Err(e) if passes(e.code) => return Err(SyncError::refused(&e)),
+                    Err(e) => vec![Err(e); count],
+                    Ok(other) => {
+                        let claims = self.claims.pop_front().expect("claims were waiting");
+                        let unexpected = SyncError::Unexpected(format!("{other:?}"));
                         self.touch_group(claims.group.as_slice(), false);
-                        self.done(claims.ticket, Err(e));
+                        self.done(claims.ticket, Err(unexpected));
                         return Ok(());
+                    }
+                };
+                let mut claims = self.claims.pop_front().expect("claims were waiting");
+                for answer in answers {
+                    let claimee = claims.remaining.pop_front().expect("a claim was made");
+                    let key_package = match answer {
+                        Ok(key_package) => Ok(key_package),
+                        // This claim and those after it go again later; those before are kept.
+                        Err(e) if passes(e.code) => {
+                            claims.remaining.push_front(claimee);
+                            self.claims.push_front(claims);
+                            return Err(SyncError::refused(&e));
+                        }
+                        Err(e) if e.code == ErrorCode::NoKeyPackage => Err(SyncError::Refused {
+                            code: e.code,
+                            detail: format!(
+                                "{} has no KeyPackage on the delivery node: they must connect \
+                                 to it once (`mlschat sync`, or run the daemon) before they can \
+                                 be added",
+                                claimee.describe()
+                            ),
+                        }),
+                        Err(e) => Err(SyncError::refused(&e)),
+                    };
+                    let checked = key_package.and_then(|kp| {
+                        match &claimee {
+                            Claimee::Contact(name) => self
+                                .profile
+                                .contact(name)
+                                .and_then(|c| self.profile.check_claimed(&c, &kp)),
+                            Claimee::Member(fingerprint) => {
+                                self.profile.check_claimed_member(fingerprint, &kp)
+                            }
+                        }
+                        .map(|_| kp)
+                        .map_err(SyncError::from)
+                    });
+                    match (checked, &claimee) {
+                        (Ok(key_package), _) => claims.key_packages.push(key_package),
+                        (Err(e), Claimee::Member(fingerprint)) => {
+                            tracing::warn!(member = %fingerprint.to_hex(), error = %e, "a member is left out of a group started again");
+                        }
+                        (Err(e), Claimee::Contact(_)) => {
+                            // The add is off: texts asked after it go.
+                            self.touch_group(claims.group.as_slice(), false);
+                            self.done(claims.ticket, Err(e));
+                            return Ok(());
+                        }
                     }
                 }
                 if claims.remaining.is_empty() {

@@ -23,8 +23,8 @@ use mlschat_node::profile::{Home, Intent, Profile};
 use mlschat_node::sync::{Answer, Core, Lane, Notice, Ticket};
 use mlschat_wire::token::{client_id, token_hash};
 use mlschat_wire::{
-    ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry, MailboxEntry,
-    PostId, Push, Request, Response, TokenHash,
+    ClaimAnswer, ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry,
+    MailboxEntry, PostId, Push, Request, Response, TokenHash,
 };
 
 // ----- randomness -----
@@ -93,6 +93,34 @@ fn refuse(code: ErrorCode, current_epoch: u64) -> Response {
 }
 
 impl Node {
+    /// One claim of `owner`'s KeyPackages by `client`.
+    fn claim(&mut self, client: ClientId, owner: ClientId) -> Response {
+        let stock = self.key_packages.entry(owner).or_default();
+        let one_time = stock.one_time.pop();
+        let last_resort = one_time.is_none();
+        match one_time.or_else(|| stock.last_resort.clone()) {
+            Some(kp) => {
+                let crypto = openmls_rust_crypto::RustCrypto::default();
+                let reference = mlschat_node::engine::validate_key_package(&crypto, &kp)
+                    .ok()
+                    .and_then(|kp| kp.hash_ref(&crypto).ok())
+                    .map(|r| r.as_slice().to_vec())
+                    .unwrap_or_default();
+                stock.claims.push(ClaimLogEntry {
+                    seq: stock.claims.len() as u64 + 1,
+                    claimer: client,
+                    at: 1_800_000_000,
+                    last_resort: Flag::from(last_resort),
+                    reference: reference.into(),
+                });
+                Response::KeyPackage {
+                    key_package: kp.into(),
+                }
+            }
+            None => refuse(ErrorCode::NoKeyPackage, 0),
+        }
+    }
+
     /// Carries out one request of `member` (client `client`) on connection `conn`; returns the
     /// answer and the pushes it causes, as (member, connection, push), plus Welcome recipients.
     fn handle(
@@ -266,32 +294,19 @@ impl Node {
                 }
                 Response::Ok
             }
-            Request::ClaimKeyPackage { owner } => {
-                let stock = self.key_packages.entry(owner).or_default();
-                let one_time = stock.one_time.pop();
-                let last_resort = one_time.is_none();
-                match one_time.or_else(|| stock.last_resort.clone()) {
-                    Some(kp) => {
-                        let crypto = openmls_rust_crypto::RustCrypto::default();
-                        let reference = mlschat_node::engine::validate_key_package(&crypto, &kp)
-                            .ok()
-                            .and_then(|kp| kp.hash_ref(&crypto).ok())
-                            .map(|r| r.as_slice().to_vec())
-                            .unwrap_or_default();
-                        stock.claims.push(ClaimLogEntry {
-                            seq: stock.claims.len() as u64 + 1,
-                            claimer: client,
-                            at: 1_800_000_000,
-                            last_resort: Flag::from(last_resort),
-                            reference: reference.into(),
-                        });
-                        Response::KeyPackage {
-                            key_package: kp.into(),
+            Request::ClaimKeyPackage { owner } => self.claim(client, owner),
+            Request::ClaimKeyPackages { owners } => Response::KeyPackages {
+                claims: owners
+                    .into_iter()
+                    .map(|owner| match self.claim(client, owner) {
+                        Response::KeyPackage { key_package } => {
+                            ClaimAnswer::KeyPackage(key_package)
                         }
-                    }
-                    None => refuse(ErrorCode::NoKeyPackage, 0),
-                }
-            }
+                        Response::Error(e) => ClaimAnswer::Refused(e),
+                        other => unreachable!("{other:?}"),
+                    })
+                    .collect(),
+            },
             Request::ClaimLog { after } => Response::ClaimLog {
                 entries: self
                     .key_packages
@@ -608,6 +623,7 @@ impl Sim {
                         f.after_seq
                     )),
                     Request::ClaimKeyPackage { .. } => Some("claim".into()),
+                    Request::ClaimKeyPackages { owners } => Some(format!("claim {}", owners.len())),
                     Request::FetchMailbox { .. } => Some("mailbox".into()),
                     Request::FetchTree(_) => Some("tree".into()),
                     _ => None,

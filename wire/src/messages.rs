@@ -63,6 +63,10 @@ pub enum Request {
     /// Who claimed our KeyPackages, after an entry number.
     #[tls_codec(discriminant = 13)]
     ClaimLog { after: u64 },
+    /// Claims one KeyPackage of each owner, in order, in one round trip (an add of many
+    /// members): at most [`MAX_CLAIMS`] owners; answered by [`Response::KeyPackages`].
+    #[tls_codec(discriminant = 14)]
+    ClaimKeyPackages { owners: Vec<ClientId> },
 
     /// Creates a group's log at epoch 0.
     #[tls_codec(discriminant = 20)]
@@ -109,6 +113,9 @@ pub enum Response {
     KeyPackageStock { one_time: u32, last_resort: Flag },
     #[tls_codec(discriminant = 12)]
     ClaimLog { entries: Vec<ClaimLogEntry> },
+    /// One answer per owner of [`Request::ClaimKeyPackages`], in its order.
+    #[tls_codec(discriminant = 13)]
+    KeyPackages { claims: Vec<ClaimAnswer> },
     /// A post was stored (durably) at `seq`; after a commit, the group is at `epoch`.
     #[tls_codec(discriminant = 20)]
     Accepted { seq: u64, epoch: u64 },
@@ -158,6 +165,21 @@ pub struct PublishKeyPackages {
     pub one_time: Vec<VLBytes>,
     /// The last-resort KeyPackage, or empty to keep the current one.
     pub last_resort: VLBytes,
+}
+
+/// Most owners one [`Request::ClaimKeyPackages`] may name.
+pub const MAX_CLAIMS: usize = 100;
+
+/// One owner's answer to [`Request::ClaimKeyPackages`]: a KeyPackage, or the refusal a single
+/// claim would have had.
+#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]
+#[repr(u16)]
+pub enum ClaimAnswer {
+    /// An `MLSMessage` (wire format `mls_key_package`).
+    #[tls_codec(discriminant = 1)]
+    KeyPackage(VLBytes),
+    #[tls_codec(discriminant = 2)]
+    Refused(ErrorResponse),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]

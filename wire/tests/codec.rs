@@ -32,6 +32,9 @@ fn requests() -> Vec<Request> {
         Request::ClaimKeyPackage { owner: [9; 32] },
         Request::KeyPackageStock,
         Request::ClaimLog { after: 3 },
+        Request::ClaimKeyPackages {
+            owners: vec![[9; 32], [8; 32]],
+        },
         Request::CreateGroup(CreateGroup {
             group_id: vl(b"g1"),
             token_hash: [5; 32],
@@ -104,6 +107,16 @@ fn responses() -> Vec<Response> {
                 reference: vl(b"kp ref"),
             }],
         },
+        Response::KeyPackages {
+            claims: vec![
+                ClaimAnswer::KeyPackage(vl(b"kp")),
+                ClaimAnswer::Refused(ErrorResponse {
+                    code: ErrorCode::NoKeyPackage,
+                    current_epoch: 0,
+                    detail: vl(b"none"),
+                }),
+            ],
+        },
         Response::Accepted { seq: 10, epoch: 3 },
         Response::GroupEntries {
             entries: vec![entry],
@@ -160,6 +173,12 @@ fn encodings_are_pinned() {
         (
             Request::ClaimLog { after: 3 },
             "00010000000a".to_owned() + "000d" + "0000000000000003",
+        ),
+        (
+            Request::ClaimKeyPackages {
+                owners: vec![[9; 32]],
+            },
+            "000100000023".to_owned() + "000e" + "20" + &"09".repeat(32),
         ),
         (
             Request::PostMessage(PostMessage {
