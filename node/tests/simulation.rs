@@ -82,6 +82,9 @@ struct Node {
     subscribers: BTreeMap<Vec<u8>, BTreeSet<(usize, u64)>>,
     /// Fault: fetching a tree fails (a damaged tree), so joins fail and must be retried.
     trees_damaged: bool,
+    /// Fault: every n-th claim is refused as rate-limited (a refusal that passes).
+    claims_limited_every: Option<u64>,
+    claims_made: u64,
 }
 
 fn refuse(code: ErrorCode, current_epoch: u64) -> Response {
@@ -95,6 +98,13 @@ fn refuse(code: ErrorCode, current_epoch: u64) -> Response {
 impl Node {
     /// One claim of `owner`'s KeyPackages by `client`.
     fn claim(&mut self, client: ClientId, owner: ClientId) -> Response {
+        self.claims_made += 1;
+        if self
+            .claims_limited_every
+            .is_some_and(|n| self.claims_made.is_multiple_of(n))
+        {
+            return refuse(ErrorCode::RateLimited, 0);
+        }
         let stock = self.key_packages.entry(owner).or_default();
         let one_time = stock.one_time.pop();
         let last_resort = one_time.is_none();
@@ -408,6 +418,8 @@ struct Faults {
     damaged_trees: u64,
     /// A member posts a commit nobody can process (once per run at most).
     hostile_commit: u64,
+    /// Every n-th KeyPackage claim is refused as rate-limited (0: none).
+    limited_claims: u64,
 }
 
 const HOSTILE: Faults = Faults {
@@ -418,6 +430,7 @@ const HOSTILE: Faults = Faults {
     duplicate_push: 10,
     damaged_trees: 2,
     hostile_commit: 0,
+    limited_claims: 3,
 };
 
 /// A hostile member among them: a commit nobody can process, then the group must recover.
@@ -434,6 +447,7 @@ const CALM: Faults = Faults {
     duplicate_push: 0,
     damaged_trees: 0,
     hostile_commit: 0,
+    limited_claims: 0,
 };
 
 struct Sim {
@@ -1140,6 +1154,7 @@ fn run_seed(seed: u64, steps: usize, faults: Faults) -> Result<String, String> {
     let names = ["alice", "bob", "carol", "dave"];
     let members = env("SIM_MEMBERS").unwrap_or(3) as usize;
     let mut sim = Sim::new(seed, &names[..members.clamp(2, names.len())]);
+    sim.node.claims_limited_every = Some(faults.limited_claims).filter(|&n| n > 0);
     sim.form_group(faults);
     for step in 0..steps {
         sim.step(faults);
@@ -1183,8 +1198,8 @@ fn texts_from_alice(sim: &mut Sim, m: usize) -> Vec<String> {
 }
 
 /// One seed of a script: Alice adds Carol, then removes Bob, sending bursts of texts around
-/// both while the network reorders, drops and duplicates, and Bob and Carol crash and lose
-/// their connections (Alice keeps hers, so what she was told of her add and remove stands). A
+/// both while the network reorders, drops and duplicates, the node refuses every other claim
+/// as rate-limited, and Bob and Carol crash and lose their connections (Alice keeps hers, so what she was told of her add and remove stands). A
 /// text reaches who was in the group when Alice sent it: one sent after the add reaches Carol
 /// and one sent before does not; one sent before the remove reaches Bob and one sent after
 /// does not.
@@ -1197,6 +1212,8 @@ fn run_order_seed(seed: u64) -> Result<String, String> {
     let mut sim = Sim::new(seed, &["alice", "bob", "carol"]);
     sim.may_leave = false;
     sim.form_group_of(2, faults);
+    // Carol's KeyPackage is refused once (the claimer's rate limit): the add waits, not fails.
+    sim.node.claims_limited_every = Some(2);
     let group = sim.group.clone();
     let burst = |sim: &mut Sim| {
         for _ in 0..sim.rng.below(4) {

@@ -1539,10 +1539,14 @@ impl Profile {
     ) -> Result<Vec<(GroupId, Vec<MemberInfo>)>, ProfileError> {
         let rows: Vec<(Vec<u8>, Vec<u8>)> = {
             let mut stmt = self.store.conn().prepare(
+                // No add of ours queued or pending there (other changes our user asked for in
+                // the meantime wait behind the add: they do not stand for it).
                 "SELECT g.group_id, g.continues FROM groups g
                  WHERE g.continues IS NOT NULL AND g.state = 'active' AND g.broken IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM intents i WHERE i.group_id = g.group_id)
-                   AND NOT EXISTS (SELECT 1 FROM pending_commits p WHERE p.group_id = g.group_id)",
+                   AND NOT EXISTS (SELECT 1 FROM intents i
+                       WHERE i.group_id = g.group_id AND json_type(i.intent, '$.add') IS NOT NULL)
+                   AND NOT EXISTS (SELECT 1 FROM pending_commits p
+                       WHERE p.group_id = g.group_id AND json_type(p.intent, '$.add') IS NOT NULL)",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
