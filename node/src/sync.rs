@@ -1056,15 +1056,18 @@ impl Core {
                     }
                 };
                 let mut claims = self.claims.pop_front().expect("claims were waiting");
+                // Claims refused for a reason that passes go again later; every KeyPackage
+                // handed out is kept (the owner's stock paid for it).
+                let mut again = Vec::new();
+                let mut passing = None;
                 for answer in answers {
                     let claimee = claims.remaining.pop_front().expect("a claim was made");
                     let key_package = match answer {
                         Ok(key_package) => Ok(key_package),
-                        // This claim and those after it go again later; those before are kept.
                         Err(e) if passes(e.code) => {
-                            claims.remaining.push_front(claimee);
-                            self.claims.push_front(claims);
-                            return Err(SyncError::refused(&e));
+                            again.push(claimee);
+                            passing.get_or_insert(e);
+                            continue;
                         }
                         Err(e) if e.code == ErrorCode::NoKeyPackage => Err(SyncError::Refused {
                             code: e.code,
@@ -1102,6 +1105,13 @@ impl Core {
                             return Ok(());
                         }
                     }
+                }
+                if let Some(e) = passing {
+                    for claimee in again.into_iter().rev() {
+                        claims.remaining.push_front(claimee);
+                    }
+                    self.claims.push_front(claims);
+                    return Err(SyncError::refused(&e));
                 }
                 if claims.remaining.is_empty() {
                     self.queue_add(claims);
