@@ -1150,9 +1150,8 @@ fn check_sender_order(texts: &[String]) -> Result<(), String> {
 }
 
 /// One seed, start to end: form the group under faults, run, heal, check.
-fn run_seed(seed: u64, steps: usize, faults: Faults) -> Result<String, String> {
+fn run_seed(seed: u64, steps: usize, members: usize, faults: Faults) -> Result<String, String> {
     let names = ["alice", "bob", "carol", "dave"];
-    let members = env("SIM_MEMBERS").unwrap_or(3) as usize;
     let mut sim = Sim::new(seed, &names[..members.clamp(2, names.len())]);
     sim.node.claims_limited_every = Some(faults.limited_claims).filter(|&n| n > 0);
     sim.form_group(faults);
@@ -1290,6 +1289,12 @@ fn env(name: &str) -> Option<u64> {
 }
 
 fn run_seeds(faults: Faults, default_seeds: u64) {
+    run_seeds_of(3, faults, default_seeds);
+}
+
+/// `members` unless SIM_MEMBERS says otherwise.
+fn run_seeds_of(members: u64, faults: Faults, default_seeds: u64) {
+    let members = env("SIM_MEMBERS").unwrap_or(members) as usize;
     if std::env::var("SIM_TRACE").is_ok() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("info")
@@ -1303,7 +1308,7 @@ fn run_seeds(faults: Faults, default_seeds: u64) {
     };
     let mut failures = Vec::new();
     for &seed in &seeds {
-        match run_seed(seed, steps, faults) {
+        match run_seed(seed, steps, members, faults) {
             Ok(summary) => eprintln!("seed {seed}: ok ({summary})"),
             Err(e) => {
                 eprintln!("seed {seed}: FAILED: {e}");
@@ -1358,4 +1363,10 @@ fn members_agree_on_every_text_through_crashes_losses_and_reordering() {
 #[test]
 fn a_group_that_a_hostile_commit_breaks_goes_on_as_a_new_group() {
     run_seeds(HOSTILE_MEMBER, 100);
+}
+
+/// Four members: adds of three at once, so claims in one request are refused in part.
+#[test]
+fn four_members_agree_through_crashes_losses_refused_claims_and_a_hostile_commit() {
+    run_seeds_of(4, HOSTILE_MEMBER, 600);
 }
