@@ -14,6 +14,8 @@
 //! Drivers, doing the I/O:
 //! - [`target`]: the node under load (given, or embedded in this process) and its side of the
 //!   figures (`/metrics`, CPU and memory of local processes).
+//! - [`delay`]: a network's delay between members and nodes (a UDP relay), for figures of
+//!   round trips on a machine without `tc netem`.
 //! - [`crowd`]: KeyPackage members (cheap: a registration each) and full members (real peers,
 //!   each a durable profile and the sync core on its own thread).
 //! - [`runner`]: sets up each scenario's members and measures its operations.
@@ -23,6 +25,7 @@
 
 pub mod baseline;
 pub mod crowd;
+pub mod delay;
 pub mod plot;
 pub mod progress;
 pub mod report;

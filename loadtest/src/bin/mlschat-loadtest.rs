@@ -12,7 +12,7 @@ use mlschat_loadtest::report::Report;
 use mlschat_loadtest::scenario::Scenario;
 use mlschat_loadtest::target::{Embedded, Node, Target};
 use mlschat_loadtest::threshold::Threshold;
-use mlschat_loadtest::{baseline, plot, runner};
+use mlschat_loadtest::{baseline, delay, plot, runner};
 
 /// The scenarios shipped in `loadtest/scenarios/`, by name, so that the binary runs them
 /// anywhere (a container has no source tree).
@@ -72,6 +72,10 @@ struct RunArgs {
     /// The node's invite token, where registering needs one.
     #[arg(long, value_name = "TOKEN", default_value = "")]
     invite: String,
+    /// Delays every datagram between the members and the nodes by this many milliseconds each
+    /// way (a UDP relay in this process): 25 gives a 50 ms round trip, as to a node far away.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    delay: u64,
     /// Postgres for the embedded node (default: SQLite in a temporary directory).
     #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
@@ -152,13 +156,19 @@ fn run(args: RunArgs) -> anyhow::Result<Report> {
         .enable_all()
         .build()?;
     let data = tempfile::tempdir()?;
-    let (embedded, target) = if args.node.is_empty() {
+    let (embedded, mut target) = if args.node.is_empty() {
         let (embedded, target) =
             Embedded::start(&data.path().join("node"), args.database_url.as_deref())?;
         (Some(embedded), target)
     } else {
         (None, given_target(&args)?)
     };
+    if args.delay > 0 {
+        let one_way = std::time::Duration::from_millis(args.delay);
+        for node in &mut target.nodes {
+            node.quic = runtime.block_on(delay::relay(node.quic, one_way))?;
+        }
+    }
     let mut progress = Progress::new(args.quiet);
     if !args.quiet {
         eprintln!(
@@ -170,10 +180,11 @@ fn run(args: RunArgs) -> anyhow::Result<Report> {
                 .map(|n| n.quic.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            if embedded.is_some() {
-                "embedded node"
-            } else {
-                "given nodes"
+            match (embedded.is_some(), args.delay) {
+                (true, 0) => "embedded node".to_owned(),
+                (false, 0) => "given nodes".to_owned(),
+                (true, ms) => format!("embedded node, {ms} ms each way"),
+                (false, ms) => format!("given nodes, {ms} ms each way"),
             }
         );
     }
