@@ -1035,90 +1035,7 @@ impl Core {
 
     fn account_answer(&mut self, waiting: Waiting, answer: Answer) -> Result<(), SyncError> {
         match (waiting, answer) {
-            (Waiting::Claims(count), answer) => {
-                let answers: Vec<Result<Vec<u8>, ErrorResponse>> = match answer {
-                    Ok(Response::KeyPackages { claims }) if claims.len() == count => claims
-                        .into_iter()
-                        .map(|answer| match answer {
-                            ClaimAnswer::KeyPackage(kp) => Ok(kp.as_slice().to_vec()),
-                            ClaimAnswer::Refused(e) => Err(e),
-                        })
-                        .collect(),
-                    // The whole request may pass (the node is busy): every claim goes again.
-                    Err(e) if passes(e.code) => return Err(SyncError::refused(&e)),
-                    Err(e) => vec![Err(e); count],
-                    Ok(other) => {
-                        let claims = self.claims.pop_front().expect("claims were waiting");
-                        let unexpected = SyncError::Unexpected(format!("{other:?}"));
-                        self.touch_group(claims.group.as_slice(), false);
-                        self.done(claims.ticket, Err(unexpected));
-                        return Ok(());
-                    }
-                };
-                let mut claims = self.claims.pop_front().expect("claims were waiting");
-                // Claims refused for a reason that passes go again later; every KeyPackage
-                // handed out is kept (the owner's stock paid for it).
-                let mut again = Vec::new();
-                let mut passing = None;
-                for answer in answers {
-                    let claimee = claims.remaining.pop_front().expect("a claim was made");
-                    let key_package = match answer {
-                        Ok(key_package) => Ok(key_package),
-                        Err(e) if passes(e.code) => {
-                            again.push(claimee);
-                            passing.get_or_insert(e);
-                            continue;
-                        }
-                        Err(e) if e.code == ErrorCode::NoKeyPackage => Err(SyncError::Refused {
-                            code: e.code,
-                            detail: format!(
-                                "{} has no KeyPackage on the delivery node: they must connect \
-                                 to it once (`mlschat sync`, or run the daemon) before they can \
-                                 be added",
-                                claimee.describe()
-                            ),
-                        }),
-                        Err(e) => Err(SyncError::refused(&e)),
-                    };
-                    let checked = key_package.and_then(|kp| {
-                        match &claimee {
-                            Claimee::Contact(name) => self
-                                .profile
-                                .contact(name)
-                                .and_then(|c| self.profile.check_claimed(&c, &kp)),
-                            Claimee::Member(fingerprint) => {
-                                self.profile.check_claimed_member(fingerprint, &kp)
-                            }
-                        }
-                        .map(|_| kp)
-                        .map_err(SyncError::from)
-                    });
-                    match (checked, &claimee) {
-                        (Ok(key_package), _) => claims.key_packages.push(key_package),
-                        (Err(e), Claimee::Member(fingerprint)) => {
-                            tracing::warn!(member = %fingerprint.to_hex(), error = %e, "a member is left out of a group started again");
-                        }
-                        (Err(e), Claimee::Contact(_)) => {
-                            // The add is off: texts asked after it go.
-                            self.touch_group(claims.group.as_slice(), false);
-                            self.done(claims.ticket, Err(e));
-                            return Ok(());
-                        }
-                    }
-                }
-                if let Some(e) = passing {
-                    for claimee in again.into_iter().rev() {
-                        claims.remaining.push_front(claimee);
-                    }
-                    self.claims.push_front(claims);
-                    return Err(SyncError::refused(&e));
-                }
-                if claims.remaining.is_empty() {
-                    self.queue_add(claims);
-                } else {
-                    self.claims.push_front(claims);
-                }
-            }
+            (Waiting::Claims(count), answer) => self.claims_answered(count, answer)?,
             (
                 Waiting::Stock,
                 Ok(Response::KeyPackageStock {
@@ -1181,6 +1098,102 @@ impl Core {
             (_, Ok(other)) => return Err(SyncError::Unexpected(format!("{other:?}"))),
         }
         Ok(())
+    }
+
+    /// The answer to a request claiming KeyPackages for the first `count` claimees of the
+    /// first add. Claims refused for a reason that passes go again later; every KeyPackage
+    /// handed out is kept (the owner's stock paid for it).
+    fn claims_answered(&mut self, count: usize, answer: Answer) -> Result<(), SyncError> {
+        let answers: Vec<Result<Vec<u8>, ErrorResponse>> = match answer {
+            Ok(Response::KeyPackages { claims }) if claims.len() == count => claims
+                .into_iter()
+                .map(|answer| match answer {
+                    ClaimAnswer::KeyPackage(kp) => Ok(kp.as_slice().to_vec()),
+                    ClaimAnswer::Refused(e) => Err(e),
+                })
+                .collect(),
+            // The whole request may pass (the node is busy): every claim goes again.
+            Err(e) if passes(e.code) => return Err(SyncError::refused(&e)),
+            Err(e) => vec![Err(e); count],
+            Ok(other) => {
+                let claims = self.claims.pop_front().expect("claims were waiting");
+                self.touch_group(claims.group.as_slice(), false);
+                let unexpected = SyncError::Unexpected(format!("{other:?}"));
+                self.done(claims.ticket, Err(unexpected));
+                return Ok(());
+            }
+        };
+        let mut claims = self.claims.pop_front().expect("claims were waiting");
+        let mut again = VecDeque::new();
+        let mut passing = None;
+        for answer in answers {
+            let claimee = claims.remaining.pop_front().expect("a claim was made");
+            let key_package = match answer {
+                Err(e) if passes(e.code) => {
+                    again.push_back(claimee);
+                    passing.get_or_insert(e);
+                    continue;
+                }
+                answer => self.checked_claim(&claimee, answer),
+            };
+            match (key_package, &claimee) {
+                (Ok(key_package), _) => claims.key_packages.push(key_package),
+                (Err(e), Claimee::Member(fingerprint)) => {
+                    tracing::warn!(member = %fingerprint.to_hex(), error = %e, "a member is left out of a group started again");
+                }
+                (Err(e), Claimee::Contact(_)) => {
+                    // The add is off: texts asked after it go.
+                    self.touch_group(claims.group.as_slice(), false);
+                    self.done(claims.ticket, Err(e));
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(e) = passing {
+            again.append(&mut claims.remaining);
+            claims.remaining = again;
+            self.claims.push_front(claims);
+            return Err(SyncError::refused(&e));
+        }
+        if claims.remaining.is_empty() {
+            self.queue_add(claims);
+        } else {
+            self.claims.push_front(claims);
+        }
+        Ok(())
+    }
+
+    /// A claimed KeyPackage, checked to be of whom it was claimed for; or why there is none.
+    fn checked_claim(
+        &mut self,
+        claimee: &Claimee,
+        answer: Result<Vec<u8>, ErrorResponse>,
+    ) -> Result<Vec<u8>, SyncError> {
+        let key_package = match answer {
+            Ok(key_package) => key_package,
+            Err(e) if e.code == ErrorCode::NoKeyPackage => {
+                return Err(SyncError::Refused {
+                    code: e.code,
+                    detail: format!(
+                        "{} has no KeyPackage on the delivery node: they must connect to it \
+                         once (`mlschat sync`, or run the daemon) before they can be added",
+                        claimee.describe()
+                    ),
+                });
+            }
+            Err(e) => return Err(SyncError::refused(&e)),
+        };
+        match claimee {
+            Claimee::Contact(name) => {
+                let contact = self.profile.contact(name)?;
+                self.profile.check_claimed(&contact, &key_package)?;
+            }
+            Claimee::Member(fingerprint) => {
+                self.profile
+                    .check_claimed_member(fingerprint, &key_package)?;
+            }
+        }
+        Ok(key_package)
     }
 
     /// Every KeyPackage is claimed: the add waits in the group's queue.
