@@ -1043,8 +1043,6 @@ impl Node {
         })
     }
 
-    /// Validates a KeyPackage (`MLSMessage`): well formed, validly signed, unexpired, and
-    /// carrying the uploader's own signature key.
     /// Claims one of `owner`'s KeyPackages for `client`: the package's `MLSMessage`.
     async fn claim(
         &self,
@@ -1069,6 +1067,8 @@ impl Node {
         Ok(claimed.key_package.message)
     }
 
+    /// Validates a KeyPackage (`MLSMessage`): well formed, validly signed, unexpired, and
+    /// carrying the uploader's own signature key.
     fn own_key_package(&self, bytes: &[u8], client: &Authenticated) -> Result<KeyPackage, Failure> {
         let invalid = |why: &str| Failure::new(ErrorCode::InvalidKeyPackage, why);
         let message = MlsMessageIn::tls_deserialize_exact(bytes)
