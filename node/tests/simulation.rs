@@ -1295,20 +1295,26 @@ fn run_seeds(faults: Faults, default_seeds: u64) {
 /// `members` unless SIM_MEMBERS says otherwise.
 fn run_seeds_of(members: u64, faults: Faults, default_seeds: u64) {
     let members = env("SIM_MEMBERS").unwrap_or(members) as usize;
+    let steps = env("SIM_STEPS").unwrap_or(400) as usize;
+    for_each_seed(default_seeds, |seed| run_seed(seed, steps, members, faults));
+}
+
+/// Runs `run` for seeds 1..=`default_seeds` (SIM_SEEDS more, SIM_SEED one) and fails if any
+/// seed did, naming them.
+fn for_each_seed(default_seeds: u64, mut run: impl FnMut(u64) -> Result<String, String>) {
     if std::env::var("SIM_TRACE").is_ok() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("info")
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let steps = env("SIM_STEPS").unwrap_or(400) as usize;
     let seeds: Vec<u64> = match env("SIM_SEED") {
         Some(seed) => vec![seed],
         None => (1..=env("SIM_SEEDS").unwrap_or(default_seeds)).collect(),
     };
     let mut failures = Vec::new();
     for &seed in &seeds {
-        match run_seed(seed, steps, members, faults) {
+        match run(seed) {
             Ok(summary) => eprintln!("seed {seed}: ok ({summary})"),
             Err(e) => {
                 eprintln!("seed {seed}: FAILED: {e}");
@@ -1326,28 +1332,7 @@ fn run_seeds_of(members: u64, faults: Faults, default_seeds: u64) {
 
 #[test]
 fn texts_reach_the_members_who_were_in_when_they_were_sent() {
-    let seeds: Vec<u64> = match env("SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => (1..=env("SIM_SEEDS").unwrap_or(100)).collect(),
-    };
-    let failures: Vec<u64> = seeds
-        .iter()
-        .copied()
-        .filter(|&seed| match run_order_seed(seed) {
-            Ok(summary) => {
-                eprintln!("seed {seed}: ok ({summary})");
-                false
-            }
-            Err(e) => {
-                eprintln!("seed {seed}: FAILED: {e}");
-                true
-            }
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "seeds failed: {failures:?} (replay one with SIM_SEED=…)"
-    );
+    for_each_seed(100, run_order_seed);
 }
 
 #[test]
