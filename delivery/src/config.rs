@@ -4,6 +4,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use mlschat_keypackages::{ClaimLimits, RateLimit};
 
 use serde::Deserialize;
 
@@ -81,6 +84,10 @@ pub struct LimitsSection {
     /// `owner_claim_refill_ms`; past that, claims get the owner's last-resort package.
     pub owner_claim_burst: u32,
     pub owner_claim_refill_ms: u64,
+    /// Claims one claimer may make of one owner's packages at once, then one per
+    /// `pair_claim_refill_ms`; past that, its claims of that owner are refused `rate_limited`.
+    pub pair_claim_burst: u32,
+    pub pair_claim_refill_ms: u64,
     /// Welcomes a client's mailbox may hold; a commit that would exceed it is refused.
     pub mailbox_quota: u64,
     /// Days a mailbox entry is kept if never acknowledged.
@@ -114,9 +121,32 @@ pub struct LimitsSection {
     /// Registrations one address may make at once, then this many an hour.
     pub address_registrations_burst: u32,
     pub address_registrations_per_hour: f64,
+    /// Registrations the whole node takes at once, then this many an hour (a flood from many
+    /// addresses); `mlschat_registrations_total` counts them.
+    pub node_registrations_burst: u32,
+    pub node_registrations_per_hour: f64,
+    /// How many leading bits of an IPv6 address are "one address" to every per-address limit.
+    pub ipv6_prefix: u8,
+    /// Bytes of big request bodies one client, and one address, may hold at once: a share of
+    /// `memory_budget`, so that nobody holds all of it.
+    pub client_body_share: u32,
+    pub address_body_share: u32,
 }
 
 impl LimitsSection {
+    /// The claim limits, as the KeyPackage directory takes them.
+    pub fn claims(&self) -> ClaimLimits {
+        let limit = |burst, refill_ms| RateLimit {
+            burst,
+            refill: Duration::from_millis(refill_ms),
+        };
+        ClaimLimits {
+            claimer: limit(self.claim_burst, self.claim_refill_ms),
+            owner: limit(self.owner_claim_burst, self.owner_claim_refill_ms),
+            pair: limit(self.pair_claim_burst, self.pair_claim_refill_ms),
+        }
+    }
+
     /// The connection counts and rates, as the guard takes them.
     pub fn guard(&self) -> GuardConfig {
         GuardConfig {
@@ -136,6 +166,13 @@ impl LimitsSection {
                 self.address_registrations_burst,
                 self.address_registrations_per_hour / 3600.0,
             ),
+            node_registrations: rate(
+                self.node_registrations_burst,
+                self.node_registrations_per_hour / 3600.0,
+            ),
+            ipv6_prefix: self.ipv6_prefix,
+            client_body_share: self.client_body_share,
+            address_body_share: self.address_body_share,
         }
     }
 }
@@ -166,6 +203,8 @@ impl Default for DatabaseSection {
 
 impl Default for LimitsSection {
     fn default() -> Self {
+        let claims = ClaimLimits::default();
+        let millis = |limit: RateLimit| limit.refill.as_millis() as u64;
         Self {
             max_frame: mlschat_wire::MAX_FRAME,
             max_fetch: 1000,
@@ -173,10 +212,12 @@ impl Default for LimitsSection {
             max_message: 1024 * 1024,
             request_timeout_ms: 30_000,
             connection_budget: 2 * mlschat_wire::MAX_FRAME,
-            claim_burst: 500,
-            claim_refill_ms: 100,
-            owner_claim_burst: 50,
-            owner_claim_refill_ms: 60_000,
+            claim_burst: claims.claimer.burst,
+            claim_refill_ms: millis(claims.claimer),
+            owner_claim_burst: claims.owner.burst,
+            owner_claim_refill_ms: millis(claims.owner),
+            pair_claim_burst: claims.pair.burst,
+            pair_claim_refill_ms: millis(claims.pair),
             mailbox_quota: 10_000,
             mailbox_retention_days: 30,
             log_retention_days: 90,
@@ -196,6 +237,11 @@ impl Default for LimitsSection {
             client_groups_per_hour: 360.0,
             address_registrations_burst: 20,
             address_registrations_per_hour: 60.0,
+            node_registrations_burst: 1_000,
+            node_registrations_per_hour: 3_600.0,
+            ipv6_prefix: 64,
+            client_body_share: 4 * mlschat_wire::MAX_FRAME,
+            address_body_share: 4 * mlschat_wire::MAX_FRAME,
         }
     }
 }

@@ -1,6 +1,10 @@
 //! What keeps one client or one address from taking more than its share of a node: connections
 //! per address and in total, requests per client (and per address before authentication),
-//! bytes written and groups created per client, registrations per address.
+//! bytes written and groups created per client, registrations per address and node-wide, and
+//! the room request bodies take per client and per address.
+//!
+//! "An address" is an IPv4 address, or an IPv6 prefix (a /64 by default): one IPv6 host has
+//! 2^64 addresses to choose from.
 //!
 //! Every refusal has one [`Refusal`] reason, which is at once its wire error code, its label in
 //! `mlschat_refusals_total{reason}` and its warning; warnings are rate-limited per reason so a
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use mlschat_keypackages::{RateLimit, RateLimiter};
 use mlschat_wire::{ClientId, ErrorCode};
+use tokio::sync::Semaphore;
 
 /// Why the node refused to serve someone more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,18 +35,21 @@ pub enum Refusal {
     Groups,
     /// The address registers clients too fast.
     Registrations,
+    /// The node as a whole takes registrations too fast (many addresses at once).
+    NodeRegistrations,
     /// A connection stayed unauthenticated too long.
     Unauthenticated,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::ConnectionsPerAddress,
         Refusal::Connections,
         Refusal::Requests,
         Refusal::Bytes,
         Refusal::Groups,
         Refusal::Registrations,
+        Refusal::NodeRegistrations,
         Refusal::Unauthenticated,
     ];
 
@@ -54,6 +62,7 @@ impl Refusal {
             Refusal::Bytes => "bytes",
             Refusal::Groups => "groups",
             Refusal::Registrations => "registrations",
+            Refusal::NodeRegistrations => "node_registrations",
             Refusal::Unauthenticated => "unauthenticated",
         }
     }
@@ -66,7 +75,7 @@ impl Refusal {
             }
             Refusal::Bytes => ErrorCode::ByteQuota,
             Refusal::Groups => ErrorCode::GroupQuota,
-            Refusal::Registrations => ErrorCode::RegistrationLimited,
+            Refusal::Registrations | Refusal::NodeRegistrations => ErrorCode::RegistrationLimited,
             Refusal::Unauthenticated => ErrorCode::Unauthenticated,
         }
     }
@@ -86,6 +95,14 @@ pub struct GuardConfig {
     pub client_bytes: RateLimit,
     pub client_groups: RateLimit,
     pub address_registrations: RateLimit,
+    /// Registrations of the whole node, from any address.
+    pub node_registrations: RateLimit,
+    /// The prefix length an IPv6 address is limited by (its first bits name "an address").
+    pub ipv6_prefix: u8,
+    /// Bytes of request bodies over the node-wide budget's threshold that one client, and one
+    /// address, may hold at once: a share of the node's, so nobody holds all of it.
+    pub client_body_share: u32,
+    pub address_body_share: u32,
 }
 
 /// `per_second` tokens a second, `burst` at once.
@@ -114,7 +131,11 @@ pub struct Guard {
     client_bytes: Mutex<RateLimiter<ClientId>>,
     client_groups: Mutex<RateLimiter<ClientId>>,
     address_registrations: Mutex<RateLimiter<IpAddr>>,
+    node_registrations: Mutex<RateLimiter<()>>,
+    client_bodies: Shares<ClientId>,
+    address_bodies: Shares<IpAddr>,
     refusals: prometheus::IntCounterVec,
+    registrations: prometheus::IntCounter,
     /// When each reason was last logged, and how many refusals went unlogged since.
     warned: Mutex<HashMap<Refusal, (Instant, u64)>>,
 }
@@ -156,7 +177,16 @@ impl Guard {
         for reason in Refusal::ALL {
             refusals.with_label_values(&[reason.label()]);
         }
+        let registrations = prometheus::IntCounter::new(
+            "mlschat_registrations_total",
+            "Clients registered since the node started",
+        )
+        .expect("valid metric");
         Self {
+            node_registrations: Mutex::new(RateLimiter::new(config.node_registrations)),
+            client_bodies: Shares::new(config.client_body_share),
+            address_bodies: Shares::new(config.address_body_share),
+            registrations,
             client_requests: Mutex::new(RateLimiter::new(config.client_requests)),
             address_requests: Mutex::new(RateLimiter::new(config.address_requests)),
             client_bytes: Mutex::new(RateLimiter::new(config.client_bytes)),
@@ -171,13 +201,32 @@ impl Guard {
         }
     }
 
-    /// The refusal counter, for the node's registry.
-    pub fn metric(&self) -> prometheus::IntCounterVec {
-        self.refusals.clone()
+    /// The guard's metrics (refusals by reason, registrations), for the node's registry.
+    pub fn metrics(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.refusals.clone()),
+            Box::new(self.registrations.clone()),
+        ]
+    }
+
+    /// What limits count `address` as: itself for IPv4, its prefix for IPv6.
+    pub fn address_key(&self, address: IpAddr) -> IpAddr {
+        match address {
+            IpAddr::V4(_) => address,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let bits = u32::from(self.config.ipv6_prefix.min(128));
+                    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                    IpAddr::V6((u128::from(v6) & mask).into())
+                }
+            },
+        }
     }
 
     /// A place for a new connection from `address`, if the limits leave one.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Slot, Refusal> {
+        let address = self.address_key(address);
         let mut counts = lock(&self.per_address);
         let here = counts.get(&address).copied().unwrap_or(0);
         if here >= self.config.connections_per_address {
@@ -196,6 +245,7 @@ impl Guard {
 
     /// One request from `client`, or from an unauthenticated connection at `address`.
     pub fn request(&self, client: Option<&ClientId>, address: IpAddr) -> Result<(), Refusal> {
+        let address = self.address_key(address);
         let now = self.started.elapsed();
         let taken = match client {
             Some(client) => lock(&self.client_requests).check(client, now),
@@ -220,12 +270,27 @@ impl Guard {
             .map_err(|_| self.refused(Refusal::Groups))
     }
 
-    /// A registration from `address`.
+    /// A registration from `address`: within the address's limit and the node's.
     pub fn register(&self, address: IpAddr) -> Result<(), Refusal> {
+        let address = self.address_key(address);
         let now = self.started.elapsed();
         lock(&self.address_registrations)
             .check(&address, now)
-            .map_err(|_| self.refused(Refusal::Registrations))
+            .map_err(|_| self.refused(Refusal::Registrations))?;
+        lock(&self.node_registrations)
+            .check(&(), now)
+            .map_err(|_| self.refused(Refusal::NodeRegistrations))?;
+        self.registrations.inc();
+        Ok(())
+    }
+
+    /// The rooms a big request body from `client` at `address` takes its bytes from, besides
+    /// its connection's and the node's.
+    pub fn body_shares(&self, client: &ClientId, address: IpAddr) -> [Arc<Semaphore>; 2] {
+        [
+            self.client_bodies.of(client),
+            self.address_bodies.of(&self.address_key(address)),
+        ]
     }
 
     /// Counts a refusal and logs it, at most once per [`WARN_EVERY`] for each reason.
@@ -246,6 +311,32 @@ impl Guard {
             *unlogged += 1;
         }
         reason
+    }
+}
+
+/// Room for bodies per key (a client, an address), each key with `size` bytes of its own. A
+/// key's room is forgotten once no request holds it.
+#[derive(Debug)]
+struct Shares<K> {
+    size: u32,
+    rooms: Mutex<HashMap<K, Arc<Semaphore>>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Shares<K> {
+    fn new(size: u32) -> Self {
+        Self {
+            size,
+            rooms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn of(&self, key: &K) -> Arc<Semaphore> {
+        let mut rooms = lock(&self.rooms);
+        rooms.retain(|_, room| Arc::strong_count(room) > 1);
+        rooms
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.size as usize)))
+            .clone()
     }
 }
 
@@ -308,6 +399,52 @@ mod tests {
             g.register(here).unwrap();
         }
         assert_eq!(g.register(here).unwrap_err(), Refusal::Registrations);
+    }
+
+    /// Issue 18, finding 5: 19 accounts registered from 10 addresses, and an IPv6 host has
+    /// 2^64 of them. IPv6 addresses are limited by their /64, and the node by its own cap.
+    #[test]
+    fn an_ipv6_host_is_one_address_and_the_node_caps_registrations() {
+        let g = guard(GuardConfig {
+            address_registrations: rate(2, 0.001),
+            node_registrations: rate(6, 0.001),
+            ..GuardConfig::default()
+        });
+        let v6 = |a: &str| -> IpAddr { a.parse().unwrap() };
+        g.register(v6("2001:db8:1:2::1")).unwrap();
+        g.register(v6("2001:db8:1:2:ffff::9")).unwrap();
+        assert_eq!(
+            g.register(v6("2001:db8:1:2:abcd::1")).unwrap_err(),
+            Refusal::Registrations,
+            "another address of the same /64"
+        );
+        g.register(v6("2001:db8:1:3::1")).unwrap();
+        // An IPv4 host is one address, written mapped or not.
+        g.register(v6("::ffff:10.0.0.1")).unwrap();
+        g.register(v6("10.0.0.1")).unwrap();
+        assert_eq!(
+            g.register(v6("10.0.0.1")).unwrap_err(),
+            Refusal::Registrations
+        );
+        g.register(v6("10.0.0.2")).unwrap();
+        assert_eq!(
+            g.register(v6("10.0.0.3")).unwrap_err(),
+            Refusal::NodeRegistrations
+        );
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&g.registrations.collect())
+            .unwrap();
+        assert!(text.contains("mlschat_registrations_total 6"), "{text}");
+        // Connections are counted per /64 too.
+        let g = guard(GuardConfig {
+            connections_per_address: 1,
+            ..GuardConfig::default()
+        });
+        let _held = g.admit(v6("2001:db8::1")).unwrap();
+        assert_eq!(
+            g.admit(v6("2001:db8::2")).unwrap_err(),
+            Refusal::ConnectionsPerAddress
+        );
     }
 
     use prometheus::core::Collector as _;

@@ -48,14 +48,7 @@ pub async fn run(
         NodeConfig {
             max_frame: config.limits.max_frame,
             registration: config.server.registration,
-            claim_rate: mlschat_keypackages::RateLimit {
-                burst: config.limits.claim_burst,
-                refill: Duration::from_millis(config.limits.claim_refill_ms),
-            },
-            owner_claim_rate: mlschat_keypackages::RateLimit {
-                burst: config.limits.owner_claim_burst,
-                refill: Duration::from_millis(config.limits.owner_claim_refill_ms),
-            },
+            claims: config.limits.claims(),
             max_fetch: config.limits.max_fetch,
             max_fetch_bytes: config.limits.max_fetch_bytes,
             max_message: config.limits.max_message,

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mlschat_keypackages::{ClaimError, Directory, KeyPackage, RateLimit};
+use mlschat_keypackages::{ClaimError, ClaimLimits, Directory, KeyPackage};
 use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose};
 use mlschat_wire::frame::{self, FrameError, HEADER_LEN, Header};
 use mlschat_wire::token::token_hash;
 use mlschat_wire::{
     ClaimAnswer, ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry,
-    MAX_CLAIMS, MailboxEntry, Push, Request, Response,
+    MAX_CLAIMS, MailboxEntry, Push, Request, Response, WelcomeFor,
 };
 use openmls::prelude::{KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion};
 use openmls_rust_crypto::RustCrypto;
@@ -47,9 +47,8 @@ pub struct NodeConfig {
     /// The largest request body accepted.
     pub max_frame: u32,
     pub registration: Registration,
-    pub claim_rate: RateLimit,
-    /// One-time KeyPackages one owner gives out; past it, claims get its last-resort one.
-    pub owner_claim_rate: RateLimit,
+    /// Claims per claimer, one-time packages per owner, claims per claimer of one owner.
+    pub claims: ClaimLimits,
     /// The most entries one fetch returns.
     pub max_fetch: u32,
     /// The most bytes one fetch returns, past its first entry.
@@ -79,11 +78,7 @@ impl Default for NodeConfig {
         Self {
             max_frame: mlschat_wire::MAX_FRAME,
             registration: Registration::Open,
-            claim_rate: RateLimit::default(),
-            owner_claim_rate: RateLimit {
-                burst: 50,
-                refill: Duration::from_secs(60),
-            },
+            claims: ClaimLimits::default(),
             max_fetch: 1000,
             max_fetch_bytes: 8 * 1024 * 1024,
             max_message: 1024 * 1024,
@@ -152,10 +147,13 @@ struct Metrics {
     connections: prometheus::IntGauge,
     stored_bytes: prometheus::IntGauge,
     key_packages: prometheus::IntGauge,
+    /// Welcomes of accepted commits that were not delivered (a full mailbox, or a second
+    /// waiting Welcome from one last-resort claim).
+    undelivered_welcomes: prometheus::IntCounter,
 }
 
 impl Metrics {
-    fn new(refusals: prometheus::IntCounterVec) -> Self {
+    fn new(guard: Vec<Box<dyn prometheus::core::Collector>>) -> Self {
         let registry = prometheus::Registry::new();
         let requests = prometheus::IntCounterVec::new(
             prometheus::Opts::new("mlschat_requests_total", "Requests by kind and result"),
@@ -180,14 +178,23 @@ impl Metrics {
             "mlschat_key_packages",
             "Unexpired one-time KeyPackages in stock, all owners",
         );
+        let undelivered_welcomes = prometheus::IntCounter::new(
+            "mlschat_undelivered_welcomes_total",
+            "Welcomes of accepted commits left out: a full mailbox, or one waiting already from \
+             the same last-resort claim",
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(undelivered_welcomes.clone()),
             Box::new(latency.clone()),
             Box::new(connections.clone()),
             Box::new(stored_bytes.clone()),
             Box::new(key_packages.clone()),
-            Box::new(refusals),
-        ] {
+        ]
+        .into_iter()
+        .chain(guard)
+        {
             registry.register(metric).expect("unique metric names");
         }
         Self {
@@ -197,6 +204,7 @@ impl Metrics {
             connections,
             stored_bytes,
             key_packages,
+            undelivered_welcomes,
         }
     }
 }
@@ -284,9 +292,6 @@ impl From<Refused> for Failure {
                 ErrorCode::Forbidden,
                 "a Welcome for a client whose KeyPackage you did not claim",
             ),
-            Refused::QuotaExceeded => {
-                Failure::new(ErrorCode::QuotaExceeded, "a recipient's mailbox is full")
-            }
             Refused::StaleEpoch { current } => Failure {
                 code: ErrorCode::StaleEpoch,
                 current_epoch: current,
@@ -304,6 +309,7 @@ impl From<Refusal> for Failure {
             Refusal::Bytes => "you wrote more than your quota allows for now; wait",
             Refusal::Groups => "you created more groups than your quota allows for now; wait",
             Refusal::Registrations => "too many registrations from your address; wait",
+            Refusal::NodeRegistrations => "the node takes too many registrations now; wait",
             Refusal::Unauthenticated => "authenticate first",
         };
         Failure::new(r.code(), detail)
@@ -383,11 +389,11 @@ impl Node {
         let announcer = Announcer::new(db.clone());
         let guard = Arc::new(Guard::new(config.guard.clone()));
         Self {
-            metrics: Metrics::new(guard.metric()),
+            metrics: Metrics::new(guard.metrics()),
             memory: Semaphore::new(config.memory_budget as usize),
             guard,
             drain_started: Notify::new(),
-            directory: Directory::new(db.clone(), config.claim_rate, config.owner_claim_rate),
+            directory: Directory::new(db.clone(), config.claims),
             // Posts to different groups commit in parallel; SQLite has one writer anyway,
             // where they simply take turns.
             appender: Appender::start(db.clone(), config.writers, 256, announcer.clone()),
@@ -629,9 +635,11 @@ impl Node {
             Some(_) => self.config.max_frame,
             None => PRE_AUTH_MAX_FRAME,
         };
+        // A big body also takes room in its client's and its address's shares of the node's.
+        let shares = client.map(|c| self.guard.body_shares(&c, caller.address));
         let read = tokio::time::timeout(
             self.config.request_timeout,
-            self.read_request(&mut recv, limit, budget),
+            self.read_request(&mut recv, limit, budget, shares.as_ref()),
         );
         // A drain does not wait for requests still arriving: they are refused at once.
         let drain = self.drain_started.notified();
@@ -687,14 +695,15 @@ impl Node {
 
     /// Reads one request frame and its body's size: the header first (the body must be within
     /// `limit`), then the body as its bytes arrive, each chunk taking room in the connection's
-    /// budget and, past [`SMALL_BODY`], in the node's (held until the body is decoded). A
-    /// stream that declares much and sends little holds little: room is taken for bytes that
-    /// came, never for bytes promised.
+    /// budget and, past [`SMALL_BODY`], in its client's and address's `shares` and in the
+    /// node's (held until the body is decoded). A stream that declares much and sends little
+    /// holds little: room is taken for bytes that came, never for bytes promised.
     async fn read_request(
         &self,
         recv: &mut quinn::RecvStream,
         limit: u32,
         budget: &Semaphore,
+        shares: Option<&[Arc<Semaphore>; 2]>,
     ) -> Result<(Request, usize), Failure> {
         let truncated = || Failure::from(FrameError::Truncated);
         let mut header = [0u8; HEADER_LEN];
@@ -718,6 +727,10 @@ impl Node {
             let size = chunk.bytes.len() as u32;
             room.push(budget.acquire_many(size).await.map_err(closing)?);
             if node_wide {
+                // Always in this order (connection, client, address, node): no cycle to wait in.
+                for share in shares.into_iter().flatten() {
+                    room.push(share.acquire_many(size).await.map_err(closing)?);
+                }
                 room.push(self.memory.acquire_many(size).await.map_err(closing)?);
             }
             body.extend_from_slice(&chunk.bytes);
@@ -818,12 +831,12 @@ impl Node {
                 let one_time = p
                     .one_time
                     .iter()
-                    .map(|kp| self.own_key_package(kp.as_slice(), client))
+                    .map(|kp| self.own_key_package(kp.as_slice(), client, false))
                     .collect::<Result<Vec<_>, _>>()?;
                 let last_resort = if p.last_resort.as_slice().is_empty() {
                     None
                 } else {
-                    Some(self.own_key_package(p.last_resort.as_slice(), client)?)
+                    Some(self.own_key_package(p.last_resort.as_slice(), client, true)?)
                 };
                 self.directory
                     .publish(&client.id, one_time, last_resort)
@@ -880,6 +893,11 @@ impl Node {
                 Response::Ok
             }
             Request::PostCommit(c) => {
+                let welcomes = c
+                    .welcomes
+                    .iter()
+                    .map(new_welcome)
+                    .collect::<Result<Vec<_>, _>>()?;
                 let posted = self
                     .db
                     .post_commit(
@@ -890,15 +908,7 @@ impl Node {
                             token_hash: token_hash(&c.token),
                             next_token_hash: c.next_token_hash,
                             commit: c.commit.as_slice().to_vec(),
-                            welcomes: c
-                                .welcomes
-                                .iter()
-                                .map(|w| NewWelcome {
-                                    recipient: w.recipient,
-                                    welcome: w.welcome.as_slice().to_vec(),
-                                    tree_key: w.tree_key.as_slice().to_vec(),
-                                })
-                                .collect(),
+                            welcomes,
                             sealed_tree: c.sealed_tree.as_slice().to_vec(),
                             tree_access_hash: c.tree_access_hash,
                         },
@@ -910,16 +920,19 @@ impl Node {
                     first: posted.seq,
                     last: posted.seq,
                 }];
-                for (welcome, id) in c.welcomes.iter().zip(&posted.welcomes) {
+                let mut undelivered = Vec::new();
+                for (welcome, id) in c.welcomes.into_iter().zip(&posted.welcomes) {
+                    let Some(id) = *id else {
+                        self.metrics.undelivered_welcomes.inc();
+                        undelivered.push(welcome.recipient);
+                        continue;
+                    };
                     announced.push(Announcement::Mailbox {
                         owner: welcome.recipient,
-                        id: *id,
+                        id,
                     });
-                }
-                self.announcer.announce(announced);
-                for (welcome, id) in c.welcomes.into_iter().zip(&posted.welcomes) {
                     let entry = MailboxEntry {
-                        id: *id,
+                        id,
                         group_id: c.group_id.clone(),
                         epoch: posted.epoch,
                         welcome: welcome.welcome,
@@ -927,6 +940,7 @@ impl Node {
                     };
                     self.deliver_to_mailbox(&welcome.recipient, entry);
                 }
+                self.announcer.announce(announced);
                 let entry = GroupEntry {
                     seq: posted.seq,
                     epoch: c.epoch,
@@ -934,9 +948,10 @@ impl Node {
                     message: c.commit,
                 };
                 self.publish(c.group_id.as_slice(), entry);
-                Response::Accepted {
+                Response::Committed {
                     seq: posted.seq,
                     epoch: posted.epoch,
+                    undelivered,
                 }
             }
             Request::PostMessage(m) => {
@@ -1053,23 +1068,38 @@ impl Node {
         let claimed = self
             .directory
             .claim(owner, &client.id, now, self.started.elapsed())
-            .await
-            .map_err(|e| match e {
-                ClaimError::NoKeyPackage => {
-                    Failure::new(ErrorCode::NoKeyPackage, "no KeyPackage left")
-                }
-                ClaimError::RateLimited(wait) => Failure::new(
-                    ErrorCode::RateLimited,
-                    format!("retry in {} ms", wait.as_millis()),
-                ),
-                ClaimError::Store(e) => e.into(),
-            })?;
-        Ok(claimed.key_package.message)
+            .await;
+        match claimed {
+            Ok(claimed) => Ok(claimed.key_package.message),
+            // An owner who never registered is not one with an empty stock: the claimer's
+            // client should say "no such client", not "ask them to come online".
+            Err(ClaimError::NoKeyPackage) if self.db.client_key(owner).await?.is_none() => {
+                Err(Failure::new(
+                    ErrorCode::UnknownClient,
+                    "no client with that id is registered here",
+                ))
+            }
+            Err(ClaimError::NoKeyPackage) => {
+                Err(Failure::new(ErrorCode::NoKeyPackage, "no KeyPackage left"))
+            }
+            Err(ClaimError::RateLimited(wait)) => Err(Failure::new(
+                ErrorCode::RateLimited,
+                format!("retry in {} ms", wait.as_millis()),
+            )),
+            Err(ClaimError::Store(e)) => Err(e.into()),
+        }
     }
 
-    /// Validates a KeyPackage (`MLSMessage`): well formed, validly signed, unexpired, and
-    /// carrying the uploader's own signature key.
-    fn own_key_package(&self, bytes: &[u8], client: &Authenticated) -> Result<KeyPackage, Failure> {
+    /// Validates a KeyPackage (`MLSMessage`): well formed, validly signed, unexpired, carrying
+    /// the uploader's own signature key, and marked with the `last_resort` extension exactly
+    /// when it is published as the last-resort package (RFC 9420 §17.4, and what joiners of
+    /// other implementations expect: they may delete a one-time package's keys on use).
+    fn own_key_package(
+        &self,
+        bytes: &[u8],
+        client: &Authenticated,
+        last_resort: bool,
+    ) -> Result<KeyPackage, Failure> {
         let invalid = |why: &str| Failure::new(ErrorCode::InvalidKeyPackage, why);
         let message = MlsMessageIn::tls_deserialize_exact(bytes)
             .map_err(|_| invalid("not an MLS message"))?;
@@ -1083,6 +1113,19 @@ impl Node {
         if kp.leaf_node().signature_key().as_slice() != client.signature_key.as_slice() {
             return Err(invalid("the KeyPackage is not signed with your key"));
         }
+        match (last_resort, kp.last_resort()) {
+            (true, false) => {
+                return Err(invalid(
+                    "a last-resort KeyPackage must carry the last_resort extension",
+                ));
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "a one-time KeyPackage must not carry the last_resort extension",
+                ));
+            }
+            _ => {}
+        }
         Ok(KeyPackage {
             reference: kp
                 .hash_ref(&self.crypto)
@@ -1093,6 +1136,36 @@ impl Node {
             not_after: kp.life_time().not_after(),
         })
     }
+}
+
+/// A Welcome as the node stores it, if it is one: an `MLSMessage` holding an MLS Welcome with
+/// group secrets for at least one KeyPackage, and a tree key. The node cannot open it, but it
+/// learns which KeyPackageRefs it is for, and a Welcome must be for a package its recipient
+/// gave the committer (checked in the commit's transaction).
+fn new_welcome(w: &WelcomeFor) -> Result<NewWelcome, Failure> {
+    let malformed = |why: &str| Failure::new(ErrorCode::Malformed, why);
+    let message = MlsMessageIn::tls_deserialize_exact(w.welcome.as_slice())
+        .map_err(|_| malformed("a Welcome is not an MLS message"))?;
+    let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
+        return Err(malformed("a Welcome is not an MLS Welcome"));
+    };
+    let references: Vec<Vec<u8>> = welcome
+        .secrets()
+        .iter()
+        .map(|s| s.new_member().as_slice().to_vec())
+        .collect();
+    if references.is_empty() {
+        return Err(malformed("a Welcome holds no group secrets"));
+    }
+    if w.tree_key.as_slice().is_empty() {
+        return Err(malformed("a Welcome comes without its tree key"));
+    }
+    Ok(NewWelcome {
+        recipient: w.recipient,
+        welcome: w.welcome.as_slice().to_vec(),
+        tree_key: w.tree_key.as_slice().to_vec(),
+        references,
+    })
 }
 
 /// A stored log entry as the wire carries it.

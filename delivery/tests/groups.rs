@@ -40,6 +40,7 @@ fn commit(epoch: u64, by: u8, welcomes: Vec<([u8; 32], Vec<u8>)>) -> NewCommit {
                 recipient,
                 welcome,
                 tree_key: vec![by; 3],
+                references: vec![reference(&recipient)],
             })
             .collect(),
     }
@@ -50,20 +51,34 @@ async fn both(test: impl AsyncFn(Database)) {
     test(fresh_sqlite().await).await;
 }
 
+/// The reference of the one KeyPackage each test client has (a Welcome's group secrets name
+/// the packages they are encrypted to).
+fn reference(owner: &[u8; 32]) -> Vec<u8> {
+    owner.to_vec()
+}
+
 /// The poster of `c` claimed a KeyPackage of each of its Welcomes' recipients, as a committer
 /// adding them does (the claim log is what the node checks).
 async fn claimed(db: &Database, c: &NewCommit) {
-    const SQL: &str =
-        "INSERT INTO claim_log (owner, claimer, at, last_resort) VALUES ($1, $2, 0, FALSE)";
+    claimed_as(db, c, false).await;
+}
+
+/// As [`claimed`], the claims taking the recipients' last-resort packages when `last_resort`.
+async fn claimed_as(db: &Database, c: &NewCommit, last_resort: bool) {
+    const SQL: &str = "INSERT INTO claim_log (owner, claimer, at, last_resort, reference)
+                       VALUES ($1, $2, 0, $3, $4)";
     for welcome in &c.welcomes {
         let (owner, claimer) = (welcome.recipient.as_slice(), c.poster.as_slice());
+        let reference = reference(&welcome.recipient);
         match db {
             Database::Postgres(pool) => {
                 let query = sqlx::query(SQL).bind(owner).bind(claimer);
+                let query = query.bind(last_resort).bind(reference);
                 query.execute(pool).await.map(|_| ())
             }
             Database::Sqlite(pool) => {
                 let query = sqlx::query(SQL).bind(owner).bind(claimer);
+                let query = query.bind(last_resort).bind(reference);
                 query.execute(pool).await.map(|_| ())
             }
         }
@@ -390,30 +405,33 @@ async fn a_batch_of_posts_is_one_transaction_but_each_post_is_judged_alone() {
     .await;
 }
 
+/// Issue 18, finding 3: a flooded mailbox made a real add fail with `quota_exceeded`. A full
+/// recipient never refuses another member's commit: its Welcome is left out (the committer is
+/// told) and the others' are delivered.
 #[tokio::test]
-async fn a_full_mailbox_refuses_the_commit_and_retention_empties_old_mailboxes() {
+async fn a_full_mailbox_never_refuses_a_members_commit_and_retention_empties_old_mailboxes() {
     both(async |db: Database| {
         created(&db).await;
-        let bob = [0xb0; 32];
+        let (bob, carol) = ([0xb0; 32], [0xc0; 32]);
         let first = commit(0, 1, vec![(bob, b"w1".to_vec())]);
         claimed(&db, &first).await;
         db.post_commit(&first, 1).await.unwrap().unwrap();
-        // Bob's mailbox holds its quota of one: a commit with another Welcome for him is
-        // refused whole, and the group stays at its epoch.
-        let second = commit(1, 2, vec![(bob, b"w2".to_vec())]);
+        // Bob's mailbox holds its quota of one: the commit goes through, Carol's Welcome is
+        // delivered and Bob's is not.
+        let second = commit(1, 2, vec![(bob, b"w2".to_vec()), (carol, b"w3".to_vec())]);
         claimed(&db, &second).await;
+        let committed = db.post_commit(&second, 1).await.unwrap().unwrap();
+        assert_eq!((committed.seq, committed.epoch), (2, 2));
+        assert!(matches!(committed.welcomes.as_slice(), [None, Some(_)]));
+        assert_eq!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(db.fetch_mailbox(&carol, 0, 10).await.unwrap().len(), 1);
         assert_eq!(
-            db.post_commit(&second, 1).await.unwrap(),
-            Err(Refused::QuotaExceeded)
-        );
-        assert_eq!(
-            db.post_commit(&commit(1, 3, vec![]), 1).await.unwrap(),
+            db.post_commit(&commit(2, 3, vec![]), 1).await.unwrap(),
             Ok(Committed {
-                seq: 2,
-                epoch: 2,
+                seq: 3,
+                epoch: 3,
                 welcomes: vec![]
             }),
-            "the refused commit moved nothing"
         );
         // Retention: entries stored before the cut go, acknowledged or not; newer ones stay.
         let (long_ago, later) = (1_000_000, u64::MAX >> 2);
@@ -426,7 +444,7 @@ async fn a_full_mailbox_refuses_the_commit_and_retention_empties_old_mailboxes()
         assert_eq!(purged.mailbox_entries, 0);
         assert_eq!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().len(), 1);
         let purged = db.purge(mailbox_cut(later)).await.unwrap();
-        assert_eq!(purged.mailbox_entries, 1);
+        assert_eq!(purged.mailbox_entries, 2);
         assert!(db.fetch_mailbox(&bob, 0, 10).await.unwrap().is_empty());
     })
     .await;
@@ -545,6 +563,62 @@ async fn welcomes_go_only_to_clients_whose_key_package_the_committer_claimed() {
         let mailbox = db.fetch_mailbox(&victim, 0, 100).await.unwrap();
         assert_eq!(mailbox.len(), 1);
         assert_eq!(mailbox[0].welcome, b"welcome");
+    })
+    .await;
+}
+
+/// Issue 18, finding 3: one account claimed a victim's last-resort KeyPackage 505 times and
+/// sent a junk Welcome on each claim. A Welcome must be encrypted to a package the committer
+/// claimed from its recipient, and a last-resort claim lets its claimer have one Welcome
+/// waiting in that mailbox at a time, however often it claims.
+#[tokio::test]
+async fn a_last_resort_claim_lets_one_welcome_wait_and_a_welcome_must_name_the_claimed_package() {
+    both(async |db: Database| {
+        let victim = [0xb0; 32];
+        for i in 0..5u8 {
+            let group = format!("junk-{i}").into_bytes();
+            db.create_group(&group, &token_hash(&token(0, 0)))
+                .await
+                .unwrap()
+                .unwrap();
+            let mut junk = commit(0, 0x66, vec![(victim, b"junk".to_vec())]);
+            junk.group_id = group;
+            claimed_as(&db, &junk, true).await;
+            let committed = db.post_commit(&junk, QUOTA).await.unwrap().unwrap();
+            assert_eq!(
+                committed.welcomes[0].is_some(),
+                i == 0,
+                "junk Welcome {i} from a last-resort claim"
+            );
+        }
+        assert_eq!(db.fetch_mailbox(&victim, 0, 100).await.unwrap().len(), 1);
+        // Another committer's claim of the same package is its own.
+        created(&db).await;
+        let add = commit(0, 1, vec![(victim, b"welcome".to_vec())]);
+        claimed_as(&db, &add, true).await;
+        let mut elsewhere = add.clone();
+        elsewhere.welcomes[0].references = vec![b"another package".to_vec()];
+        assert_eq!(
+            db.post_commit(&elsewhere, QUOTA).await.unwrap(),
+            Err(Refused::NotClaimed),
+            "a Welcome encrypted to a package nobody claimed"
+        );
+        let committed = db.post_commit(&add, QUOTA).await.unwrap().unwrap();
+        assert!(committed.welcomes[0].is_some());
+        // Once the victim has read its mailbox, a new claim may bring a new Welcome.
+        let last = db
+            .fetch_mailbox(&victim, 0, 100)
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .id;
+        db.ack_mailbox(&victim, last).await.unwrap();
+        let mut again = commit(1, 1, vec![(victim, b"again".to_vec())]);
+        again.token_hash = token_hash(&token(1, 0));
+        claimed_as(&db, &again, true).await;
+        let committed = db.post_commit(&again, QUOTA).await.unwrap().unwrap();
+        assert!(committed.welcomes[0].is_some());
     })
     .await;
 }

@@ -26,7 +26,7 @@ async fn member_is_served(node: &TestNode, from: &str) {
         token_hash: token_hash(&t0),
     });
     assert_eq!(alice.request(&create).await, Response::Ok);
-    alice.claims_key_package_of(&bob).await;
+    let welcome = alice.claims_key_package_of(&bob).await;
     let add = Request::PostCommit(PostCommit {
         group_id: group.clone(),
         epoch: 0,
@@ -35,7 +35,7 @@ async fn member_is_served(node: &TestNode, from: &str) {
         commit: b"adds bob".to_vec().into(),
         welcomes: vec![WelcomeFor {
             recipient: bob.id(),
-            welcome: b"welcome, bob".to_vec().into(),
+            welcome: welcome.clone(),
             tree_key: b"sealed".to_vec().into(),
         }],
         sealed_tree: b"tree".to_vec().into(),
@@ -44,7 +44,11 @@ async fn member_is_served(node: &TestNode, from: &str) {
     assert!(
         matches!(
             alice.request(&add).await,
-            Response::Accepted { seq: 1, epoch: 1 }
+            Response::Committed {
+                seq: 1,
+                epoch: 1,
+                ..
+            }
         ),
         "the member's add failed"
     );
@@ -331,4 +335,55 @@ async fn stalled_streams_declaring_big_bodies_do_not_hold_the_node_budget() {
     )
     .await
     .expect("a member waited for room the stalled streams held");
+}
+
+/// Issue 18, finding 6: one client could hold the whole node-wide body budget (its streams
+/// sending most of big bodies and stalling), so everyone else's large requests waited until
+/// they timed out. A client and an address each hold at most their share of it.
+#[tokio::test]
+async fn one_client_holds_at_most_its_share_of_the_body_budget() {
+    let mut config = roomy();
+    config.memory_budget = 4 << 20;
+    config.connection_budget = 16 << 20;
+    config.guard.client_body_share = 1 << 20;
+    config.guard.address_body_share = 2 << 20;
+    let node = start_node_with(config).await;
+    let mallory = Client::connect_from("127.0.0.3", node.addr, node.fingerprint).await;
+    mallory.register().await;
+    // Eight streams, each sending 600 KiB of a 1 MiB body and then nothing more.
+    let mut stalled = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (mut send, recv) = mallory.connection.quinn().open_bi().await.unwrap();
+        stalled.spawn(async move {
+            let mut head = vec![0, 1];
+            head.extend_from_slice(&(1u32 << 20).to_be_bytes());
+            send.write_all(&head).await.unwrap();
+            let _ = send.write_all(&vec![0x16; 600 << 10]).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop((send, recv));
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Meanwhile a member posts a big message (its body takes room in the node's budget).
+    let alice = Client::connect_from("127.0.0.2", node.addr, node.fingerprint).await;
+    alice.register().await;
+    let group: tls_codec::VLBytes = b"big posts".to_vec().into();
+    let t0 = [3u8; 32];
+    let create = Request::CreateGroup(CreateGroup {
+        group_id: group.clone(),
+        token_hash: token_hash(&t0),
+    });
+    assert_eq!(alice.request(&create).await, Response::Ok);
+    let post = Request::PostMessage(PostMessage {
+        group_id: group,
+        epoch: 0,
+        token: t0,
+        post_id: common::post_id(),
+        message: vec![0x42; 300 << 10].into(),
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(10), alice.request(&post))
+        .await
+        .expect("the member's big post waited for room one client held");
+    assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+    stalled.abort_all();
 }

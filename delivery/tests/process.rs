@@ -207,7 +207,7 @@ async fn pushes_cross_node_processes_sharing_one_postgres() {
     for client in [&reader, &invitee, &writer] {
         client.register().await;
     }
-    writer.claims_key_package_of(&invitee).await;
+    let welcome = writer.claims_key_package_of(&invitee).await;
     let group: tls_codec::VLBytes = b"two-nodes".as_slice().into();
     let (t0, t1) = ([5u8; 32], [6u8; 32]);
     let create = Request::CreateGroup(CreateGroup {
@@ -256,7 +256,7 @@ async fn pushes_cross_node_processes_sharing_one_postgres() {
     assert!(entry.seq <= seq && entry.kind == EntryKind::Message);
 
     // A commit with a Welcome for someone connected to node A.
-    let Response::Accepted { seq, epoch: 1 } = writer
+    let Response::Committed { seq, epoch: 1, .. } = writer
         .request(&Request::PostCommit(PostCommit {
             group_id: group.clone(),
             epoch: 0,
@@ -265,7 +265,7 @@ async fn pushes_cross_node_processes_sharing_one_postgres() {
             commit: b"commit".as_slice().into(),
             welcomes: vec![WelcomeFor {
                 recipient: invitee.id(),
-                welcome: b"welcome".as_slice().into(),
+                welcome: welcome.clone(),
                 tree_key: b"key".as_slice().into(),
             }],
             sealed_tree: b"tree".as_slice().into(),
@@ -276,14 +276,14 @@ async fn pushes_cross_node_processes_sharing_one_postgres() {
         panic!("commit refused")
     };
     let wait = Duration::from_secs(10);
-    let welcome = tokio::time::timeout(wait, push(&invitee))
+    let pushed = tokio::time::timeout(wait, push(&invitee))
         .await
         .expect("Welcome pushed");
-    let Push::Mailbox(welcome) = welcome else {
-        panic!("not a mailbox push: {welcome:?}")
+    let Push::Mailbox(pushed) = pushed else {
+        panic!("not a mailbox push: {pushed:?}")
     };
-    assert_eq!(welcome.welcome.as_slice(), b"welcome");
-    assert_eq!(welcome.group_id, group);
+    assert_eq!(pushed.welcome, welcome);
+    assert_eq!(pushed.group_id, group);
     // The reader sees the commit too (after any message pushes still on their way).
     loop {
         let pushed = tokio::time::timeout(wait, push(&reader))

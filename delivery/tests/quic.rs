@@ -73,7 +73,8 @@ async fn one_request_claims_for_many_owners_each_as_a_single_claim_would() {
         });
         assert_eq!(owner.request(&publish).await, Response::Ok);
     }
-    // Alice twice (her one package, then nothing left), Bob once, Alice's stranger never.
+    // Alice twice (her one package, then nothing left), Bob once, and someone who never
+    // registered: `unknown_client`, not "no KeyPackage left" (issue 18, finding 8).
     let owners = vec![alice.id(), bob.id(), alice.id(), [7; 32]];
     let Response::KeyPackages { claims } =
         carol.request(&Request::ClaimKeyPackages { owners }).await
@@ -96,7 +97,7 @@ async fn one_request_claims_for_many_owners_each_as_a_single_claim_would() {
             None,
             None,
             Some(ErrorCode::NoKeyPackage),
-            Some(ErrorCode::NoKeyPackage)
+            Some(ErrorCode::UnknownClient)
         ]
     );
     // Each claim is in its owner's log, as a single claim's would be.
@@ -234,7 +235,7 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
     );
     alice.register().await;
     bob.register().await;
-    alice.claims_key_package_of(&bob).await;
+    let welcome = alice.claims_key_package_of(&bob).await;
     let group: tls_codec::VLBytes = b"group".as_slice().into();
     let (t0, t1) = ([0u8; 32], [1u8; 32]);
     let create = Request::CreateGroup(CreateGroup {
@@ -255,7 +256,7 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
             commit: b"commit".as_slice().into(),
             welcomes: vec![WelcomeFor {
                 recipient: bob.id(),
-                welcome: b"welcome".as_slice().into(),
+                welcome: welcome.clone(),
                 tree_key: b"sealed secret".as_slice().into(),
             }],
             sealed_tree: b"sealed tree".as_slice().into(),
@@ -264,7 +265,11 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
     };
     assert_eq!(
         alice.request(&commit(0, t0)).await,
-        Response::Accepted { seq: 1, epoch: 1 }
+        Response::Committed {
+            seq: 1,
+            epoch: 1,
+            undelivered: vec![]
+        }
     );
     let Response::Error(stale) = alice.request(&commit(0, t0)).await else {
         panic!("a stale commit was accepted")
@@ -302,7 +307,7 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
         panic!("no mailbox")
     };
     assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].welcome.as_slice(), b"welcome");
+    assert_eq!(entries[0].welcome, welcome);
     assert_eq!(entries[0].tree_key.as_slice(), b"sealed secret");
     // Bob's connection was told at once, with the same entry.
     let pushed = tokio::time::timeout(Duration::from_secs(5), bob.connection.next_push())
@@ -365,7 +370,10 @@ async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_clients_claiming_from_one_stock_never_get_the_same_package() {
-    let node = Arc::new(start_node().await);
+    // The owner's limit raised past the stock: this is about concurrency, not limits.
+    let mut config = roomy();
+    config.claims.owner.burst = 1000;
+    let node = Arc::new(start_node_with(config).await);
     let alice = Client::connect(node.addr, node.fingerprint).await;
     alice.register().await;
     let publish = Request::PublishKeyPackages(PublishKeyPackages {
@@ -431,7 +439,7 @@ async fn thirty_two_racing_commits_over_quic_yield_one_and_no_losing_welcome() {
                 committer.register().await;
                 let newcomer = Client::connect(node.addr, node.fingerprint).await;
                 newcomer.register().await;
-                committer.claims_key_package_of(&newcomer).await;
+                let welcome = committer.claims_key_package_of(&newcomer).await;
                 let commit = Request::PostCommit(PostCommit {
                     group_id: group,
                     epoch: 0,
@@ -440,7 +448,7 @@ async fn thirty_two_racing_commits_over_quic_yield_one_and_no_losing_welcome() {
                     commit: vec![i].into(),
                     welcomes: vec![WelcomeFor {
                         recipient: newcomer.id(),
-                        welcome: vec![i].into(),
+                        welcome,
                         tree_key: vec![i].into(),
                     }],
                     sealed_tree: vec![i].into(),
@@ -467,7 +475,9 @@ async fn thirty_two_racing_commits_over_quic_yield_one_and_no_losing_welcome() {
             panic!("no mailbox")
         };
         match outcome {
-            Response::Accepted { seq: 1, epoch: 1 } => {
+            Response::Committed {
+                seq: 1, epoch: 1, ..
+            } => {
                 accepted += 1;
                 assert_eq!(entries.len(), 1, "the winner's Welcome is delivered");
             }

@@ -22,23 +22,59 @@ pub enum ClaimError {
     Store(#[from] StoreError),
 }
 
+/// How many claims the directory allows. The defaults keep "nobody can drain anyone's stock"
+/// true against a client that keeps [`ClaimLimits::STOCK`] one-time packages: an owner gives
+/// out well under that at once, and one claimer gets only a few of one owner's packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLimits {
+    /// Claims one client may make, of anyone's packages.
+    pub claimer: RateLimit,
+    /// One-time packages one owner gives out: past the limit, claims get the owner's
+    /// last-resort package, so that nobody can drain anyone's stock (prekey depletion).
+    pub owner: RateLimit,
+    /// Claims one claimer may make of one owner's packages (of either kind); past it, claims
+    /// are refused `rate_limited`. Each claim allows one Welcome, so this also bounds what one
+    /// account can put into one mailbox.
+    pub pair: RateLimit,
+}
+
+impl ClaimLimits {
+    /// The one-time packages a client keeps published (mlschat's peer tops up to this).
+    pub const STOCK: u32 = 30;
+}
+
+impl Default for ClaimLimits {
+    fn default() -> Self {
+        Self {
+            claimer: RateLimit::default(),
+            owner: RateLimit {
+                burst: 10,
+                refill: Duration::from_secs(60),
+            },
+            pair: RateLimit {
+                burst: 4,
+                refill: Duration::from_secs(300),
+            },
+        }
+    }
+}
+
 /// A KeyPackage directory over the store `S`.
 #[derive(Debug)]
 pub struct Directory<S> {
     store: S,
     claimers: Mutex<RateLimiter>,
-    /// One-time packages taken from each owner: past the limit, claims get the owner's
-    /// last-resort package, so that nobody can drain anyone's stock (prekey depletion).
     owners: Mutex<RateLimiter>,
+    pairs: Mutex<RateLimiter<(ClientId, ClientId)>>,
 }
 
 impl<S: Store> Directory<S> {
-    /// `claimer`: claims one client may make; `owner`: one-time packages one owner gives out.
-    pub fn new(store: S, claimer: RateLimit, owner: RateLimit) -> Self {
+    pub fn new(store: S, limits: ClaimLimits) -> Self {
         Self {
             store,
-            claimers: Mutex::new(RateLimiter::new(claimer)),
-            owners: Mutex::new(RateLimiter::new(owner)),
+            claimers: Mutex::new(RateLimiter::new(limits.claimer)),
+            owners: Mutex::new(RateLimiter::new(limits.owner)),
+            pairs: Mutex::new(RateLimiter::new(limits.pair)),
         }
     }
 
@@ -70,6 +106,11 @@ impl<S: Store> Directory<S> {
             .lock()
             .map_err(poisoned)?
             .check(claimer, monotonic)
+            .map_err(ClaimError::RateLimited)?;
+        self.pairs
+            .lock()
+            .map_err(|_| StoreError("rate limiter lock poisoned".into()))?
+            .check(&(*owner, *claimer), monotonic)
             .map_err(ClaimError::RateLimited)?;
         let one_time = self
             .owners

@@ -7,7 +7,8 @@
 //! - the last-resort package is handed out only when no unexpired one-time package is left;
 //! - expired packages are never handed out;
 //! - the owner sees its stock and a log of who claimed what;
-//! - claims are rate-limited per claimer.
+//! - claims are rate-limited per claimer, per owner (one-time packages) and per pair of
+//!   claimer and owner ([`ClaimLimits`]).
 //!
 //! The packages are opaque here: the caller validates them (signature, owner, lifetime) and
 //! passes what it learned. No I/O of its own: time is a parameter, storage a trait.
@@ -24,7 +25,7 @@ mod rate_limit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use directory::{ClaimError, Directory};
+pub use directory::{ClaimError, ClaimLimits, Directory};
 pub use memory::MemoryStore;
 pub use rate_limit::{RateLimit, RateLimiter};
 

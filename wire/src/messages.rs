@@ -123,6 +123,16 @@ pub enum Response {
     GroupEntries { entries: Vec<GroupEntry> },
     #[tls_codec(discriminant = 22)]
     Tree { sealed_tree: VLBytes },
+    /// A commit was stored (durably) at `seq`, and the group is at `epoch`. `undelivered`:
+    /// recipients whose Welcome the node did not deliver (their mailbox is full, or holds a
+    /// Welcome of the same committer from the same last-resort KeyPackage); their claims
+    /// stay unused. The committer decides what to do with them (mlschat removes them again).
+    #[tls_codec(discriminant = 23)]
+    Committed {
+        seq: u64,
+        epoch: u64,
+        undelivered: Vec<ClientId>,
+    },
     #[tls_codec(discriminant = 30)]
     Mailbox { entries: Vec<MailboxEntry> },
 }

@@ -118,6 +118,11 @@ fn responses() -> Vec<Response> {
             ],
         },
         Response::Accepted { seq: 10, epoch: 3 },
+        Response::Committed {
+            seq: 11,
+            epoch: 4,
+            undelivered: vec![[9; 32]],
+        },
         Response::GroupEntries {
             entries: vec![entry],
         },

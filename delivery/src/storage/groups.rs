@@ -38,6 +38,9 @@ pub struct NewWelcome {
     pub recipient: ClientId,
     pub welcome: Vec<u8>,
     pub tree_key: Vec<u8>,
+    /// The KeyPackageRefs the Welcome's group secrets are encrypted to, as the caller parsed
+    /// them: one must be a package of `recipient` that the poster claimed.
+    pub references: Vec<Vec<u8>>,
 }
 
 /// A mailbox entry: a Welcome into `group_id` at `epoch`.
@@ -87,12 +90,14 @@ pub struct Posted {
 }
 
 /// A commit was stored at `seq`, moving the group to `epoch`; its Welcomes are the mailbox
-/// entries `welcomes`, in the order they were given.
+/// entries `welcomes`, in the order they were given, `None` for one that was not delivered
+/// (its recipient's mailbox is full, or holds a Welcome of the same poster from the same
+/// last-resort KeyPackage): a recipient never makes another member's commit fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
     pub seq: u64,
     pub epoch: u64,
-    pub welcomes: Vec<u64>,
+    pub welcomes: Vec<Option<u64>>,
 }
 
 /// Why a post or a read was refused (normal outcomes, not failures).
@@ -106,10 +111,8 @@ pub enum Refused {
     },
     /// The token is not that of the epoch (or, for reads, of any epoch) of the group.
     BadToken,
-    /// A recipient's mailbox is full.
-    QuotaExceeded,
     /// A Welcome for a client whose KeyPackage the poster did not claim (one claim, one
-    /// Welcome): nobody can fill a stranger's mailbox.
+    /// Welcome, encrypted to that package): nobody can fill a stranger's mailbox.
     NotClaimed,
 }
 
@@ -272,7 +275,9 @@ impl Database {
 
     /// Posts a commit for `commit.epoch`: accepted only if that is the group's current epoch and
     /// the token matches; then, in the same transaction, the next epoch's token, its tree and
-    /// the Welcomes are stored. A refused commit writes nothing.
+    /// the Welcomes are stored. A refused commit writes nothing. Each Welcome uses up one
+    /// claim, by the poster, of a KeyPackage of its recipient that the Welcome is encrypted
+    /// to; one that cannot be delivered (see [`Committed`]) is left out and its claim kept.
     pub async fn post_commit(
         &self,
         commit: &NewCommit,
@@ -282,20 +287,8 @@ impl Database {
         let epoch = to_db(commit.epoch);
         let now = unix_now();
         Ok(write_transaction!(self, |tx, _postgres| {
-            // Checked before anything is written: a refusal must leave no trace.
-            let mut full = false;
-            for welcome in &commit.welcomes {
-                let held: i64 = sqlx::query_scalar("SELECT count(*) FROM mailbox WHERE owner = $1")
-                    .bind(welcome.recipient.as_slice())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                full |= from_db(held) >= mailbox_quota;
-            }
-            if full {
-                return Ok(Err(Refused::QuotaExceeded));
-            }
             let kind = EntryKind::Commit;
-            match append!(
+            let seq = match append!(
                 tx,
                 group_id,
                 epoch,
@@ -306,71 +299,105 @@ impl Database {
                 now
             ) {
                 Err(refused) => return Ok(Err(refused)),
-                Ok(seq) => {
-                    // Each Welcome uses up one claim of its recipient's KeyPackage by the
-                    // poster. A refusal returns before the transaction commits: all of this
-                    // is rolled back.
-                    for welcome in &commit.welcomes {
-                        let used = sqlx::query(
-                            "UPDATE claim_log SET welcomed = TRUE WHERE id = (
-                                 SELECT id FROM claim_log
-                                 WHERE owner = $1 AND claimer = $2 AND NOT welcomed
-                                 ORDER BY id LIMIT 1)",
-                        )
-                        .bind(welcome.recipient.as_slice())
-                        .bind(commit.poster.as_slice())
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        if used == 0 {
-                            return Ok(Err(Refused::NotClaimed));
-                        }
-                    }
-                    let next = epoch + 1;
-                    sqlx::query(
-                        "INSERT INTO group_tokens (group_id, epoch, token_hash) VALUES ($1, $2, $3)",
+                Ok(seq) => seq,
+            };
+            let next = epoch + 1;
+            sqlx::query(
+                "INSERT INTO group_tokens (group_id, epoch, token_hash) VALUES ($1, $2, $3)",
+            )
+            .bind(group_id)
+            .bind(next)
+            .bind(commit.next_token_hash.as_slice())
+            .execute(&mut *tx)
+            .await?;
+            if !commit.sealed_tree.is_empty() {
+                sqlx::query(
+                    "INSERT INTO group_trees (group_id, epoch, ratchet_tree, access_hash, at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(group_id)
+                .bind(next)
+                .bind(&commit.sealed_tree)
+                .bind(commit.tree_access_hash.as_slice())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let mut welcomes = Vec::with_capacity(commit.welcomes.len());
+            for welcome in &commit.welcomes {
+                let recipient = welcome.recipient.as_slice();
+                let poster = commit.poster.as_slice();
+                // The poster's claims of the recipient's packages not used yet, newest first
+                // (an honest committer claims just before it commits).
+                let claims: Vec<(i64, Vec<u8>, bool)> = {
+                    let rows = sqlx::query(
+                        "SELECT id, reference, last_resort FROM claim_log
+                         WHERE owner = $1 AND claimer = $2 AND NOT welcomed
+                         ORDER BY id DESC LIMIT 64",
                     )
-                    .bind(group_id)
-                    .bind(next)
-                    .bind(commit.next_token_hash.as_slice())
+                    .bind(recipient)
+                    .bind(poster)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let mut claims = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        claims.push((row.int(0)?, row.bytes(1)?, row.flag(2)?));
+                    }
+                    claims
+                };
+                // A refusal returns before the transaction commits: all of it is rolled back.
+                let Some((claim, _, last_resort)) = claims
+                    .into_iter()
+                    .find(|(_, reference, _)| welcome.references.contains(reference))
+                else {
+                    return Ok(Err(Refused::NotClaimed));
+                };
+                let held: i64 = sqlx::query_scalar("SELECT count(*) FROM mailbox WHERE owner = $1")
+                    .bind(recipient)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let mut deliver = from_db(held) < mailbox_quota;
+                if deliver && last_resort {
+                    // One waiting Welcome per poster from a last-resort package: however often
+                    // it is claimed, it cannot fill a mailbox.
+                    let waiting: Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM mailbox WHERE owner = $1 AND last_resort_from = $2 LIMIT 1",
+                    )
+                    .bind(recipient)
+                    .bind(poster)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    deliver = waiting.is_none();
+                }
+                if !deliver {
+                    welcomes.push(None);
+                    continue;
+                }
+                sqlx::query("UPDATE claim_log SET welcomed = TRUE WHERE id = $1")
+                    .bind(claim)
                     .execute(&mut *tx)
                     .await?;
-                    if !commit.sealed_tree.is_empty() {
-                        sqlx::query(
-                            "INSERT INTO group_trees (group_id, epoch, ratchet_tree, access_hash, at)
-                             VALUES ($1, $2, $3, $4, $5)",
-                        )
-                        .bind(group_id)
-                        .bind(next)
-                        .bind(&commit.sealed_tree)
-                        .bind(commit.tree_access_hash.as_slice())
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    let mut welcomes = Vec::with_capacity(commit.welcomes.len());
-                    for welcome in &commit.welcomes {
-                        let id: i64 = sqlx::query_scalar(
-                            "INSERT INTO mailbox (owner, group_id, epoch, welcome, tree_key, at)
-                             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                        )
-                        .bind(welcome.recipient.as_slice())
-                        .bind(group_id)
-                        .bind(next)
-                        .bind(&welcome.welcome)
-                        .bind(&welcome.tree_key)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        welcomes.push(from_db(id));
-                    }
-                    Ok(Committed {
-                        seq: from_db(seq),
-                        epoch: from_db(next),
-                        welcomes,
-                    })
-                }
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO mailbox (owner, group_id, epoch, welcome, tree_key, at,
+                         last_resort_from)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                )
+                .bind(recipient)
+                .bind(group_id)
+                .bind(next)
+                .bind(&welcome.welcome)
+                .bind(&welcome.tree_key)
+                .bind(now)
+                .bind(last_resort.then_some(poster))
+                .fetch_one(&mut *tx)
+                .await?;
+                welcomes.push(Some(from_db(id)));
             }
+            Ok(Committed {
+                seq: from_db(seq),
+                epoch: from_db(next),
+                welcomes,
+            })
         }))
     }
 

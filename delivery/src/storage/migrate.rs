@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres_0008_claimed_references.sql"),
         include_str!("../../migrations/sqlite_0008_claimed_references.sql"),
     ),
+    (
+        9,
+        include_str!("../../migrations/postgres_0009_last_resort_welcomes.sql"),
+        include_str!("../../migrations/sqlite_0009_last_resort_welcomes.sql"),
+    ),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";

@@ -24,6 +24,7 @@ use openmls::prelude::{
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::OpenMlsProvider as _;
 use openmls_traits::signatures::Signer;
 
 /// A new, empty database on the Postgres server named by `DATABASE_URL` (the README's test
@@ -204,8 +205,9 @@ impl Client {
     }
 
     /// Lets us send `invitee` a Welcome, as adding someone does: the invitee (registered on its
-    /// connection) publishes a KeyPackage and we claim it.
-    pub async fn claims_key_package_of(&self, invitee: &Client) {
+    /// connection) publishes a KeyPackage and we claim it. Returns a real Welcome to the
+    /// claimed package, the only kind the node delivers.
+    pub async fn claims_key_package_of(&self, invitee: &Client) -> tls_codec::VLBytes {
         let publish = Request::PublishKeyPackages(PublishKeyPackages {
             one_time: vec![invitee.key_package(&invitee.signer, false)],
             last_resort: b"".as_slice().into(),
@@ -214,10 +216,45 @@ impl Client {
         let claim = Request::ClaimKeyPackage {
             owner: invitee.id(),
         };
-        assert!(matches!(
-            self.request(&claim).await,
-            Response::KeyPackage { .. }
-        ));
+        let Response::KeyPackage { key_package } = self.request(&claim).await else {
+            panic!("the claim failed");
+        };
+        self.welcome_for(key_package.as_slice())
+    }
+
+    /// A Welcome into a new group of ours, to the KeyPackage `key_package` (an `MLSMessage`).
+    pub fn welcome_for(&self, key_package: &[u8]) -> tls_codec::VLBytes {
+        use openmls::prelude::{
+            KeyPackageIn, MlsGroup, MlsGroupCreateConfig, MlsMessageBodyIn, MlsMessageIn,
+            ProtocolVersion, tls_codec::Deserialize as _,
+        };
+        let MlsMessageBodyIn::KeyPackage(kp) = MlsMessageIn::tls_deserialize_exact(key_package)
+            .unwrap()
+            .extract()
+        else {
+            panic!("not a KeyPackage")
+        };
+        let kp: KeyPackageIn = kp;
+        let kp = kp
+            .validate(self.provider.crypto(), ProtocolVersion::Mls10)
+            .unwrap();
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(b"committer/dev".to_vec()).into(),
+            signature_key: self.signer.public().into(),
+        };
+        let config = MlsGroupCreateConfig::builder()
+            .ciphersuite(Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519)
+            .capabilities(
+                Capabilities::builder()
+                    .extensions(vec![ExtensionType::LastResort])
+                    .build(),
+            )
+            .build();
+        let mut group = MlsGroup::new(&self.provider, &self.signer, &config, credential).unwrap();
+        let (_, welcome, _) = group
+            .add_members(&self.provider, &self.signer, &[kp])
+            .unwrap();
+        welcome.tls_serialize_detached().unwrap().into()
     }
 
     /// A KeyPackage signed by `signer` (ours, unless testing someone else's).
