@@ -664,6 +664,17 @@ impl Engine {
                 fingerprint: Fingerprint::of_signature_key(leaf.signature_key().as_slice()),
             })
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        // The GroupInfo's signer made the commit that added us. Only an admin may add: a
+        // non-admin's add is rejected by every member who reads it, and the group we would join
+        // is a fork they will never read (RFC 9420 gives a joiner no older epoch to check).
+        let settings = settings_of(staged.group_context().extensions())?;
+        if !may_manage(settings.as_ref(), &inviter.fingerprint) {
+            return Err(EngineError::NotAllowed(format!(
+                "{} added us, but is not an admin of the group: its members reject that \
+                 commit, so the group we would join is a fork nobody else reads",
+                display_member(&inviter)
+            )));
+        }
         let group = staged
             .into_group(provider)
             .map_err(|e| EngineError::Storage(format!("{e:?}")))?;

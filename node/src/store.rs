@@ -50,7 +50,7 @@ const KDF_FILE: &str = "kdf.json";
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each step brings the schema from version `i` to `i + 1`, in one transaction.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     SCHEMA,
     ONLINE,
     SYNC,
@@ -58,6 +58,7 @@ const MIGRATIONS: [&str; 7] = [
     TRUST,
     LEAVING,
     ORDER_ASKED,
+    CONTINUATION_CHECKS,
 ];
 
 const SCHEMA: &str = r#"
@@ -284,6 +285,18 @@ const ORDER_ASKED: &str = r#"
 -- The outbox rows queued before the change was asked (those up to this number) go before it.
 -- 0: before every text, as every change went until this version.
 ALTER TABLE intents ADD COLUMN texts_before INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// Version 8: an announced continuation is followed only for a group broken for us at the
+/// point it names, from one of its admins, keeping its settings and members
+/// (`profile::hosted::judge_continuation`); until then it waits here, and one refused says why.
+const CONTINUATION_CHECKS: &str = r#"
+-- Announcements of older versions named no point of the old group: they cannot be checked.
+DELETE FROM announcements;
+ALTER TABLE announcements ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE announcements ADD COLUMN authenticator BLOB NOT NULL DEFAULT X'';
+-- Why it was not followed; NULL while it waits for the old group to break.
+ALTER TABLE announcements ADD COLUMN refused TEXT;
 "#;
 
 /// What can go wrong opening or writing the profile database.

@@ -225,6 +225,25 @@ struct Join {
     welcome: Vec<u8>,
     /// The secret that fetches and opens the sealed tree, or why it could not be opened.
     tree_secret: Result<TreeSecret, String>,
+    /// Whether the Welcome is for one of our KeyPackages: one that is not is passed, in its
+    /// turn, without a fetch or a retry (a stranger's junk must cost us nothing).
+    for_us: bool,
+}
+
+/// Which invitations to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Those whose wait is over, up to `JOIN_ATTEMPTS` tries.
+    WhenDue,
+    /// Every one: our user asked.
+    All,
+}
+
+/// How long (ms) to wait before trying a Welcome again after `failed` tries: a poll interval,
+/// doubling, at most six hours. A Welcome that cannot be joined must not cost a fetch at every
+/// poll for ever.
+fn join_backoff(failed: u32) -> u64 {
+    (POLL_INTERVAL << failed.saturating_sub(1).min(12)).min(6 * 3_600_000)
 }
 
 /// The sync core of one profile.
@@ -244,6 +263,8 @@ pub struct Core {
     syncs: Vec<Ticket>,
     claims: VecDeque<Claims>,
     joins: VecDeque<Join>,
+    /// Welcomes we failed to join, by mailbox entry: how often, and when to try again.
+    join_retries: BTreeMap<u64, (u32, u64)>,
     /// The last mailbox entry fetched that is still to be acknowledged.
     ack: Option<u64>,
     /// Fresh KeyPackages to publish.
@@ -270,6 +291,7 @@ impl Core {
             syncs: Vec::new(),
             claims: VecDeque::new(),
             joins: VecDeque::new(),
+            join_retries: BTreeMap::new(),
             ack: None,
             publish: None,
             claim_log_due: false,
@@ -304,7 +326,7 @@ impl Core {
         }
         self.touch(Lane::Mailbox, true);
         self.touch(Lane::Account, true);
-        self.queue_invitations()?;
+        self.queue_invitations(Retry::WhenDue)?;
         self.schedule_recoveries()?;
         // A group we started again whose members were never added (we crashed meanwhile).
         for (new, members) in self.profile.unfinished_continuations()? {
@@ -357,7 +379,7 @@ impl Core {
             }
             self.touch(Lane::Mailbox, true);
             self.touch(Lane::Account, true);
-            if let Err(e) = self.queue_invitations() {
+            if let Err(e) = self.queue_invitations(Retry::WhenDue) {
                 tracing::warn!(error = %e, "could not list invitations to retry");
             }
         }
@@ -546,8 +568,9 @@ impl Core {
         self.touch(Lane::Account, true);
         let ticket = self.ticket();
         if self.connected {
-            // An invitation our user just accepted, or one whose tree may be back.
-            self.queue_invitations()?;
+            // An invitation our user just accepted, or one whose tree may be back: our user
+            // asked, so every one is tried now.
+            self.queue_invitations(Retry::All)?;
             self.syncs.push(ticket);
         } else {
             self.done(ticket, Err(SyncError::Disconnected));
@@ -791,7 +814,13 @@ impl Core {
             (Waiting::Create, Err(e)) if e.code == ErrorCode::GroupExists => {
                 self.state(&lane).create = false;
             }
-            (Waiting::Commit, Ok(Response::Accepted { seq, .. })) => {
+            (
+                Waiting::Commit,
+                Ok(Response::Committed {
+                    seq, undelivered, ..
+                }),
+            ) => {
+                self.profile.welcomes_undelivered(id, &undelivered)?;
                 if self.profile.pending_commit(id)?.is_some() {
                     if seq == self.profile.log_seq(id)? + 1 {
                         let intent = self.profile.confirm_commit(id, seq)?;
@@ -868,6 +897,12 @@ impl Core {
 
     fn next_for_mailbox(&mut self) -> Result<Option<(Waiting, Request)>, SyncError> {
         while let Some(join) = self.joins.front() {
+            if !join.for_us {
+                let join = self.joins.pop_front().expect("looked at");
+                tracing::debug!(mailbox_id = join.mailbox_id, "passed a Welcome not for us");
+                self.profile.pass_mailbox_entry(join.mailbox_id)?;
+                continue;
+            }
             let Ok(secret) = &join.tree_secret else {
                 // Without the secret there is no tree to fetch: the join fails and says why.
                 let join = self.joins.pop_front().expect("looked at");
@@ -904,21 +939,26 @@ impl Core {
                     self.ack = Some(last.id);
                 }
                 for entry in entries.into_iter().filter(|e| e.id > after) {
-                    let tree_secret = self
-                        .profile
-                        .open_tree_secret(
-                            entry.welcome.as_slice(),
-                            entry.tree_key.as_slice(),
-                            entry.group_id.as_slice(),
-                            entry.epoch,
-                        )
-                        .map_err(|e| e.to_string());
+                    let for_us = self.profile.welcome_is_for_us(entry.welcome.as_slice())?;
+                    let tree_secret = if for_us {
+                        self.profile
+                            .open_tree_secret(
+                                entry.welcome.as_slice(),
+                                entry.tree_key.as_slice(),
+                                entry.group_id.as_slice(),
+                                entry.epoch,
+                            )
+                            .map_err(|e| e.to_string())
+                    } else {
+                        Err("not for one of our KeyPackages".to_owned())
+                    };
                     self.joins.push_back(Join {
                         mailbox_id: entry.id,
                         group_id: entry.group_id.into(),
                         epoch: entry.epoch,
                         welcome: entry.welcome.into(),
                         tree_secret,
+                        for_us,
                     });
                 }
             }
@@ -956,23 +996,35 @@ impl Core {
             join.tree_secret.as_ref().ok(),
             tree,
         )?;
-        if let Ok(group) = joined {
-            let id = hex::decode(&group.id).expect("our own hex");
-            self.touch_group(&id, true);
-            // Each join used one of our KeyPackages.
-            self.touch(Lane::Account, true);
-            self.notices.push_back(Notice::Joined(group));
-        }
+        let Ok(group) = joined else {
+            // Tried again after a wait that doubles with each failure.
+            let (failed, at) = self.join_retries.entry(join.mailbox_id).or_insert((0, 0));
+            *failed += 1;
+            *at = self.now + join_backoff(*failed);
+            return Ok(());
+        };
+        self.join_retries.remove(&join.mailbox_id);
+        let id = hex::decode(&group.id).expect("our own hex");
+        self.touch_group(&id, true);
+        // Each join used one of our KeyPackages.
+        self.touch(Lane::Account, true);
+        self.notices.push_back(Notice::Joined(group));
         Ok(())
     }
 
-    /// Welcomes we could not join yet are tried again, each with its tree fetched again.
-    fn queue_invitations(&mut self) -> Result<(), ProfileError> {
-        for invitation in self.profile.invitations_to_try()? {
-            if self
-                .joins
-                .iter()
-                .all(|j| j.mailbox_id != invitation.mailbox_id)
+    /// Welcomes we could not join yet are tried again, each with its tree fetched again: when
+    /// their wait after the last failed try is over (or all of them, when our user asks).
+    fn queue_invitations(&mut self, retry: Retry) -> Result<(), ProfileError> {
+        for invitation in self.profile.invitations_to_try(retry == Retry::All)? {
+            let due = self
+                .join_retries
+                .get(&invitation.mailbox_id)
+                .is_none_or(|(_, at)| *at <= self.now);
+            if (due || retry == Retry::All)
+                && self
+                    .joins
+                    .iter()
+                    .all(|j| j.mailbox_id != invitation.mailbox_id)
             {
                 self.joins.push_back(Join {
                     mailbox_id: invitation.mailbox_id,
@@ -982,6 +1034,7 @@ impl Core {
                     tree_secret: invitation
                         .tree_secret
                         .ok_or_else(|| "its tree secret could not be opened".to_owned()),
+                    for_us: true,
                 });
             }
         }

@@ -453,14 +453,14 @@ fn a_welcome_from_a_stranger_waits_until_our_user_answers() {
     assert_eq!(waiting[0].request.as_deref(), Some("waiting"));
     assert_eq!(waiting[0].inviter.as_deref(), Some("alice/dev"));
     assert!(bob.p().groups().unwrap().is_empty());
-    assert!(bob.p().invitations_to_try().unwrap().is_empty());
+    assert!(bob.p().invitations_to_try(false).unwrap().is_empty());
     assert_eq!(bob.p().alerts().unwrap().len(), 1);
     // Delivered again, it still waits.
     assert!(join(&mut bob, 1, &first).is_err());
     // Accepted (by a prefix of the group id), it is joined: the KeyPackage was kept.
     let prefix = hex::encode(&first.0)[..6].to_owned();
     bob.p().answer_request(&prefix, true).unwrap();
-    assert_eq!(bob.p().invitations_to_try().unwrap().len(), 1);
+    assert_eq!(bob.p().invitations_to_try(false).unwrap().len(), 1);
     let joined = join(&mut bob, 1, &first).unwrap();
     assert_eq!(joined.id, hex::encode(&first.0));
     assert!(bob.p().invitations().unwrap().is_empty());
@@ -485,7 +485,7 @@ fn a_welcome_from_a_stranger_waits_until_our_user_answers() {
     let third = welcome_to(&mut alice, &mut bob, "i");
     assert!(join(&mut bob, 3, &third).is_err());
     bob.knows(&mut alice);
-    assert_eq!(bob.p().invitations_to_try().unwrap().len(), 1);
+    assert_eq!(bob.p().invitations_to_try(false).unwrap().len(), 1);
     assert!(join(&mut bob, 3, &third).is_ok());
 }
 

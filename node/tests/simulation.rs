@@ -20,12 +20,15 @@ use std::path::Path;
 
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Home, Intent, Profile};
+use mlschat_node::sealed_tree::TreeSecret;
 use mlschat_node::sync::{Answer, Core, Lane, Notice, Ticket};
 use mlschat_wire::token::{client_id, token_hash};
 use mlschat_wire::{
     ClaimAnswer, ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry,
-    MailboxEntry, PostId, Push, Request, Response, TokenHash,
+    MailboxEntry, PostCommit, PostId, Push, Request, Response, TokenHash, WelcomeFor,
 };
+use openmls::prelude::{GroupId, MlsGroup, tls_codec::Serialize as _};
+use openmls_traits::OpenMlsProvider;
 
 // ----- randomness -----
 
@@ -250,9 +253,10 @@ impl Node {
                             welcomed.push(welcome.recipient);
                         }
                         pushes.extend(self.group_pushes(&id, entry.clone()));
-                        Response::Accepted {
+                        Response::Committed {
                             seq: entry.seq,
                             epoch,
+                            undelivered: Vec::new(),
                         }
                     }
                 }
@@ -349,6 +353,32 @@ impl Node {
         log.tokens.insert(log.epoch, [0xee; 32]);
         log.entries.push(entry.clone());
         self.group_pushes(id, entry)
+    }
+
+    /// A stranger's junk in `recipient`'s mailbox, as a node that took anything would hold it:
+    /// bytes that are no MLS message, and real Welcomes for someone else's KeyPackage.
+    fn inject_junk_welcomes(
+        &mut self,
+        recipient: ClientId,
+        junk: Vec<Vec<u8>>,
+    ) -> Vec<MailboxEntry> {
+        let mut entries = Vec::new();
+        for welcome in junk {
+            self.next_mailbox_id += 1;
+            let entry = MailboxEntry {
+                id: self.next_mailbox_id,
+                group_id: b"junk".to_vec().into(),
+                epoch: 1,
+                welcome: welcome.into(),
+                tree_key: vec![1; 48].into(),
+            };
+            self.mailboxes
+                .entry(recipient)
+                .or_default()
+                .push(entry.clone());
+            entries.push(entry);
+        }
+        entries
     }
 
     fn group_pushes(&self, id: &[u8], entry: GroupEntry) -> Vec<(usize, u64, Push)> {
@@ -463,6 +493,11 @@ struct Sim {
     leaver: Option<usize>,
     /// Whether a member may ask to leave (once per run).
     may_leave: bool,
+    /// Members running a modified client, or never added: the checks judge everyone else
+    /// (their texts included), and that nothing of theirs took anyone over.
+    excluded: BTreeSet<usize>,
+    /// How many members (the first) form the group; the others are never added.
+    group_size: usize,
     /// Statistics, printed with a failure.
     log: Vec<String>,
 }
@@ -516,6 +551,8 @@ impl Sim {
             attacked: false,
             leaver: None,
             may_leave: true,
+            excluded: BTreeSet::new(),
+            group_size: names.len(),
             log: Vec::new(),
         }
     }
@@ -646,7 +683,9 @@ impl Sim {
                 if let Some(what) = what {
                     let name = self.members[member].name.clone();
                     let answered = match &answer {
-                        Response::Accepted { seq, .. } => format!("at {seq}"),
+                        Response::Accepted { seq, .. } | Response::Committed { seq, .. } => {
+                            format!("at {seq}")
+                        }
                         Response::GroupEntries { entries } => {
                             format!("{:?}", entries.iter().map(|e| e.seq).collect::<Vec<_>>())
                         }
@@ -878,7 +917,7 @@ impl Sim {
             let invitations_left = self
                 .members
                 .iter_mut()
-                .any(|m| !m.core().profile().invitations().unwrap().is_empty());
+                .any(|m| !unjoined(m.core().profile()).is_empty());
             if idle && !invitations_left {
                 return Ok(());
             }
@@ -902,6 +941,7 @@ impl Sim {
 
     /// Forms the group of the first `size` members; everyone is a contact of Alice's.
     fn form_group_of(&mut self, size: usize, faults: Faults) {
+        self.group_size = size;
         for m in 0..self.members.len() {
             self.connect(m);
         }
@@ -1027,9 +1067,110 @@ impl Sim {
         (texts, joined)
     }
 
+    /// `by`'s modified client commits an add of `joiner` with OpenMLS directly, skipping the
+    /// rule that only admins add (its own client refuses), on a copy of its state: its client
+    /// goes on as if nothing happened, and then reads the commit in the log.
+    fn forge_add(&mut self, by: usize, joiner: usize, group: &GroupId) -> Result<(), String> {
+        let (client, joiners_client) = (self.members[by].client, self.members[joiner].client);
+        let key_package = match self.node.claim(client, joiners_client) {
+            Response::KeyPackage { key_package } => key_package,
+            // Refused this once (rate-limited): it claims again.
+            _ => match self.node.claim(client, joiners_client) {
+                Response::KeyPackage { key_package } => key_package,
+                other => return Err(format!("no KeyPackage to claim: {other:?}")),
+            },
+        };
+        let copy = profile_root();
+        for file in std::fs::read_dir(self.members[by].dir.path()).unwrap() {
+            let file = file.unwrap();
+            std::fs::copy(file.path(), copy.path().join(file.file_name())).unwrap();
+        }
+        let modified = Profile::open(copy.path(), None).unwrap();
+        let crypto = openmls_rust_crypto::RustCrypto::default();
+        let provider = RawProvider {
+            crypto: &crypto,
+            storage: modified.store().mls_storage(),
+        };
+        let mut mls = MlsGroup::load(provider.storage(), group).unwrap().unwrap();
+        // A commit of her own client may be pending: hers is made instead.
+        mls.clear_pending_commit(provider.storage()).unwrap();
+        let key_package =
+            mlschat_node::engine::validate_key_package(&crypto, key_package.as_slice()).unwrap();
+        let epoch = mls.epoch().as_u64();
+        let token = mlschat_node::engine::epoch_token(&crypto, &mls).unwrap();
+        let signer = &modified.identity().signer;
+        let (commit, welcome, _) = mls
+            .add_members_without_update(&provider, signer, std::slice::from_ref(&key_package))
+            .unwrap();
+        let next_token = mlschat_node::engine::pending_epoch_token(&crypto, &mls).unwrap();
+        mls.merge_pending_commit(&provider).unwrap();
+        let tree = mls.export_ratchet_tree().tls_serialize_detached().unwrap();
+        let secret = TreeSecret::random(&crypto).unwrap();
+        let id = group.as_slice();
+        let post = Request::PostCommit(PostCommit {
+            group_id: id.to_vec().into(),
+            epoch,
+            token,
+            next_token_hash: token_hash(&next_token),
+            commit: commit.tls_serialize_detached().unwrap().into(),
+            welcomes: vec![WelcomeFor {
+                recipient: joiners_client,
+                welcome: welcome.tls_serialize_detached().unwrap().into(),
+                tree_key: secret
+                    .seal_to(&crypto, &key_package, id, epoch + 1)
+                    .unwrap()
+                    .into(),
+            }],
+            sealed_tree: secret
+                .seal_tree(&crypto, id, epoch + 1, &tree)
+                .unwrap()
+                .into(),
+            tree_access_hash: token_hash(&secret.access()),
+        });
+        let conn = self.members[by].conn;
+        let (answer, pushes, welcomed) = self.node.handle(by, conn, client, post);
+        self.note(format!("the forged add: {answer:?}"));
+        for (to, conn, push) in pushes {
+            self.flights.push(Flight::ToMember {
+                member: to,
+                conn,
+                what: Delivery::Push(push),
+            });
+        }
+        if welcomed.contains(&joiners_client) {
+            let entry = self.node.mailboxes[&joiners_client].last().unwrap().clone();
+            let conn = self.members[joiner].conn;
+            self.flights.push(Flight::ToMember {
+                member: joiner,
+                conn,
+                what: Delivery::Push(Push::Mailbox(entry)),
+            });
+        }
+        Ok(())
+    }
+
+    /// Members never added to the group.
+    fn outsiders(&self) -> usize {
+        self.members.len() - self.group_size
+    }
+
+    /// Whether a text (`name-n`) was sent by a member the checks judge.
+    fn judged_text(&self, text: &str) -> bool {
+        let sender = text.rsplit_once('-').map_or(text, |(s, _)| s);
+        self.excluded
+            .iter()
+            .all(|&m| self.members[m].name != sender)
+    }
+
     fn check_settled(&mut self) -> Result<String, String> {
         self.check_always()?;
-        let sent: BTreeSet<String> = self.members.iter().flat_map(|m| m.sent.clone()).collect();
+        let sent: BTreeSet<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(m, _)| !self.excluded.contains(m))
+            .flat_map(|(_, m)| m.sent.clone())
+            .collect();
         let (epochs, joined) = self.epochs();
         let latest_join = joined.iter().copied().max().unwrap_or(0);
         let common = |texts: Vec<String>| -> Vec<String> {
@@ -1038,7 +1179,8 @@ impl Sim {
                 .filter(|t| epochs.get(t).is_some_and(|&e| e >= latest_join))
                 .collect()
         };
-        let first = common(self.texts(0));
+        let first = self.texts(0);
+        let first = common(first.into_iter().filter(|t| self.judged_text(t)).collect());
         let mut states = BTreeSet::new();
         let mut currents = BTreeSet::new();
         let leaver = self.leaver;
@@ -1056,13 +1198,14 @@ impl Sim {
                 return Err(format!("{name} asked to leave and is still in the group"));
             }
         }
-        let stayed = self.members.len() - usize::from(leaver.is_some());
+        let stayed = self.members.len() - usize::from(leaver.is_some()) - self.outsiders();
         for (m, &join) in joined.iter().enumerate() {
-            if Some(m) == leaver {
+            if Some(m) == leaver || self.excluded.contains(&m) {
                 continue;
             }
             let name = self.members[m].name.clone();
             let texts = self.texts(m);
+            let texts: Vec<String> = texts.into_iter().filter(|t| self.judged_text(t)).collect();
             let shown: BTreeSet<String> = texts.iter().cloned().collect();
             // Every text of an epoch at or after our join, exactly once (check_always: once).
             let due: BTreeSet<String> = sent
@@ -1108,7 +1251,7 @@ impl Sim {
             if let Some(why) = profile.broken(&id).unwrap() {
                 return Err(format!("{name} is broken: {why}"));
             }
-            let invitations = profile.invitations().unwrap();
+            let invitations = unjoined(profile);
             if !invitations.is_empty() {
                 return Err(format!("{name} has unjoined invitations: {invitations:?}"));
             }
@@ -1147,6 +1290,16 @@ fn check_sender_order(texts: &[String]) -> Result<(), String> {
         last.insert(sender, n);
     }
     Ok(())
+}
+
+/// Invitations a member should have joined by now: not those waiting for its user (a
+/// stranger's, which it must not follow on its own).
+fn unjoined(profile: &mut Profile) -> Vec<mlschat_node::profile::Invitation> {
+    let invitations = profile.invitations().unwrap();
+    invitations
+        .into_iter()
+        .filter(|i| i.request.as_deref() != Some("waiting"))
+        .collect()
 }
 
 /// One seed, start to end: form the group under faults, run, heal, check.
@@ -1284,6 +1437,194 @@ fn run_order_seed(seed: u64) -> Result<String, String> {
     ))
 }
 
+/// What a member with a modified client does in [`run_insider_seed`].
+#[derive(Debug, Clone, Copy)]
+enum Insider {
+    /// Carol, not an admin, starts a group of her own as the continuation of the healthy one
+    /// (her client skips every check), and with `breaks` she also breaks the old group at the
+    /// very epoch her announcement names.
+    ForgedContinuation { breaks: bool },
+    /// Carol, not an admin, commits an add of Eve (her client skips the admin check).
+    NonAdminAdd,
+    /// A stranger fills Bob's mailbox with junk: bytes that are no Welcome, and a Welcome for
+    /// somebody else's KeyPackage.
+    JunkWelcomes,
+}
+
+/// One seed of an insider's attack on a group of Alice (the only admin), Bob and Carol, with
+/// Eve outside, while texts flow and the network drops, duplicates and reorders pushes and
+/// members lose connections. Besides the invariants of every run (checked for everyone but
+/// Carol and Eve): nobody follows a group that nobody legitimate started, nobody joins a fork
+/// the admins abandon, and junk costs its victim nothing.
+fn run_insider_seed(seed: u64, attack: Insider) -> Result<String, String> {
+    let faults = Faults {
+        disconnect: 3,
+        drop_push: 20,
+        duplicate_push: 10,
+        limited_claims: 3,
+        ..CALM
+    };
+    let (alice, bob, carol, eve) = (0, 1, 2, 3);
+    let mut sim = Sim::new(seed, &["alice", "bob", "carol", "eve"]);
+    sim.may_leave = false;
+    sim.node.claims_limited_every = Some(faults.limited_claims);
+    sim.form_group_of(3, faults);
+    sim.excluded = BTreeSet::from([carol, eve]);
+    // Everyone joined before the attack.
+    sim.settle()?;
+    for _ in 0..sim.rng.below(150) {
+        sim.step(faults);
+    }
+    // The attack, at once (Carol's client stays connected for it).
+    sim.connect(carol);
+    let group = sim.current(carol);
+    let team = sim.members[carol]
+        .core()
+        .profile()
+        .find_group(&group)
+        .unwrap();
+    let mut forged = None;
+    match attack {
+        Insider::ForgedContinuation { breaks } => {
+            // Her client makes a group of its own and marks it, in her profile, as the
+            // continuation of the healthy one; her sync core then adds everyone and announces it.
+            sim.note("carol forges a continuation".into());
+            let own = sim.members[carol].core().create_group("forged").unwrap();
+            let profile = sim.members[carol].core().profile();
+            let own_id = profile.find_group(&own.id).unwrap();
+            profile
+                .store()
+                .conn()
+                .execute(
+                    "UPDATE groups SET continues = ?1 WHERE group_id = ?2",
+                    [team.as_slice(), own_id.as_slice()],
+                )
+                .unwrap();
+            sim.disconnect(carol);
+            sim.connect(carol);
+            forged = Some(own.id);
+            if breaks {
+                sim.attacked = true;
+                sim.note("carol breaks the group at the epoch she named".into());
+                for (to, conn, push) in sim.node.inject_hostile_commit(team.as_slice()) {
+                    sim.flights.push(Flight::ToMember {
+                        member: to,
+                        conn,
+                        what: Delivery::Push(push),
+                    });
+                }
+            }
+            sim.pump(carol);
+        }
+        Insider::NonAdminAdd => {
+            sim.note("carol, no admin, adds eve (who knows her)".into());
+            let carols_code = sim.members[carol].core().profile().invite_code().unwrap();
+            sim.members[eve]
+                .core()
+                .profile()
+                .add_contact(&carols_code)
+                .unwrap();
+            sim.forge_add(carol, eve, &team)?;
+        }
+        Insider::JunkWelcomes => {
+            sim.note("a stranger fills bob's mailbox".into());
+            let elsewhere = sim.members[eve]
+                .core()
+                .profile()
+                .new_key_package(false)
+                .unwrap();
+            let mut junk: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100]).collect();
+            junk.push(welcome_to(&elsewhere));
+            let bobs = sim.members[bob].client;
+            let entries = sim.node.inject_junk_welcomes(bobs, junk);
+            let conn = sim.members[bob].conn;
+            for entry in entries {
+                sim.flights.push(Flight::ToMember {
+                    member: bob,
+                    conn,
+                    what: Delivery::Push(Push::Mailbox(entry)),
+                });
+            }
+        }
+    }
+    for _ in 0..sim.rng.below(150) {
+        sim.step(faults);
+    }
+    sim.settle()?;
+    let summary = sim.check_settled().map_err(|e| {
+        let tail = sim.log.len().saturating_sub(60);
+        format!("{e}\nlast events:\n  {}", sim.log[tail..].join("\n  "))
+    })?;
+    // Nobody legitimate started Carol's group: no honest member follows it.
+    if let Some(forged) = &forged {
+        for m in [alice, bob] {
+            if sim.chain(m).contains(forged) {
+                return Err(format!(
+                    "{} followed carol's forged continuation",
+                    sim.members[m].name
+                ));
+            }
+        }
+    }
+    // Eve, added by a commit the admin rejects, must not believe she shares a group with them.
+    let eve_groups = sim.members[eve].core().profile().groups().unwrap();
+    if let Some(g) = eve_groups.iter().find(|g| g.state == "active") {
+        return Err(format!("eve is in a group the admins abandoned: {g:?}"));
+    }
+    if !unjoined(sim.members[eve].core().profile()).is_empty() {
+        return Err("eve keeps retrying a fork's Welcome".into());
+    }
+    // Junk passed at once: nothing kept, the mailbox read past it.
+    let bobs_invitations = sim.members[bob].core().profile().invitations().unwrap();
+    if !bobs_invitations.is_empty() && matches!(attack, Insider::JunkWelcomes) {
+        return Err(format!("bob keeps junk: {bobs_invitations:?}"));
+    }
+    if std::env::var("SIM_TRACE").is_ok() {
+        eprintln!("events:\n  {}", sim.log.join("\n  "));
+        eprintln!("eve: {eve_groups:?}");
+    }
+    Ok(format!("{attack:?}: {summary}"))
+}
+
+/// An OpenMLS provider over a profile's storage, for a modified client's raw operations.
+struct RawProvider<'a> {
+    crypto: &'a openmls_rust_crypto::RustCrypto,
+    storage: mlschat_node::store::MlsStorage<'a>,
+}
+
+impl<'a> OpenMlsProvider for RawProvider<'a> {
+    type CryptoProvider = openmls_rust_crypto::RustCrypto;
+    type RandProvider = openmls_rust_crypto::RustCrypto;
+    type StorageProvider = mlschat_node::store::MlsStorage<'a>;
+
+    fn storage(&self) -> &Self::StorageProvider {
+        &self.storage
+    }
+
+    fn crypto(&self) -> &Self::CryptoProvider {
+        self.crypto
+    }
+
+    fn rand(&self) -> &Self::RandProvider {
+        self.crypto
+    }
+}
+
+/// A real Welcome to `key_package` (someone else's): junk that parses.
+fn welcome_to(key_package: &[u8]) -> Vec<u8> {
+    let dir = profile_root();
+    let device = DeviceName::new("mallory", "dev").unwrap();
+    let mut mallory = Profile::create(dir.path(), device, None).unwrap();
+    let group = mallory.create_group("junk").unwrap();
+    let out = mallory
+        .add_members(&group.id, &[key_package.to_vec()])
+        .unwrap();
+    match out.to_joiners {
+        Some(mlschat_wire::packet::Packet::Join { welcome, .. }) => welcome,
+        other => panic!("no Welcome: {other:?}"),
+    }
+}
+
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -1354,4 +1695,31 @@ fn a_group_that_a_hostile_commit_breaks_goes_on_as_a_new_group() {
 #[test]
 fn four_members_agree_through_crashes_losses_refused_claims_and_a_hostile_commit() {
     run_seeds_of(4, HOSTILE_MEMBER, 600);
+}
+
+/// Issue 18, finding 1: a non-admin marked a group of his own as the continuation of a healthy
+/// group, and every other member followed it at once.
+#[test]
+fn a_forged_continuation_takes_nobody_over() {
+    for_each_seed(40, |seed| {
+        run_insider_seed(
+            seed,
+            Insider::ForgedContinuation {
+                breaks: seed % 2 == 0,
+            },
+        )
+    });
+}
+
+/// Issue 18, finding 2: a joiner brought in by a non-admin's commit joined it and chatted in a
+/// fork that the admin never reads.
+#[test]
+fn a_non_admins_add_joins_nobody_into_a_fork() {
+    for_each_seed(30, |seed| run_insider_seed(seed, Insider::NonAdminAdd));
+}
+
+/// Issue 18, finding 3: junk in a mailbox was kept as invitations and retried on every sync.
+#[test]
+fn junk_in_a_mailbox_is_passed_at_once() {
+    for_each_seed(30, |seed| run_insider_seed(seed, Insider::JunkWelcomes));
 }

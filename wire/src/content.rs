@@ -21,8 +21,9 @@ pub const CONTENT_VERSION: u8 = 1;
 pub enum ContentKind {
     /// UTF-8 text.
     Text,
-    /// The group it is sent in continues a group the sender could not go on in; the body is
-    /// that group's id. Receivers who were in it move to the new group.
+    /// The group it is sent in continues a group the sender could not go on in; the body is a
+    /// [`Continuation`]. Receivers for whom that group broke at the same point move to the new
+    /// group, if its sender was an admin there and the new group keeps its settings and members.
     Continuation,
     /// A kind this client does not know (sent by a newer one).
     Unknown(u16),
@@ -52,6 +53,32 @@ struct Encoded {
     id: PostId,
     kind: u16,
     body: VLBytes,
+}
+
+/// The body of a [`ContentKind::Continuation`]: which group the new one continues, and where
+/// that group broke for its sender (the last epoch it could process, and that epoch's
+/// authenticator, RFC 9420 §8.7). A receiver follows only if the group broke for it at the
+/// same epoch with the same authenticator: nobody can continue a group that is healthy, or a
+/// state of it the receiver never shared.
+#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]
+pub struct Continuation {
+    pub old_group: VLBytes,
+    pub epoch: u64,
+    pub epoch_authenticator: VLBytes,
+}
+
+impl Continuation {
+    pub fn encode(&self) -> Vec<u8> {
+        self.tls_serialize_detached()
+            .expect("a continuation in memory encodes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, ContentError> {
+        match Self::tls_deserialize_bytes(bytes) {
+            Ok((continuation, [])) => Ok(continuation),
+            _ => Err(ContentError::Malformed),
+        }
+    }
 }
 
 /// One application message's plaintext.
@@ -121,9 +148,14 @@ impl Content {
     pub fn display(&self) -> String {
         match self.kind {
             ContentKind::Text => String::from_utf8_lossy(&self.body).into_owned(),
-            ContentKind::Continuation => {
-                format!("[this group continues group {}]", hex::encode(&self.body))
-            }
+            ContentKind::Continuation => match Continuation::decode(&self.body) {
+                Ok(c) => format!(
+                    "[this group continues group {} (broken after epoch {})]",
+                    hex::encode(c.old_group.as_slice()),
+                    c.epoch
+                ),
+                Err(_) => "[a malformed continuation]".to_owned(),
+            },
             ContentKind::Unknown(code) => {
                 format!("[content of kind {code}, which this version of mlschat cannot show]")
             }
@@ -151,5 +183,19 @@ mod tests {
             Content::decode(&text.encode()[..10]),
             Err(ContentError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_continuation_round_trips_and_nothing_may_follow_it() {
+        let c = Continuation {
+            old_group: b"old".to_vec().into(),
+            epoch: 7,
+            epoch_authenticator: vec![9; 32].into(),
+        };
+        assert_eq!(Continuation::decode(&c.encode()).unwrap(), c);
+        let mut longer = c.encode();
+        longer.push(0);
+        assert_eq!(Continuation::decode(&longer), Err(ContentError::Malformed));
+        assert_eq!(Continuation::decode(b"old"), Err(ContentError::Malformed));
     }
 }

@@ -178,8 +178,17 @@ pub enum SenderState {
 #[derive(Debug, Default)]
 pub struct SenderStates {
     me: Vec<u8>,
-    /// Fingerprint and whether it was verified, by contact name.
-    by_name: std::collections::HashMap<String, (Vec<u8>, bool)>,
+    /// Whether each contact's key was verified, by fingerprint.
+    by_fingerprint: std::collections::HashMap<Vec<u8>, bool>,
+    /// The confusable skeleton (Unicode TS #39) of each contact's name: a sender whose name
+    /// looks like a contact's (`аlice/laptop` with a Cyrillic `а`, or the very same name) but
+    /// who has another key is an impostor.
+    skeletons: std::collections::HashSet<String>,
+}
+
+/// What a name looks like to a person: names with equal skeletons are confusable.
+fn skeleton(name: &str) -> String {
+    unicode_security::skeleton(name).collect()
 }
 
 impl SenderStates {
@@ -188,14 +197,10 @@ impl SenderStates {
         if fingerprint == self.me.as_slice() {
             return SenderState::Me;
         }
-        if let Some((_, verified)) = self.by_name.values().find(|(f, _)| f == fingerprint) {
-            return match verified {
-                true => SenderState::Verified,
-                false => SenderState::Contact,
-            };
-        }
-        match self.by_name.get(name) {
-            Some(_) => SenderState::Impostor,
+        match self.by_fingerprint.get(fingerprint) {
+            Some(true) => SenderState::Verified,
+            Some(false) => SenderState::Contact,
+            None if self.skeletons.contains(&skeleton(name)) => SenderState::Impostor,
             None => SenderState::Unknown,
         }
     }
@@ -329,18 +334,16 @@ impl Profile {
 
     /// What judging senders needs: our own fingerprint and our contacts'.
     pub fn sender_states(&self) -> Result<SenderStates, ProfileError> {
-        let by_name = self
-            .contacts()?
-            .into_iter()
-            .map(|c| {
-                let fingerprint = Fingerprint::of_signature_key(&c.signature_key).0.to_vec();
-                (c.name, (fingerprint, c.verified))
-            })
-            .collect();
-        Ok(SenderStates {
+        let mut states = SenderStates {
             me: self.identity().fingerprint().0.to_vec(),
-            by_name,
-        })
+            ..SenderStates::default()
+        };
+        for c in self.contacts()? {
+            let fingerprint = Fingerprint::of_signature_key(&c.signature_key).0.to_vec();
+            states.by_fingerprint.insert(fingerprint, c.verified);
+            states.skeletons.insert(skeleton(&c.name));
+        }
+        Ok(states)
     }
 
     /// A contact by `user/device`, or by `user` when that is unambiguous.
@@ -575,6 +578,38 @@ pub(super) fn notice_impostor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18, finding 7: `аlice` (a Cyrillic `а`) beside the contact `alice` was shown only
+    /// as "not a contact". A name that looks like a contact's, with another key, is an impostor.
+    #[test]
+    fn a_look_alike_of_a_contacts_name_is_an_impostor() {
+        let mut states = SenderStates {
+            me: vec![0; 32],
+            ..SenderStates::default()
+        };
+        states.by_fingerprint.insert(vec![1; 32], false);
+        states.skeletons.insert(skeleton("alice/laptop"));
+        let other_key = [2; 32];
+        for look_alike in [
+            "alice/laptop",
+            "\u{430}lice/laptop",   // Cyrillic а
+            "a\u{2060}lice/laptop", // an invisible joiner
+            "\u{251}lice/laptop",   // Latin alpha
+            "alice/\u{217c}aptop",  // Roman numeral fifty for the l
+        ] {
+            assert_eq!(
+                states.of(look_alike, &other_key),
+                SenderState::Impostor,
+                "{look_alike:?}"
+            );
+        }
+        assert_eq!(states.of("bob/laptop", &other_key), SenderState::Unknown);
+        assert_eq!(
+            states.of("\u{430}lice/laptop", &[1; 32]),
+            SenderState::Contact
+        );
+        assert_eq!(states.of("alice/laptop", &[0; 32]), SenderState::Me);
+    }
 
     fn code(user: &str, address: &str) -> InviteCode {
         InviteCode {

@@ -27,11 +27,11 @@ use super::{
     GroupSummary, Profile, ProfileError, Received, SenderState, SettingsChange, append_history,
     append_text, mark_processed, merge_own_commit, resolve_member,
 };
-use crate::engine::{self, Incoming, MemberInfo, Parsed};
+use crate::engine::{self, EngineError, Incoming, MemberInfo, Parsed, display_member};
 use crate::identity::Fingerprint;
 use crate::sealed_tree::{SealError, TreeSecret};
 use crate::store::{StoreError, unix_now};
-use mlschat_wire::content::{Content, ContentKind};
+use mlschat_wire::content::{Content, ContentKind, Continuation};
 use mlschat_wire::packet::Packet;
 
 /// What one of our commits is meant to do, kept to make it again at a newer epoch if another
@@ -112,6 +112,22 @@ impl TextsMark {
         self.0 < seq
     }
 }
+
+/// What may be done with an announced continuation.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Follow,
+    /// Not yet judgeable: the old group is not ours yet, or not broken for us (yet).
+    Wait,
+    /// We follow another continuation of it already.
+    Moot,
+    /// Never followed, for this reason.
+    Refuse(String),
+}
+
+/// How often a Welcome we could not join is tried (with its tree fetched again) before it is
+/// left for our user to see in `status`; the sync core spaces the tries out.
+pub const JOIN_ATTEMPTS: u32 = 8;
 
 /// What making the next commit of a group came to.
 #[derive(Debug)]
@@ -358,6 +374,42 @@ impl Profile {
                 params![id.as_slice(), json, mark.0],
             )?;
             Ok(self.store.conn().last_insert_rowid())
+        })
+    }
+
+    /// The node took our commit but did not deliver the Welcomes of `clients` (their mailboxes
+    /// are full): they are in the group's tree and can never join, so our next commit removes
+    /// them again, before anything else, and the history says why.
+    pub fn welcomes_undelivered(
+        &mut self,
+        id: &GroupId,
+        clients: &[ClientId],
+    ) -> Result<(), ProfileError> {
+        if clients.is_empty() {
+            return Ok(());
+        }
+        let fingerprints: Vec<String> = clients.iter().map(hex::encode).collect();
+        let intent = Intent::Remove {
+            fingerprints: fingerprints.clone(),
+        };
+        let json = serde_json::to_string(&intent).expect("an intent serialises");
+        let (epoch, _) = self.group_token(id)?;
+        let me = self.me();
+        self.store.transaction(|| {
+            let conn = self.store.conn();
+            conn.execute(
+                "INSERT INTO intents (group_id, intent, texts_before) VALUES (?1, ?2, ?3)",
+                params![id.as_slice(), json, TextsMark::FIRST.0],
+            )?;
+            for fingerprint in &fingerprints {
+                let body = format!(
+                    "the delivery node could not deliver the invitation of the member with key \
+                     {} (their mailbox is full): they are removed again",
+                    &fingerprint[..16]
+                );
+                append_history(conn, id, epoch, &me, "event", &body)?;
+            }
+            Ok(())
         })
     }
 
@@ -797,6 +849,11 @@ impl Profile {
                         let body = format!("cannot go on in this group: {why}");
                         append_history(p.store.conn(), id, entry.epoch, &p.me(), "event", &body)?;
                         p.stamp_history(id, before, cursor)?;
+                        let kind = format!("broken:{}", hex::encode(id.as_slice()));
+                        let text = format!("group {} is broken for you: {why}", hex::encode(id.as_slice()));
+                        super::alerts::raise_alert(p.store.conn(), &kind, &text, unix_now() as u64)?;
+                        // An admin may have announced already where it goes on.
+                        p.follow_announcements(id)?;
                         read.broken = Some(why);
                         break;
                     }
@@ -864,9 +921,9 @@ impl Profile {
                     } => {
                         if let Ok(content) = Content::decode(plaintext)
                             && content.kind == ContentKind::Continuation
+                            && let Ok(continuation) = Continuation::decode(&content.body)
                         {
-                            let old = GroupId::from_slice(&content.body);
-                            self.follow_continuation(&old, id, sender)?;
+                            self.announced_continuation(id, sender, &continuation)?;
                         }
                     }
                     _ => {}
@@ -1037,6 +1094,18 @@ impl Profile {
                     super::alerts::raise_alert(p.store.conn(), &kind, &text, unix_now() as u64)?;
                     Err(why)
                 }
+                Err(ProfileError::Engine(EngineError::NotAllowed(why))) => {
+                    // Final: no retry makes a non-admin's add acceptable to the group's members.
+                    tracing::warn!(mailbox_id, %why, "refused to join a fork");
+                    let kind = format!("fork:{}", hex::encode(group_id));
+                    let text = format!("not joined group {}: {why}", hex::encode(group_id));
+                    super::alerts::raise_alert(p.store.conn(), &kind, &text, unix_now() as u64)?;
+                    p.store.conn().execute(
+                        "DELETE FROM invitations WHERE mailbox_id = ?1",
+                        [mailbox_id as i64],
+                    )?;
+                    Err(why)
+                }
                 Err(e) => {
                     tracing::warn!(mailbox_id, error = %e, "could not join from a Welcome");
                     p.store.conn().execute(
@@ -1063,6 +1132,35 @@ impl Profile {
             )?;
             Ok(joined)
         })
+    }
+
+    /// Whether a Welcome from our mailbox is for one of our KeyPackages that can still be
+    /// joined with: anything else (junk, a Welcome for someone else, or for a package whose
+    /// keys are gone) can never be joined, and is passed at once rather than kept and retried.
+    pub fn welcome_is_for_us(&self, welcome: &[u8]) -> Result<bool, ProfileError> {
+        let Ok(Parsed::Welcome(welcome)) = engine::parse_message(welcome) else {
+            return Ok(false);
+        };
+        let mut stmt = self.store.conn().prepare_cached(
+            "SELECT 1 FROM key_packages WHERE key_package_ref = ?1
+                 AND forgotten_at IS NULL AND (last_resort = 1 OR consumed_at IS NULL)",
+        )?;
+        for secret in welcome.secrets() {
+            if stmt.exists([secret.new_member().as_slice()])? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Our mailbox entry `mailbox_id` holds nothing we can join: we pass it (the cursor moves
+    /// past it, so it is acknowledged with the entries after it).
+    pub fn pass_mailbox_entry(&mut self, mailbox_id: u64) -> Result<(), ProfileError> {
+        self.store.conn().execute(
+            "UPDATE home SET mailbox_seq = max(mailbox_seq, ?1) WHERE id = 1",
+            [mailbox_id as i64],
+        )?;
+        Ok(())
     }
 
     /// Welcomes we did not join yet: those we could not, and requests (from people who are not
@@ -1097,8 +1195,14 @@ impl Profile {
     /// reconnection: the node's tree may come back, and the cost is one fetch. A request waits
     /// for our user, unless its inviter has become someone we admit meanwhile (a contact, or a
     /// member of a group of ours that broke and that they start again).
-    pub fn invitations_to_try(&mut self) -> Result<Vec<Invitation>, ProfileError> {
-        let all = self.invitations()?;
+    pub fn invitations_to_try(&mut self, every: bool) -> Result<Vec<Invitation>, ProfileError> {
+        // After `JOIN_ATTEMPTS` failed tries one stays listed (by `status`), tried again only
+        // when our user asks (`every`).
+        let all: Vec<Invitation> = self
+            .invitations()?
+            .into_iter()
+            .filter(|i| every || i.request.is_some() || i.attempts < JOIN_ATTEMPTS)
+            .collect();
         if all.iter().all(|i| i.request.as_deref() != Some("waiting")) {
             return Ok(all);
         }
@@ -1589,10 +1693,22 @@ impl Profile {
             .finalize()[..16]
             .try_into()
             .expect("16 bytes");
+        // Where the old group broke for us: followers check that it broke there for them too.
+        let old = GroupId::from_slice(&old);
+        self.load(&old)?;
+        let body = Continuation {
+            old_group: old.as_slice().to_vec().into(),
+            epoch: self.groups[&old].epoch().as_u64(),
+            epoch_authenticator: self.groups[&old]
+                .epoch_authenticator()
+                .as_slice()
+                .to_vec()
+                .into(),
+        };
         let content = Content {
             id: post_id,
             kind: ContentKind::Continuation,
-            body: old,
+            body: body.encode(),
         };
         let (epoch, message) = self.in_transaction(|p| {
             p.with_group(id, |engine, provider, group, conn| {
@@ -1617,41 +1733,190 @@ impl Profile {
         Ok(())
     }
 
-    /// Someone announced that `new` continues `old`: if they were in `old` with us, `old` is
-    /// replaced by `new` (the name and our queued texts move there).
-    fn follow_continuation(
+    /// `sender` announced in `new` that it continues a group: the word is kept, and followed
+    /// as soon as the rules allow ([`Self::follow_announcements`]).
+    fn announced_continuation(
+        &mut self,
+        new: &GroupId,
+        sender: &MemberInfo,
+        continuation: &Continuation,
+    ) -> Result<(), ProfileError> {
+        let old = GroupId::from_slice(continuation.old_group.as_slice());
+        self.store.conn().execute(
+            "INSERT OR IGNORE INTO announcements (old, new, sender, epoch, authenticator)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                old.as_slice(),
+                new.as_slice(),
+                sender.fingerprint.0,
+                continuation.epoch as i64,
+                continuation.epoch_authenticator.as_slice()
+            ],
+        )?;
+        self.follow_announcements(&old)
+    }
+
+    /// Applies what was announced about `old` that can be judged now: when it was announced,
+    /// when we join `old`, and when `old` breaks for us. The first continuation the rules
+    /// allow is followed; one they refuse is shown, with why, and never followed.
+    fn follow_announcements(&mut self, old: &GroupId) -> Result<(), ProfileError> {
+        // Each: the new group, its announcer, and where it says `old` broke.
+        let announced: Vec<(GroupId, Vec<u8>, Continuation)> = {
+            let mut stmt = self.store.conn().prepare(
+                "SELECT new, sender, epoch, authenticator FROM announcements
+                 WHERE old = ?1 AND refused IS NULL ORDER BY rowid",
+            )?;
+            let rows = stmt.query_map([old.as_slice()], |r| {
+                let claim = Continuation {
+                    old_group: old.as_slice().to_vec().into(),
+                    epoch: r.get::<_, i64>(2)? as u64,
+                    epoch_authenticator: r.get::<_, Vec<u8>>(3)?.into(),
+                };
+                Ok((
+                    GroupId::from_slice(&r.get::<_, Vec<u8>>(0)?),
+                    r.get(1)?,
+                    claim,
+                ))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (new, sender, claim) in announced {
+            let Ok(sender) = <[u8; 32]>::try_from(sender).map(Fingerprint) else {
+                continue;
+            };
+            match self.judge_continuation(old, &new, &sender, &claim)? {
+                Verdict::Wait => {}
+                verdict @ (Verdict::Follow | Verdict::Moot) => {
+                    self.store.conn().execute(
+                        "DELETE FROM announcements WHERE old = ?1 AND new = ?2",
+                        params![old.as_slice(), new.as_slice()],
+                    )?;
+                    if verdict == Verdict::Follow {
+                        self.follow_continuation(old, &new)?;
+                    }
+                }
+                Verdict::Refuse(why) => self.refuse_continuation(old, &new, &sender, &why)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `sender`'s word that `new` continues `old` (broken at `claim`) may be followed:
+    /// only for a group broken for us at that very point, from one of its admins there, and
+    /// only when the new group keeps its settings (admins, name, topic) and every member we
+    /// had in it. Anything else could be a member taking the group over.
+    fn judge_continuation(
         &mut self,
         old: &GroupId,
         new: &GroupId,
-        sender: &MemberInfo,
-    ) -> Result<(), ProfileError> {
-        let ours: Option<(bool, Option<Vec<u8>>)> = self
+        sender: &Fingerprint,
+        claim: &Continuation,
+    ) -> Result<Verdict, ProfileError> {
+        let ours: Option<(bool, Option<Vec<u8>>, Option<String>)> = self
             .store
             .conn()
             .query_row(
-                "SELECT hosted, replaced_by FROM groups WHERE group_id = ?1",
+                "SELECT hosted, replaced_by, broken FROM groups WHERE group_id = ?1",
                 [old.as_slice()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((true, None)) = ours else {
-            if ours.is_none() {
-                // We may be about to join it (its Welcome waits): keep the word for then.
-                self.store.conn().execute(
-                    "INSERT OR IGNORE INTO announcements (old, new, sender) VALUES (?1, ?2, ?3)",
-                    params![old.as_slice(), new.as_slice(), sender.fingerprint.0],
-                )?;
+        let broken = match ours {
+            // We may be about to join it (its Welcome waits): judged then.
+            None => return Ok(Verdict::Wait),
+            Some((true, None, broken)) => broken,
+            // We went on elsewhere already: the first continuation followed is the one.
+            Some((true, Some(_), _)) => return Ok(Verdict::Moot),
+            Some((false, ..)) => {
+                return Ok(Verdict::Refuse(
+                    "that group is not on a delivery node: nothing continues it".into(),
+                ));
             }
-            return Ok(()); // otherwise it goes on elsewhere already
         };
-        if old == new
-            || !self
-                .members_of(old)?
-                .iter()
-                .any(|m| m.fingerprint == sender.fingerprint)
-        {
-            return Ok(()); // only a member of the old group may continue it
+        if old == new {
+            return Ok(Verdict::Refuse("a group cannot continue itself".into()));
         }
+        if broken.is_none() {
+            // Not broken for us (yet): followed if it breaks at the point named.
+            return Ok(Verdict::Wait);
+        }
+        self.load(old)?;
+        let group = &self.groups[old];
+        let (epoch, authenticator) = (group.epoch().as_u64(), group.epoch_authenticator());
+        if claim.epoch != epoch || claim.epoch_authenticator.as_slice() != authenticator.as_slice()
+        {
+            return Ok(Verdict::Refuse(format!(
+                "it continues the group as it was at epoch {}, but it broke for you after \
+                 epoch {epoch}, in another state",
+                claim.epoch
+            )));
+        }
+        let settings = engine::group_settings(group)?;
+        if !engine::may_manage(settings.as_ref(), sender) {
+            return Ok(Verdict::Refuse(
+                "its announcer was not an admin of the broken group".into(),
+            ));
+        }
+        let members = self.members_of(old)?;
+        if self.load(new).is_err() {
+            return Ok(Verdict::Wait);
+        }
+        if settings.is_some() && engine::group_settings(&self.groups[new])? != settings {
+            return Ok(Verdict::Refuse(
+                "it does not keep the broken group's name, topic and admins".into(),
+            ));
+        }
+        let kept = self.members_of(new)?;
+        let missing: Vec<String> = members
+            .iter()
+            .filter(|m| kept.iter().all(|k| k.fingerprint != m.fingerprint))
+            .map(display_member)
+            .collect();
+        if !missing.is_empty() {
+            return Ok(Verdict::Refuse(format!(
+                "it leaves out members of the broken group: {}",
+                missing.join(", ")
+            )));
+        }
+        Ok(Verdict::Follow)
+    }
+
+    /// A continuation the rules refuse: kept with why, told in both groups' history and as an
+    /// alert; we stay where we are.
+    fn refuse_continuation(
+        &mut self,
+        old: &GroupId,
+        new: &GroupId,
+        sender: &Fingerprint,
+        why: &str,
+    ) -> Result<(), ProfileError> {
+        let conn = self.store.conn();
+        conn.execute(
+            "UPDATE announcements SET refused = ?3 WHERE old = ?1 AND new = ?2",
+            params![old.as_slice(), new.as_slice(), why],
+        )?;
+        let text = format!(
+            "the member with key {} announced that group {} continues group {}, but {why}: \
+             not followed",
+            &sender.to_hex()[..16],
+            hex::encode(new.as_slice()),
+            hex::encode(old.as_slice()),
+        );
+        tracing::warn!(%text, "continuation refused");
+        let me = self.me();
+        for group in [old, new] {
+            if let Ok((epoch, _)) = self.group_token(group) {
+                append_history(self.store.conn(), group, epoch, &me, "event", &text)?;
+            }
+        }
+        let kind = format!("continuation:{}", hex::encode(new.as_slice()));
+        super::alerts::raise_alert(self.store.conn(), &kind, &text, unix_now() as u64)?;
+        Ok(())
+    }
+
+    /// `old` is replaced by `new`, which a legitimate announcement says continues it: the
+    /// name and our queued texts move there.
+    fn follow_continuation(&mut self, old: &GroupId, new: &GroupId) -> Result<(), ProfileError> {
         let name: Option<String> = self
             .store
             .query_opt(
@@ -1669,30 +1934,6 @@ impl Profile {
             params![new.as_slice(), name],
         )?;
         self.replace_group(old, new)
-    }
-
-    /// We joined a group that was announced as continued while we were not in it yet.
-    fn follow_announcements(&mut self, joined: &GroupId) -> Result<(), ProfileError> {
-        let announced: Vec<(Vec<u8>, Vec<u8>)> = {
-            let mut stmt = self
-                .store
-                .conn()
-                .prepare("SELECT new, sender FROM announcements WHERE old = ?1 ORDER BY new")?;
-            let rows = stmt.query_map([joined.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        for (new, sender) in announced {
-            let Ok(fingerprint) = <[u8; 32]>::try_from(sender) else {
-                continue;
-            };
-            let sender = MemberInfo {
-                leaf_index: 0,
-                name: None,
-                fingerprint: crate::identity::Fingerprint(fingerprint),
-            };
-            self.follow_continuation(joined, &GroupId::from_slice(&new), &sender)?;
-        }
-        Ok(())
     }
 
     /// `old` goes on as `new`: it is closed (with a history event), and our texts still queued

@@ -988,8 +988,11 @@ impl Profile {
     }
 
     fn summary(&mut self, id: &GroupId) -> Result<GroupSummary, ProfileError> {
+        // A group we cannot go on in is shown so everywhere, until it continues elsewhere.
         let (name, state): (Option<String>, String) = self.store.conn().query_row(
-            "SELECT name, state FROM groups WHERE group_id = ?1",
+            "SELECT name, CASE WHEN state = 'active' AND broken IS NOT NULL
+                 THEN iif(replaced_by IS NULL, 'broken', 'continued') ELSE state END
+             FROM groups WHERE group_id = ?1",
             [id.as_slice()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;

@@ -183,6 +183,8 @@ struct GroupView {
     name: Option<String>,
     /// The topic every member sees (the group's settings), if any.
     topic: Option<String>,
+    /// We cannot go on in it (a commit we could not process): said in its title.
+    broken: bool,
     entries: Vec<Entry>,
     unread: usize,
 }
@@ -332,10 +334,13 @@ impl Screen {
         let end = lines.len() - self.scroll;
         let start = end.saturating_sub(height);
         let shown = &self.groups[self.current];
-        let label = match &shown.topic {
+        let mut label = match &shown.topic {
             Some(topic) => format!("{} · {topic}", shown.label()),
             None => shown.label(),
         };
+        if shown.broken {
+            label.push_str(" · BROKEN: you cannot go on here; an admin starts it again");
+        }
         let title = match self.scroll {
             0 => format!(" {label} "),
             n => format!(" {label} (scrolled up {n} lines: PgDn) "),
@@ -434,7 +439,7 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|g| g["state"] == "active")
+        .filter(|g| g["state"] == "active" || g["state"] == "broken")
         .cloned()
         .collect();
     if listed.is_empty() {
@@ -469,6 +474,7 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
                 .as_str()
                 .filter(|t| !t.is_empty())
                 .map(str::to_owned),
+            broken: g["state"] == "broken",
             entries,
             unread: 0,
         });
