@@ -226,6 +226,7 @@ fn kind(request: &Request) -> &'static str {
         Request::FetchGroup(_) => "fetch_group",
         Request::FetchTree(_) => "fetch_tree",
         Request::Subscribe(_) => "subscribe",
+        Request::PostNotice(_) => "post_notice",
         Request::FetchMailbox { .. } => "fetch_mailbox",
         Request::AckMailbox { .. } => "ack_mailbox",
     }
@@ -796,7 +797,10 @@ impl Node {
         };
         if matches!(
             request,
-            Request::PostCommit(_) | Request::PostMessage(_) | Request::PublishKeyPackages(_)
+            Request::PostCommit(_)
+                | Request::PostMessage(_)
+                | Request::PostNotice(_)
+                | Request::PublishKeyPackages(_)
         ) {
             self.guard.write(&client.id, size)?;
         }
@@ -986,6 +990,39 @@ impl Node {
                     };
                     self.publish(m.group_id.as_slice(), entry);
                 }
+                Response::Accepted {
+                    seq: posted.seq,
+                    epoch: posted.epoch,
+                }
+            }
+            Request::PostNotice(n) => {
+                if n.notice.as_slice().len() > mlschat_wire::notice::MAX_NOTICE {
+                    let detail = format!(
+                        "a notice may be at most {} bytes",
+                        mlschat_wire::notice::MAX_NOTICE
+                    );
+                    return Err(Failure::new(ErrorCode::TooLarge, detail));
+                }
+                let posted = self
+                    .db
+                    .post_notice(
+                        n.group_id.as_slice(),
+                        &token_hash(&n.token),
+                        n.notice.as_slice(),
+                    )
+                    .await??;
+                let entry = GroupEntry {
+                    seq: posted.seq,
+                    epoch: posted.epoch,
+                    kind: EntryKind::Notice,
+                    message: n.notice,
+                };
+                self.announcer.announce(vec![Announcement::Log {
+                    group_id: n.group_id.as_slice().to_vec(),
+                    first: posted.seq,
+                    last: posted.seq,
+                }]);
+                self.publish(n.group_id.as_slice(), entry);
                 Response::Accepted {
                     seq: posted.seq,
                     epoch: posted.epoch,

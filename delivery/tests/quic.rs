@@ -675,3 +675,86 @@ async fn stalled_streams_time_out_and_the_connection_keeps_serving() {
         Response::KeyPackageStock { .. }
     ));
 }
+
+/// Issue 18, finding 2: a notice goes into a group's log for whoever holds a token of any of its
+/// epochs (an admin left behind by a commit it rejected still has the last one it accepted),
+/// without moving the epoch; a stranger cannot post one, nor a large one anybody.
+#[tokio::test]
+async fn a_notice_goes_into_the_log_with_a_token_of_any_epoch() {
+    let node = start_node().await;
+    let alice = Client::connect(node.addr, node.fingerprint).await;
+    alice.register().await;
+    let group: tls_codec::VLBytes = b"noticed".as_slice().into();
+    let (t0, t1) = ([4u8; 32], [5u8; 32]);
+    let create = Request::CreateGroup(CreateGroup {
+        group_id: group.clone(),
+        token_hash: token_hash(&t0),
+    });
+    assert_eq!(alice.request(&create).await, Response::Ok);
+    let commit = Request::PostCommit(PostCommit {
+        group_id: group.clone(),
+        epoch: 0,
+        token: t0,
+        next_token_hash: token_hash(&t1),
+        commit: b"commit".as_slice().into(),
+        welcomes: vec![],
+        sealed_tree: Vec::new().into(),
+        tree_access_hash: [0; 32],
+    });
+    assert!(matches!(
+        alice.request(&commit).await,
+        Response::Committed {
+            seq: 1,
+            epoch: 1,
+            ..
+        }
+    ));
+    let notice = |token, bytes: Vec<u8>| {
+        Request::PostNotice(PostNotice {
+            group_id: group.clone(),
+            token,
+            notice: bytes.into(),
+        })
+    };
+    // The token of epoch 0, though the group is at epoch 1.
+    assert_eq!(
+        alice.request(&notice(t0, b"a fork".to_vec())).await,
+        Response::Accepted { seq: 2, epoch: 1 }
+    );
+    assert_eq!(
+        error_code(&alice.request(&notice([0xee; 32], b"junk".to_vec())).await),
+        Some(ErrorCode::BadToken)
+    );
+    assert_eq!(
+        error_code(&alice.request(&notice(t1, vec![0; 5000])).await),
+        Some(ErrorCode::TooLarge)
+    );
+    let fetch = Request::FetchGroup(FetchGroup {
+        group_id: group.clone(),
+        token: t1,
+        after_seq: 0,
+        limit: 10,
+    });
+    let Response::GroupEntries { entries } = alice.request(&fetch).await else {
+        panic!("no entries")
+    };
+    let kinds: Vec<(u64, u64, EntryKind)> =
+        entries.iter().map(|e| (e.seq, e.epoch, e.kind)).collect();
+    assert_eq!(
+        kinds,
+        [(1, 0, EntryKind::Commit), (2, 1, EntryKind::Notice)]
+    );
+    assert_eq!(entries[1].message.as_slice(), b"a fork");
+    // The epoch did not move: a post at epoch 1 still goes, after the notice.
+    let post = Request::PostMessage(PostMessage {
+        group_id: group,
+        epoch: 1,
+        token: t1,
+        post_id: common::post_id(),
+        message: b"hi".as_slice().into(),
+    });
+    assert_eq!(
+        alice.request(&post).await,
+        Response::Accepted { seq: 3, epoch: 1 }
+    );
+}

@@ -58,7 +58,7 @@ const MIGRATIONS: [&str; 8] = [
     TRUST,
     LEAVING,
     ORDER_ASKED,
-    CONTINUATION_CHECKS,
+    INSIDERS,
 ];
 
 const SCHEMA: &str = r#"
@@ -287,16 +287,22 @@ const ORDER_ASKED: &str = r#"
 ALTER TABLE intents ADD COLUMN texts_before INTEGER NOT NULL DEFAULT 0;
 "#;
 
-/// Version 8: an announced continuation is followed only for a group broken for us at the
-/// point it names, from one of its admins, keeping its settings and members
-/// (`profile::hosted::judge_continuation`); until then it waits here, and one refused says why.
-const CONTINUATION_CHECKS: &str = r#"
+/// Version 8: rules against a member with a modified client. An announced continuation is
+/// followed only for a group broken for us at the point it names, from one of its admins,
+/// keeping its settings and members (`profile::hosted::judge_continuation`): until then it waits
+/// here, and one refused says why. An admin whose group breaks leaves a notice in its log for
+/// whoever went on past that point (`profile::notices`).
+const INSIDERS: &str = r#"
 -- Announcements of older versions named no point of the old group: they cannot be checked.
 DELETE FROM announcements;
 ALTER TABLE announcements ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE announcements ADD COLUMN authenticator BLOB NOT NULL DEFAULT X'';
 -- Why it was not followed; NULL while it waits for the old group to break.
 ALTER TABLE announcements ADD COLUMN refused TEXT;
+-- Our signed notice that the group is a fork after the commit that broke it, still to post.
+ALTER TABLE groups ADD COLUMN notice BLOB;
+-- 1: an admin's notice said that our group is a fork they left; never started again by us.
+ALTER TABLE groups ADD COLUMN abandoned INTEGER NOT NULL DEFAULT 0;
 "#;
 
 /// What can go wrong opening or writing the profile database.

@@ -162,6 +162,8 @@ enum Waiting {
     },
     /// That this group continues a broken one.
     Announcement,
+    /// Our notice that the group is a fork past where it broke.
+    Notice,
     Stock,
     Publish,
     /// KeyPackages of the first this many claimees of the first add.
@@ -323,6 +325,9 @@ impl Core {
         self.ack = None;
         for id in self.profile.hosted_groups()? {
             self.touch_group(id.as_slice(), true);
+        }
+        for id in self.profile.groups_with_notices()? {
+            self.touch_group(id.as_slice(), false);
         }
         self.touch(Lane::Mailbox, true);
         self.touch(Lane::Account, true);
@@ -679,6 +684,10 @@ impl Core {
     // ----- groups -----
 
     fn next_for_group(&mut self, id: &GroupId) -> Result<Option<(Waiting, Request)>, SyncError> {
+        // A group broken for us may still have a word for those who went on past it.
+        if let Some(notice) = self.profile.notice_to_post(id)? {
+            return Ok(Some((Waiting::Notice, Request::PostNotice(notice))));
+        }
         if !self.profile.is_read(id)? {
             return Ok(None);
         }
@@ -837,6 +846,11 @@ impl Core {
                 }
             }
             (Waiting::Announcement, Ok(Response::Accepted { .. })) => self.profile.announced(id)?,
+            (Waiting::Notice, Ok(Response::Accepted { .. })) => self.profile.notice_posted(id)?,
+            (Waiting::Notice, Err(e)) if !passes(e.code) => {
+                tracing::warn!(code = ?e.code, "the delivery node refused our notice of a fork");
+                self.profile.notice_posted(id)?;
+            }
             (Waiting::Commit | Waiting::Text { .. } | Waiting::Announcement, Err(e))
                 if matches!(e.code, ErrorCode::StaleEpoch | ErrorCode::BadToken) =>
             {
@@ -883,6 +897,8 @@ impl Core {
         {
             tracing::warn!(error = %e, "could not plan starting a broken group again");
         }
+        // Our notice of the fork, if we left one, goes out on the group's lane.
+        self.touch_group(id.as_slice(), false);
         if let Ok(waiting) = self.profile.waiting_in(id) {
             for outbox in waiting.texts {
                 self.text_done(outbox, Err(gone()));

@@ -22,12 +22,16 @@ use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Home, Intent, Profile};
 use mlschat_node::sealed_tree::TreeSecret;
 use mlschat_node::sync::{Answer, Core, Lane, Notice, Ticket};
+use mlschat_wire::settings;
 use mlschat_wire::token::{client_id, token_hash};
 use mlschat_wire::{
     ClaimAnswer, ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry,
     MailboxEntry, PostCommit, PostId, Push, Request, Response, TokenHash, WelcomeFor,
 };
-use openmls::prelude::{GroupId, MlsGroup, tls_codec::Serialize as _};
+use openmls::prelude::{
+    Extension, ExtensionType, Extensions, GroupId, MlsGroup, RequiredCapabilitiesExtension,
+    UnknownExtension, tls_codec::Serialize as _,
+};
 use openmls_traits::OpenMlsProvider;
 
 // ----- randomness -----
@@ -258,6 +262,27 @@ impl Node {
                             epoch,
                             undelivered: Vec::new(),
                         }
+                    }
+                }
+            }
+            Request::PostNotice(n) => {
+                let id = n.group_id.as_slice().to_vec();
+                match self.groups.get_mut(&id) {
+                    None => refuse(ErrorCode::UnknownGroup, 0),
+                    Some(log) if !log.tokens.values().any(|h| *h == token_hash(&n.token)) => {
+                        refuse(ErrorCode::BadToken, 0)
+                    }
+                    Some(log) => {
+                        let entry = GroupEntry {
+                            seq: log.entries.len() as u64 + 1,
+                            epoch: log.epoch,
+                            kind: EntryKind::Notice,
+                            message: n.notice,
+                        };
+                        log.entries.push(entry.clone());
+                        let (seq, epoch) = (entry.seq, entry.epoch);
+                        pushes.extend(self.group_pushes(&id, entry));
+                        Response::Accepted { seq, epoch }
                     }
                 }
             }
@@ -1070,7 +1095,13 @@ impl Sim {
     /// `by`'s modified client commits an add of `joiner` with OpenMLS directly, skipping the
     /// rule that only admins add (its own client refuses), on a copy of its state: its client
     /// goes on as if nothing happened, and then reads the commit in the log.
-    fn forge_add(&mut self, by: usize, joiner: usize, group: &GroupId) -> Result<(), String> {
+    fn forge_add(
+        &mut self,
+        by: usize,
+        joiner: usize,
+        group: &GroupId,
+        promoting: bool,
+    ) -> Result<(), String> {
         let (client, joiners_client) = (self.members[by].client, self.members[joiner].client);
         let key_package = match self.node.claim(client, joiners_client) {
             Response::KeyPackage { key_package } => key_package,
@@ -1099,9 +1130,42 @@ impl Sim {
         let epoch = mls.epoch().as_u64();
         let token = mlschat_node::engine::epoch_token(&crypto, &mls).unwrap();
         let signer = &modified.identity().signer;
-        let (commit, welcome, _) = mls
-            .add_members_without_update(&provider, signer, std::slice::from_ref(&key_package))
+        let (commit, welcome) = if promoting {
+            // The same commit adds Eve and makes Carol an admin.
+            let mut settings = mlschat_node::engine::group_settings(&mls).unwrap().unwrap();
+            settings.admins.push(modified.identity().fingerprint().0);
+            let settings_type = ExtensionType::Unknown(settings::EXTENSION_TYPE);
+            let extensions = Extensions::from_vec(vec![
+                Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(
+                    &[settings_type],
+                    &[],
+                    &[],
+                )),
+                Extension::Unknown(
+                    settings::EXTENSION_TYPE,
+                    UnknownExtension(settings.encode().unwrap()),
+                ),
+            ])
             .unwrap();
+            let bundle = mls
+                .commit_builder()
+                .propose_adds([key_package.clone()])
+                .propose_group_context_extensions(extensions)
+                .unwrap()
+                .load_psks(provider.storage())
+                .unwrap()
+                .build(provider.rand(), provider.crypto(), signer, |_| true)
+                .unwrap()
+                .stage_commit(&provider)
+                .unwrap();
+            let welcome = bundle.to_welcome_msg().unwrap();
+            (bundle.into_commit(), welcome)
+        } else {
+            let (commit, welcome, _) = mls
+                .add_members_without_update(&provider, signer, std::slice::from_ref(&key_package))
+                .unwrap();
+            (commit, welcome)
+        };
         let next_token = mlschat_node::engine::pending_epoch_token(&crypto, &mls).unwrap();
         mls.merge_pending_commit(&provider).unwrap();
         let tree = mls.export_ratchet_tree().tls_serialize_detached().unwrap();
@@ -1444,8 +1508,9 @@ enum Insider {
     /// (her client skips every check), and with `breaks` she also breaks the old group at the
     /// very epoch her announcement names.
     ForgedContinuation { breaks: bool },
-    /// Carol, not an admin, commits an add of Eve (her client skips the admin check).
-    NonAdminAdd,
+    /// Carol, not an admin, commits an add of Eve (her client skips the admin check); with
+    /// `promoting`, the same commit makes her an admin, so Eve cannot tell from what she sees.
+    NonAdminAdd { promoting: bool },
     /// A stranger fills Bob's mailbox with junk: bytes that are no Welcome, and a Welcome for
     /// somebody else's KeyPackage.
     JunkWelcomes,
@@ -1516,7 +1581,7 @@ fn run_insider_seed(seed: u64, attack: Insider) -> Result<String, String> {
             }
             sim.pump(carol);
         }
-        Insider::NonAdminAdd => {
+        Insider::NonAdminAdd { promoting } => {
             sim.note("carol, no admin, adds eve (who knows her)".into());
             let carols_code = sim.members[carol].core().profile().invite_code().unwrap();
             sim.members[eve]
@@ -1524,7 +1589,7 @@ fn run_insider_seed(seed: u64, attack: Insider) -> Result<String, String> {
                 .profile()
                 .add_contact(&carols_code)
                 .unwrap();
-            sim.forge_add(carol, eve, &team)?;
+            sim.forge_add(carol, eve, &team, promoting)?;
         }
         Insider::JunkWelcomes => {
             sim.note("a stranger fills bob's mailbox".into());
@@ -1715,7 +1780,10 @@ fn a_forged_continuation_takes_nobody_over() {
 /// fork that the admin never reads.
 #[test]
 fn a_non_admins_add_joins_nobody_into_a_fork() {
-    for_each_seed(30, |seed| run_insider_seed(seed, Insider::NonAdminAdd));
+    for_each_seed(30, |seed| {
+        let promoting = seed % 2 == 0;
+        run_insider_seed(seed, Insider::NonAdminAdd { promoting })
+    });
 }
 
 /// Issue 18, finding 3: junk in a mailbox was kept as invitations and retried on every sync.

@@ -9,6 +9,8 @@
 //! - [`messages`]: requests, responses, pushes and error codes.
 //! - [`content`]: the plaintext of an application message (versioned, typed, with its post id).
 //! - [`settings`]: a group's shared name, topic and admins (a group-context extension).
+//! - [`notice`]: an admin's signed word, left in a group's log, that its history after an epoch
+//!   is a fork the admins abandoned.
 //! - [`auth`]: the transcript a client signs to authenticate, bound to the TLS session.
 //! - [`token`]: per-epoch group tokens, which let the node check posting rights blind.
 //! - [`session`]: a connection's authentication state on the serving side, without I/O.
@@ -19,6 +21,7 @@ pub mod auth;
 pub mod content;
 pub mod frame;
 pub mod messages;
+pub mod notice;
 pub mod packet;
 pub mod session;
 pub mod settings;

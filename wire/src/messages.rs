@@ -86,6 +86,10 @@ pub enum Request {
     /// Asks for pushes of a group's new log entries on this connection.
     #[tls_codec(discriminant = 25)]
     Subscribe(FetchGroup),
+    /// Appends a notice (opaque to the node, [`crate::notice`]) to a group's log, with a token
+    /// of any epoch of the group: answered [`Response::Accepted`].
+    #[tls_codec(discriminant = 26)]
+    PostNotice(PostNotice),
 
     /// Reads our mailbox (Welcomes) after an entry id.
     #[tls_codec(discriminant = 30)]
@@ -251,6 +255,15 @@ pub struct PostMessage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]
+pub struct PostNotice {
+    pub group_id: VLBytes,
+    /// A token of any epoch of the group (the same right as a fetch).
+    pub token: Token,
+    /// At most [`crate::notice::MAX_NOTICE`] bytes.
+    pub notice: VLBytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]
 pub struct FetchGroup {
     pub group_id: VLBytes,
     /// A token of any epoch of the group.
@@ -274,6 +287,8 @@ pub struct FetchTree {
 pub enum EntryKind {
     Commit = 1,
     Message = 2,
+    /// A [`crate::notice::Notice`], signed by its poster; the epoch does not change.
+    Notice = 3,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserializeBytes, TlsSize)]

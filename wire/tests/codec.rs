@@ -53,6 +53,11 @@ fn requests() -> Vec<Request> {
             sealed_tree: vl(b"sealed tree"),
             tree_access_hash: [2; 32],
         }),
+        Request::PostNotice(PostNotice {
+            group_id: vl(b"g1"),
+            token: [6; 32],
+            notice: vl(b"signed notice"),
+        }),
         Request::PostMessage(PostMessage {
             group_id: vl(b"g1"),
             epoch: 4,

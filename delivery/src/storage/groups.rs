@@ -182,10 +182,10 @@ fn kind_code(kind: EntryKind) -> i64 {
 }
 
 fn kind_of(code: i64) -> EntryKind {
-    if code == EntryKind::Commit as u8 as i64 {
-        EntryKind::Commit
-    } else {
-        EntryKind::Message
+    match code {
+        1 => EntryKind::Commit,
+        3 => EntryKind::Notice,
+        _ => EntryKind::Message,
     }
 }
 
@@ -419,6 +419,57 @@ impl Database {
         };
         let mut results = self.post_messages(std::slice::from_ref(&post)).await?;
         Ok(results.pop().expect("one result per post"))
+    }
+
+    /// Appends a notice to a group's log at its current epoch, for a holder of a token of any of
+    /// its epochs (the right to read it); the epoch does not change.
+    pub async fn post_notice(
+        &self,
+        group_id: &[u8],
+        token_hash: &TokenHash,
+        notice: &[u8],
+    ) -> Result<Result<Posted, Refused>, StorageError> {
+        let now = unix_now();
+        Ok(write_transaction!(self, |tx, _postgres| {
+            let taken: Option<(i64, i64)> = sqlx::query_as(
+                "UPDATE groups SET next_seq = next_seq + 1
+                 WHERE group_id = $1 AND EXISTS (SELECT 1 FROM group_tokens t
+                     WHERE t.group_id = $1 AND t.token_hash = $2)
+                 RETURNING next_seq - 1, epoch",
+            )
+            .bind(group_id)
+            .bind(token_hash.as_slice())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((seq, epoch)) = taken else {
+                let known: Option<i64> =
+                    sqlx::query_scalar("SELECT epoch FROM groups WHERE group_id = $1")
+                        .bind(group_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                return Ok(Err(match known {
+                    None => Refused::UnknownGroup,
+                    Some(_) => Refused::BadToken,
+                }));
+            };
+            sqlx::query(
+                "INSERT INTO group_log (group_id, seq, epoch, kind, message, at, post_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+            )
+            .bind(group_id)
+            .bind(seq)
+            .bind(epoch)
+            .bind(kind_code(EntryKind::Notice))
+            .bind(notice)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Posted {
+                seq: from_db(seq),
+                epoch: from_db(epoch),
+                repeat: false,
+            })
+        }))
     }
 
     /// Posts several messages in one transaction (one fsync), each accepted or refused on its

@@ -836,6 +836,13 @@ impl Profile {
                         tracing::warn!(group = %hex::encode(id.as_slice()), seq = entry.seq, error = %e, "unreadable log entry");
                         append_history(p.store.conn(), id, entry.epoch, &p.me(), "event", &body)?;
                     }
+                    Outcome::Abandoned(why) => {
+                        p.mark_abandoned(id, entry.epoch, &why)?;
+                        p.stamp_history(id, before, entry.seq)?;
+                        p.set_log_seq(id, entry.seq)?;
+                        read.broken = Some(why);
+                        break;
+                    }
                     Outcome::Broken(e) => {
                         let why = format!(
                             "the commit at log position {} (epoch {}) could not be processed: {e}",
@@ -852,6 +859,8 @@ impl Profile {
                         let kind = format!("broken:{}", hex::encode(id.as_slice()));
                         let text = format!("group {} is broken for you: {why}", hex::encode(id.as_slice()));
                         super::alerts::raise_alert(p.store.conn(), &kind, &text, unix_now() as u64)?;
+                        // Whoever accepted that commit went on without us: an admin tells them.
+                        p.leave_notice(id, entry.epoch, &entry.message)?;
                         // An admin may have announced already where it goes on.
                         p.follow_announcements(id)?;
                         read.broken = Some(why);
@@ -873,6 +882,13 @@ impl Profile {
     }
 
     fn receive_entry(&mut self, id: &GroupId, entry: &LogEntry) -> Result<Outcome, ProfileError> {
+        if entry.kind == EntryKind::Notice {
+            // Not MLS: a signed word, judged on its own whatever its epoch.
+            return Ok(match self.abandoned_by(id, &entry.message)? {
+                Some(why) => Outcome::Abandoned(why),
+                None => Outcome::Read,
+            });
+        }
         self.load(id)?;
         let epoch = self.groups[id].epoch().as_u64();
         if entry.epoch < epoch {
@@ -1561,7 +1577,8 @@ impl Profile {
         let ids: Vec<Vec<u8>> = {
             let mut stmt = self.store.conn().prepare(
                 "SELECT group_id FROM groups WHERE hosted = 1 AND broken IS NOT NULL
-                 AND replaced_by IS NULL AND state = 'active' ORDER BY group_id",
+                 AND replaced_by IS NULL AND state = 'active' AND abandoned = 0
+                 ORDER BY group_id",
             )?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
@@ -1753,7 +1770,22 @@ impl Profile {
                 continuation.epoch_authenticator.as_slice()
             ],
         )?;
-        self.follow_announcements(&old)
+        self.follow_announcements(&old)?;
+        let waiting: Option<i64> = self.store.query_opt(
+            "SELECT 1 FROM announcements WHERE old = ?1 AND new = ?2 AND refused IS NULL",
+            params![old.as_slice(), new.as_slice()],
+        )?;
+        if waiting.is_some() {
+            let (epoch, _) = self.group_token(new)?;
+            let body = format!(
+                "{} says this group continues group {}, which is not broken for you: it is \
+                 followed only if that group breaks where it says",
+                display_member(sender),
+                hex::encode(old.as_slice())
+            );
+            append_history(self.store.conn(), new, epoch, &self.me(), "event", &body)?;
+        }
+        Ok(())
     }
 
     /// Applies what was announced about `old` that can be judged now: when it was announced,
@@ -2064,4 +2096,6 @@ enum Outcome {
     Unreadable(ProfileError),
     /// A commit we cannot process; we cannot go on.
     Broken(ProfileError),
+    /// A valid notice that our group is a fork its admins left: we stop, past it.
+    Abandoned(String),
 }

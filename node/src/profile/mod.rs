@@ -31,6 +31,7 @@ mod alerts;
 mod contacts;
 mod hosted;
 mod key_packages;
+mod notices;
 pub use alerts::Alert;
 pub use contacts::{Admission, Contact, Home, InviteCode, SafetyNumber, SenderState, SenderStates};
 pub use hosted::{
@@ -990,8 +991,9 @@ impl Profile {
     fn summary(&mut self, id: &GroupId) -> Result<GroupSummary, ProfileError> {
         // A group we cannot go on in is shown so everywhere, until it continues elsewhere.
         let (name, state): (Option<String>, String) = self.store.conn().query_row(
-            "SELECT name, CASE WHEN state = 'active' AND broken IS NOT NULL
-                 THEN iif(replaced_by IS NULL, 'broken', 'continued') ELSE state END
+            "SELECT name, CASE WHEN state != 'active' OR broken IS NULL THEN state
+                 WHEN abandoned = 1 THEN 'abandoned'
+                 WHEN replaced_by IS NOT NULL THEN 'continued' ELSE 'broken' END
              FROM groups WHERE group_id = ?1",
             [id.as_slice()],
             |r| Ok((r.get(0)?, r.get(1)?)),
