@@ -226,6 +226,34 @@ async fn a_key_package_of_someone_else_is_refused_and_nothing_is_stored() {
     );
 }
 
+/// Issue 18, finding 8: the node took a "last-resort" KeyPackage without the `last_resort`
+/// extension (a joiner of another implementation deletes its keys on first use). Each package
+/// must be marked for what it is published as.
+#[tokio::test]
+async fn a_key_package_must_be_marked_for_what_it_is_published_as() {
+    let node = start_node().await;
+    let alice = Client::connect(node.addr, node.fingerprint).await;
+    alice.register().await;
+    let publish = |one_time, last_resort| {
+        Request::PublishKeyPackages(PublishKeyPackages {
+            one_time: vec![alice.key_package(&alice.signer, one_time)],
+            last_resort: alice.key_package(&alice.signer, last_resort),
+        })
+    };
+    for (one_time_marked, last_resort_marked) in [(false, false), (true, true)] {
+        assert_eq!(
+            error_code(
+                &alice
+                    .request(&publish(one_time_marked, last_resort_marked))
+                    .await
+            ),
+            Some(ErrorCode::InvalidKeyPackage),
+            "one-time marked {one_time_marked}, last-resort marked {last_resort_marked}"
+        );
+    }
+    assert_eq!(alice.request(&publish(false, true)).await, Response::Ok);
+}
+
 #[tokio::test]
 async fn group_posts_follow_epochs_and_tokens_and_welcomes_reach_their_mailbox() {
     let node = start_node().await;

@@ -297,6 +297,11 @@ const INSIDERS: &str = r#"
 DELETE FROM announcements;
 ALTER TABLE announcements ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE announcements ADD COLUMN authenticator BLOB NOT NULL DEFAULT X'';
+-- The new group's members when the announcement was made (their fingerprints, 32 bytes each):
+-- it must keep every member of the broken group, whoever leaves it later.
+ALTER TABLE announcements ADD COLUMN members BLOB NOT NULL DEFAULT X'';
+-- Its settings then (encoded; empty for none): they must be the broken group's.
+ALTER TABLE announcements ADD COLUMN settings BLOB NOT NULL DEFAULT X'';
 -- Why it was not followed; NULL while it waits for the old group to break.
 ALTER TABLE announcements ADD COLUMN refused TEXT;
 -- Our signed notice that the group is a fork after the commit that broke it, still to post.

@@ -746,10 +746,12 @@ impl Core {
                 }
             }
         }
-        // A group started again says so before anything else, once its members are in.
+        // A group started again says so before anything else, once its members are in: all of
+        // them (its followers check), so not while some are still being claimed.
         match self.profile.announcement(id)? {
             None => {}
             Some(Announcement::Waiting) => return Ok(None),
+            Some(Announcement::Ready { .. }) if claiming.is_some() => return Ok(None),
             Some(Announcement::Ready {
                 epoch,
                 message,

@@ -33,6 +33,7 @@ use crate::sealed_tree::{SealError, TreeSecret};
 use crate::store::{StoreError, unix_now};
 use mlschat_wire::content::{Content, ContentKind, Continuation};
 use mlschat_wire::packet::Packet;
+use mlschat_wire::settings::GroupSettings;
 
 /// What one of our commits is meant to do, kept to make it again at a newer epoch if another
 /// member's commit wins ours.
@@ -111,6 +112,18 @@ impl TextsMark {
     pub fn is_before(self, seq: i64) -> bool {
         self.0 < seq
     }
+}
+
+/// An announced continuation, as kept until it is judged.
+#[derive(Debug)]
+struct Announced {
+    new: GroupId,
+    sender: Option<Fingerprint>,
+    /// Where it says the old group broke.
+    claim: Continuation,
+    /// The new group's members and settings when it was announced.
+    members: Vec<Fingerprint>,
+    settings: Option<GroupSettings>,
 }
 
 /// What may be done with an announced continuation.
@@ -1676,15 +1689,17 @@ impl Profile {
         let mut unfinished = Vec::new();
         for (new, old) in rows {
             let (new, old) = (GroupId::from_slice(&new), GroupId::from_slice(&old));
-            if self.members_of(&new)?.len() > 1 {
-                continue;
-            }
-            let members = self
+            // Those of the old group not in yet (a crash may come between two adds).
+            let added = self.members_of(&new)?;
+            let members: Vec<MemberInfo> = self
                 .members_of(&old)?
                 .into_iter()
                 .filter(|m| m.fingerprint != me)
+                .filter(|m| added.iter().all(|a| a.fingerprint != m.fingerprint))
                 .collect();
-            unfinished.push((new, members));
+            if !members.is_empty() {
+                unfinished.push((new, members));
+            }
         }
         Ok(unfinished)
     }
@@ -1759,15 +1774,30 @@ impl Profile {
         continuation: &Continuation,
     ) -> Result<(), ProfileError> {
         let old = GroupId::from_slice(continuation.old_group.as_slice());
+        // The new group as it is now, when it is announced: later changes are its own affair.
+        let members: Vec<u8> = self
+            .members_of(new)?
+            .iter()
+            .flat_map(|m| m.fingerprint.0)
+            .collect();
+        let settings = match engine::group_settings(&self.groups[new])? {
+            Some(settings) => settings
+                .encode()
+                .map_err(|e| ProfileError::Corrupt(e.to_string()))?,
+            None => Vec::new(),
+        };
         self.store.conn().execute(
-            "INSERT OR IGNORE INTO announcements (old, new, sender, epoch, authenticator)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR IGNORE INTO announcements
+                 (old, new, sender, epoch, authenticator, members, settings)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 old.as_slice(),
                 new.as_slice(),
                 sender.fingerprint.0,
                 continuation.epoch as i64,
-                continuation.epoch_authenticator.as_slice()
+                continuation.epoch_authenticator.as_slice(),
+                members,
+                settings
             ],
         )?;
         self.follow_announcements(&old)?;
@@ -1792,31 +1822,38 @@ impl Profile {
     /// when we join `old`, and when `old` breaks for us. The first continuation the rules
     /// allow is followed; one they refuse is shown, with why, and never followed.
     fn follow_announcements(&mut self, old: &GroupId) -> Result<(), ProfileError> {
-        // Each: the new group, its announcer, and where it says `old` broke.
-        let announced: Vec<(GroupId, Vec<u8>, Continuation)> = {
+        let announced: Vec<Announced> = {
             let mut stmt = self.store.conn().prepare(
-                "SELECT new, sender, epoch, authenticator FROM announcements
+                "SELECT new, sender, epoch, authenticator, members, settings FROM announcements
                  WHERE old = ?1 AND refused IS NULL ORDER BY rowid",
             )?;
             let rows = stmt.query_map([old.as_slice()], |r| {
-                let claim = Continuation {
-                    old_group: old.as_slice().to_vec().into(),
-                    epoch: r.get::<_, i64>(2)? as u64,
-                    epoch_authenticator: r.get::<_, Vec<u8>>(3)?.into(),
+                let fingerprints = |bytes: Vec<u8>| -> Vec<Fingerprint> {
+                    bytes
+                        .chunks_exact(32)
+                        .map(|c| Fingerprint(c.try_into().expect("32 bytes")))
+                        .collect()
                 };
-                Ok((
-                    GroupId::from_slice(&r.get::<_, Vec<u8>>(0)?),
-                    r.get(1)?,
-                    claim,
-                ))
+                Ok(Announced {
+                    new: GroupId::from_slice(&r.get::<_, Vec<u8>>(0)?),
+                    sender: fingerprints(r.get(1)?).pop(),
+                    claim: Continuation {
+                        old_group: old.as_slice().to_vec().into(),
+                        epoch: r.get::<_, i64>(2)? as u64,
+                        epoch_authenticator: r.get::<_, Vec<u8>>(3)?.into(),
+                    },
+                    members: fingerprints(r.get(4)?),
+                    // Unreadable settings are no settings: they then differ from the old ones.
+                    settings: GroupSettings::decode(&r.get::<_, Vec<u8>>(5)?).ok(),
+                })
             })?;
             rows.collect::<Result<_, _>>()?
         };
-        for (new, sender, claim) in announced {
-            let Ok(sender) = <[u8; 32]>::try_from(sender).map(Fingerprint) else {
+        for announced in announced {
+            let (new, Some(sender)) = (&announced.new, announced.sender) else {
                 continue;
             };
-            match self.judge_continuation(old, &new, &sender, &claim)? {
+            match self.judge_continuation(old, &announced)? {
                 Verdict::Wait => {}
                 verdict @ (Verdict::Follow | Verdict::Moot) => {
                     self.store.conn().execute(
@@ -1824,10 +1861,10 @@ impl Profile {
                         params![old.as_slice(), new.as_slice()],
                     )?;
                     if verdict == Verdict::Follow {
-                        self.follow_continuation(old, &new)?;
+                        self.follow_continuation(old, new)?;
                     }
                 }
-                Verdict::Refuse(why) => self.refuse_continuation(old, &new, &sender, &why)?,
+                Verdict::Refuse(why) => self.refuse_continuation(old, new, &sender, &why)?,
             }
         }
         Ok(())
@@ -1840,10 +1877,12 @@ impl Profile {
     fn judge_continuation(
         &mut self,
         old: &GroupId,
-        new: &GroupId,
-        sender: &Fingerprint,
-        claim: &Continuation,
+        announced: &Announced,
     ) -> Result<Verdict, ProfileError> {
+        let (new, claim) = (&announced.new, &announced.claim);
+        let Some(sender) = &announced.sender else {
+            return Ok(Verdict::Refuse("it names no announcer".into()));
+        };
         let ours: Option<(bool, Option<Vec<u8>>, Option<String>)> = self
             .store
             .conn()
@@ -1890,18 +1929,15 @@ impl Profile {
             ));
         }
         let members = self.members_of(old)?;
-        if self.load(new).is_err() {
-            return Ok(Verdict::Wait);
-        }
-        if settings.is_some() && engine::group_settings(&self.groups[new])? != settings {
+        if settings.is_some() && announced.settings != settings {
             return Ok(Verdict::Refuse(
                 "it does not keep the broken group's name, topic and admins".into(),
             ));
         }
-        let kept = self.members_of(new)?;
+        // As the new group was when it was announced: who leaves it later is its own affair.
         let missing: Vec<String> = members
             .iter()
-            .filter(|m| kept.iter().all(|k| k.fingerprint != m.fingerprint))
+            .filter(|m| !announced.members.contains(&m.fingerprint))
             .map(display_member)
             .collect();
         if !missing.is_empty() {
