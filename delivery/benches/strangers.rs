@@ -96,7 +96,11 @@ async fn stranger(
             .fetch_add(packages.len() as u64, Ordering::Relaxed);
         // A junk Welcome, then a real one for each package it got, each in a group of its own.
         let mut welcomes = vec![b"junk welcome".to_vec()];
-        welcomes.extend(packages.iter().map(|kp| client.welcome_for(kp).to_vec()));
+        welcomes.extend(
+            packages
+                .iter()
+                .map(|kp| client.welcome_for(kp).as_slice().to_vec()),
+        );
         for welcome in welcomes {
             let group: tls_codec::VLBytes = common::post_id().to_vec().into();
             let token = [round as u8; 32];
