@@ -1252,6 +1252,17 @@ impl Core {
                     ),
                 });
             }
+            Err(e) if e.code == ErrorCode::UnknownClient => {
+                return Err(SyncError::Refused {
+                    code: e.code,
+                    detail: format!(
+                        "{} has no KeyPackage on the delivery node: they never connected to it \
+                         (or their invite code names another node). They must connect to it \
+                         once (`mlschat sync`, or run the daemon) before they can be added",
+                        claimee.describe()
+                    ),
+                });
+            }
             Err(e) => return Err(SyncError::refused(&e)),
         };
         match claimee {
