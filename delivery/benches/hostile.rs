@@ -133,7 +133,10 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 async fn run(url: &str, o: &Options, attackers: usize) {
     let data = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(data.path(), url, &[]);
+    // A thousand registered attackers are the scenario: the node-wide registration cap (which
+    // would refuse them) is lifted, every other limit is the default.
+    let uncapped = ("MLSCHAT__LIMITS__NODE_REGISTRATIONS_BURST", "1000000");
+    let node = NodeProcess::start(data.path(), url, &[uncapped]);
     let pid = node.child.id();
     let stop = Arc::new(AtomicBool::new(false));
     let opened = Arc::new(AtomicUsize::new(0));

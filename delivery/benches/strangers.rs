@@ -12,9 +12,9 @@
 //! Each stranger is a registered client (from 50 loopback addresses) that, until the end, claims
 //! 100 of the victim's KeyPackages in one request, sends her a junk Welcome and a real Welcome
 //! for each package it got (each in a commit of a group of its own), and tries to register
-//! another account. Each honest member adds someone (a claim, then a commit with a real
-//! Welcome), posts 10 texts to the group, and the added member reads its mailbox (acknowledging
-//! it) and the group's log; then again, with the next person of a pool. Both halves report each
+//! another account. Each honest member adds someone to its group (a claim, then a commit with
+//! a real Welcome), posts 10 texts, and the added member reads its mailbox (acknowledging it)
+//! and the group's log from the commit; then again, with the next person of a pool. Both halves report each
 //! honest operation's latency percentiles and every refusal, and what the victim kept.
 
 use std::sync::Arc;
@@ -185,8 +185,15 @@ impl Timed {
     }
 }
 
-/// One honest member: adds the next person of `pool` to a new group, posts 10 texts, and the
-/// added one catches up; until `stop`.
+/// The token of `epoch` in an honest member's group.
+fn token(epoch: u64) -> [u8; 32] {
+    let mut token = [0x5a; 32];
+    token[..8].copy_from_slice(&epoch.to_be_bytes());
+    token
+}
+
+/// One honest member: adds the next person of `pool` to its group, posts 10 texts, and the
+/// added one catches up (its mailbox, then the group's log from the commit); until `stop`.
 async fn member(
     alice: Client,
     pool: Arc<Vec<Client>>,
@@ -194,29 +201,30 @@ async fn member(
     stop: Arc<AtomicBool>,
 ) -> [Timed; 3] {
     let (mut add, mut post, mut catch_up) = (Timed::default(), Timed::default(), Timed::default());
-    let mut round = 0;
+    let group: tls_codec::VLBytes = common::post_id().to_vec().into();
+    let create = Request::CreateGroup(CreateGroup {
+        group_id: group.clone(),
+        token_hash: token_hash(&token(0)),
+    });
+    assert_eq!(alice.request(&create).await, Response::Ok);
+    let (mut epoch, mut round) = (0u64, 0);
     while !stop.load(Ordering::Relaxed) {
         let bob = &pool[(first + round) % pool.len()];
         round += 1;
-        let group: tls_codec::VLBytes = common::post_id().to_vec().into();
-        let (t0, t1) = ([round as u8; 32], [0x11; 32]);
-        let create = Request::CreateGroup(CreateGroup {
-            group_id: group.clone(),
-            token_hash: token_hash(&t0),
-        });
-        assert_eq!(alice.request(&create).await, Response::Ok);
         let started = Instant::now();
         let claim = Request::ClaimKeyPackage { owner: bob.id() };
         let Response::KeyPackage { key_package } = alice.request(&claim).await else {
+            // A person told "try later" waits.
             add.record(started, false);
+            tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
         let welcome = alice.welcome_for(key_package.as_slice());
         let commit = Request::PostCommit(PostCommit {
             group_id: group.clone(),
-            epoch: 0,
-            token: t0,
-            next_token_hash: token_hash(&t1),
+            epoch,
+            token: token(epoch),
+            next_token_hash: token_hash(&token(epoch + 1)),
             commit: b"adds bob".to_vec().into(),
             welcomes: vec![WelcomeFor {
                 recipient: bob.id(),
@@ -226,16 +234,21 @@ async fn member(
             sealed_tree: vec![2; 64].into(),
             tree_access_hash: [3; 32],
         });
-        let answer = alice.request(&commit).await;
-        let delivered =
-            matches!(&answer, Response::Committed { undelivered, .. } if undelivered.is_empty());
-        add.record(started, delivered);
+        let Response::Committed {
+            seq, undelivered, ..
+        } = alice.request(&commit).await
+        else {
+            add.record(started, false);
+            continue;
+        };
+        epoch += 1;
+        add.record(started, undelivered.is_empty());
         for _ in 0..10 {
             let started = Instant::now();
             let text = Request::PostMessage(PostMessage {
                 group_id: group.clone(),
-                epoch: 1,
-                token: t1,
+                epoch,
+                token: token(epoch),
                 post_id: common::post_id(),
                 message: vec![0x42; 256].into(),
             });
@@ -251,15 +264,17 @@ async fn member(
             catch_up.record(started, false);
             continue;
         };
-        let found = entries.iter().any(|e| e.group_id == group);
+        let found = entries
+            .iter()
+            .any(|e| e.group_id == group && e.epoch == epoch);
         if let Some(last) = entries.last() {
             let ack = Request::AckMailbox { up_to: last.id };
             assert_eq!(bob.request(&ack).await, Response::Ok);
         }
         let fetch = Request::FetchGroup(FetchGroup {
-            group_id: group,
-            token: t1,
-            after_seq: 0,
+            group_id: group.clone(),
+            token: token(epoch),
+            after_seq: seq - 1,
             limit: 100,
         });
         let read = matches!(
@@ -289,13 +304,32 @@ async fn run(url: &str, o: &Options, strangers: usize) {
     let data = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(data.path(), url, &[]);
     let victim = with_key_packages("127.0.4.1", &node, 30).await;
+    // The people honest members add (enough that nobody adds the same person more often than
+    // a person would, so the claim limits never refuse them), each with KeyPackages.
+    let mut pool = Vec::new();
+    for i in 0..o.members * 40 {
+        pool.push(with_key_packages(&format!("127.0.5.{}", 1 + i % 50), &node, 10).await);
+    }
+    let pool = Arc::new(pool);
+    let mut alices = Vec::new();
+    for _ in 0..o.members {
+        let alice = Client::connect_from("127.0.6.1", node.quic, node.fingerprint).await;
+        alice.register().await;
+        alices.push(alice);
+    }
+    // Everyone honest is registered before the flood (which exhausts the node's registrations).
     let stop = Arc::new(AtomicBool::new(false));
     let flood = Arc::new(Flood::default());
-    let mut hostile = Vec::new();
+    // Registered before any starts (each then registers more from its address).
+    let mut registered = Vec::new();
     for i in 0..strangers {
         let from = format!("127.0.3.{}", 1 + i % 50);
         let client = Client::connect_from(&from, node.quic, node.fingerprint).await;
         client.register().await;
+        registered.push((client, from));
+    }
+    let mut hostile = Vec::new();
+    for (client, from) in registered {
         hostile.push(tokio::spawn(stranger(
             client,
             from,
@@ -305,20 +339,12 @@ async fn run(url: &str, o: &Options, strangers: usize) {
             stop.clone(),
         )));
     }
-    // The people honest members add, each with the stock a peer keeps.
-    let mut pool = Vec::new();
-    for i in 0..o.members * 4 {
-        pool.push(with_key_packages(&format!("127.0.5.{}", 1 + i % 8), &node, 30).await);
-    }
-    let pool = Arc::new(pool);
     let mut members = Vec::new();
-    for i in 0..o.members {
-        let alice = Client::connect_from("127.0.6.1", node.quic, node.fingerprint).await;
-        alice.register().await;
+    for (i, alice) in alices.into_iter().enumerate() {
         members.push(tokio::spawn(member(
             alice,
             pool.clone(),
-            i * 4,
+            i * 40,
             stop.clone(),
         )));
     }
