@@ -88,7 +88,8 @@ pub struct LimitsSection {
     /// `pair_claim_refill_ms`; past that, its claims of that owner are refused `rate_limited`.
     pub pair_claim_burst: u32,
     pub pair_claim_refill_ms: u64,
-    /// Welcomes a client's mailbox may hold; a commit that would exceed it is refused.
+    /// Welcomes a client's mailbox may hold; past it, a commit's Welcome for that client is left
+    /// out (the committer is told), never the commit refused.
     pub mailbox_quota: u64,
     /// Days a mailbox entry is kept if never acknowledged.
     pub mailbox_retention_days: u64,

@@ -636,11 +636,9 @@ impl Node {
             Some(_) => self.config.max_frame,
             None => PRE_AUTH_MAX_FRAME,
         };
-        // A big body also takes room in its client's and its address's shares of the node's.
-        let shares = client.map(|c| self.guard.body_shares(&c, caller.address));
         let read = tokio::time::timeout(
             self.config.request_timeout,
-            self.read_request(&mut recv, limit, budget, shares.as_ref()),
+            self.read_request(&mut recv, limit, budget, client.as_ref(), caller.address),
         );
         // A drain does not wait for requests still arriving: they are refused at once.
         let drain = self.drain_started.notified();
@@ -696,15 +694,16 @@ impl Node {
 
     /// Reads one request frame and its body's size: the header first (the body must be within
     /// `limit`), then the body as its bytes arrive, each chunk taking room in the connection's
-    /// budget and, past [`SMALL_BODY`], in its client's and address's `shares` and in the
-    /// node's (held until the body is decoded). A stream that declares much and sends little
+    /// budget and, past [`SMALL_BODY`], in its client's and address's shares of the node's
+    /// budget and in the node's (held until the body is decoded). A stream that declares much and sends little
     /// holds little: room is taken for bytes that came, never for bytes promised.
     async fn read_request(
         &self,
         recv: &mut quinn::RecvStream,
         limit: u32,
         budget: &Semaphore,
-        shares: Option<&[Arc<Semaphore>; 2]>,
+        client: Option<&ClientId>,
+        address: IpAddr,
     ) -> Result<(Request, usize), Failure> {
         let truncated = || Failure::from(FrameError::Truncated);
         let mut header = [0u8; HEADER_LEN];
@@ -716,6 +715,11 @@ impl Node {
         let closing = |_| Failure::new(ErrorCode::Unavailable, "the connection is closing");
         // Small requests (nearly all) never wait for the node's budget, whoever holds it.
         let node_wide = length > SMALL_BODY;
+        // Big bodies come only from authenticated clients (PRE_AUTH_MAX_FRAME is small).
+        let shares = match client {
+            Some(client) if node_wide => Some(self.guard.body_shares(client, address)),
+            _ => None,
+        };
         let mut body = Vec::with_capacity(length.min(SMALL_BODY));
         let mut room = Vec::new();
         while body.len() < length {
@@ -729,7 +733,7 @@ impl Node {
             room.push(budget.acquire_many(size).await.map_err(closing)?);
             if node_wide {
                 // Always in this order (connection, client, address, node): no cycle to wait in.
-                for share in shares.into_iter().flatten() {
+                for share in shares.iter().flatten() {
                     room.push(share.acquire_many(size).await.map_err(closing)?);
                 }
                 room.push(self.memory.acquire_many(size).await.map_err(closing)?);
