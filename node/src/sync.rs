@@ -1242,23 +1242,18 @@ impl Core {
     ) -> Result<Vec<u8>, SyncError> {
         let key_package = match answer {
             Ok(key_package) => key_package,
-            Err(e) if e.code == ErrorCode::NoKeyPackage => {
+            Err(e) if matches!(e.code, ErrorCode::NoKeyPackage | ErrorCode::UnknownClient) => {
+                let never = match e.code {
+                    ErrorCode::UnknownClient => {
+                        " (they never connected to it, or their invite code names another node)"
+                    }
+                    _ => "",
+                };
                 return Err(SyncError::Refused {
                     code: e.code,
                     detail: format!(
-                        "{} has no KeyPackage on the delivery node: they must connect to it \
-                         once (`mlschat sync`, or run the daemon) before they can be added",
-                        claimee.describe()
-                    ),
-                });
-            }
-            Err(e) if e.code == ErrorCode::UnknownClient => {
-                return Err(SyncError::Refused {
-                    code: e.code,
-                    detail: format!(
-                        "{} has no KeyPackage on the delivery node: they never connected to it \
-                         (or their invite code names another node). They must connect to it \
-                         once (`mlschat sync`, or run the daemon) before they can be added",
+                        "{} has no KeyPackage on the delivery node{never}: they must connect to \
+                         it once (`mlschat sync`, or run the daemon) before they can be added",
                         claimee.describe()
                     ),
                 });
