@@ -9,7 +9,7 @@
 //! streams them from an id on, so a front end that reconnects resumes where it stopped and
 //! loses nothing.
 //!
-//! Methods: `status`, `groups`, `members`, `history`, `events`, `subscribe`, `invite`,
+//! Methods: `status`, `alerts.ack`, `whoami`, `home`, `group.rename`, `groups`, `members`, `history`, `events`, `subscribe`, `invite`,
 //! `contacts`, `contact.add`, `contact.verify`, `contact.remove`, `requests`, `request.accept`,
 //! `request.decline`, `group.create`, `group.add`, `group.remove`, `group.update`, `send`,
 //! `sync`. Those that need no delivery node are [`local`].
@@ -58,7 +58,7 @@ impl RpcError {
     fn offline(why: &str) -> Self {
         Self {
             code: -32001,
-            message: format!("not connected to the delivery node ({why}); retrying"),
+            message: format!("not connected to the delivery node ({why})"),
             kind: ErrorKind::Delivery,
         }
     }
@@ -102,7 +102,8 @@ enum Then {
     /// `{"posted": true}`; `{"posted": false}` if the connection went first (the text stays
     /// queued and goes out on reconnection).
     Posted,
-    /// The group's summary.
+    /// The group's summary; `{"group", "queued": true}` if the connection went first (the
+    /// change stays queued and goes on after reconnecting).
     Summary(String),
     /// What arrived since the history row `since`, by group.
     Synced { since: i64 },
@@ -116,6 +117,8 @@ struct Actor {
     backoff: Duration,
     reconnect_scheduled: bool,
     waiting: BTreeMap<Ticket, (Then, Reply)>,
+    /// A daemon reconnects when the connection goes; a CLI's one call does not.
+    reconnects: bool,
 }
 
 impl Actor {
@@ -127,6 +130,7 @@ impl Actor {
             backoff: BACKOFF.0,
             reconnect_scheduled: false,
             waiting: BTreeMap::new(),
+            reconnects: false,
         }
     }
 
@@ -171,6 +175,10 @@ impl Actor {
             (Then::Posted, Ok(())) => Ok(json!({"posted": true})),
             (Then::Posted, Err(SyncError::Disconnected)) => Ok(json!({"posted": false})),
             (Then::Summary(group), Ok(())) => self.summary(&group),
+            // The change stays queued and goes on after reconnecting: not a refusal.
+            (Then::Summary(group), Err(SyncError::Disconnected)) => {
+                Ok(json!({"group": group, "queued": true}))
+            }
             (Then::Synced { since }, Ok(())) => self.synced(since),
             (_, Err(e)) => Err(e.into()),
         };
@@ -219,6 +227,9 @@ impl Actor {
     fn online(&self) -> Result<(), RpcError> {
         match self.driver.offline() {
             None => Ok(()),
+            Some(why) if self.reconnects => Err(RpcError::offline(&format!(
+                "{why}; the daemon keeps trying to connect"
+            ))),
             Some(why) => Err(RpcError::offline(why)),
         }
     }
@@ -263,20 +274,14 @@ impl Actor {
         let now = Answer::Now;
         Ok(match method {
             "status" => {
-                let link = match self.driver.offline() {
+                let mut status =
+                    local(self.driver.profile(), "status", &params)?.expect("a local method");
+                status["link"] = match self.driver.offline() {
                     None => json!({"connected": true}),
                     Some(why) => json!({"connected": false, "why": why}),
                 };
-                let profile = self.driver.profile();
-                let identity = profile.identity();
-                now(json!({
-                    "name": identity.name.to_string(),
-                    "fingerprint": identity.fingerprint().to_hex(),
-                    "home": profile.home()?.map(|h| h.address),
-                    "link": link,
-                    "invitations": value(&profile.invitations()?),
-                    "alerts": value(&profile.alerts()?),
-                }))
+                status["lanes"] = value(&self.driver.core().stuck_lanes());
+                now(status)
             }
             "group.create" => {
                 let Name { name } = p(params)?;
@@ -437,6 +442,55 @@ pub fn local(
         100
     }
     Ok(Some(match method {
+        "whoami" => {
+            let identity = profile.identity();
+            let (one_time, last_resort) = profile.key_package_stock()?;
+            json!({
+                "user": identity.name.user,
+                "device": identity.name.device,
+                "fingerprint": identity.fingerprint().to_hex(),
+                "profile": profile.store().dir().display().to_string(),
+                "keypackages": {"one_time": one_time, "last_resort": last_resort},
+            })
+        }
+        "home" => {
+            let home = profile.home()?;
+            json!({
+                "address": home.as_ref().map(|h| &h.address),
+                "fingerprint": home.as_ref().map(|h| hex::encode(h.fingerprint)),
+            })
+        }
+        "status" => {
+            let identity = profile.identity();
+            json!({
+                "name": identity.name.to_string(),
+                "fingerprint": identity.fingerprint().to_hex(),
+                "home": profile.home()?.map(|h| h.address),
+                "link": {"connected": false, "why": "no daemon runs"},
+                "lanes": [],
+                "groups": value(&profile.groups()?),
+                "invitations": value(&profile.invitations()?),
+                "alerts": value(&profile.alerts()?),
+            })
+        }
+        "alerts.ack" => {
+            #[derive(Deserialize)]
+            struct UpTo {
+                up_to: Option<i64>,
+            }
+            let UpTo { up_to } = p(params)?;
+            json!({"acknowledged": profile.acknowledge_alerts(up_to)?})
+        }
+        "group.rename" => {
+            #[derive(Deserialize)]
+            struct Rename {
+                group: String,
+                name: String,
+            }
+            let Rename { group, name } = p(params)?;
+            profile.rename_group(&group, &name)?;
+            json!({"group": group, "name": name})
+        }
         "groups" => value(&profile.groups()?),
         "members" => {
             let Group { group } = p(params)?;
@@ -595,6 +649,7 @@ pub async fn run(
     let (latest_event, latest_rx) = watch::channel(0);
     let mut actor = Actor::new(profile, work.clone(), latest_event);
     actor.reconnect_scheduled = true;
+    actor.reconnects = true;
     work.send(Work::Reconnect).await.ok();
     let handle = Handle {
         work: work.clone(),

@@ -126,6 +126,11 @@ impl Fingerprint {
         hex::encode(self.0)
     }
 
+    /// From 64 hex digits, as `to_hex` writes it.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        hex::decode(hex).ok()?.try_into().ok().map(Self)
+    }
+
     /// A safety number for a pair of devices, the same whichever side computes it: twelve groups
     /// of five digits, as people read them aloud.
     pub fn safety_number(&self, other: &Fingerprint) -> String {

@@ -31,10 +31,12 @@ pub enum ErrorKind {
     Flagged,
     /// The group's settings do not allow it: only admins add, remove and change settings.
     NotAllowed,
+    /// Another process (a daemon) writes the profile, and this verb cannot go through it.
+    Busy,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::Failure,
         ErrorKind::InvalidInput,
         ErrorKind::Unknown,
@@ -45,6 +47,7 @@ impl ErrorKind {
         ErrorKind::Delivery,
         ErrorKind::Flagged,
         ErrorKind::NotAllowed,
+        ErrorKind::Busy,
     ];
 
     /// The name in the daemon's API (`error.data.kind`).
@@ -60,6 +63,7 @@ impl ErrorKind {
             ErrorKind::Delivery => "delivery",
             ErrorKind::Flagged => "flagged",
             ErrorKind::NotAllowed => "not_allowed",
+            ErrorKind::Busy => "busy",
         }
     }
 
@@ -92,6 +96,7 @@ impl StoreError {
         match self {
             StoreError::NotFound(_) => ErrorKind::Unknown,
             StoreError::PassphraseRequired | StoreError::WrongPassphrase => ErrorKind::Passphrase,
+            StoreError::InUse(_) => ErrorKind::Busy,
             _ => ErrorKind::Failure,
         }
     }
@@ -107,7 +112,7 @@ impl ProfileError {
             | ProfileError::UnknownMember(_)
             | ProfileError::UnknownContact(_)
             | ProfileError::Ambiguous(..) => ErrorKind::Unknown,
-            ProfileError::NotOurGroup(_) => ErrorKind::NotForUs,
+            ProfileError::NotOurGroup(_) | ProfileError::NotMember(_) => ErrorKind::NotForUs,
             ProfileError::WrongKind(_) => ErrorKind::InvalidInput,
             ProfileError::NoHome => ErrorKind::Delivery,
             ProfileError::ContactFlagged(..) | ProfileError::Request { .. } => ErrorKind::Flagged,

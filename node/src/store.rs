@@ -45,12 +45,14 @@ pub type MlsStorage<'c> = SqliteStorageProvider<MsgPackCodec, &'c Connection>;
 
 const DB_FILE: &str = "mlschat.db";
 const KDF_FILE: &str = "kdf.json";
+/// Held (an OS lock) by the one process that writes the profile; it names that process.
+const LOCK_FILE: &str = "profile.lock";
 
 /// Our schema version, kept in SQLite's `user_version`: the number of [`MIGRATIONS`] applied.
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each step brings the schema from version `i` to `i + 1`, in one transaction.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     SCHEMA,
     ONLINE,
     SYNC,
@@ -59,6 +61,7 @@ const MIGRATIONS: [&str; 8] = [
     LEAVING,
     ORDER_ASKED,
     INSIDERS,
+    ACKNOWLEDGED,
 ];
 
 const SCHEMA: &str = r#"
@@ -310,6 +313,11 @@ ALTER TABLE groups ADD COLUMN notice BLOB;
 ALTER TABLE groups ADD COLUMN abandoned INTEGER NOT NULL DEFAULT 0;
 "#;
 
+const ACKNOWLEDGED: &str = r#"
+-- 1: our user has seen the alert (`mlschat status --ack`); it is no longer listed.
+ALTER TABLE alerts ADD COLUMN acknowledged INTEGER NOT NULL DEFAULT 0;
+"#;
+
 /// What can go wrong opening or writing the profile database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -338,6 +346,56 @@ pub enum StoreError {
     Kdf(String),
     #[error("OpenMLS storage migration: {0}")]
     Migration(String),
+    /// Another process writes this profile (a daemon, or another verb).
+    #[error("{}", in_use_message(*.0))]
+    InUse(Option<u32>),
+}
+
+fn in_use_message(pid: Option<u32>) -> String {
+    let who = match pid {
+        Some(pid) => format!("process {pid}"),
+        None => "another process".to_owned(),
+    };
+    format!("this profile is in use by {who} (a daemon, or another mlschat command)")
+}
+
+/// The OS lock that makes a process the profile's one writer, for as long as it is held: two
+/// writers would each keep a group's state in memory and overwrite the other's. The kernel
+/// drops it when the process dies, so a crash never leaves the profile locked.
+#[derive(Debug)]
+struct WriterLock {
+    _file: std::fs::File,
+}
+
+impl WriterLock {
+    fn take(dir: &Path) -> Result<Self, StoreError> {
+        use std::io::{Read, Seek, Write};
+        let path = dir.join(LOCK_FILE);
+        let mut file = private_file(&path)?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0)?;
+                file.rewind()?;
+                write!(file, "{}", std::process::id())?;
+                Ok(Self { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                Err(StoreError::InUse(holder.trim().parse().ok()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// Opens (creating it if need be) a file only its owner may read.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 /// Argon2id parameters and salt for a profile's key, stored in clear beside the database.
@@ -396,6 +454,7 @@ fn getrandom(buf: &mut [u8]) {
 pub struct Store {
     conn: Connection,
     dir: PathBuf,
+    _writer: WriterLock,
 }
 
 impl Store {
@@ -451,6 +510,8 @@ impl Store {
     }
 
     fn open_with_key(dir: &Path, key: Option<[u8; 32]>) -> Result<Self, StoreError> {
+        let writer = WriterLock::take(dir)?;
+        keep_private(dir)?;
         let conn = Connection::open(dir.join(DB_FILE))?;
         if let Some(key) = key {
             // A raw key (x'..') skips SQLCipher's own PBKDF2: Argon2id already did that work.
@@ -476,6 +537,7 @@ impl Store {
         let mut store = Self {
             conn,
             dir: dir.to_owned(),
+            _writer: writer,
         };
         store.migrate()?;
         Ok(store)
@@ -623,6 +685,35 @@ fn restrict_permissions(dir: &Path) -> std::io::Result<()> {
 
 #[cfg(not(unix))]
 fn restrict_permissions(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// The profile's files are readable by their owner only (SQLite gives its WAL and shared-memory
+/// files the database's mode); a directory others may enter is warned about, not changed.
+#[cfg(unix)]
+fn keep_private(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let db = dir.join(DB_FILE);
+    drop(private_file(&db)?);
+    for file in [db, dir.join(KDF_FILE)] {
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?
+            }
+            _ => {}
+        }
+    }
+    if std::fs::metadata(dir)?.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            "the profile directory is open to other users: `chmod 700` it"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn keep_private(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 

@@ -60,6 +60,8 @@ pub const FETCH_LIMIT: u32 = 500;
 pub const POLL_INTERVAL: u64 = 30_000;
 /// How long (ms) a lane waits after a refusal that may pass (the node failed or is busy).
 pub const RETRY_AFTER: u64 = 1_000;
+/// The longest a lane waits before it tries again after refusals in a row (ms).
+pub const MAX_RETRY_WAIT: u64 = 60_000;
 /// A broken group is started again by its members in turn (by leaf order), this long (ms)
 /// apart: long beside a poll, so that the others have followed the first one's announcement
 /// before their turn comes unless it is offline that long.
@@ -185,7 +187,25 @@ struct LaneState {
     create: bool,
     /// After a refusal that may pass: nothing is sent before this time (ms).
     parked_until: u64,
+    /// Our posts refused as stale in a row while our log cursor stayed here: (cursor, count).
+    /// The log had nothing for us, so what we hold in memory is not what is stored (or the
+    /// node is wrong): the group is reloaded and the lane backs off instead of posting again.
+    fruitless: Option<(u64, u32)>,
+    /// Refusals that may pass, in a row: each waits twice as long as the one before.
+    retries: u32,
 }
+
+/// A lane whose posts keep being refused as stale while the log brings nothing: it backs off,
+/// and `status` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StuckLane {
+    pub group: String,
+    /// Posts refused as stale in a row with nothing new to read.
+    pub refusals: u32,
+}
+
+/// Refusals as stale in a row, with nothing new read, after which a lane is stuck.
+const STUCK_AFTER: u32 = 3;
 
 /// An `add` waiting for KeyPackages to be claimed.
 #[derive(Debug)]
@@ -469,6 +489,15 @@ impl Core {
             return;
         };
         self.dirty.insert(lane.clone());
+        if let Ok(response) = &answer {
+            state.retries = 0;
+            if matches!(
+                response,
+                Response::Accepted { .. } | Response::Committed { .. }
+            ) {
+                state.fruitless = None;
+            }
+        }
         let result = match &lane {
             Lane::Group(id) => self.group_answer(&GroupId::from_slice(id), waiting, answer),
             Lane::Mailbox => self.mailbox_answer(waiting, answer),
@@ -858,6 +887,7 @@ impl Core {
             {
                 // Another commit took the epoch (or removed us): the log says which.
                 self.state(&lane).behind = true;
+                self.stale_refusal(id)?;
             }
             (Waiting::Commit, Err(e)) if !passes(e.code) => {
                 let intent = self.profile.fail_commit(id)?;
@@ -875,6 +905,48 @@ impl Core {
             (_, Ok(other)) => return Err(SyncError::Unexpected(format!("{other:?}"))),
         }
         Ok(())
+    }
+
+    /// A post refused as stale. Once more with nothing read since the last one, posting again
+    /// would be refused again: reload the group from storage and back off, longer each time.
+    fn stale_refusal(&mut self, id: &GroupId) -> Result<(), SyncError> {
+        let cursor = self.profile.log_seq(id)?;
+        let lane = Lane::Group(id.as_slice().to_vec());
+        let state = self.state(&lane);
+        let count = match state.fruitless {
+            Some((at, count)) if at == cursor => count + 1,
+            _ => 1,
+        };
+        state.fruitless = Some((cursor, count));
+        if count < 2 {
+            return Ok(());
+        }
+        self.profile.reload_group(id);
+        let wait = (RETRY_AFTER << (count - 2).min(9)).min(MAX_RETRY_WAIT);
+        self.park_for(&lane, wait);
+        if count == STUCK_AFTER {
+            tracing::warn!(
+                group = %hex::encode(id.as_slice()),
+                "our posts keep being refused as stale while the log has nothing new; backing off"
+            );
+        }
+        Ok(())
+    }
+
+    /// Lanes whose posts keep being refused with nothing to read: `status` shows them.
+    pub fn stuck_lanes(&self) -> Vec<StuckLane> {
+        self.lanes
+            .iter()
+            .filter_map(|(lane, state)| match (lane, state.fruitless) {
+                (Lane::Group(id), Some((_, refusals))) if refusals >= STUCK_AFTER => {
+                    Some(StuckLane {
+                        group: hex::encode(id),
+                        refusals,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Applies what reading the log did to the requests waiting on it.
@@ -1336,7 +1408,14 @@ impl Core {
     /// A lane failed: it waits [`RETRY_AFTER`] before it tries again. A sync under way is told
     /// it did not finish, rather than that everything is read.
     fn park(&mut self, lane: &Lane) {
-        let until = self.now + RETRY_AFTER;
+        let state = self.state(lane);
+        let wait = (RETRY_AFTER << state.retries.min(6)).min(MAX_RETRY_WAIT);
+        state.retries += 1;
+        self.park_for(lane, wait);
+    }
+
+    fn park_for(&mut self, lane: &Lane, wait: u64) {
+        let until = self.now + wait;
         self.state(lane).parked_until = until;
         self.dirty.remove(lane);
         for ticket in std::mem::take(&mut self.syncs) {

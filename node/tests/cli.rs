@@ -809,3 +809,79 @@ fn a_contact_whose_key_changes_is_flagged_never_replaced() {
     let stderr = alice.fails(3, &["contact", "add", "mlschat:invite?name=x"]);
     assert!(stderr.contains("not a valid invite code"), "{stderr}");
 }
+
+/// Issue 19, finding 1: a profile had two writers. The README started `mlschat daemon &` and ran
+/// `mlschat sync` at once; the CLI, finding no socket yet, carried the sync out itself while the
+/// daemon opened the same profile, and each kept a group's state in memory that the other
+/// overwrote. Now one process holds the profile (an OS lock): a verb with an API form waits
+/// for a starting daemon and goes through it, one without says a daemon holds the profile, and a
+/// second daemon refuses to start (before it announces an API it will not serve).
+#[test]
+fn a_profile_has_one_writer_and_verbs_go_through_its_daemon() {
+    let world = World::new();
+    let alice = world.peer("alice");
+    let socket = world.path("profiles").join("alice").join("daemon.sock");
+    for round in 0..3 {
+        // The race of the README: a verb right after the daemon was started.
+        let mut daemon = alice.command(&["daemon"]).spawn().unwrap();
+        let name = format!("group-{round}");
+        let created = alice.ok(&["-o", "json", "group", "create", &name]);
+        assert!(created.contains(&name), "{created}");
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        // Verbs with an API form answer through the daemon; whoami and a rename too.
+        assert!(alice.ok(&["whoami"]).contains("alice/dev"));
+        alice.ok(&["group", "rename", &name, &format!("renamed-{round}")]);
+        assert!(
+            alice
+                .ok(&["group", "list"])
+                .contains(&format!("renamed-{round}"))
+        );
+        // A verb with no API form does not write beside the daemon.
+        let pid = daemon.id().to_string();
+        let refused = alice.fails(12, &["keypackage", "--out", "kp"]);
+        assert!(
+            refused.contains("holds this profile") && refused.contains(&pid),
+            "{refused}"
+        );
+        assert!(!world.path("kp").exists());
+        // Nor does a second daemon, and it says so before announcing an API.
+        let second = alice.run(&["daemon"]);
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(12), "{stderr}");
+        assert!(
+            stderr.contains("already runs") && !stderr.contains("API on"),
+            "{stderr}"
+        );
+        Command::new("kill").arg(&pid).status().unwrap();
+        daemon.wait().unwrap();
+        // Without a daemon the verb runs here.
+        alice.ok(&["keypackage", "--out", "kp"]);
+        std::fs::remove_file(world.path("kp")).unwrap();
+    }
+}
+
+/// Issue 19, finding 9: the profile's files were readable by every user of the machine.
+#[test]
+fn profile_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new();
+    let alice = world.peer("alice");
+    alice.ok(&["group", "create", "g"]);
+    let dir = world.path("profiles").join("alice");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{:?} is {mode:o}", entry.file_name());
+    }
+    // A profile made by an older version is made private when opened.
+    let db = dir.join("mlschat.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    alice.ok(&["group", "list"]);
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+}

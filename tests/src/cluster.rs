@@ -237,6 +237,21 @@ impl PeerProcess {
         Ok(stdout)
     }
 
+    /// What a person reads: `mlschat ARGS`'s text output (stdout), which must succeed.
+    pub fn text(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(&self.command)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--profile", &self.name])
+            .args(args)
+            .output()?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!("{}: mlschat {args:?} failed: {}", self.name, stderr.trim());
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
     /// The exit code of `mlschat ARGS` for this profile (its error line checked, as by `cli`).
     pub fn exit_code(&self, args: &[&str]) -> anyhow::Result<i32> {
         let output = self.command().args(args).output()?;

@@ -481,6 +481,16 @@ fn an_impostors_invitation_waits_as_a_request_and_her_texts_are_never_the_contac
             .any(|a| a["text"].as_str().unwrap().contains(text))
     };
     assert!(alerted("NOT your contact of that name"));
+    // Issue 19, finding 6: the request reads as an impostor's everywhere, not as a stranger's:
+    // in the API (a documented state, not a Debug word), `request list` and `status`.
+    assert_eq!(request["inviter_state"], "impostor", "{request}");
+    for args in [&["request", "list"][..], &["status"]] {
+        let shown = bob.text(args).unwrap();
+        assert!(
+            shown.contains("NOT your contact alice/laptop: another key"),
+            "{args:?}: {shown}"
+        );
+    }
     // Nothing of hers is shown: no group, no event, a sync later still none.
     bob.rpc("sync", json!({}));
     assert!(bob.group(&fake).is_none());
@@ -676,4 +686,93 @@ fn a_member_leaves_a_group_on_a_node() {
     send(alice, &id, "after carol");
     assert_ne!(carol.exit_code(&["send", &id, "still here?"]).unwrap(), 0);
     assert!(!carol.read(&id).iter().any(|t| t.contains("after carol")));
+}
+
+/// Issue 19, findings 2 and 3: Bob left, was added back, and kept leaving: `leaving` outlived his
+/// membership, so his client asked to leave again after every commit and refused his texts.
+/// And a removed member's `send` answered an internal OpenMLS error.
+#[test]
+fn a_member_who_left_and_is_added_back_stays() {
+    let node = Node::start();
+    let (peers, id) = group_of(&node, &["alice", "bob"]);
+    let (alice, bob) = (&peers[0], &peers[1]);
+    bob.rpc("group.leave", json!({"group": id}));
+    // Alice's client commits his leave with its next change.
+    alice.rpc("group.update", json!({"group": id}));
+    eventually("bob is removed", || {
+        bob.rpc("sync", json!({}));
+        bob.group(&id).unwrap()["state"] == "removed"
+    });
+    let refused = bob
+        .try_call("send", json!({"group": id, "text": "still here?"}))
+        .unwrap_err();
+    assert_eq!(refused["data"]["kind"], "not_for_us", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer a member"),
+        "{refused}"
+    );
+
+    alice.rpc("group.add", json!({"group": id, "who": ["bob"]}));
+    eventually("bob is back", || {
+        bob.rpc("sync", json!({}));
+        bob.group(&id).unwrap()["state"] == "active"
+    });
+    send(bob, &id, "back again");
+    for round in 0..3 {
+        alice.rpc("group.update", json!({"group": id}));
+        send(alice, &id, &format!("update {round}"));
+    }
+    converged(&[alice, bob], &id);
+    let members = alice.rpc("members", json!({"group": id}));
+    assert_eq!(members.as_array().unwrap().len(), 2, "{members}");
+    assert_eq!(bob.group(&id).unwrap()["state"], "active");
+    eventually("alice reads bob", || {
+        alice
+            .read(&id)
+            .contains(&"bob: back again".to_owned())
+    });
+}
+
+/// Issue 19, finding 7: alerts were only in the API's `status`. `mlschat status` shows them,
+/// with the link and the groups, until acknowledged.
+#[test]
+fn status_shows_alerts_until_they_are_acknowledged() {
+    let node = Node::start();
+    let (peers, id) = group_of(&node, &["alice", "bob"]);
+    let bob = &peers[1];
+    let shown = bob.text(&["status"]).unwrap();
+    assert!(
+        shown.contains("connected") && shown.contains("groups: 1 (1 active)"),
+        "{shown}"
+    );
+    assert!(shown.contains("alerts: none"), "{shown}");
+
+    // A stranger's invitation raises an alert.
+    let mut mallory = node.peer("mallory");
+    mallory.start().unwrap();
+    mallory.knows(bob).unwrap();
+    let other = mallory.rpc("group.create", json!({"name": "m"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    mallory.rpc("group.add", json!({"group": other, "who": ["bob"]}));
+    eventually("bob is alerted", || {
+        bob.rpc("sync", json!({}));
+        !bob.rpc("status", json!({}))["alerts"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    let shown = bob.text(&["status", "--ack"]).unwrap();
+    assert!(
+        shown.contains("! ") && shown.contains("invitation waiting"),
+        "{shown}"
+    );
+    let shown = bob.text(&["status"]).unwrap();
+    assert!(shown.contains("alerts: none"), "{shown}");
+    assert!(shown.contains("invitation waiting"), "{shown}");
+    let _ = id;
 }

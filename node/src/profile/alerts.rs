@@ -10,6 +10,8 @@ use super::{Profile, ProfileError};
 /// Something our user should know about the account.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Alert {
+    /// Increasing: `alerts.ack` acknowledges up to one.
+    pub id: i64,
     pub at: u64,
     pub text: String,
 }
@@ -39,24 +41,35 @@ pub(super) fn raise_alert(
         params![now as i64, kind, text],
     )?;
     Ok(Some(Alert {
+        id: conn.last_insert_rowid(),
         at: now,
         text: text.to_owned(),
     }))
 }
 
 impl Profile {
-    /// The latest alerts, oldest first.
+    /// The alerts our user has not acknowledged yet (the latest 20), oldest first.
     pub fn alerts(&self) -> Result<Vec<Alert>, ProfileError> {
         let mut stmt = self.store.conn().prepare(
-            "SELECT at, text FROM (SELECT id, at, text FROM alerts ORDER BY id DESC LIMIT 20)
+            "SELECT id, at, text FROM (SELECT id, at, text FROM alerts WHERE acknowledged = 0
+                                       ORDER BY id DESC LIMIT 20)
              ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(Alert {
-                at: r.get::<_, i64>(0)? as u64,
-                text: r.get(1)?,
+                id: r.get(0)?,
+                at: r.get::<_, i64>(1)? as u64,
+                text: r.get(2)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Our user has seen the alerts up to `up_to` (all of them with `None`); returns how many.
+    pub fn acknowledge_alerts(&mut self, up_to: Option<i64>) -> Result<usize, ProfileError> {
+        Ok(self.store.conn().execute(
+            "UPDATE alerts SET acknowledged = 1 WHERE acknowledged = 0 AND id <= ?1",
+            params![up_to.unwrap_or(i64::MAX)],
+        )?)
     }
 }

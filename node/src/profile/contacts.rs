@@ -174,6 +174,19 @@ pub enum SenderState {
     Impostor,
 }
 
+impl SenderState {
+    /// Who `name` is, as a person must read it: an impostor is never taken for the contact.
+    pub fn describe(self, name: &str) -> String {
+        match self {
+            SenderState::Me => format!("{name} (you)"),
+            SenderState::Verified => format!("{name} (your verified contact)"),
+            SenderState::Contact => format!("{name} (your contact)"),
+            SenderState::Unknown => format!("{name} (not a contact)"),
+            SenderState::Impostor => format!("{name} (NOT your contact {name}: another key)"),
+        }
+    }
+}
+
 /// Our contacts' names and fingerprints, to judge senders by.
 #[derive(Debug, Default)]
 pub struct SenderStates {

@@ -226,6 +226,9 @@ pub struct Invitation {
     /// Who added us (`user/device`) and their key's fingerprint, once the Welcome was opened.
     pub inviter: Option<String>,
     pub inviter_fingerprint: Option<String>,
+    /// What our contacts say of the inviter now: `impostor` for a contact's name with another
+    /// key, `unknown` for a stranger.
+    pub inviter_state: Option<SenderState>,
     /// `waiting` for our user's decision (the inviter is not a contact), `accepted`, or none.
     pub request: Option<String>,
     /// The secret of its sealed tree, if it could be opened.
@@ -281,6 +284,9 @@ impl Profile {
         }
         if let Some(why) = self.broken(&id)? {
             return Err(ProfileError::Broken(group.into(), why));
+        }
+        if !self.is_member(&id)? {
+            return Err(ProfileError::NotMember(group.into()));
         }
         if let Some(next) = self.replaced_by(&id)? {
             let why = format!("it continues in group {}", hex::encode(next.as_slice()));
@@ -455,9 +461,7 @@ impl Profile {
         };
         // Proposals we hold (a member asked to leave) forbid any message before a commit: then
         // the next change goes first and takes them with it.
-        self.load(id)?;
-        let holds_proposals = self.groups[id].pending_proposals().next().is_some();
-        if texts_first && !holds_proposals {
+        if texts_first && !self.holds_proposals(id)? {
             return Ok(Prepared::Nothing);
         }
         let intent: Intent = serde_json::from_str(&json)
@@ -1195,6 +1199,7 @@ impl Profile {
     /// Welcomes we did not join yet: those we could not, and requests (from people who are not
     /// contacts) waiting for our user.
     pub fn invitations(&self) -> Result<Vec<Invitation>, ProfileError> {
+        let states = self.sender_states()?;
         let mut stmt = self.store.conn().prepare(
             "SELECT mailbox_id, group_id, epoch, welcome, failure, attempts, tree_secret,
                  inviter, inviter_fingerprint, request
@@ -1203,6 +1208,12 @@ impl Profile {
         let rows = stmt.query_map([], |r| {
             let group_id: Vec<u8> = r.get(1)?;
             let secret: Option<Vec<u8>> = r.get(6)?;
+            let inviter: Option<String> = r.get(7)?;
+            let fingerprint: Option<Vec<u8>> = r.get(8)?;
+            let inviter_state = inviter
+                .as_deref()
+                .zip(fingerprint.as_deref())
+                .map(|(name, fingerprint)| states.of(name, fingerprint));
             Ok(Invitation {
                 mailbox_id: r.get::<_, i64>(0)? as u64,
                 group: hex::encode(&group_id),
@@ -1211,8 +1222,9 @@ impl Profile {
                 welcome: r.get(3)?,
                 failure: r.get(4)?,
                 attempts: r.get(5)?,
-                inviter: r.get(7)?,
-                inviter_fingerprint: r.get::<_, Option<Vec<u8>>>(8)?.map(hex::encode),
+                inviter,
+                inviter_fingerprint: fingerprint.map(hex::encode),
+                inviter_state,
                 request: r.get(9)?,
                 tree_secret: secret.as_deref().and_then(TreeSecret::from_bytes),
             })
@@ -1357,6 +1369,15 @@ impl Profile {
     }
 
     /// Whether our user asked to leave the group.
+    /// Whether we are still in the group (not removed from it).
+    fn is_member(&self, id: &GroupId) -> Result<bool, ProfileError> {
+        let active: Option<bool> = self.store.query_opt(
+            "SELECT state = 'active' FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+        Ok(active == Some(true))
+    }
+
     fn is_leaving(&self, id: &GroupId) -> Result<bool, ProfileError> {
         let leaving: Option<bool> = self.store.query_opt(
             "SELECT leaving = 1 FROM groups WHERE group_id = ?1",
@@ -1423,6 +1444,13 @@ impl Profile {
     /// Queues a text for a hosted group and records it in history; returns its outbox row. It
     /// is encrypted only when its turn to be posted comes ([`Self::encrypt_queued`]), so that
     /// our texts' ratchet generations follow the order in which the log takes them.
+    /// Whether the group holds proposals (a member asked to leave): no message can be made
+    /// before a commit takes them.
+    fn holds_proposals(&mut self, id: &GroupId) -> Result<bool, ProfileError> {
+        self.load(id)?;
+        Ok(self.groups[id].pending_proposals().next().is_some())
+    }
+
     pub fn send_hosted(&mut self, group: &str, text: &str) -> Result<i64, ProfileError> {
         let id = self.hosted_group(group)?;
         // Queued behind our leave proposal, it could never go out once we are removed.
@@ -1434,19 +1462,20 @@ impl Profile {
         let content = Content::text(self.new_post_id()?, text);
         let (epoch, _) = self.group_token(&id)?;
         let me = self.me();
+        let may_encrypt = !self.holds_proposals(&id)?;
         self.in_transaction(|p| {
             // Alone in line (nothing queued or being committed before it), it is its turn now:
             // encrypted in this same transaction, it costs one write to disk, not two.
-            let alone: bool = p
-                .store
-                .conn()
-                .prepare_cached(
-                    "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE group_id = ?1)
+            let alone: bool = may_encrypt
+                && p.store
+                    .conn()
+                    .prepare_cached(
+                        "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE group_id = ?1)
                     AND NOT EXISTS (SELECT 1 FROM intents WHERE group_id = ?1)
                     AND NOT EXISTS (SELECT 1 FROM pending_commits WHERE group_id = ?1)
                     AND (SELECT continues IS NULL FROM groups WHERE group_id = ?1)",
-                )?
-                .query_row([id.as_slice()], |r| r.get(0))?;
+                    )?
+                    .query_row([id.as_slice()], |r| r.get(0))?;
             let conn = p.store.conn();
             append_text(conn, &id, epoch, &me, &content)?;
             let history_seq = conn.last_insert_rowid();

@@ -53,6 +53,9 @@ pub enum ProfileError {
     /// No group matches the name or id given.
     #[error("no group named or with id {0:?}")]
     UnknownGroup(String),
+    /// We were removed from the group (or left it).
+    #[error("you are no longer a member of group {0}")]
+    NotMember(String),
     /// An MLS message for a group this profile is not in.
     #[error("message is for a group we are not in ({0})")]
     NotOurGroup(String),
@@ -85,9 +88,9 @@ pub enum ProfileError {
     Corrupt(String),
     /// A Welcome from someone who is not a contact: it waits for our user to accept or decline.
     #[error(
-        "{inviter} ({state:?}, key {fingerprint}) is not one of your contacts: their invitation \
-         waits for you (`mlschat request list`, then `mlschat request accept GROUP` or \
-         `mlschat request decline GROUP`)"
+        "{} (key {fingerprint}): their invitation waits for you (`mlschat request list`, then \
+         `mlschat request accept GROUP` or `mlschat request decline GROUP`)",
+        state.describe(inviter)
     )]
     Request {
         inviter: String,
@@ -939,6 +942,11 @@ impl Profile {
 
     /// Runs `op` on a loaded group inside a savepoint; on failure its writes are undone and the
     /// group is dropped from the cache so that it is reloaded as stored.
+    /// Drops what we hold of a group in memory: the next operation reads it from storage.
+    pub fn reload_group(&mut self, id: &GroupId) {
+        self.groups.remove(id);
+    }
+
     fn with_group<R>(
         &mut self,
         id: &GroupId,
@@ -1174,6 +1182,8 @@ fn name_taken(conn: &rusqlite::Connection, name: &str) -> Result<bool, ProfileEr
     Ok(taken.is_some())
 }
 
+/// A group we are in from now on. A group we were in before (left, removed, broken) is ours
+/// afresh: nothing of our last membership (a leave asked for, a fork noticed) carries over.
 fn insert_group(
     conn: &rusqlite::Connection,
     id: &GroupId,
@@ -1182,7 +1192,8 @@ fn insert_group(
 ) -> Result<(), ProfileError> {
     conn.execute(
         "INSERT INTO groups (group_id, name, needs_self_update, created_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (group_id) DO UPDATE SET state = 'active', needs_self_update = ?3",
+         ON CONFLICT (group_id) DO UPDATE SET state = 'active', needs_self_update = ?3,
+             leaving = 0, abandoned = 0, notice = NULL, broken = NULL",
         params![id.as_slice(), name, needs_self_update, unix_now()],
     )?;
     Ok(())

@@ -22,7 +22,9 @@ Exit codes:
   9  delivery node: none set, unreachable, or it refused the request
  10  a contact is flagged (their key is not the one we were given: `mlschat contact verify`),
      or an invitation waits as a request
- 11  not allowed: only the group's admins add members, remove others and change its settings";
+ 11  not allowed: only the group's admins add members, remove others and change its settings
+ 12  busy: a daemon (or another command) holds the profile, and this verb cannot go through
+     it; stop the daemon first";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -37,6 +39,7 @@ pub enum Exit {
     Delivery = 9,
     Flagged = 10,
     NotAllowed = 11,
+    Busy = 12,
 }
 
 impl Exit {
@@ -59,6 +62,7 @@ impl From<ErrorKind> for Exit {
             ErrorKind::Delivery => Exit::Delivery,
             ErrorKind::Flagged => Exit::Flagged,
             ErrorKind::NotAllowed => Exit::NotAllowed,
+            ErrorKind::Busy => Exit::Busy,
         }
     }
 }

@@ -18,7 +18,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use mlschat_node::daemon;
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Home, Outgoing, Profile, ProfileError};
+use mlschat_node::profile::{Home, InviteCode, Outgoing, Profile, ProfileError};
 use mlschat_wire::packet::Packet;
 
 use exit::{Exit, exit_code};
@@ -147,6 +147,13 @@ enum Command {
     Request(RequestCommand),
     /// Catch up with the delivery node now: new groups, messages, commits.
     Sync,
+    /// What needs your attention: alerts, invitations waiting, groups that are broken or stuck,
+    /// and whether the daemon is connected.
+    Status {
+        /// Acknowledge the alerts shown: they are not listed again.
+        #[arg(long)]
+        ack: bool,
+    },
     /// Run the long-running node: keeps the connection, receives pushes, serves the local
     /// JSON-RPC API on a Unix socket in the profile directory.
     Daemon {
@@ -338,7 +345,9 @@ fn init_logging(daemon_log: Option<&Path>) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter("warn"));
     let file = daemon_log.and_then(|path| {
-        let file = std::fs::OpenOptions::new()
+        let mut options = std::fs::OpenOptions::new();
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
             .create(true)
             .append(true)
             .open(path)
@@ -396,7 +405,11 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         };
         let profile = Profile::create(&dir, name, pass)
             .with_context(|| format!("creating profile in {}", dir.display()))?;
-        report.whoami(&profile, &dir, false)?;
+        let mut profile = profile;
+        let whoami = daemon::local(&mut profile, "whoami", &serde_json::Value::Null)
+            .map_err(online::refusal)?
+            .expect("a local method");
+        report.answer("whoami", &whoami);
         return Ok(Exit::Ok);
     }
 
@@ -407,8 +420,7 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
     if let Some((method, params)) = &method
         && let Some(answer) = online::via_daemon(&dir, method, params.clone())?
     {
-        report.answer(method, &answer);
-        return Ok(Exit::Ok);
+        return answered(&cli.command, &report, &dir, method, &answer);
     }
     match &cli.command {
         Command::Chat { group } => {
@@ -428,7 +440,15 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
             cli.profile
         ))?);
     }
-    let mut profile = Profile::open(&dir, passphrase.as_deref())?;
+    let call = method.as_ref().map(|(method, params)| (*method, params));
+    let daemon = matches!(cli.command, Command::Daemon { .. });
+    let mut profile = match online::open(&dir, passphrase.as_deref(), call, daemon)? {
+        online::Opened::Here(profile) => profile,
+        online::Opened::ByDaemon(answer) => {
+            let (method, _) = call.expect("only a verb with an API form goes to the daemon");
+            return answered(&cli.command, &report, &dir, method, &answer);
+        }
+    };
     // Test hook for the crash-safety tests: die as a crash would after the n-th row written.
     if let Some(n) = std::env::var("MLSCHAT_CRASH_AFTER_WRITES")
         .ok()
@@ -439,14 +459,14 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
 
     if let Some((method, params)) = method {
         if online::goes_online(&mut profile, &cli.command)? {
-            report.answer(method, &online::here(profile, method, params)?);
-            return Ok(Exit::Ok);
+            let answer = online::here(profile, method, params)?;
+            return answered(&cli.command, &report, &dir, method, &answer);
         }
         if let Some(answer) =
             daemon::local(&mut profile, method, &params).map_err(online::refusal)?
         {
-            report.answer(method, &answer);
-            return Ok(Exit::Ok);
+            drop(profile);
+            return answered(&cli.command, &report, &dir, method, &answer);
         }
     }
 
@@ -475,20 +495,22 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
                 invite: invite.unwrap_or_default().into_bytes(),
             };
             profile.set_home(&home)?;
-            report.home(Some(&home));
+            let answer = daemon::local(&mut profile, "home", &serde_json::Value::Null)
+                .map_err(online::refusal)?
+                .expect("a local method");
+            report.answer("home", &answer);
         }
-        Command::Home(HomeCommand::Show) => report.home(profile.home()?.as_ref()),
-        Command::Invite { qr } => {
-            report.invite(&profile.invite_code()?, qr || io::stdout().is_terminal())?
-        }
-        Command::Contact(_) | Command::Request(_) | Command::History { .. } => {
+        Command::Contact(_)
+        | Command::Invite { .. }
+        | Command::Request(_)
+        | Command::History { .. }
+        | Command::Whoami { .. }
+        | Command::Status { .. }
+        | Command::Home(HomeCommand::Show) => {
             unreachable!("answered by `daemon::local`")
         }
         Command::Sync => unreachable!("always online"),
         Command::Daemon { stdio } => online::run_daemon(profile, &dir, stdio)?,
-        Command::Whoami { qr } => {
-            report.whoami(&profile, &dir, qr || io::stdout().is_terminal())?
-        }
         Command::Keypackage { last_resort, out } => {
             let message = profile.new_key_package(last_resort)?;
             write_packets(&out, &[Packet::Mls(message)])?;
@@ -509,6 +531,45 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
             profile.mark_sent(&unsent.iter().map(|u| u.seq).collect::<Vec<_>>())?;
             report.outbox(&out, &unsent);
         }
+    }
+    Ok(Exit::Ok)
+}
+
+/// Prints the answer of a verb's API method, and does what the verb does after it.
+fn answered(
+    command: &Command,
+    report: &Report,
+    dir: &Path,
+    method: &str,
+    answer: &serde_json::Value,
+) -> anyhow::Result<Exit> {
+    if let Command::Invite { qr } = command {
+        let code: InviteCode = answer["code"].as_str().unwrap_or_default().parse()?;
+        return report
+            .invite(&code, *qr || io::stdout().is_terminal())
+            .map(|()| Exit::Ok);
+    }
+    report.answer(method, answer);
+    match command {
+        Command::Whoami { qr } if *qr || io::stdout().is_terminal() => report.whoami_qr(answer)?,
+        Command::Status { ack: true } => {
+            let up_to = answer["alerts"]
+                .as_array()
+                .and_then(|a| a.last())
+                .map(|a| &a["id"]);
+            if let Some(up_to) = up_to {
+                let params = serde_json::json!({"up_to": up_to});
+                match online::via_daemon(dir, "alerts.ack", params.clone())? {
+                    Some(_) => {}
+                    None => {
+                        let mut profile = Profile::open(dir, None)?;
+                        daemon::local(&mut profile, "alerts.ack", &params)
+                            .map_err(online::refusal)?;
+                    }
+                }
+            }
+        }
+        _ => {}
     }
     Ok(Exit::Ok)
 }
@@ -565,11 +626,7 @@ fn group(profile: &mut Profile, report: &Report, command: GroupCommand) -> anyho
             deliver(profile, &out, None, &outgoing)?;
             report.committed(&out, &group, "changed", 1);
         }
-        GroupCommand::Rename { group, name } => {
-            profile.rename_group(&group, &name)?;
-            report.renamed(&group, &name);
-        }
-        GroupCommand::List | GroupCommand::Members { .. } => {
+        GroupCommand::List | GroupCommand::Members { .. } | GroupCommand::Rename { .. } => {
             unreachable!("answered by `daemon::local`")
         }
     }

@@ -4,13 +4,15 @@
 //! the same JSON, printed here.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use mlschat_node::daemon::{self, client::CallError, client::DaemonClient};
-use mlschat_node::profile::Profile;
+use mlschat_node::profile::{Profile, ProfileError};
+use mlschat_node::store::StoreError;
 use serde_json::{Value, json};
 
-use crate::{Command, ContactCommand, GroupCommand, Report, RequestCommand};
+use crate::{Command, ContactCommand, GroupCommand, HomeCommand, Report, RequestCommand};
 use mlschat_node::kind::ErrorKind;
 
 /// A refusal from a daemon call, with the kind that decides the exit code.
@@ -34,6 +36,13 @@ pub fn method_for(command: &Command) -> Option<(&'static str, Value)> {
         Command::Send { group, text, .. } => ("send", json!({"group": group, "text": text})),
         Command::Sync => ("sync", json!({})),
         Command::History { group, limit } => ("history", json!({"group": group, "limit": limit})),
+        Command::Whoami { .. } => ("whoami", json!({})),
+        Command::Invite { .. } => ("invite", json!({})),
+        Command::Home(HomeCommand::Show) => ("home", json!({})),
+        Command::Status { .. } => ("status", json!({})),
+        Command::Group(GroupCommand::Rename { group, name }) => {
+            ("group.rename", json!({"group": group, "name": name}))
+        }
         Command::Group(GroupCommand::List) => ("groups", json!({})),
         Command::Group(GroupCommand::Members { group }) => ("members", json!({"group": group})),
         Command::Contact(contact) => match contact {
@@ -117,6 +126,64 @@ pub fn via_daemon(dir: &Path, method: &str, params: Value) -> anyhow::Result<Opt
         };
         client.call(method, params).await.map(Some).map_err(refused)
     })
+}
+
+/// How long a verb waits for another process that holds the profile (another verb, or a
+/// daemon that is starting) before it gives up.
+const HOLDER_WAIT: Duration = Duration::from_secs(30);
+
+/// The profile opened as its one writer, or the answer of the daemon that holds it.
+pub enum Opened {
+    Here(Profile),
+    ByDaemon(Value),
+}
+
+/// Opens the profile to write it here; or, while a daemon holds it, asks the daemon (`call`, a
+/// verb's API method). A process that holds the profile without serving it (another verb, a
+/// daemon starting) is waited for; a verb with no API form (`daemon` for a second daemon) is
+/// refused at once beside a daemon.
+pub fn open(
+    dir: &Path,
+    passphrase: Option<&str>,
+    call: Option<(&str, &Value)>,
+    daemon: bool,
+) -> anyhow::Result<Opened> {
+    let deadline = Instant::now() + HOLDER_WAIT;
+    loop {
+        if let Some((method, params)) = call
+            && let Some(answer) = via_daemon(dir, method, params.clone())?
+        {
+            return Ok(Opened::ByDaemon(answer));
+        }
+        let pid = match Profile::open(dir, passphrase) {
+            Ok(profile) => return Ok(Opened::Here(profile)),
+            Err(ProfileError::Store(StoreError::InUse(pid))) => pid,
+            Err(e) => return Err(e.into()),
+        };
+        let serving = std::os::unix::net::UnixStream::connect(daemon::socket_path(dir)).is_ok();
+        if serving && call.is_some() {
+            continue; // it serves now: ask it
+        }
+        if serving || Instant::now() >= deadline {
+            let holder = pid.map_or("another process".to_owned(), |pid| format!("process {pid}"));
+            let message = if !serving {
+                format!("{holder} has held this profile for {HOLDER_WAIT:?}; try again later")
+            } else if daemon {
+                format!("a daemon already runs for this profile ({holder})")
+            } else {
+                format!(
+                    "a daemon ({holder}) holds this profile, and this command does not go \
+                     through it: stop the daemon first, then run it again"
+                )
+            };
+            return Err(Refused {
+                kind: ErrorKind::Busy,
+                message,
+            }
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Carries out `method` in this process: connect, catch up, call, disconnect.

@@ -2,12 +2,11 @@
 //! When MLS packets go to stdout, reports go to stderr so the two never mix.
 
 use std::io::{IsTerminal as _, Write};
-use std::path::Path;
 
 use mlschat_node::engine::{Incoming, MemberInfo, display_member};
 use mlschat_node::identity::Fingerprint;
 use mlschat_node::profile::{
-    GroupSummary, Home, InviteCode, Outgoing, Profile, Received, Unsent, describe_commit,
+    GroupSummary, InviteCode, Outgoing, Received, Unsent, describe_commit,
 };
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
@@ -52,8 +51,20 @@ pub fn sender_label(name: &str, state: &str) -> String {
     match state {
         "impostor" => format!("{name} [NOT your contact {name}: another key]"),
         "verified" => format!("{name} ✓"),
+        "unknown" => format!("{name} ?"),
         _ => name.to_owned(),
     }
+}
+
+/// A time (seconds since the Unix epoch) in local time, to the minute.
+fn local_time(at: i64) -> String {
+    chrono::DateTime::from_timestamp(at, 0)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 fn member_json(m: &MemberInfo) -> Value {
@@ -62,6 +73,79 @@ fn member_json(m: &MemberInfo) -> Value {
         "name": m.name.as_ref().map(|n| n.to_string()),
         "fingerprint": m.fingerprint.to_hex(),
     })
+}
+
+/// Who sent an invitation, as a person must read it: an impostor is marked as strongly as in
+/// history, a stranger as not a contact.
+fn inviter(request: &Value) -> String {
+    let name = request["inviter"].as_str().unwrap_or("?");
+    let key = request["inviter_fingerprint"].as_str().unwrap_or("?");
+    match request["inviter_state"].as_str() {
+        Some("impostor") => format!("{name} [NOT your contact {name}: another key {key}]"),
+        Some("contact") | Some("verified") => format!("your contact {name} (key {key})"),
+        _ => format!("{name} ? (not a contact; key {key})"),
+    }
+}
+
+/// `mlschat status`: what needs our user's attention first, then the rest.
+fn status(answer: &Value) {
+    let list = |k: &str| answer[k].as_array().cloned().unwrap_or_default();
+    let link = &answer["link"];
+    let home = answer["home"].as_str();
+    println!(
+        "{}  {}",
+        answer["name"].as_str().unwrap_or_default(),
+        answer["fingerprint"].as_str().unwrap_or_default()
+    );
+    match (home, link["connected"].as_bool()) {
+        (None, _) => println!("delivery node: none (groups are kept in files)"),
+        (Some(home), Some(true)) => println!("delivery node: {home}, connected"),
+        (Some(home), _) => println!(
+            "delivery node: {home}, not connected ({})",
+            link["why"].as_str().unwrap_or("?")
+        ),
+    }
+    let alerts = list("alerts");
+    if alerts.is_empty() {
+        println!("alerts: none");
+    } else {
+        println!(
+            "alerts ({}; `mlschat status --ack` once read):",
+            alerts.len()
+        );
+        for a in &alerts {
+            let at = local_time(a["at"].as_i64().unwrap_or_default());
+            println!("  ! {at}  {}", a["text"].as_str().unwrap_or_default());
+        }
+    }
+    let waiting: Vec<Value> = list("invitations")
+        .into_iter()
+        .filter(|i| i["request"] == "waiting")
+        .collect();
+    for r in &waiting {
+        println!(
+            "invitation waiting: group {} from {} (`mlschat request accept|decline`)",
+            r["group"].as_str().unwrap_or("?"),
+            inviter(r)
+        );
+    }
+    let groups = list("groups");
+    let active = groups.iter().filter(|g| g["state"] == "active").count();
+    println!("groups: {} ({active} active)", groups.len());
+    for g in groups.iter().filter(|g| g["state"] != "active") {
+        println!(
+            "  {}: {}",
+            g["name"].as_str().or(g["id"].as_str()).unwrap_or_default(),
+            g["state"].as_str().unwrap_or_default()
+        );
+    }
+    for lane in list("lanes") {
+        println!(
+            "stuck: group {}: {} posts refused as stale with nothing new to read (backing off)",
+            lane["group"].as_str().unwrap_or_default(),
+            lane["refusals"]
+        );
+    }
 }
 
 impl Report {
@@ -84,37 +168,16 @@ impl Report {
         }
     }
 
-    pub fn whoami(&self, profile: &Profile, dir: &Path, qr: bool) -> anyhow::Result<()> {
-        let identity = profile.identity();
-        let fingerprint = identity.fingerprint();
-        let (one_time, last_resort) = profile.key_package_stock()?;
-        self.emit(
-            false,
-            || {
-                format!(
-                    "identity:    {}\nfingerprint: {}\nprofile:     {}\nkeypackages: {} one-time, {} last-resort",
-                    identity.name,
-                    fingerprint,
-                    dir.display(),
-                    one_time,
-                    if last_resort { "a" } else { "no" }
-                )
-            },
-            || {
-                json!({
-                    "user": identity.name.user,
-                    "device": identity.name.device,
-                    "fingerprint": fingerprint.to_hex(),
-                    "profile": dir.display().to_string(),
-                    "keypackages": {"one_time": one_time, "last_resort": last_resort},
-                })
-            },
-        );
-        if qr && !self.json {
-            let payload = format!("mlschat:{}#{}", identity.name, fingerprint.to_hex());
-            print_qr(&payload, true)?;
+    /// `whoami`'s QR code: the identity and fingerprint, to scan from another device.
+    pub fn whoami_qr(&self, answer: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return Ok(());
         }
-        Ok(())
+        let s = |k: &str| answer[k].as_str().unwrap_or_default();
+        print_qr(
+            &format!("mlschat:{}/{}#{}", s("user"), s("device"), s("fingerprint")),
+            true,
+        )
     }
 
     /// The code alone on stdout, so that `$(mlschat invite)` is the code; what a person reads
@@ -143,23 +206,6 @@ impl Report {
         Ok(())
     }
 
-    pub fn home(&self, home: Option<&Home>) {
-        let address = home.map(|h| h.address.clone());
-        let fingerprint = home.map(|h| hex::encode(h.fingerprint));
-        self.emit(
-            false,
-            || match home {
-                Some(h) => format!(
-                    "delivery node: {} (certificate {})",
-                    h.address,
-                    hex::encode(h.fingerprint)
-                ),
-                None => "no delivery node set: groups are kept in files".into(),
-            },
-            || json!({"address": address, "fingerprint": fingerprint}),
-        );
-    }
-
     /// Prints the answer of a daemon API method.
     pub fn answer(&self, method: &str, answer: &Value) {
         if self.json {
@@ -171,6 +217,10 @@ impl Report {
             "group.leave" => println!(
                 "asked to leave: a member's next commit removes you (`mlschat group list` shows \
                  `removed` then)"
+            ),
+            _ if answer["queued"] == true => println!(
+                "queued: the connection to the delivery node was lost; the change goes on once \
+                 it is back"
             ),
             "send" if answer["posted"] == true => println!("sent"),
             "send" => println!("queued: the delivery node is unreachable; it goes out later"),
@@ -292,15 +342,41 @@ impl Report {
                     println!("no invitations wait for you");
                 }
                 for r in requests {
-                    let s = |k: &str| r[k].as_str().unwrap_or("?").to_owned();
                     println!(
-                        "group {}  from {} (not a contact; key {})",
-                        s("group"),
-                        s("inviter"),
-                        s("inviter_fingerprint")
+                        "group {}  from {}",
+                        r["group"].as_str().unwrap_or("?"),
+                        inviter(&r)
                     );
                 }
             }
+            "whoami" => {
+                let s = |k: &str| answer[k].as_str().unwrap_or_default();
+                let stock = &answer["keypackages"];
+                println!(
+                    "identity:    {}/{}\nfingerprint: {}\nprofile:     {}\nkeypackages: {} one-time, {} last-resort",
+                    s("user"),
+                    s("device"),
+                    Fingerprint::from_hex(s("fingerprint"))
+                        .map_or(s("fingerprint").to_owned(), |f| f.to_string()),
+                    s("profile"),
+                    stock["one_time"],
+                    if stock["last_resort"] == true {
+                        "a"
+                    } else {
+                        "no"
+                    }
+                );
+            }
+            "home" => match answer["address"].as_str() {
+                Some(address) => println!(
+                    "delivery node: {address} (certificate {})",
+                    text("fingerprint")
+                ),
+                None => println!("no delivery node set: groups are kept in files"),
+            },
+            "status" => status(answer),
+            "alerts.ack" => println!("acknowledged {} alerts", answer["acknowledged"]),
+            "group.rename" => println!("group {} is now called {}", text("group"), text("name")),
             "request.decline" => println!(
                 "declined the invitation to {} from {}",
                 text("group"),
@@ -354,14 +430,6 @@ impl Report {
             false,
             || format!("created group {} (id {})", group.handle(), group.id),
             || json!(group),
-        );
-    }
-
-    pub fn renamed(&self, group: &str, name: &str) {
-        self.emit(
-            false,
-            || format!("group {group} is now called {name}"),
-            || json!({"group": group, "name": name}),
         );
     }
 
