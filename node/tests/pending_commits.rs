@@ -96,49 +96,63 @@ fn commit_entry(seq: u64, epoch: u64, message: Vec<u8>) -> LogEntry {
 
 /// Alice's hosted group with Bob in it, both at epoch 1.
 fn pair() -> (Member, Member, GroupId) {
-    let (mut alice, mut bob) = (Member::new("alice"), Member::new("bob"));
-    bob.knows(&mut alice);
+    let (mut members, id) = group_of(&["alice", "bob"]);
+    let bob = members.pop().unwrap();
+    (members.pop().unwrap(), bob, id)
+}
+
+/// The first one's hosted group "g" with the others in it, all at epoch 1.
+fn group_of(names: &[&str]) -> (Vec<Member>, GroupId) {
+    let mut members: Vec<Member> = names.iter().map(|n| Member::new(n)).collect();
+    let (alice, others) = members.split_first_mut().unwrap();
+    for other in others.iter_mut() {
+        other.knows(alice);
+    }
     let (_, id) = alice.p().create_hosted_group("g").unwrap();
     let group_id = id.as_slice().to_vec();
-    let kp = bob.p().new_key_package(false).unwrap();
-    let add = Intent::Add {
-        key_packages: vec![kp],
-    };
-    let pending = alice.commit(&add);
+    let key_packages = others
+        .iter_mut()
+        .map(|o| o.p().new_key_package(false).unwrap())
+        .collect();
+    let pending = alice.commit(&Intent::Add { key_packages });
     alice.p().confirm_commit(&id, 1).unwrap();
-    // The tree reaches Bob sealed: he opens its secret with his KeyPackage, then the tree.
     let joiners = pending.joiners.as_ref().unwrap();
-    let tree_key = &joiners.recipients[0].1;
-    let secret = bob
-        .p()
-        .open_tree_secret(&joiners.welcome, tree_key, &group_id, 1)
-        .unwrap();
-    assert_eq!(token_hash(&secret.access()), joiners.tree_access_hash);
-    let joined = bob
-        .p()
-        .join_hosted(
-            1,
-            &group_id,
-            1,
-            &joiners.welcome,
-            Some(&secret),
-            Ok(joiners.sealed_tree.clone()),
-        )
-        .unwrap();
-    assert!(joined.is_ok(), "{joined:?}");
-    bob.p().rename_group(&hex::encode(&group_id), "g").unwrap();
-    // Bob reads the log from its start: the commit that added him is of an epoch before his.
-    let read = bob
-        .p()
-        .receive_log(&id, &[commit_entry(1, 0, pending.message)])
-        .unwrap();
-    assert!(read.failed == 0 && read.broken.is_none(), "{read:?}");
-    // Bob's refresh after joining waits in his queue; these tests make their own commits.
-    let refresh = bob.p().prepare_next_commit(&id).unwrap();
-    assert!(matches!(refresh, Prepared::Commit(_)), "{refresh:?}");
-    bob.p().fail_commit(&id).unwrap();
-    assert_eq!(alice.state("g"), bob.state("g"));
-    (alice, bob, id)
+    for (i, other) in others.iter_mut().enumerate() {
+        // The tree reaches each joiner sealed: they open its secret with their KeyPackage,
+        // then the tree.
+        let tree_key = &joiners.recipients[i].1;
+        let secret = other
+            .p()
+            .open_tree_secret(&joiners.welcome, tree_key, &group_id, 1)
+            .unwrap();
+        assert_eq!(token_hash(&secret.access()), joiners.tree_access_hash);
+        let joined = other
+            .p()
+            .join_hosted(
+                1,
+                &group_id,
+                1,
+                &joiners.welcome,
+                Some(&secret),
+                Ok(joiners.sealed_tree.clone()),
+            )
+            .unwrap();
+        assert!(joined.is_ok(), "{joined:?}");
+        other.p().rename_group(&hex::encode(&group_id), "g").unwrap();
+        // They read the log from its start: the commit that added them is of an epoch before
+        // theirs.
+        let read = other
+            .p()
+            .receive_log(&id, &[commit_entry(1, 0, pending.message.clone())])
+            .unwrap();
+        assert!(read.failed == 0 && read.broken.is_none(), "{read:?}");
+        // Their refresh after joining waits in their queue; these tests make their own commits.
+        let refresh = other.p().prepare_next_commit(&id).unwrap();
+        assert!(matches!(refresh, Prepared::Commit(_)), "{refresh:?}");
+        other.p().fail_commit(&id).unwrap();
+        assert_eq!(alice.state("g"), other.state("g"));
+    }
+    (members, id)
 }
 
 #[test]
@@ -405,6 +419,33 @@ fn a_member_leaves_a_hosted_group_through_the_next_commit() {
         .unwrap();
     assert!(read.removed, "{read:?}");
     assert!(bob.p().unsent().unwrap().is_empty());
+    // Removed, he is told so (it was an internal OpenMLS error).
+    let refused = bob.p().send_hosted("g", "still here?").unwrap_err();
+    assert!(matches!(refused, ProfileError::NotMember(_)), "{refused}");
+    assert!(refused.to_string().contains("no longer a member"), "{refused}");
+}
+
+/// Issue 19, finding 3: a member who is not the one to commit a proposal holds it until someone
+/// does; a text sent meanwhile was encrypted at once and refused ("pending proposal exists").
+/// It waits for the commit that takes the proposal, and goes out after it.
+#[test]
+fn a_text_sent_while_a_proposal_is_held_waits_for_its_commit() {
+    let (mut members, id) = group_of(&["alice", "bob", "carol"]);
+    let [_alice, bob, carol] = &mut members[..] else {
+        unreachable!()
+    };
+    // Carol asks to leave; Alice, the admin, is the one to commit it: Bob holds it.
+    let queued = carol.p().leave_hosted("g").unwrap();
+    assert!(carol.p().encrypt_queued(queued).unwrap());
+    let (_, proposal) = carol.p().next_text(&id).unwrap().unwrap().encrypted.unwrap();
+    let read = bob
+        .p()
+        .receive_log(&id, &[message_entry(2, 1, proposal)])
+        .unwrap();
+    assert!(read.failed == 0, "{read:?}");
+    let meanwhile = bob.p().send_hosted("g", "meanwhile").unwrap();
+    let waiting = bob.p().next_text(&id).unwrap().unwrap();
+    assert_eq!((waiting.seq, waiting.encrypted), (meanwhile, None));
 }
 
 /// Issue 11, finding 2: a Welcome from someone who is not a contact is not joined: it waits as
@@ -447,7 +488,7 @@ fn a_welcome_from_a_stranger_waits_until_our_user_answers() {
     };
     let first = welcome_to(&mut alice, &mut bob, "g");
     let refused = join(&mut bob, 1, &first).unwrap_err();
-    assert!(refused.contains("not one of your contacts"), "{refused}");
+    assert!(refused.contains("(not a contact)"), "{refused}");
     let waiting = bob.p().invitations().unwrap();
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].request.as_deref(), Some("waiting"));

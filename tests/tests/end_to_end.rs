@@ -690,15 +690,18 @@ fn a_member_leaves_a_group_on_a_node() {
 
 /// Issue 19, findings 2 and 3: Bob left, was added back, and kept leaving: `leaving` outlived his
 /// membership, so his client asked to leave again after every commit and refused his texts.
-/// And a removed member's `send` answered an internal OpenMLS error.
+/// And a removed member's `send` answered an internal OpenMLS error, and a text sent while a
+/// leave proposal waited was refused ("pending proposal exists").
 #[test]
 fn a_member_who_left_and_is_added_back_stays() {
     let node = Node::start();
     let (peers, id) = group_of(&node, &["alice", "bob"]);
     let (alice, bob) = (&peers[0], &peers[1]);
     bob.rpc("group.leave", json!({"group": id}));
-    // Alice's client commits his leave with its next change.
-    alice.rpc("group.update", json!({"group": id}));
+    // Alice's client holds his proposal: her text waits for the commit that takes it (it was
+    // refused with "pending proposal exists"), and that commit removes him.
+    alice.rpc("sync", json!({}));
+    send(alice, &id, "while bob leaves");
     eventually("bob is removed", || {
         bob.rpc("sync", json!({}));
         bob.group(&id).unwrap()["state"] == "removed"
