@@ -138,7 +138,10 @@ fn group_of(names: &[&str]) -> (Vec<Member>, GroupId) {
             )
             .unwrap();
         assert!(joined.is_ok(), "{joined:?}");
-        other.p().rename_group(&hex::encode(&group_id), "g").unwrap();
+        other
+            .p()
+            .rename_group(&hex::encode(&group_id), "g")
+            .unwrap();
         // They read the log from its start: the commit that added them is of an epoch before
         // theirs.
         let read = other
@@ -422,7 +425,10 @@ fn a_member_leaves_a_hosted_group_through_the_next_commit() {
     // Removed, he is told so (it was an internal OpenMLS error).
     let refused = bob.p().send_hosted("g", "still here?").unwrap_err();
     assert!(matches!(refused, ProfileError::NotMember(_)), "{refused}");
-    assert!(refused.to_string().contains("no longer a member"), "{refused}");
+    assert!(
+        refused.to_string().contains("no longer a member"),
+        "{refused}"
+    );
 }
 
 /// Issue 19, finding 3: a member who is not the one to commit a proposal holds it until someone
@@ -437,7 +443,13 @@ fn a_text_sent_while_a_proposal_is_held_waits_for_its_commit() {
     // Carol asks to leave; Alice, the admin, is the one to commit it: Bob holds it.
     let queued = carol.p().leave_hosted("g").unwrap();
     assert!(carol.p().encrypt_queued(queued).unwrap());
-    let (_, proposal) = carol.p().next_text(&id).unwrap().unwrap().encrypted.unwrap();
+    let (_, proposal) = carol
+        .p()
+        .next_text(&id)
+        .unwrap()
+        .unwrap()
+        .encrypted
+        .unwrap();
     let read = bob
         .p()
         .receive_log(&id, &[message_entry(2, 1, proposal)])

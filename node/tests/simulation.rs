@@ -434,7 +434,18 @@ struct Member {
     /// Texts this member queued: (tag, ticket if it was sent online).
     sent: Vec<String>,
     tickets: BTreeMap<Ticket, String>,
+    /// Per lane, refusals in a row (no answer of success between them), and per group, our
+    /// posts refused as stale in a row while our cursor stayed where it was: (cursor, count).
+    refusals: BTreeMap<Lane, u32>,
+    stale: BTreeMap<Vec<u8>, (u64, u32)>,
 }
+
+/// A lane refused more often than this in a row, with no success between, sends without
+/// progress (rate limits and a busy node pass much sooner in these runs).
+const MAX_REFUSALS_IN_A_ROW: u32 = 12;
+/// Posts refused as stale at one cursor: one is a lost race (the read that follows moves the
+/// cursor); more means the lane posts what cannot be taken.
+const MAX_STALE_AT_ONE_CURSOR: u32 = 2;
 
 impl Member {
     fn core(&mut self) -> &mut Core {
@@ -525,6 +536,8 @@ struct Sim {
     group_size: usize,
     /// Statistics, printed with a failure.
     log: Vec<String>,
+    /// The first invariant broken between checks (they look at the outcome, this at the way).
+    violation: Option<String>,
 }
 
 fn profile_root() -> tempfile::TempDir {
@@ -563,6 +576,8 @@ impl Sim {
                     conn: 0,
                     sent: Vec::new(),
                     tickets: BTreeMap::new(),
+                    refusals: BTreeMap::new(),
+                    stale: BTreeMap::new(),
                 }
             })
             .collect();
@@ -579,6 +594,7 @@ impl Sim {
             excluded: BTreeSet::new(),
             group_size: names.len(),
             log: Vec::new(),
+            violation: None,
         }
     }
 
@@ -763,15 +779,67 @@ impl Sim {
                 if self.members[member].conn != conn || conn == 0 {
                     return true; // for a connection that is gone
                 }
-                let core = self.members[member].core();
                 match what {
-                    Delivery::Answer(lane, answer) => core.handle_answer(lane, answer),
-                    Delivery::Push(push) => core.handle_push(push).unwrap(),
+                    Delivery::Answer(lane, answer) => {
+                        self.count_progress(member, &lane, &answer);
+                        self.members[member].core().handle_answer(lane, answer)
+                    }
+                    Delivery::Push(push) => self.members[member].core().handle_push(push).unwrap(),
                 }
                 self.pump(member);
             }
         }
         true
+    }
+
+    /// No lane sends more than a bounded number of requests without progress: refusals in a
+    /// row are bounded, and so are posts refused as stale while the log brings nothing new.
+    fn count_progress(&mut self, m: usize, lane: &Lane, answer: &Answer) {
+        let name = self.members[m].name.clone();
+        let refused = match answer {
+            Ok(_) => {
+                self.members[m].refusals.remove(lane);
+                return;
+            }
+            Err(e) => e.code,
+        };
+        let count = self.members[m].refusals.entry(lane.clone()).or_default();
+        *count += 1;
+        if *count > MAX_REFUSALS_IN_A_ROW && self.violation.is_none() {
+            self.violation = Some(format!(
+                "{name}'s lane {lane:?} was refused {count} times in a row"
+            ));
+        }
+        let Lane::Group(id) = lane else { return };
+        if !matches!(refused, ErrorCode::StaleEpoch | ErrorCode::BadToken) {
+            return;
+        }
+        let cursor = self.members[m]
+            .core()
+            .profile()
+            .log_seq(&GroupId::from_slice(id))
+            .unwrap_or(0);
+        let stale = self.members[m].stale.entry(id.clone()).or_default();
+        *stale = match *stale {
+            (at, count) if at == cursor => (at, count + 1),
+            _ => (cursor, 1),
+        };
+        if stale.1 > MAX_STALE_AT_ONE_CURSOR && self.violation.is_none() {
+            self.violation = Some(format!(
+                "{name} posted {} times, refused as stale each time, at log position {cursor}",
+                stale.1
+            ));
+        }
+    }
+
+    /// A second process opens a running member's profile (the CLI beside the daemon): the
+    /// profile has one writer, so it must be refused.
+    fn second_writer(&mut self, m: usize) {
+        let member = &self.members[m];
+        if member.core.is_some() && Profile::open(member.dir.path(), None).is_ok() {
+            self.violation
+                .get_or_insert(format!("a second process opened {}'s profile", member.name));
+        }
     }
 
     fn tick(&mut self) {
@@ -880,6 +948,8 @@ impl Sim {
                     self.disconnect(m);
                 } else if self.rng.chance(faults.node_restart * 10) {
                     self.restart_node();
+                } else if self.rng.chance(10) {
+                    self.second_writer(m);
                 } else if self.rng.chance(faults.damaged_trees * 10) {
                     self.node.trees_damaged = !self.node.trees_damaged;
                 } else if !self.attacked && self.rng.chance(faults.hostile_commit * 10) {
@@ -1050,6 +1120,9 @@ impl Sim {
     /// The invariants that must hold at every step: nobody shows a text twice, and each
     /// sender's texts appear in send order.
     fn check_always(&mut self) -> Result<(), String> {
+        if let Some(violation) = &self.violation {
+            return Err(violation.clone());
+        }
         for m in 0..self.members.len() {
             let texts = self.texts(m);
             let unique: BTreeSet<&String> = texts.iter().collect();

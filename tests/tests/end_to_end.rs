@@ -733,9 +733,7 @@ fn a_member_who_left_and_is_added_back_stays() {
     assert_eq!(members.as_array().unwrap().len(), 2, "{members}");
     assert_eq!(bob.group(&id).unwrap()["state"], "active");
     eventually("alice reads bob", || {
-        alice
-            .read(&id)
-            .contains(&"bob: back again".to_owned())
+        alice.read(&id).contains(&"bob: back again".to_owned())
     });
 }
 
