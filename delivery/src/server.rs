@@ -966,11 +966,7 @@ impl Node {
                 if m.message.as_slice().len() > self.config.max_message as usize {
                     return Err(Failure::new(
                         ErrorCode::TooLarge,
-                        format!(
-                            "a message may be at most {} bytes; large content travels as an \
-                             attachment",
-                            self.config.max_message
-                        ),
+                        format!("a message may be at most {} bytes", self.config.max_message),
                     ));
                 }
                 let posted = self

@@ -104,7 +104,16 @@ impl Driver {
                 Ok(())
             }
             Err(e) => {
-                self.offline = Some(e.to_string());
+                let mut why = e.to_string();
+                if let ConnectError::Delivery(q) = &e
+                    && q.code() == Some(mlschat_wire::ErrorCode::InviteRequired)
+                {
+                    why.push_str(
+                        "; give the invite token its operator gave you: `mlschat home set \
+                         ADDRESS FINGERPRINT --invite TOKEN`",
+                    );
+                }
+                self.offline = Some(why);
                 Err(e)
             }
         }

@@ -144,9 +144,16 @@ pub enum SyncError {
 
 impl SyncError {
     fn refused(e: &ErrorResponse) -> Self {
+        let mut detail = String::from_utf8_lossy(e.detail.as_slice()).into_owned();
+        if e.code == ErrorCode::InviteRequired {
+            detail.push_str(
+                "; give the invite token its operator gave you: `mlschat home set ADDRESS \
+                 FINGERPRINT --invite TOKEN`",
+            );
+        }
         SyncError::Refused {
             code: e.code,
-            detail: String::from_utf8_lossy(e.detail.as_slice()).into_owned(),
+            detail,
         }
     }
 }

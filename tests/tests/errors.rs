@@ -103,3 +103,39 @@ fn each_failure_exits_alike_offline_and_through_the_daemon() {
         assert_eq!(status.code(), Some(4), "{verb:?}");
     }
 }
+
+/// Issue 19, finding 9: an empty text was sent, a text too large for the node was queued and
+/// refused later with a word about attachments that do not exist, and `init --encrypt` without
+/// a passphrase exited 1 where `--help` says 8.
+#[test]
+fn empty_and_oversized_texts_and_a_missing_passphrase_are_refused_as_documented() {
+    let node = Node::start();
+    let mut alice = node.peer("alice");
+    alice.cli(&["group", "create", "team"]).unwrap();
+    for text in ["", "  "] {
+        let error = failure(alice.cli(&["send", "team", text]));
+        assert!(error.contains("an empty text is not sent"), "{error}");
+        assert_eq!(alice.exit_code(&["send", "team", text]).unwrap(), 3);
+    }
+    // Too large for a command line: through the daemon's API.
+    alice.start().unwrap();
+    let huge = "x".repeat(600 * 1024);
+    let error = alice
+        .try_call("send", serde_json::json!({"group": "team", "text": huge}))
+        .unwrap_err();
+    assert_eq!(error["data"]["kind"], "invalid_input", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("at most 512 KiB") && !message.contains("attachment"));
+    let history = alice.cli(&["history", "team"]).unwrap();
+    assert!(!history.contains("\"kind\":\"text\""), "{history}");
+    let status = std::process::Command::new(mlschat_tests::bin_dir().join("mlschat"))
+        .arg("--data-dir")
+        .arg(alice.data_dir())
+        .args(["--profile", "secret", "init", "--user", "s", "--encrypt"])
+        .env_remove("MLSCHAT_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(8));
+}

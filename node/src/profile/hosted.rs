@@ -1452,6 +1452,7 @@ impl Profile {
     }
 
     pub fn send_hosted(&mut self, group: &str, text: &str) -> Result<i64, ProfileError> {
+        super::check_text(text)?;
         let id = self.hosted_group(group)?;
         // Queued behind our leave proposal, it could never go out once we are removed.
         if self.is_leaving(&id)? {

@@ -605,6 +605,7 @@ impl Profile {
     /// Encrypts a text message for the group. A member who joined and has not refreshed its
     /// keys yet does so first, in the same transaction, and the commit goes out before the text.
     pub fn send(&mut self, group: &str, text: &str) -> Result<Outgoing, ProfileError> {
+        check_text(text)?;
         let id = self.find_group(group)?;
         self.in_transaction(|p| {
             let mut out = Outgoing::default();
@@ -1180,6 +1181,25 @@ fn name_taken(conn: &rusqlite::Connection, name: &str) -> Result<bool, ProfileEr
         .query_row("SELECT 1 FROM groups WHERE name = ?1", [name], |r| r.get(0))
         .optional()?;
     Ok(taken.is_some())
+}
+
+/// The most a text may hold (UTF-8 bytes): its message, padded and encrypted, stays well under
+/// what a delivery node takes (1 MiB by default).
+pub const MAX_TEXT_BYTES: usize = 512 * 1024;
+
+/// A text worth sending: not empty, and not larger than [`MAX_TEXT_BYTES`].
+fn check_text(text: &str) -> Result<(), ProfileError> {
+    if text.trim().is_empty() {
+        return Err(ProfileError::WrongKind("an empty text is not sent".into()));
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(ProfileError::WrongKind(format!(
+            "a text may hold at most {} KiB; this one has {} KiB",
+            MAX_TEXT_BYTES / 1024,
+            text.len().div_ceil(1024)
+        )));
+    }
+    Ok(())
 }
 
 /// A group we are in from now on. A group we were in before (left, removed, broken) is ours

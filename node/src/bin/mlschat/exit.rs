@@ -12,7 +12,8 @@ Exit codes:
   0  success
   1  other failure (I/O, database)
   2  bad command line
-  3  invalid input: malformed, truncated, tampered or forged bytes, or the wrong kind of message
+  3  invalid input: malformed, truncated, tampered or forged bytes, the wrong kind of message,
+     or a bad argument (an address, a fingerprint, an empty or too long text)
   4  unknown or ambiguous group, member or profile
   5  duplicate: already processed (a replay, or our own message); nothing changed
   6  wrong epoch: the message is for an epoch the group is not in (stale, too new, or a

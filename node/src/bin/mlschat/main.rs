@@ -389,7 +389,13 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
     {
         if *encrypt && passphrase.is_none() {
             if !on_a_terminal() {
-                bail!("--encrypt needs a passphrase: set MLSCHAT_PASSPHRASE or --passphrase-file");
+                // Exit 8, as for any missing passphrase.
+                return Err(anyhow::Error::new(
+                    mlschat_node::store::StoreError::PassphraseRequired,
+                )
+                .context(
+                    "--encrypt needs a passphrase: set MLSCHAT_PASSPHRASE or --passphrase-file",
+                ));
             }
             let first = prompt_passphrase("passphrase for the new profile: ")?;
             if prompt_passphrase("the same passphrase again: ")? != first {
