@@ -595,8 +595,8 @@ fn group_settings_are_shared_and_only_admins_change_membership() {
     assert_eq!(refused.unwrap_err()["data"]["kind"], "not_allowed");
 
     // Alice gives the group a topic and makes Bob an admin; everyone sees both.
-    alice
-        .cli(&[
+    let said = alice
+        .text(&[
             "group",
             "set",
             "team",
@@ -606,6 +606,11 @@ fn group_settings_are_shared_and_only_admins_change_membership() {
             "bob",
         ])
         .unwrap();
+    // Issue 19, finding 9: it says what the group is now (it echoed neither).
+    assert!(
+        said.contains("topic: launch friday") && said.contains("admins: alice/laptop, bob/laptop"),
+        "{said}"
+    );
     converged(&[alice, bob], &id);
     let said = bob.history(&id).unwrap();
     assert!(

@@ -426,7 +426,13 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
     if let Some((method, params)) = &method
         && let Some(answer) = online::via_daemon(&dir, method, params.clone())?
     {
-        return answered(&cli.command, &report, &dir, method, &answer);
+        return answered(
+            &cli.command,
+            &report,
+            (&dir, passphrase.as_deref()),
+            method,
+            &answer,
+        );
     }
     match &cli.command {
         Command::Chat { group } => {
@@ -452,7 +458,13 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         online::Opened::Here(profile) => profile,
         online::Opened::ByDaemon(answer) => {
             let (method, _) = call.expect("only a verb with an API form goes to the daemon");
-            return answered(&cli.command, &report, &dir, method, &answer);
+            return answered(
+                &cli.command,
+                &report,
+                (&dir, passphrase.as_deref()),
+                method,
+                &answer,
+            );
         }
     };
     // Test hook for the crash-safety tests: die as a crash would after the n-th row written.
@@ -466,13 +478,25 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
     if let Some((method, params)) = method {
         if online::goes_online(&mut profile, &cli.command)? {
             let answer = online::here(profile, method, params)?;
-            return answered(&cli.command, &report, &dir, method, &answer);
+            return answered(
+                &cli.command,
+                &report,
+                (&dir, passphrase.as_deref()),
+                method,
+                &answer,
+            );
         }
         if let Some(answer) =
             daemon::local(&mut profile, method, &params).map_err(online::refusal)?
         {
             drop(profile);
-            return answered(&cli.command, &report, &dir, method, &answer);
+            return answered(
+                &cli.command,
+                &report,
+                (&dir, passphrase.as_deref()),
+                method,
+                &answer,
+            );
         }
     }
 
@@ -545,7 +569,7 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
 fn answered(
     command: &Command,
     report: &Report,
-    dir: &Path,
+    (dir, passphrase): (&Path, Option<&str>),
     method: &str,
     answer: &serde_json::Value,
 ) -> anyhow::Result<Exit> {
@@ -565,15 +589,22 @@ fn answered(
                 .map(|a| &a["id"]);
             if let Some(up_to) = up_to {
                 let params = serde_json::json!({"up_to": up_to});
-                match online::via_daemon(dir, "alerts.ack", params.clone())? {
-                    Some(_) => {}
-                    None => {
-                        let mut profile = Profile::open(dir, None)?;
-                        daemon::local(&mut profile, "alerts.ack", &params)
-                            .map_err(online::refusal)?;
-                    }
-                }
+                online::ask_local(dir, passphrase, "alerts.ack", params)?;
             }
+        }
+        // What the group is now, admins included.
+        Command::Group(GroupCommand::Set { group, .. }) if !report.json => {
+            let group = answer["id"].as_str().unwrap_or(group);
+            let params = serde_json::json!({"group": group});
+            let members = online::ask_local(dir, passphrase, "members", params)?;
+            let admins: Vec<&str> = members
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["admin"] == true)
+                .filter_map(|m| m["name"].as_str())
+                .collect();
+            println!("admins: {}", admins.join(", "));
         }
         _ => {}
     }

@@ -186,6 +186,22 @@ pub fn open(
     }
 }
 
+/// Calls a method that needs no delivery node ([`daemon::local`]): through the daemon that
+/// holds the profile, or here.
+pub fn ask_local(
+    dir: &Path,
+    passphrase: Option<&str>,
+    method: &str,
+    params: Value,
+) -> anyhow::Result<Value> {
+    match open(dir, passphrase, Some((method, &params)), false)? {
+        Opened::ByDaemon(answer) => Ok(answer),
+        Opened::Here(mut profile) => daemon::local(&mut profile, method, &params)
+            .map_err(refusal)?
+            .with_context(|| format!("{method} is not a local method")),
+    }
+}
+
 /// Carries out `method` in this process: connect, catch up, call, disconnect.
 pub fn here(profile: Profile, method: &str, params: Value) -> anyhow::Result<Value> {
     let (_profile, answer) = runtime()?.block_on(daemon::call_once(profile, method, params));

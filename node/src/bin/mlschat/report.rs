@@ -382,12 +382,21 @@ impl Report {
                 text("group"),
                 text("inviter")
             ),
-            _ if answer.get("epoch").is_some() => println!(
-                "{}: epoch {}, {} members",
-                answer["name"].as_str().unwrap_or(&text("id")),
-                answer["epoch"],
-                answer["members"]
-            ),
+            _ if answer.get("epoch").is_some() => {
+                println!(
+                    "{}: epoch {}, {} members",
+                    answer["name"].as_str().unwrap_or(&text("id")),
+                    answer["epoch"],
+                    answer["members"]
+                );
+                if method == "group.set" {
+                    println!(
+                        "shared name: {}\ntopic: {}",
+                        answer["shared_name"].as_str().unwrap_or("(none)"),
+                        answer["topic"].as_str().unwrap_or("(none)")
+                    );
+                }
+            }
             _ => println!("{answer}"),
         }
     }
