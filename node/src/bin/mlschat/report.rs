@@ -238,7 +238,9 @@ impl Report {
                     })
                     .collect();
                 if new.is_empty() {
-                    println!("up to date, nothing new");
+                    // A running daemon applies what arrives as it comes: a sync through it may
+                    // find nothing that was not already shown.
+                    println!("up to date (`mlschat history GROUP` shows what arrived)");
                 } else {
                     println!("up to date: {}", new.join(", "));
                 }
@@ -276,12 +278,13 @@ impl Report {
             "history" => {
                 for e in answer.as_array().into_iter().flatten() {
                     let s = |k: &str| e[k].as_str().unwrap_or_default();
+                    // When, not the row's number: rows are numbered across all groups.
                     let sender = sender_label(s("sender"), s("sender_state"));
-                    let (seq, epoch) = (e["seq"].as_i64(), e["epoch"].as_u64());
-                    let (seq, epoch) = (seq.unwrap_or_default(), epoch.unwrap_or_default());
+                    let at = local_time(e["at"].as_i64().unwrap_or_default());
+                    let epoch = e["epoch"].as_u64().unwrap_or_default();
                     match s("kind") {
-                        "text" => println!("{seq:>5} e{epoch:<4} {sender}: {}", s("body")),
-                        _ => println!("{seq:>5} e{epoch:<4} * {sender} {}", s("body")),
+                        "text" => println!("{at} e{epoch:<4} {sender}: {}", s("body")),
+                        _ => println!("{at} e{epoch:<4} * {sender} {}", s("body")),
                     }
                 }
             }
