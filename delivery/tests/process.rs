@@ -370,3 +370,30 @@ async fn the_admin_port_refuses_web_pages_and_changes_without_its_token() {
         );
     }
 }
+
+/// Issue 19, finding 9: `--database-url "$DATABASE_URL"` with the variable unset ran the node on
+/// SQLite without a word, and an unreachable Postgres gave 30 s of silence, then "pool timed
+/// out" naming no host.
+#[test]
+fn an_empty_or_unreachable_database_url_is_refused_with_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |url: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mlschat-delivery"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--database-url", url])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let said = run("");
+    assert!(said.contains("is DATABASE_URL set?"), "{said}");
+    // Nothing listens on port 1.
+    let said = run("postgres://nobody@127.0.0.1:1/chat");
+    assert!(
+        said.contains("cannot connect to Postgres at 127.0.0.1:1"),
+        "{said}"
+    );
+}

@@ -68,6 +68,14 @@ fn main() -> anyhow::Result<()> {
         config.server.data_dir = dir;
     }
     if let Some(url) = cli.database_url {
+        // An empty URL is a variable that was not set (`--database-url "$DATABASE_URL"`): not
+        // a request for SQLite.
+        if url.trim().is_empty() {
+            anyhow::bail!(
+                "--database-url is empty (is DATABASE_URL set?): give postgres://USER@HOST/DB, \
+                 or leave the flag out for SQLite"
+            );
+        }
         config.database.url = url;
     }
     match cli.command.unwrap_or(Command::Run) {

@@ -34,6 +34,9 @@ pub enum StorageError {
     /// The database was migrated by a newer version of the node.
     #[error("database schema version {found} is newer than this node's {known}")]
     NewerSchema { found: i64, known: i64 },
+    /// Postgres could not be reached (or refused us) when the node started.
+    #[error("cannot connect to Postgres at {at}: {source}")]
+    Connect { at: String, source: sqlx::Error },
 }
 
 /// What the node holds (see [`Database::totals`]).
@@ -53,10 +56,22 @@ pub enum Database {
 impl Database {
     /// Connects to Postgres at `url` and brings its schema up to date.
     pub async fn postgres(url: &str, max_connections: u32) -> Result<Self, StorageError> {
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+        // Where, without the password: what the operator needs to check.
+        let at = format!(
+            "{}:{} (database {:?}, user {:?})",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default(),
+            options.get_username()
+        );
+        tracing::info!(%at, "connecting to Postgres");
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .connect(url)
-            .await?;
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|source| StorageError::Connect { at, source })?;
         let db = Database::Postgres(pool);
         migrate::run(&db).await?;
         Ok(db)
