@@ -296,3 +296,185 @@ fn a_safety_number_shows_as_a_qr_code_on_a_terminal() {
     let screen = tmux.shows("what to do next", "contact verify ben/default --matches");
     assert!(screen.contains("█ ▄▄▄▄▄ █"), "{screen}");
 }
+
+/// Issue 19, finding 8: the chat's input line could not be edited (Ctrl-A/E/K/W typed letters,
+/// arrows did nothing, Up recalled nothing), a group joined or a topic changed while it ran never
+/// showed, and invitations and alerts could be neither seen nor answered in it.
+#[test]
+fn the_chat_edits_like_readline_and_shows_what_changes_while_it_runs() {
+    let node = Node::start();
+    let mut alice = node.peer("alice");
+    let mut bob = node.peer("bob");
+    let mut carol = node.peer("carol");
+    for peer in [&mut alice, &mut bob, &mut carol] {
+        peer.start().unwrap();
+    }
+    alice.meet(&bob).unwrap();
+    carol.knows(&bob).unwrap();
+    let id = |group: serde_json::Value| group["id"].as_str().unwrap().to_owned();
+    let team = id(alice.call("group.create", json!({"name": "team"})).unwrap());
+    alice
+        .call("group.add", json!({"group": team, "who": ["bob"]}))
+        .unwrap();
+    eventually("bob is in the team", || bob.group(&team).is_some());
+    let chat = format!(
+        "{} --profile bob chat team",
+        bin_dir().join("mlschat").display()
+    );
+    let tmux = Tmux::start(
+        &chat,
+        &[("MLSCHAT_DATA_DIR", bob.data_dir().display().to_string())],
+    );
+    tmux.shows("the chat", "Ctrl-C quit");
+    let alice_reads = |text: &str| {
+        eventually(&format!("alice reads {text:?}"), || {
+            alice
+                .texts(&team)
+                .unwrap()
+                .iter()
+                .any(|t| t.ends_with(&format!(": {text}")))
+        })
+    };
+
+    // Readline keys: Home and Ctrl-A, arrows, Ctrl-E and End, Ctrl-W, Ctrl-K.
+    tmux.keys(&["-l", "helo world"]);
+    tmux.keys(&["C-a", "Right", "Right", "Right"]);
+    tmux.keys(&["-l", "l"]);
+    tmux.keys(&["End"]);
+    tmux.keys(&["-l", "!"]);
+    tmux.shows("the edited line", "> hello world!");
+    tmux.keys(&["Enter"]);
+    alice_reads("hello world!");
+    tmux.keys(&["-l", "one two three"]);
+    tmux.keys(&["C-w"]);
+    tmux.keys(&["Home", "Right", "Right", "Right", "C-k"]);
+    tmux.keys(&["-l", " more"]);
+    tmux.keys(&["C-e"]);
+    tmux.shows("the cut line", "> one more");
+    tmux.keys(&["Enter"]);
+    alice_reads("one more");
+    // Up recalls what was sent, newest first; Down comes back.
+    tmux.keys(&["Up"]);
+    tmux.shows("the last text recalled", "> one more");
+    tmux.keys(&["Up"]);
+    tmux.shows("the one before", "> hello world!");
+    tmux.keys(&["Down", "Down"]);
+    let screen = tmux.shows("the empty line again", "> \u{20}");
+    assert!(!screen.contains("> hello"), "{screen}");
+
+    // A topic set and a group joined while the chat runs show at once.
+    alice
+        .call(
+            "group.set",
+            json!({"group": team, "topic": "launch friday"}),
+        )
+        .unwrap();
+    tmux.shows("the new topic", "team · launch friday");
+    let second = id(alice
+        .call("group.create", json!({"name": "second"}))
+        .unwrap());
+    alice
+        .call("group.add", json!({"group": second, "who": ["bob"]}))
+        .unwrap();
+    tmux.shows("the group joined", "you are in a new group");
+
+    // A stranger's invitation: counted below, listed by /requests, answered by /accept.
+    let party = id(carol
+        .call("group.create", json!({"name": "party"}))
+        .unwrap());
+    carol
+        .call("group.add", json!({"group": party, "who": ["bob"]}))
+        .unwrap();
+    tmux.shows("the invitation counted", "1 invitation: /requests");
+    tmux.type_line("/requests");
+    tmux.shows("the request", "from carol/laptop ? (not a contact");
+    let screen = tmux.shows("the alert counted", "1 alert: /alerts");
+    println!("{screen}"); // the README's picture
+    tmux.type_line("/alerts");
+    tmux.shows("the alert", "! ");
+    eventually("the alert is read", || {
+        !tmux.screen().contains("alert: /alerts")
+    });
+    tmux.type_line(&format!("/accept {}", &party[..8]));
+    eventually("bob joins carol's group", || bob.group(&party).is_some());
+    tmux.shows("the party tab", " party ");
+    eventually("no invitation waits", || {
+        !tmux.screen().contains("invitation: /requests")
+    });
+    tmux.type_line("/quit");
+}
+
+/// Issue 19, finding 8: long texts wrap between words, days are marked, and what arrived while
+/// we looked at another group is marked new when we come back.
+#[test]
+fn the_chat_wraps_words_and_marks_days_and_what_is_new() {
+    let node = Node::start();
+    let mut alice = node.peer("alice");
+    let mut bob = node.peer("bob");
+    alice.start().unwrap();
+    bob.start().unwrap();
+    alice.meet(&bob).unwrap();
+    let id = |group: serde_json::Value| group["id"].as_str().unwrap().to_owned();
+    let team = id(alice.call("group.create", json!({"name": "team"})).unwrap());
+    let other = id(alice
+        .call("group.create", json!({"name": "other"}))
+        .unwrap());
+    for group in [&team, &other] {
+        alice
+            .call("group.add", json!({"group": group, "who": ["bob"]}))
+            .unwrap();
+    }
+    eventually("bob is in both", || {
+        bob.group(&team).is_some() && bob.group(&other).is_some()
+    });
+    let words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi \
+                 omicron pi rho sigma tau upsilon phi chi psi omega";
+    alice
+        .call("send", json!({"group": team, "text": words}))
+        .unwrap();
+    eventually("bob has it", || bob.texts(&team).unwrap().len() == 1);
+    let chat = format!(
+        "{} --profile bob chat team",
+        bin_dir().join("mlschat").display()
+    );
+    let tmux = Tmux::start(
+        &chat,
+        &[("MLSCHAT_DATA_DIR", bob.data_dir().display().to_string())],
+    );
+    let screen = tmux.shows("the long text", "omega");
+    // No word is cut in two: each is whole on some line.
+    for word in words.split(' ') {
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.split([' ', '│']).any(|w| w == word)),
+            "{word} is cut:\n{screen}"
+        );
+    }
+    let today = chrono_like_today();
+    assert!(screen.contains(&format!("──── {today}")), "{screen}");
+    // Away in the other group, a text arrives here: back, it is marked new.
+    tmux.keys(&["Tab"]);
+    tmux.shows("the other group", " other ");
+    alice
+        .call(
+            "send",
+            json!({"group": team, "text": "while you were away"}),
+        )
+        .unwrap();
+    tmux.shows("the unread count", "team (1)");
+    tmux.keys(&["BTab"]);
+    let screen = tmux.shows("the new text", "while you were away");
+    let marker = screen.find("──── new ────").expect("a new marker");
+    assert!(
+        marker < screen.find("while you were away").unwrap(),
+        "{screen}"
+    );
+    assert!(marker > screen.find("omega").unwrap(), "{screen}");
+}
+
+/// Today as the chat's day lines say it, from `date` (the test's process has no chrono).
+fn chrono_like_today() -> String {
+    let out = Command::new("date").arg("+%A %-d %B %Y").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}

@@ -1,10 +1,12 @@
 //! `mlschat chat`: chatting from a terminal, over the running daemon's API.
 //!
 //! On a terminal it is a full-screen view: the groups in a bar with their unread counts, the
-//! group's scrollback with times (paged with PgUp/PgDn), its members with what our contacts say
-//! of each, an input line of its own (arrivals never land in what is being typed), slash
-//! commands, and a bell when someone else writes. Fed by a pipe, each line read is sent and
-//! what arrives is printed, as scripts expect.
+//! group's scrollback with times, days and a marker of what is new (paged with PgUp/PgDn), its
+//! members with what our contacts say of each, an input line of its own with readline-like
+//! editing and a history of what was sent (arrivals never land in what is being typed), the
+//! invitations and alerts waiting, slash commands, and a bell when someone else writes. Groups
+//! joined and topics changed while it runs show at once. Fed by a pipe, each line read is sent
+//! and what arrives is printed, as scripts expect.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -19,6 +21,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use serde_json::{Value, json};
+use tui_input::Input;
+use tui_input::backend::crossterm::EventHandler as _;
 
 use crate::online::{daemon_client, refused, runtime};
 use crate::report::{Report, sender_label};
@@ -33,10 +37,18 @@ const HELP: &[&str] = &[
     "/remove NAME...         remove members (user/device, user, or fingerprint prefix)",
     "/leave                  leave the group (a member's next commit removes you)",
     "/verify NAME [NUMBER]   the safety number you share with a contact; with NUMBER, record that it matched",
+    "/topic TEXT             set the topic every member sees (admins)",
     "/group NAME             go to another group (Tab and Shift-Tab go round them)",
+    "/requests               invitations from people who are not your contacts",
+    "/accept GROUP, /decline GROUP   answer one",
+    "/alerts                 what you should know, then marked as read",
     "/quit                   leave the chat (Ctrl-C too)",
-    "PgUp and PgDn page through the history; Enter sends what you typed",
+    "PgUp and PgDn page through the history; Enter sends what you typed; Up and Down recall it",
+    "Editing: Left/Right, Home/End or Ctrl-A/Ctrl-E, Ctrl-W a word, Ctrl-K to the end, Ctrl-U all",
 ];
+
+/// How often (s) the chat asks the daemon for invitations, alerts and groups joined.
+const REFRESH: Duration = Duration::from_secs(2);
 
 /// Runs the chat in `group` (on a terminal, the first group when none is named).
 pub fn chat(dir: &Path, report: &Report, group: Option<&str>) -> anyhow::Result<()> {
@@ -187,19 +199,86 @@ struct GroupView {
     broken: bool,
     entries: Vec<Entry>,
     unread: usize,
+    /// Entries seen when we last left the group; those after arrived while we were away.
+    seen: usize,
+    /// Where "new" is marked while we look at the group: what arrived while we were away.
+    new_from: Option<usize>,
 }
 
 impl GroupView {
+    fn of(summary: &Value, entries: Vec<Entry>) -> Self {
+        let mut view = Self {
+            id: summary["id"].as_str().unwrap_or_default().to_owned(),
+            name: None,
+            topic: None,
+            broken: false,
+            seen: entries.len(),
+            entries,
+            unread: 0,
+            new_from: None,
+        };
+        view.update(summary);
+        view
+    }
+
+    /// What the group's summary says now: its name, topic and state.
+    fn update(&mut self, summary: &Value) {
+        self.name = summary["name"].as_str().map(str::to_owned);
+        self.topic = summary["topic"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        self.broken = summary["state"] == "broken";
+    }
+
     fn label(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.id[..8].to_owned())
     }
+
+    /// The scrollback as lines: a line where the day changes, and one where what is new starts.
+    fn lines(&self) -> Vec<Line<'static>> {
+        let mut lines = Vec::new();
+        let mut day = None;
+        for (i, entry) in self.entries.iter().enumerate() {
+            if self.new_from == Some(i) {
+                lines.push(Line::styled(
+                    "──── new ────",
+                    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+                ));
+            }
+            let this_day = (entry.at > 0).then(|| date(entry.at)).flatten();
+            if this_day.is_some() && this_day != day {
+                lines.push(Line::styled(
+                    format!("──── {} ────", this_day.as_deref().unwrap_or_default()),
+                    Style::new().fg(Color::DarkGray),
+                ));
+                day = this_day;
+            }
+            lines.push(entry.line());
+        }
+        lines
+    }
+}
+
+/// The day of `at` in local time, as people say it: "Monday 7 December 2026".
+fn date(at: i64) -> Option<String> {
+    use chrono::TimeZone;
+    let time = chrono::Local.timestamp_opt(at, 0).single()?;
+    Some(time.format("%A %-d %B %Y").to_string())
 }
 
 /// The full-screen chat's state: everything drawn comes from here.
 struct Screen {
     groups: Vec<GroupView>,
     current: usize,
-    input: String,
+    input: Input,
+    /// What was sent from this chat, oldest first, for Up and Down to recall; and, while
+    /// recalling, which one is shown and what was being typed before.
+    sent: Vec<String>,
+    recalling: Option<(usize, String)>,
+    /// Invitations waiting for our answer and alerts not acknowledged, from `status`.
+    waiting: Vec<Value>,
+    alerts: Vec<Value>,
     /// Lines scrolled up from the bottom of the scrollback.
     scroll: usize,
     show_members: bool,
@@ -227,9 +306,30 @@ impl Screen {
     }
 
     fn switch(&mut self, to: usize) {
+        let left = &mut self.groups[self.current];
+        left.seen = left.entries.len();
+        left.new_from = None;
         self.current = to;
         self.scroll = 0;
-        self.groups[to].unread = 0;
+        let shown = &mut self.groups[to];
+        shown.unread = 0;
+        shown.new_from = (shown.entries.len() > shown.seen).then_some(shown.seen);
+    }
+
+    /// Up (`older`) or Down: the texts sent before, into the input line.
+    fn recall(&mut self, older: bool) {
+        let (at, typed) = match self.recalling.take() {
+            Some(recalling) => recalling,
+            None if older && !self.sent.is_empty() => (self.sent.len(), self.input.value().into()),
+            None => return,
+        };
+        let at = if older { at.saturating_sub(1) } else { at + 1 };
+        if at >= self.sent.len() {
+            self.input = Input::new(typed);
+        } else {
+            self.input = Input::new(self.sent[at].clone());
+            self.recalling = Some((at, typed));
+        }
     }
 
     /// An event from the daemon. Returns whether to ring: someone else wrote.
@@ -257,31 +357,35 @@ impl Screen {
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
-            KeyCode::Char('c' | 'd') if ctrl => return Action::Quit,
-            KeyCode::Char('u') if ctrl => self.input.clear(),
-            KeyCode::Char(c) => self.input.push(c),
-            KeyCode::Backspace => {
-                self.input.pop();
-            }
+            KeyCode::Char('c') if ctrl => return Action::Quit,
+            KeyCode::Char('d') if ctrl && self.input.value().is_empty() => return Action::Quit,
             KeyCode::Enter => {
-                let typed = std::mem::take(&mut self.input);
-                let typed = typed.trim();
+                let typed = std::mem::take(&mut self.input).value().trim().to_owned();
+                self.recalling = None;
                 if typed.is_empty() {
                     return Action::Nothing;
+                }
+                if self.sent.last() != Some(&typed) {
+                    self.sent.push(typed.clone());
                 }
                 if let Some(command) = typed.strip_prefix('/') {
                     return Action::Command(command.to_owned());
                 }
-                return Action::Send(typed.to_owned());
+                return Action::Send(typed);
             }
+            KeyCode::Up => self.recall(true),
+            KeyCode::Down => self.recall(false),
             KeyCode::Tab => self.switch((self.current + 1) % self.groups.len()),
             KeyCode::BackTab => {
                 self.switch((self.current + self.groups.len() - 1) % self.groups.len())
             }
             KeyCode::PageUp => self.scroll += self.page.max(1),
             KeyCode::PageDown => self.scroll = self.scroll.saturating_sub(self.page.max(1)),
-            KeyCode::Esc => self.input.clear(),
-            _ => {}
+            KeyCode::Esc => self.input.reset(),
+            // Editing: tui-input's readline keys.
+            _ => {
+                self.input.handle_event(&Event::Key(key));
+            }
         }
         Action::Nothing
     }
@@ -315,9 +419,11 @@ impl Screen {
             .collect();
         frame.render_widget(Paragraph::new(Line::from(tabs)), bar);
 
-        let (messages, members) = if self.show_members {
+        // The members beside the messages, narrower on a narrow screen, hidden on a tiny one.
+        let (messages, members) = if self.show_members && body.width >= 60 {
+            let side = (body.width / 3).min(36);
             let [m, side] =
-                Layout::horizontal([Constraint::Min(20), Constraint::Length(36)]).areas(body);
+                Layout::horizontal([Constraint::Min(20), Constraint::Length(side)]).areas(body);
             (m, Some(side))
         } else {
             (body, None)
@@ -326,9 +432,9 @@ impl Screen {
         let height = messages.height.saturating_sub(2) as usize;
         self.page = height.saturating_sub(1);
         let lines: Vec<Line> = self.groups[self.current]
-            .entries
-            .iter()
-            .flat_map(|e| wrap(e.line(), width))
+            .lines()
+            .into_iter()
+            .flat_map(|line| wrap(line, width))
             .collect();
         self.scroll = self.scroll.min(lines.len().saturating_sub(height));
         let end = lines.len() - self.scroll;
@@ -357,20 +463,48 @@ impl Screen {
             );
         }
 
+        // The input line scrolls sideways to keep the cursor in view.
+        let room = input.width.saturating_sub(5) as usize;
+        let shift = self.input.visual_scroll(room);
         frame.render_widget(
-            Paragraph::new(format!("> {}", self.input)).block(Block::bordered()),
+            Paragraph::new(format!("> {}", self.input.value()))
+                .scroll((0, shift as u16))
+                .block(Block::bordered()),
             input,
         );
-        let typed = self.input.chars().count() as u16;
-        frame.set_cursor_position(Position::new(
-            (input.x + 3 + typed).min(input.right().saturating_sub(2)),
-            input.y + 1,
-        ));
-        frame.render_widget(
-            Paragraph::new("Enter send · /help · Tab next group · PgUp/PgDn history · Ctrl-C quit")
-                .style(Style::new().fg(Color::DarkGray)),
-            hints,
-        );
+        let cursor = (self.input.visual_cursor().saturating_sub(shift)) as u16;
+        frame.set_cursor_position(Position::new(input.x + 3 + cursor, input.y + 1));
+        // What waits for us takes the place of the key hints.
+        let hints_text = match self.waiting.is_empty() && self.alerts.is_empty() {
+            true => "Enter send · /help · Tab next group · PgUp/PgDn history · Ctrl-C quit",
+            false => "/help · Ctrl-C quit",
+        };
+        let mut line = vec![Span::styled(hints_text, Style::new().fg(Color::DarkGray))];
+        let attention = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
+        if !self.waiting.is_empty() {
+            let n = self.waiting.len();
+            let s = if n == 1 { "" } else { "s" };
+            line.push(Span::styled(
+                format!(" · {n} invitation{s}: /requests"),
+                attention,
+            ));
+        }
+        if !self.alerts.is_empty() {
+            let n = self.alerts.len();
+            let s = if n == 1 { "" } else { "s" };
+            line.push(Span::styled(format!(" · {n} alert{s}: /alerts"), attention));
+        }
+        frame.render_widget(Paragraph::new(Line::from(line)), hints);
+    }
+
+    /// What the daemon's `status` says waits for us.
+    fn attention(&mut self, status: &Value) {
+        let list = |k: &str| status[k].as_array().cloned().unwrap_or_default();
+        self.waiting = list("invitations")
+            .into_iter()
+            .filter(|i| i["request"] == "waiting")
+            .collect();
+        self.alerts = list("alerts");
     }
 }
 
@@ -399,30 +533,47 @@ fn member_line(member: &Value) -> Line<'static> {
     Line::styled(text, style)
 }
 
-/// Cuts a line into pieces of at most `width` characters (styles kept per piece).
+/// Cuts a line into pieces of at most `width` characters, between words where it can (a word
+/// longer than a line is cut where the line ends); styles are kept per piece.
 fn wrap(line: Line<'static>, width: usize) -> Vec<Line<'static>> {
     if width == 0 || line.width() <= width {
         return vec![line];
     }
+    // Words with the blanks after them, each with its span's style.
+    let mut words: Vec<(String, Style)> = Vec::new();
+    for span in &line.spans {
+        let mut word = String::new();
+        for c in span.content.chars() {
+            if c != ' ' && word.ends_with(' ') {
+                words.push((std::mem::take(&mut word), span.style));
+            }
+            word.push(c);
+        }
+        if !word.is_empty() {
+            words.push((word, span.style));
+        }
+    }
     let mut out = Vec::new();
     let mut current: Vec<Span<'static>> = Vec::new();
     let mut used = 0;
-    for span in line.spans {
-        let mut rest: String = span.content.into_owned();
-        while !rest.is_empty() {
-            let room = width - used;
-            let cut = rest
-                .char_indices()
-                .nth(room)
-                .map_or(rest.len(), |(at, _)| at);
-            let piece: String = rest.drain(..cut).collect();
-            used += piece.chars().count();
-            current.push(Span::styled(piece, span.style));
-            if used == width {
-                out.push(Line::from(std::mem::take(&mut current)).style(line.style));
-                used = 0;
-            }
+    for (mut word, style) in words {
+        let length = word.trim_end().chars().count();
+        if used > 0 && used + length > width {
+            out.push(Line::from(std::mem::take(&mut current)).style(line.style));
+            used = 0;
         }
+        while word.chars().count() > width - used && word.trim_end().chars().count() > width {
+            let cut = word
+                .char_indices()
+                .nth(width - used)
+                .map_or(word.len(), |(at, _)| at);
+            let piece: String = word.drain(..cut).collect();
+            current.push(Span::styled(piece, style));
+            out.push(Line::from(std::mem::take(&mut current)).style(line.style));
+            used = 0;
+        }
+        used += word.chars().count();
+        current.push(Span::styled(word, style));
     }
     if !current.is_empty() {
         out.push(Line::from(current).style(line.style));
@@ -434,14 +585,7 @@ fn wrap(line: Line<'static>, width: usize) -> Vec<Line<'static>> {
 async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
     let mut listener = daemon_client(dir).await?;
     let mut caller = daemon_client(dir).await?;
-    let listed = caller.call("groups", json!({})).await.map_err(refused)?;
-    let listed: Vec<Value> = listed
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|g| g["state"] == "active" || g["state"] == "broken")
-        .cloned()
-        .collect();
+    let listed = chat_groups(&mut caller).await?;
     if listed.is_empty() {
         bail!("you are in no group yet: create one with `mlschat group create NAME`");
     }
@@ -455,29 +599,9 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
     let mut groups = Vec::new();
     let mut last_seen = 0;
     for g in &listed {
-        let id = g["id"].as_str().unwrap_or_default().to_owned();
-        let history = caller
-            .call("history", json!({"group": id, "limit": SCROLLBACK}))
-            .await
-            .map_err(refused)?;
-        let entries: Vec<Entry> = history
-            .as_array()
-            .into_iter()
-            .flatten()
-            .inspect(|e| last_seen = last_seen.max(e["seq"].as_i64().unwrap_or(0)))
-            .map(Entry::of)
-            .collect();
-        groups.push(GroupView {
-            id,
-            name: g["name"].as_str().map(str::to_owned),
-            topic: g["topic"]
-                .as_str()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned),
-            broken: g["state"] == "broken",
-            entries,
-            unread: 0,
-        });
+        let (entries, last) = scrollback(&mut caller, g).await?;
+        last_seen = last_seen.max(last);
+        groups.push(GroupView::of(g, entries));
     }
     listener
         .call("subscribe", json!({"after": last_seen}))
@@ -486,7 +610,11 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
     let mut screen = Screen {
         groups,
         current,
-        input: String::new(),
+        input: Input::default(),
+        sent: Vec::new(),
+        recalling: None,
+        waiting: Vec::new(),
+        alerts: Vec::new(),
         scroll: 0,
         show_members: true,
         members: Vec::new(),
@@ -516,6 +644,7 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
     });
 
     let mut terminal = ratatui::init();
+    let mut refresh = tokio::time::interval(REFRESH);
     let result: anyhow::Result<()> = async {
         loop {
             terminal.draw(|f| screen.draw(f))?;
@@ -523,15 +652,32 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
             tokio::select! {
                 note = listener.next() => {
                     let note = note.map_err(refused)?;
-                    if let Some(event) = note.get("params") && screen.arrive(event) {
+                    let Some(event) = note.get("params") else { continue };
+                    let known = screen.groups.iter().any(|g| {
+                        event["group"] == g.id.as_str() || g.name.as_deref() == event["group"].as_str()
+                    });
+                    if !known {
+                        // A group joined while the chat runs: its scrollback holds this event.
+                        refresh_groups(&mut screen, &mut caller).await;
+                        continue;
+                    }
+                    if screen.arrive(event) {
                         let mut out = std::io::stdout();
                         out.write_all(b"\x07")?;
                         out.flush()?;
                     }
-                    if note["params"]["kind"] == "event" {
+                    if event["kind"] == "event" {
+                        // Members, the name or the topic may have changed.
+                        refresh_groups(&mut screen, &mut caller).await;
                         let id = screen.groups[screen.current].id.clone();
                         screen.members = members(&mut caller, &id).await;
                     }
+                }
+                _ = refresh.tick() => {
+                    if let Ok(status) = caller.call("status", json!({})).await {
+                        screen.attention(&status);
+                    }
+                    refresh_groups(&mut screen, &mut caller).await;
                 }
                 key = keys.recv() => {
                     let Some(Event::Key(key)) = key else {
@@ -566,6 +712,67 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
     .await;
     ratatui::restore();
     result
+}
+
+/// The groups the chat shows: those we are in (a broken one too, to read it).
+async fn chat_groups(caller: &mut DaemonClient) -> anyhow::Result<Vec<Value>> {
+    let listed = caller.call("groups", json!({})).await.map_err(refused)?;
+    Ok(listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["state"] == "active" || g["state"] == "broken")
+        .cloned()
+        .collect())
+}
+
+/// A group's recent history, and the newest event id in it.
+async fn scrollback(caller: &mut DaemonClient, group: &Value) -> anyhow::Result<(Vec<Entry>, i64)> {
+    let history = caller
+        .call(
+            "history",
+            json!({"group": group["id"], "limit": SCROLLBACK}),
+        )
+        .await
+        .map_err(refused)?;
+    let mut last = 0;
+    let entries = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .inspect(|e| last = last.max(e["seq"].as_i64().unwrap_or(0)))
+        .map(Entry::of)
+        .collect();
+    Ok((entries, last))
+}
+
+/// Groups joined while the chat runs appear, with their scrollback; names, topics and states
+/// are brought up to date.
+async fn refresh_groups(screen: &mut Screen, caller: &mut DaemonClient) {
+    let Ok(listed) = chat_groups(caller).await else {
+        return;
+    };
+    for summary in listed {
+        match screen
+            .groups
+            .iter_mut()
+            .find(|g| summary["id"] == g.id.as_str())
+        {
+            Some(view) => view.update(&summary),
+            None => {
+                let Ok((entries, _)) = scrollback(caller, &summary).await else {
+                    continue;
+                };
+                let mut view = GroupView::of(&summary, entries);
+                // All of it is new to us.
+                view.unread = view.entries.iter().filter(|e| e.kind == "text").count();
+                view.seen = 0;
+                let label = view.label();
+                screen.groups.push(view);
+                screen.note(format!("you are in a new group: {label} (Tab goes to it)"));
+            }
+        }
+    }
 }
 
 async fn members(caller: &mut DaemonClient, group: &str) -> Vec<Value> {
@@ -613,6 +820,43 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
             }
             return;
         }
+        ("requests", []) => {
+            if screen.waiting.is_empty() {
+                screen.note("no invitation waits for you");
+            }
+            for request in screen.waiting.clone() {
+                let group = request["group"].as_str().unwrap_or("?");
+                let group = &group[..group.len().min(8)];
+                let name = request["inviter"].as_str().unwrap_or("?");
+                let from = match request["inviter_state"].as_str() {
+                    Some("impostor") => format!("{name} [NOT your contact {name}: another key]"),
+                    _ => format!("{name} ? (not a contact)"),
+                };
+                screen.note(format!(
+                    "group {group} from {from}: /accept {group} or /decline {group}"
+                ));
+            }
+            return;
+        }
+        ("alerts", []) => {
+            if screen.alerts.is_empty() {
+                screen.note("no alerts");
+            }
+            for alert in screen.alerts.clone() {
+                screen.note(format!("! {}", alert["text"].as_str().unwrap_or_default()));
+            }
+            if let Some(last) = screen.alerts.last().map(|a| a["id"].clone()) {
+                let _ = caller.call("alerts.ack", json!({"up_to": last})).await;
+                screen.alerts.clear();
+            }
+            return;
+        }
+        ("accept", [group]) => ("request.accept", json!({"group": group})),
+        ("decline", [group]) => ("request.decline", json!({"group": group})),
+        ("topic", words) if !words.is_empty() => {
+            let topic = command.trim_start()["topic".len()..].trim();
+            ("group.set", json!({"group": id, "topic": topic}))
+        }
         ("add", who) if !who.is_empty() => ("group.add", json!({"group": id, "who": who})),
         ("remove", who) if !who.is_empty() => ("group.remove", json!({"group": id, "who": who})),
         ("leave", []) => ("group.leave", json!({"group": id})),
@@ -654,12 +898,24 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
         Ok(_) if method == "group.leave" => {
             screen.note("asked to leave: a member's next commit removes you");
         }
+        Ok(answer) if method == "request.decline" => {
+            screen.waiting.retain(|r| r["group"] != answer["group"]);
+            screen.note("declined");
+        }
+        Ok(_) if method == "request.accept" => {
+            screen.note("accepted: the group appears once joined");
+            refresh_groups(screen, caller).await;
+        }
+        Ok(answer) if answer["queued"] == true => {
+            screen.note("queued: the connection went; it goes on once it is back");
+        }
         Ok(answer) => {
             screen.note(format!(
                 "done: epoch {}, {} members",
                 answer["epoch"], answer["members"]
             ));
             screen.members = members(caller, &id).await;
+            refresh_groups(screen, caller).await;
         }
     }
 }
