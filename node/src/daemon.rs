@@ -359,6 +359,14 @@ impl Actor {
                 let ticket = self.driver.core().sync()?;
                 Answer::Later(ticket, Then::Synced { since })
             }
+            "request.decline" => {
+                let declined = local(self.driver.profile(), method, &params)?;
+                // We join only to ask to leave, so that the inviter learns it: now, if we can.
+                if self.driver.offline().is_none() {
+                    self.driver.core().sync()?;
+                }
+                now(declined.expect("a local method"))
+            }
             "sync" => {
                 self.online()?;
                 let since = self.driver.profile().latest_event()?;
@@ -496,6 +504,7 @@ pub fn local(
             let Group { group } = p(params)?;
             let states = profile.sender_states()?;
             let settings = profile.settings(&group)?;
+            let invited = profile.invited(&group)?;
             let members: Vec<Value> = profile
                 .members(&group)?
                 .iter()
@@ -509,6 +518,7 @@ pub fn local(
                         "fingerprint": m.fingerprint.to_hex(),
                         "state": state,
                         "admin": admin,
+                        "invited": invited.contains(&m.fingerprint),
                     })
                 })
                 .collect();

@@ -52,8 +52,9 @@ pub enum EngineError {
     /// A commit for an epoch we already left by another commit: the group has forked.
     #[error(
         "the group has forked: this commit is for epoch {epoch}, which another commit already \
-         ended here; members who applied this one are in another state of the group and must \
-         be added again (or the group made anew)"
+         ended here; of the two, the one with the lower hash wins on every side (`group list` \
+         shows this group broken if ours lost), and members who applied the other must be \
+         added again"
     )]
     Fork { epoch: u64 },
     /// The message's key was already used: a replay.
@@ -256,6 +257,26 @@ pub fn member_info(member: &Member) -> MemberInfo {
 /// All members of a group, in leaf order.
 pub fn members(group: &MlsGroup) -> Vec<MemberInfo> {
     group.members().map(|m| member_info(&m)).collect()
+}
+
+/// Members added who have not joined yet: their leaf is still the one their KeyPackage gave,
+/// which a joiner's first commit (its key refresh) replaces. Leaf 0 is the group's creator,
+/// whose first leaf came from no Welcome.
+pub fn invited(group: &MlsGroup) -> Vec<Fingerprint> {
+    let tree = group.public_group();
+    group
+        .members()
+        .filter(|m| m.index.u32() != 0)
+        .filter(|m| {
+            tree.leaf(m.index).is_some_and(|l| {
+                matches!(
+                    l.leaf_node_source(),
+                    openmls::treesync::LeafNodeSource::KeyPackage(_)
+                )
+            })
+        })
+        .map(|m| member_info(&m).fingerprint)
+        .collect()
 }
 
 /// The engine of one device: its identity and its group policy.

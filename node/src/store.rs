@@ -316,6 +316,16 @@ ALTER TABLE groups ADD COLUMN abandoned INTEGER NOT NULL DEFAULT 0;
 const ACKNOWLEDGED: &str = r#"
 -- 1: our user has seen the alert (`mlschat status --ack`); it is no longer listed.
 ALTER TABLE alerts ADD COLUMN acknowledged INTEGER NOT NULL DEFAULT 0;
+-- 1: our user declined the invitation; we joined only to leave, and the group is not shown.
+ALTER TABLE groups ADD COLUMN declined INTEGER NOT NULL DEFAULT 0;
+-- The commit (SHA-256 of its message) that ended each epoch of a group kept in files, as we
+-- applied it: when another commit for that epoch arrives, the lower hash wins on every side.
+CREATE TABLE applied_commits (
+    group_id BLOB NOT NULL REFERENCES groups(group_id),
+    epoch INTEGER NOT NULL,
+    commit_hash BLOB NOT NULL,
+    PRIMARY KEY (group_id, epoch)
+);
 "#;
 
 /// What can go wrong opening or writing the profile database.
@@ -486,6 +496,11 @@ impl Store {
             true => Ok(()),
             false => Err(StoreError::NotFound(dir.to_owned())),
         }
+    }
+
+    /// Whether a process holds the profile in `dir` as its writer now.
+    pub fn in_use(dir: &Path) -> bool {
+        matches!(WriterLock::take(dir), Err(StoreError::InUse(_)))
     }
 
     /// Whether the profile in `dir` is encrypted (it then needs its passphrase to open).

@@ -470,18 +470,61 @@ fn commit_for_a_stale_epoch_is_rejected_without_state_change() {
     let id = carol.group_id();
     carol.ok(&["group", "update", &id, "--out", "from-carol"]);
     bob.ok(&["receive", "from-alice"]);
-    let before = bob.state();
+    let (epoch, history) = (bob.group()["epoch"].clone(), bob.state().1);
     let err = bob.fails(6, &["receive", "from-carol"]);
     // Issue 11, finding 8: two commits for one epoch forked the group silently.
     assert!(
         err.contains("the group has forked: this commit is for epoch 2"),
         "{err}"
     );
-    assert_eq!(bob.state(), before);
+    assert_eq!(
+        (bob.group()["epoch"].clone(), bob.state().1),
+        (epoch, history)
+    );
     assert_in_sync(&bob, &alice);
     // Carol, who applied her own, is told the same of Alice's.
     let err = carol.fails(6, &["receive", "from-alice"]);
     assert!(err.contains("the group has forked"), "{err}");
+    // Issue 19, finding 5: and then each side knows which fork it is in, alike.
+    alice.fails(6, &["receive", "from-carol"]);
+    let alice_won = alice.group()["state"] == "active";
+    assert_eq!(bob.group()["state"] == "active", alice_won);
+    assert_eq!(
+        carol.group()["state"] == "active",
+        !alice_won,
+        "one side wins"
+    );
+}
+
+/// Issue 19, finding 5: after two concurrent `group update`s both sides stayed `active` at
+/// epoch 2 with different authenticators, and the next text failed with an AEAD error. Now the
+/// commit with the lower hash wins on both sides: the other side shows the group broken, says
+/// what to do, and sends nothing more into its fork; the winner goes on.
+#[test]
+fn a_fork_in_files_is_shown_to_the_side_that_lost_it() {
+    let world = World::new();
+    let (alice, bob) = (world.peer("alice"), world.peer("bob"));
+    group_of(&world, &alice, &[&bob]);
+    alice.ok(&["group", "update", "team", "--out", "from-alice"]);
+    let id = bob.group_id();
+    bob.ok(&["group", "update", &id, "--out", "from-bob"]);
+    alice.fails(6, &["receive", "from-bob"]);
+    bob.fails(6, &["receive", "from-alice"]);
+    let states = [alice.group()["state"].clone(), bob.group()["state"].clone()];
+    let (winner, loser) = match states.clone() {
+        [a, b] if a == "active" && b == "broken" => (&alice, &bob),
+        [a, b] if a == "broken" && b == "active" => (&bob, &alice),
+        _ => panic!("exactly one side must lose the fork: {states:?}"),
+    };
+    let loser_id = loser.group_id();
+    let refused = loser.fails(1, &["send", &loser_id, "hello?", "--out", "lost"]);
+    assert!(
+        refused.contains("forked at epoch 1") && refused.contains("add you again"),
+        "{refused}"
+    );
+    assert!(!world.path("lost").exists());
+    let winner_id = winner.group_id();
+    winner.ok(&["send", &winner_id, "still here", "--out", "kept"]);
 }
 
 /// Issue 11, finding 8: a text from an epoch the receiver already left was reported as a

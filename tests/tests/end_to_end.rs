@@ -542,7 +542,29 @@ fn a_declined_request_is_forgotten() {
         .as_str()
         .unwrap()
         .to_owned();
-    carol.rpc("group.add", json!({"group": group, "who": ["bob"]}));
+    let added = carol.rpc("group.add", json!({"group": group, "who": ["bob"]}));
+    // Issue 19, finding 4: Carol is told that Bob must accept first (she read "2 members").
+    assert_eq!(
+        (added["members"].clone(), added["invited"].clone()),
+        (json!(2), json!(1))
+    );
+    let invited = || -> Vec<Value> {
+        carol
+            .rpc("members", json!({"group": group}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["invited"] == true)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(invited().len(), 1);
+    assert_eq!(invited()[0]["name"], "bob/laptop");
+    let shown = carol.text(&["group", "members", &group]).unwrap();
+    assert!(
+        shown.contains("bob/laptop (invited: not joined yet)"),
+        "{shown}"
+    );
     let requests = || bob.rpc("requests", json!({}));
     eventually("carol's invitation waits", || {
         requests().as_array().unwrap().len() == 1
@@ -554,6 +576,20 @@ fn a_declined_request_is_forgotten() {
     bob.rpc("sync", json!({}));
     assert!(bob.group(&group).is_none());
     assert!(requests().as_array().unwrap().is_empty());
+    // The decline reaches Carol: Bob joined only to ask to leave, and her client's next commit
+    // removed him (he was a member forever, every text of hers encrypted to him).
+    eventually("carol's group is hers alone again", || {
+        carol.rpc("sync", json!({}));
+        carol
+            .rpc("members", json!({"group": group}))
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    });
+    assert!(bob.group(&group).is_none());
+    let events = bob.rpc("events", json!({"after": 0, "limit": 1000}));
+    assert!(!events.to_string().contains("party"), "{events}");
     // Accepting what was declined finds nothing.
     let refused = bob
         .try_call("request.accept", json!({"group": group}))

@@ -1020,8 +1020,10 @@ impl Profile {
             "SELECT request FROM invitations WHERE mailbox_id = ?1",
             [mailbox_id as i64],
         )?;
-        let admission = match request.flatten().as_deref() {
-            Some("accepted") => None,
+        let request = request.flatten();
+        let declined = request.as_deref() == Some("declined");
+        let admission = match request.as_deref() {
+            Some("accepted" | "declined") => None,
             Some(_) => return Ok(Err("it waits for your decision".to_owned())),
             None => Some(self.admission()?),
         };
@@ -1058,14 +1060,24 @@ impl Profile {
                     let join_row = p.last_history_seq()?;
                     let cursor = p.log_seq(&joined)?;
                     p.stamp_history(&joined, join_row - 1, cursor)?;
-                    // Our leaf came from a KeyPackage: refresh it before we send.
-                    p.store.conn().execute(
-                        "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
-                        params![
-                            joined.as_slice(),
-                            serde_json::to_string(&Intent::Update).expect("serialises")
-                        ],
-                    )?;
+                    if declined {
+                        // In only to leave: our proposal goes out first, and the group is not
+                        // shown to our user.
+                        p.store.conn().execute(
+                            "UPDATE groups SET leaving = 1, declined = 1 WHERE group_id = ?1",
+                            [joined.as_slice()],
+                        )?;
+                        p.queue_leave(&joined)?;
+                    } else {
+                        // Our leaf came from a KeyPackage: refresh it before we send.
+                        p.store.conn().execute(
+                            "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
+                            params![
+                                joined.as_slice(),
+                                serde_json::to_string(&Intent::Update).expect("serialises")
+                            ],
+                        )?;
+                    }
                     p.store.conn().execute(
                         "DELETE FROM invitations WHERE mailbox_id = ?1",
                         [mailbox_id as i64],
@@ -1307,8 +1319,10 @@ impl Profile {
                 [mailbox_id],
             )?;
         } else {
+            // Its inviter must learn that we will not join, or we stay a member who never
+            // reads: we join only to ask to leave (see `join_hosted`).
             conn.execute(
-                "DELETE FROM invitations WHERE mailbox_id = ?1",
+                "UPDATE invitations SET request = 'declined' WHERE mailbox_id = ?1",
                 [mailbox_id],
             )?;
         }
@@ -1368,7 +1382,6 @@ impl Profile {
         Ok(conn.last_insert_rowid())
     }
 
-    /// Whether our user asked to leave the group.
     /// Whether we are still in the group (not removed from it).
     fn is_member(&self, id: &GroupId) -> Result<bool, ProfileError> {
         let active: Option<bool> = self.store.query_opt(
@@ -1378,6 +1391,7 @@ impl Profile {
         Ok(active == Some(true))
     }
 
+    /// Whether our user asked to leave the group.
     fn is_leaving(&self, id: &GroupId) -> Result<bool, ProfileError> {
         let leaving: Option<bool> = self.store.query_opt(
             "SELECT leaving = 1 FROM groups WHERE group_id = ?1",
@@ -2104,7 +2118,7 @@ impl Profile {
             "SELECT m.seq, coalesce(g.name, lower(hex(g.group_id))), m.epoch, m.sender, m.kind,
                     m.body, m.at, m.sender_fingerprint
              FROM messages m JOIN groups g USING (group_id)
-             WHERE m.seq > ?1 ORDER BY m.seq LIMIT ?2",
+             WHERE m.seq > ?1 AND g.declined = 0 ORDER BY m.seq LIMIT ?2",
         )?;
         let states = self.sender_states()?;
         let rows = stmt.query_map(params![after, limit], |r| {

@@ -117,6 +117,8 @@ pub struct GroupSummary {
     pub name: Option<String>,
     pub epoch: u64,
     pub members: usize,
+    /// Members added who have not joined yet (counted in `members`).
+    pub invited: usize,
     /// `active`, or `removed` once we are no longer a member.
     pub state: String,
     /// Hex of the MLS epoch authenticator: equal for all members exactly when they agree on
@@ -607,6 +609,9 @@ impl Profile {
     pub fn send(&mut self, group: &str, text: &str) -> Result<Outgoing, ProfileError> {
         check_text(text)?;
         let id = self.find_group(group)?;
+        if let Some(why) = self.broken(&id)? {
+            return Err(ProfileError::Broken(group.into(), why));
+        }
         self.in_transaction(|p| {
             let mut out = Outgoing::default();
             if p.needs_self_update(&id)? {
@@ -681,9 +686,17 @@ impl Profile {
                         {
                             follow_shared_name(conn, &id, shared_before.as_deref(), &new.name)?;
                         }
-                        record_incoming(conn, &id, group.epoch().as_u64(), &incoming)?;
+                        let epoch = group.epoch().as_u64();
+                        if let Incoming::Commit { .. } = &incoming {
+                            remember_commit(conn, &id, epoch - 1, bytes)?;
+                        }
+                        record_incoming(conn, &id, epoch, &incoming)?;
                         Ok(incoming)
-                    })?;
+                    });
+                    if let Err(ProfileError::Engine(EngineError::Fork { epoch })) = &incoming {
+                        self.judge_fork(&id, *epoch, bytes)?;
+                    }
+                    let incoming = incoming?;
                     Ok(Received::Message { group, incoming })
                 }
                 Parsed::Welcome(_) => Err(ProfileError::WrongKind(
@@ -794,10 +807,9 @@ impl Profile {
     /// Every group we are or were in.
     pub fn groups(&mut self) -> Result<Vec<GroupSummary>, ProfileError> {
         let ids: Vec<Vec<u8>> = {
-            let mut stmt = self
-                .store
-                .conn()
-                .prepare("SELECT group_id FROM groups ORDER BY created_at, name")?;
+            let mut stmt = self.store.conn().prepare(
+                "SELECT group_id FROM groups WHERE declined = 0 ORDER BY created_at, name",
+            )?;
             stmt.query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
@@ -810,6 +822,19 @@ impl Profile {
     pub fn members(&mut self, group: &str) -> Result<Vec<MemberInfo>, ProfileError> {
         let id = self.find_group(group)?;
         self.members_of(&id)
+    }
+
+    /// The members of `group` added who have not joined yet ([`engine::invited`]).
+    pub fn invited(
+        &mut self,
+        group: &str,
+    ) -> Result<Vec<crate::identity::Fingerprint>, ProfileError> {
+        let id = self.find_group(group)?;
+        self.load(&id)?;
+        let me = self.identity().fingerprint();
+        let mut invited = engine::invited(&self.groups[&id]);
+        invited.retain(|f| *f != me);
+        Ok(invited)
     }
 
     /// Finds members by `user/device`, `user`, `#leaf` or a fingerprint prefix.
@@ -871,6 +896,7 @@ impl Profile {
                 &out.commit,
                 out.welcome.is_some(),
             )?;
+            remember_commit(conn, id, group.epoch().as_u64() - 1, &out.commit)?;
             let mut outgoing = Outgoing::default();
             outgoing.queue(conn, id, Packet::Mls(out.commit))?;
             if let Some(w) = out.welcome {
@@ -941,13 +967,44 @@ impl Profile {
         result
     }
 
-    /// Runs `op` on a loaded group inside a savepoint; on failure its writes are undone and the
-    /// group is dropped from the cache so that it is reloaded as stored.
+    /// Two commits ended one epoch of a group kept in files: with no log to order them, each
+    /// side merged one. The commit with the lower hash wins, on every side alike: a member who
+    /// applied the other is in a fork and can say nothing more there (its group shows broken,
+    /// with what to do); one who applied the winner goes on, and is told the other's committer
+    /// must be added again.
+    fn judge_fork(&mut self, id: &GroupId, epoch: u64, theirs: &[u8]) -> Result<(), ProfileError> {
+        let ours: Option<Vec<u8>> = self.store.query_opt(
+            "SELECT commit_hash FROM applied_commits WHERE group_id = ?1 AND epoch = ?2",
+            params![id.as_slice(), epoch as i64],
+        )?;
+        let theirs: [u8; 32] = Sha256::digest(theirs).into();
+        let Some(ours) = ours else {
+            return Ok(()); // not ours to judge: we joined after that epoch
+        };
+        if ours.as_slice() <= theirs.as_slice() {
+            return Ok(());
+        }
+        let why = format!(
+            "it forked at epoch {epoch}: another member's commit for that epoch wins over the one \
+             we applied (the lower hash wins, on every side), so texts here reach nobody on the \
+             other side; ask one of them to add you again (`group add` with a new KeyPackage of \
+             yours)"
+        );
+        tracing::info!(group = %hex::encode(id.as_slice()), epoch, "a group kept in files forked, and ours lost");
+        self.store.conn().execute(
+            "UPDATE groups SET broken = ?2 WHERE group_id = ?1 AND broken IS NULL",
+            params![id.as_slice(), why],
+        )?;
+        Ok(())
+    }
+
     /// Drops what we hold of a group in memory: the next operation reads it from storage.
     pub fn reload_group(&mut self, id: &GroupId) {
         self.groups.remove(id);
     }
 
+    /// Runs `op` on a loaded group inside a savepoint; on failure its writes are undone and the
+    /// group is dropped from the cache so that it is reloaded as stored.
     fn with_group<R>(
         &mut self,
         id: &GroupId,
@@ -1016,6 +1073,7 @@ impl Profile {
             name,
             epoch: group.epoch().as_u64(),
             members: group.members().count(),
+            invited: engine::invited(group).iter().filter(|f| **f != me).count(),
             state,
             epoch_authenticator: hex::encode(group.epoch_authenticator().as_slice()),
             admin: engine::may_manage(settings.as_ref(), &me),
@@ -1273,6 +1331,21 @@ fn append_text(
 }
 
 /// Records that `message` was seen; false if it had been already.
+/// Remembers which commit ended `epoch` of a group, for judging a fork later.
+fn remember_commit(
+    conn: &rusqlite::Connection,
+    id: &GroupId,
+    epoch: u64,
+    commit: &[u8],
+) -> Result<(), ProfileError> {
+    let hash: [u8; 32] = Sha256::digest(commit).into();
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO applied_commits (group_id, epoch, commit_hash) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![id.as_slice(), epoch as i64, hash])?;
+    Ok(())
+}
+
 fn mark_processed(conn: &rusqlite::Connection, message: &[u8]) -> Result<bool, ProfileError> {
     let hash: [u8; 32] = Sha256::digest(message).into();
     let inserted = conn

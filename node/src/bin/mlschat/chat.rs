@@ -530,6 +530,9 @@ fn member_line(member: &Value) -> Line<'static> {
     if member["admin"] == true {
         text.push_str(" (admin)");
     }
+    if member["invited"] == true {
+        text.push_str(" (invited)");
+    }
     Line::styled(text, style)
 }
 

@@ -97,7 +97,8 @@ pub fn goes_online(profile: &mut Profile, command: &Command) -> anyhow::Result<b
     Ok(match command {
         Command::Sync => true,
         Command::Contact(_) => false,
-        Command::Request(request) => matches!(request, RequestCommand::Accept { .. }),
+        // A decline joins to ask to leave, so that the inviter learns it.
+        Command::Request(request) => !matches!(request, RequestCommand::List),
         Command::Group(GroupCommand::Create { .. }) => profile.home()?.is_some(),
         Command::Send { group, .. }
         | Command::Group(
@@ -242,13 +243,21 @@ pub fn run_daemon(profile: Profile, dir: &Path, stdio: bool) -> anyhow::Result<(
     result
 }
 
+/// A connection to the profile's daemon. One that is starting (it may wait for a verb that
+/// holds the profile) is waited for, as long as some process holds the profile.
 pub async fn daemon_client(dir: &Path) -> anyhow::Result<DaemonClient> {
-    match DaemonClient::connect(dir).await {
-        Some(client) => Ok(client),
-        None => bail!(
-            "no daemon runs for this profile: start one with `mlschat daemon` (it keeps the \
-             connection and receives pushes)"
-        ),
+    let deadline = Instant::now() + HOLDER_WAIT;
+    loop {
+        if let Some(client) = DaemonClient::connect(dir).await {
+            return Ok(client);
+        }
+        if !mlschat_node::store::Store::in_use(dir) || Instant::now() >= deadline {
+            bail!(
+                "no daemon runs for this profile: start one with `mlschat daemon` (it keeps the \
+                 connection and receives pushes)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -268,6 +268,9 @@ impl Report {
                     if m["admin"] == true {
                         label.push_str(" (admin)");
                     }
+                    if m["invited"] == true {
+                        label.push_str(" (invited: not joined yet)");
+                    }
                     println!(
                         "#{:<6} {label:<40} {}",
                         m["leaf"].as_u64().unwrap_or_default(),
@@ -386,8 +389,12 @@ impl Report {
                 text("inviter")
             ),
             _ if answer.get("epoch").is_some() => {
+                let invited = match answer["invited"].as_u64() {
+                    Some(n) if n > 0 => format!(" ({n} invited: they join when they accept)"),
+                    _ => String::new(),
+                };
                 println!(
-                    "{}: epoch {}, {} members",
+                    "{}: epoch {}, {} members{invited}",
                     answer["name"].as_str().unwrap_or(&text("id")),
                     answer["epoch"],
                     answer["members"]
