@@ -646,18 +646,33 @@ pub async fn call_once(
     (actor.driver.into_profile(), result)
 }
 
+/// How a daemon runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Also serve the API on stdin/stdout.
+    pub stdio: bool,
+    /// How long (s) a member we add may take to join before we remove it (if we are the
+    /// group's first admin).
+    pub invite_expiry: u64,
+}
+
 /// Runs the daemon for `profile` until `shutdown` completes: the API on `socket` (and on
 /// stdin/stdout if `stdio`), the connection to the delivery node. Returns the profile.
 pub async fn run(
     profile: Profile,
     socket: &Path,
-    stdio: bool,
+    options: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<Profile> {
+    let Options {
+        stdio,
+        invite_expiry,
+    } = options;
     let listener = bind(socket)?;
     let (work, queue) = mpsc::channel(256);
     let (latest_event, latest_rx) = watch::channel(0);
     let mut actor = Actor::new(profile, work.clone(), latest_event);
+    actor.driver.core().set_invite_expiry(invite_expiry);
     actor.reconnect_scheduled = true;
     actor.reconnects = true;
     work.send(Work::Reconnect).await.ok();

@@ -318,6 +318,14 @@ const ACKNOWLEDGED: &str = r#"
 ALTER TABLE alerts ADD COLUMN acknowledged INTEGER NOT NULL DEFAULT 0;
 -- 1: our user declined the invitation; we joined only to leave, and the group is not shown.
 ALTER TABLE groups ADD COLUMN declined INTEGER NOT NULL DEFAULT 0;
+-- When we saw each member added (fingerprint): one who has not joined after the invitation
+-- expiry is removed by the group's first admin.
+CREATE TABLE invitees (
+    group_id BLOB NOT NULL REFERENCES groups(group_id),
+    fingerprint BLOB NOT NULL,
+    since INTEGER NOT NULL,
+    PRIMARY KEY (group_id, fingerprint)
+);
 -- The commit (SHA-256 of its message) that ended each epoch of a group kept in files, as we
 -- applied it: when another commit for that epoch arrives, the lower hash wins on every side.
 CREATE TABLE applied_commits (

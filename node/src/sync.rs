@@ -303,7 +303,14 @@ pub struct Core {
     /// Broken groups we start again at these times (ms), unless a member did first.
     recoveries: BTreeMap<Vec<u8>, u64>,
     next_poll: u64,
+    /// How long (s) a member added may take to join ([`INVITE_EXPIRY`] unless set).
+    invite_expiry: u64,
+    /// Members who never joined whose removal we queued: (group, fingerprint hex).
+    expiring: BTreeSet<(Vec<u8>, String)>,
 }
+
+/// How long (s) a member added may take to join before the group's first admin removes it.
+pub const INVITE_EXPIRY: u64 = 7 * 24 * 3600;
 
 impl Core {
     pub fn new(profile: Profile) -> Self {
@@ -325,6 +332,8 @@ impl Core {
             publish: None,
             claim_log_due: false,
             recoveries: BTreeMap::new(),
+            invite_expiry: INVITE_EXPIRY,
+            expiring: BTreeSet::new(),
             next_poll: 0,
         }
     }
@@ -413,6 +422,9 @@ impl Core {
             self.touch(Lane::Account, true);
             if let Err(e) = self.queue_invitations(Retry::WhenDue) {
                 tracing::warn!(error = %e, "could not list invitations to retry");
+            }
+            if let Err(e) = self.remove_overdue_invitees() {
+                tracing::warn!(error = %e, "could not remove members who never joined");
             }
         }
         let recover: Vec<Vec<u8>> = self
@@ -936,6 +948,33 @@ impl Core {
                 group = %hex::encode(id.as_slice()),
                 "our posts keep being refused as stale while the log has nothing new; backing off"
             );
+        }
+        Ok(())
+    }
+
+    /// How long (s) a member added may take to join before the group's first admin removes it.
+    pub fn set_invite_expiry(&mut self, seconds: u64) {
+        self.invite_expiry = seconds;
+    }
+
+    /// Members added who never joined within the invitation expiry are removed, once.
+    fn remove_overdue_invitees(&mut self) -> Result<(), ProfileError> {
+        for (id, fingerprints) in self.profile.overdue_invitees(self.invite_expiry)? {
+            let fresh: Vec<String> = fingerprints
+                .into_iter()
+                .filter(|f| self.expiring.insert((id.as_slice().to_vec(), f.clone())))
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            let group = hex::encode(id.as_slice());
+            tracing::info!(%group, members = fresh.len(), "removing members who never joined");
+            self.change(
+                &group,
+                Intent::Remove {
+                    fingerprints: fresh,
+                },
+            )?;
         }
         Ok(())
     }

@@ -298,6 +298,11 @@ impl PeerProcess {
     /// Starts the daemon and waits until it is connected and has caught up (its KeyPackages
     /// published, so that others can add it at once).
     pub fn start(&mut self) -> anyhow::Result<()> {
+        self.start_with(&[])
+    }
+
+    /// [`Self::start`], with more flags for `mlschat daemon`.
+    pub fn start_with(&mut self, flags: &[&str]) -> anyhow::Result<()> {
         if self.daemon.is_some() {
             bail!("{} already runs", self.name);
         }
@@ -305,6 +310,7 @@ impl PeerProcess {
         let child = self
             .command()
             .arg("daemon")
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)

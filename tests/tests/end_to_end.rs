@@ -818,3 +818,39 @@ fn status_shows_alerts_until_they_are_acknowledged() {
     assert!(shown.contains("invitation waiting"), "{shown}");
     let _ = id;
 }
+
+/// Issue 19, finding 4: an invitee who never answers stayed a member for ever. The group's first
+/// admin removes a member who has not joined within the invitation expiry (`mlschat daemon
+/// --invite-expiry SECONDS`, a week by default), at its next poll.
+#[test]
+fn an_invitee_who_never_answers_is_removed_after_the_expiry() {
+    let node = Node::start();
+    let mut bob = node.peer("bob");
+    bob.start().unwrap();
+    let mut carol = node.peer("carol");
+    carol.start_with(&["--invite-expiry", "1"]).unwrap();
+    // Bob does not know Carol: her invitation waits for his answer, which never comes.
+    carol.knows(&bob).unwrap();
+    let group = carol.rpc("group.create", json!({"name": "party"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    carol.rpc("group.add", json!({"group": group, "who": ["bob"]}));
+    eventually("bob's request waits", || {
+        bob.rpc("requests", json!({})).as_array().unwrap().len() == 1
+    });
+    eventually("carol's client removes bob", || {
+        carol
+            .rpc("members", json!({"group": group}))
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    });
+    let said = carol.history(&group).unwrap();
+    assert!(
+        said.iter()
+            .any(|e| e["body"].as_str().unwrap().contains("removed bob/laptop")),
+        "{said:?}"
+    );
+}

@@ -1417,6 +1417,56 @@ impl Profile {
         Ok(())
     }
 
+    /// Members of our groups on the node who were added `expiry` seconds ago or more and have
+    /// not joined (a declined invitation that never reached us, a lost device), by group: in
+    /// each group the first admin removes them, so that texts stop being encrypted to them.
+    pub fn overdue_invitees(
+        &mut self,
+        expiry: u64,
+    ) -> Result<Vec<(GroupId, Vec<String>)>, ProfileError> {
+        let now = unix_now();
+        let mut overdue = Vec::new();
+        for id in self.hosted_groups()? {
+            if self.broken(&id)?.is_some() || !self.is_member(&id)? {
+                continue;
+            }
+            self.load(&id)?;
+            let me = self.identity().fingerprint();
+            let group = &self.groups[&id];
+            let settings = engine::group_settings(group)?;
+            let first_admin = engine::members(group)
+                .into_iter()
+                .find(|m| engine::may_manage(settings.as_ref(), &m.fingerprint));
+            if first_admin.is_none_or(|m| m.fingerprint != me) {
+                continue;
+            }
+            let mut due = Vec::new();
+            for fingerprint in engine::invited(group) {
+                let since: Option<i64> = self.store.query_opt(
+                    "SELECT since FROM invitees WHERE group_id = ?1 AND fingerprint = ?2",
+                    params![id.as_slice(), fingerprint.0],
+                )?;
+                match since {
+                    Some(since) if since.saturating_add(expiry as i64) <= now => {
+                        due.push(fingerprint.to_hex())
+                    }
+                    Some(_) => {}
+                    // Added before we noted adds (or in a commit we never read): from now on.
+                    None => {
+                        self.store.conn().execute(
+                            "INSERT INTO invitees (group_id, fingerprint, since) VALUES (?1, ?2, ?3)",
+                            params![id.as_slice(), fingerprint.0, now],
+                        )?;
+                    }
+                }
+            }
+            if !due.is_empty() {
+                overdue.push((id, due));
+            }
+        }
+        Ok(overdue)
+    }
+
     /// Whether we are the member who commits a proposal from `proposer`: the first admin by
     /// leaf order other than the proposer (the first member, when no admin is left or the
     /// group has no settings). One member commits, so that members do not race to.

@@ -1190,6 +1190,7 @@ fn merge_own_commit(
         follow_shared_name(conn, &id, shared_before.as_deref(), &new.name)?;
     }
     mark_processed(conn, commit)?;
+    note_invitees(conn, &id, &changes.added)?;
     let epoch = group.epoch().as_u64();
     let event = describe_commit(&changes.added, &changes.removed, changes.settings.as_ref());
     append_history(conn, &id, epoch, me, "event", &event)?;
@@ -1331,6 +1332,21 @@ fn append_text(
 }
 
 /// Records that `message` was seen; false if it had been already.
+/// Remembers when members were added, for removing those who never join.
+fn note_invitees(
+    conn: &rusqlite::Connection,
+    id: &GroupId,
+    added: &[MemberInfo],
+) -> Result<(), ProfileError> {
+    let mut insert = conn.prepare_cached(
+        "INSERT OR REPLACE INTO invitees (group_id, fingerprint, since) VALUES (?1, ?2, ?3)",
+    )?;
+    for member in added {
+        insert.execute(params![id.as_slice(), member.fingerprint.0, unix_now()])?;
+    }
+    Ok(())
+}
+
 /// Remembers which commit ended `epoch` of a group, for judging a fork later.
 fn remember_commit(
     conn: &rusqlite::Connection,
@@ -1397,6 +1413,7 @@ fn record_incoming(
                 "event",
                 &describe_commit(added, removed, settings.as_ref()),
             )?;
+            note_invitees(conn, id, added)?;
             if *removed_us {
                 conn.execute(
                     "UPDATE groups SET state = 'removed' WHERE group_id = ?1",

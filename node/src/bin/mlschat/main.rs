@@ -160,6 +160,10 @@ enum Command {
         /// Also serve the API on stdin/stdout.
         #[arg(long)]
         stdio: bool,
+        /// How long a member you add may take to join (accept the invitation) before your
+        /// client removes it, if you are the group's first admin.
+        #[arg(long, value_name = "SECONDS", default_value_t = mlschat_node::sync::INVITE_EXPIRY)]
+        invite_expiry: u64,
     },
     /// Chat from the terminal (needs a running daemon): on a terminal a full-screen chat with
     /// every group, its members and slash commands (/help); through a pipe, each line read is
@@ -540,7 +544,17 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
             unreachable!("answered by `daemon::local`")
         }
         Command::Sync => unreachable!("always online"),
-        Command::Daemon { stdio } => online::run_daemon(profile, &dir, stdio)?,
+        Command::Daemon {
+            stdio,
+            invite_expiry,
+        } => online::run_daemon(
+            profile,
+            &dir,
+            daemon::Options {
+                stdio,
+                invite_expiry,
+            },
+        )?,
         Command::Keypackage { last_resort, out } => {
             let message = profile.new_key_package(last_resort)?;
             write_packets(&out, &[Packet::Mls(message)])?;

@@ -219,7 +219,7 @@ pub fn refusal(e: daemon::RpcError) -> anyhow::Error {
 }
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
-pub fn run_daemon(profile: Profile, dir: &Path, stdio: bool) -> anyhow::Result<()> {
+pub fn run_daemon(profile: Profile, dir: &Path, options: daemon::Options) -> anyhow::Result<()> {
     let runtime = runtime()?;
     let result = runtime.block_on(async {
         let socket = daemon::socket_path(dir);
@@ -232,10 +232,10 @@ pub fn run_daemon(profile: Profile, dir: &Path, stdio: bool) -> anyhow::Result<(
                 _ = tokio::signal::ctrl_c() => {}
             }
         };
-        if !stdio {
+        if !options.stdio {
             eprintln!("mlschat daemon: API on {}", socket.display());
         }
-        daemon::run(profile, &socket, stdio, shutdown).await?;
+        daemon::run(profile, &socket, options, shutdown).await?;
         Ok(())
     });
     // A read of stdin may still be blocking a thread: do not wait for it.
