@@ -36,16 +36,13 @@ use crate::progress::Progress;
 use crate::scenario::Scenario;
 use crate::schedule::Schedule;
 use crate::stats::Measurements;
-use crate::target::{NodeSide, Target, Usage, local_usage};
+use crate::target::{NodeSide, Target, Usage, local_usage, own_processes};
 
 /// The group every scenario but small groups loads.
 const GROUP: &str = "load";
 
 /// How long full members may take to catch up before the run is called stuck.
 const PATIENCE: Duration = Duration::from_secs(600);
-
-/// Processes whose CPU and memory a run reports when they run here.
-const PROCESSES: [&str; 3] = ["self", "mlschat-deliver", "postgres"];
 
 /// What one run measured, beside the latencies.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -71,7 +68,9 @@ pub async fn run(
     prefix: &str,
     progress: &mut Progress,
 ) -> anyhow::Result<Outcome> {
-    let usage_before = local_usage(&PROCESSES);
+    // Ours: this process, the target's nodes running here and their Postgres (found again at
+    // the end: a node may have been started meanwhile).
+    let usage_before = local_usage(&own_processes(target));
     let mut run = Run::new(target.clone(), prefix, progress)?;
     match *scenario {
         Scenario::Build {
@@ -115,7 +114,7 @@ pub async fn run(
     }
     run.progress.finish();
     let mut outcome = run.outcome;
-    outcome.usage = local_usage(&PROCESSES)
+    outcome.usage = local_usage(&own_processes(target))
         .into_iter()
         .map(|(name, mut now)| {
             if let Some(then) = usage_before.get(&name) {

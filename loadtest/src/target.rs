@@ -287,49 +287,198 @@ pub struct Usage {
     pub processes: u32,
 }
 
-/// The usage of every process called one of `names` (`self` for this process), from `/proc`.
-/// Empty where there is no `/proc`.
-pub fn local_usage(names: &[&str]) -> BTreeMap<String, Usage> {
-    let mut usage = BTreeMap::new();
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return usage;
-    };
-    let ticks = 100.0; // USER_HZ on Linux
-    let page = 4096;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
-        let name = if pid == me {
-            "self"
-        } else if let Some(n) = names.iter().find(|n| comm == **n) {
-            n
-        } else {
-            continue;
-        };
-        if !names.contains(&name) {
+/// The processes a run measures, by pid, each with what it is: `self`, the target's node
+/// processes running here (`mlschat-delivery`: the owners of the UDP sockets its nodes listen
+/// on), and the Postgres servers those or this process are connected to (`postgres`: the
+/// server that listens, and its backends). Other processes of those names on the machine are
+/// not the run's. Empty where there is no `/proc`.
+pub fn own_processes(target: &Target) -> BTreeMap<u32, &'static str> {
+    let procs = Procs::read();
+    let mut own = BTreeMap::from([(std::process::id(), "self")]);
+    let node_ports: Vec<u16> = target
+        .nodes
+        .iter()
+        .filter(|n| n.quic.ip().is_loopback() || n.quic.ip().is_unspecified() || is_local(n.quic))
+        .map(|n| n.quic.port())
+        .collect();
+    for socket in procs
+        .sockets("udp")
+        .into_iter()
+        .chain(procs.sockets("udp6"))
+    {
+        if node_ports.contains(&socket.local_port)
+            && let Some(&pid) = procs.socket_owner.get(&socket.inode)
+        {
+            own.entry(pid).or_insert("mlschat-delivery");
+        }
+    }
+    // Postgres: the listening server behind the connections of this process and the nodes.
+    let tcp: Vec<Socket> = procs
+        .sockets("tcp")
+        .into_iter()
+        .chain(procs.sockets("tcp6"))
+        .collect();
+    let clients: Vec<u32> = own.keys().copied().collect();
+    let remote_ports: Vec<u16> = tcp
+        .iter()
+        .filter(|s| s.state == ESTABLISHED)
+        .filter(|s| {
+            procs
+                .socket_owner
+                .get(&s.inode)
+                .is_some_and(|p| clients.contains(p))
+        })
+        .map(|s| s.remote_port)
+        .collect();
+    for socket in tcp.iter().filter(|s| s.state == LISTEN) {
+        if !remote_ports.contains(&socket.local_port) {
             continue;
         }
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let Some(&server) = procs.socket_owner.get(&socket.inode) else {
+            continue;
+        };
+        if procs.comm.get(&server).map(String::as_str) != Some("postgres") {
+            continue;
+        }
+        for pid in procs.descendants(server) {
+            own.entry(pid).or_insert("postgres");
+        }
+    }
+    own
+}
+
+fn is_local(addr: SocketAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).is_ok()
+}
+
+const ESTABLISHED: u8 = 0x01;
+const LISTEN: u8 = 0x0A;
+
+/// A socket of `/proc/net/{tcp,udp}[6]`.
+struct Socket {
+    local_port: u16,
+    remote_port: u16,
+    state: u8,
+    inode: u64,
+}
+
+/// What `/proc` says of every process: its name, parent and sockets.
+struct Procs {
+    comm: BTreeMap<u32, String>,
+    parent: BTreeMap<u32, u32>,
+    socket_owner: BTreeMap<u64, u32>,
+}
+
+impl Procs {
+    fn read() -> Self {
+        let mut procs = Procs {
+            comm: BTreeMap::new(),
+            parent: BTreeMap::new(),
+            socket_owner: BTreeMap::new(),
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return procs;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            let Some((comm, fields)) = stat(pid) else {
+                continue;
+            };
+            if let Some(ppid) = fields.get(1).and_then(|f| f.parse().ok()) {
+                procs.parent.insert(pid, ppid);
+            }
+            procs.comm.insert(pid, comm);
+            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                let Ok(link) = std::fs::read_link(fd.path()) else {
+                    continue;
+                };
+                let link = link.to_string_lossy();
+                if let Some(inode) = link
+                    .strip_prefix("socket:[")
+                    .and_then(|l| l.strip_suffix(']'))
+                    .and_then(|i| i.parse().ok())
+                {
+                    procs.socket_owner.insert(inode, pid);
+                }
+            }
+        }
+        procs
+    }
+
+    /// The sockets of `/proc/net/{kind}`.
+    fn sockets(&self, kind: &str) -> Vec<Socket> {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/net/{kind}")) else {
+            return Vec::new();
+        };
+        let port = |addr: &str| {
+            addr.rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+        };
+        text.lines()
+            .skip(1)
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                Some(Socket {
+                    local_port: port(f.get(1)?)?,
+                    remote_port: port(f.get(2)?)?,
+                    state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                    inode: f.get(9)?.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// `pid` and every process below it.
+    fn descendants(&self, pid: u32) -> Vec<u32> {
+        let mut all = vec![pid];
+        let mut i = 0;
+        while i < all.len() {
+            let parent = all[i];
+            all.extend(
+                self.parent
+                    .iter()
+                    .filter(|&(_, p)| *p == parent)
+                    .map(|(c, _)| *c),
+            );
+            i += 1;
+        }
+        all
+    }
+}
+
+/// `/proc/PID/stat`: the command name, and the fields after it (state first).
+fn stat(pid: u32) -> Option<(String, Vec<String>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields = stat
+        .get(close + 2..)?
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    Some((stat[open + 1..close].to_owned(), fields))
+}
+
+/// The CPU and memory of `processes` (from [`own_processes`]), summed by what each is.
+pub fn local_usage(processes: &BTreeMap<u32, &'static str>) -> BTreeMap<String, Usage> {
+    let mut usage = BTreeMap::new();
+    let ticks = 100.0; // USER_HZ on Linux
+    let page = 4096;
+    for (&pid, &name) in processes {
+        let Some((_, fields)) = stat(pid) else {
+            continue; // gone meanwhile
+        };
         // After comm: state is field 3, utime 14, stime 15, rss 24 (1-based, man 5 proc).
         let number = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
         let (Some(utime), Some(stime), Some(rss)) = (number(14), number(15), number(24)) else {
             continue;
         };
-        let pss = std::fs::read_to_string(entry.path().join("smaps_rollup"))
+        let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
             .ok()
             .and_then(|text| {
                 let line = text.lines().find(|l| l.starts_with("Pss:"))?;
@@ -377,9 +526,31 @@ mod tests {
 
     #[test]
     fn this_process_is_found_in_proc() {
-        let usage = local_usage(&["self"]);
+        let usage = local_usage(&BTreeMap::from([(std::process::id(), "self")]));
         let me = &usage["self"];
         assert_eq!(me.processes, 1);
         assert!(me.memory_bytes > 0);
+    }
+
+    /// Issue 19, finding 9: every process of a node's name on the machine was counted as the
+    /// run's. Only the one listening where the target's node listens is.
+    #[test]
+    fn only_the_targets_own_processes_are_measured() {
+        let node = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target = |addr: SocketAddr| Target {
+            nodes: vec![Node {
+                quic: addr,
+                pin: [0; 32],
+                admin: None,
+            }],
+            invite: Vec::new(),
+        };
+        // This process owns the node's socket: it is found as the node, once, under `self`.
+        let own = own_processes(&target(node.local_addr().unwrap()));
+        assert_eq!(own.len(), 1, "{own:?}");
+        assert_eq!(own[&std::process::id()], "self");
+        // A port nobody of ours listens on names no process.
+        let own = own_processes(&target("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(own.len(), 1, "{own:?}");
     }
 }

@@ -371,7 +371,9 @@ impl Core {
         self.schedule_recoveries()?;
         // A group we started again whose members were never added (we crashed meanwhile).
         for (new, members) in self.profile.unfinished_continuations()? {
-            self.claim_members(new, members);
+            if !self.claims.iter().any(|c| c.group == new) {
+                self.claim_members(new, members);
+            }
         }
         self.next_poll = now + POLL_INTERVAL;
         Ok(())
@@ -385,15 +387,13 @@ impl Core {
         self.dirty.clear();
         self.joins.clear();
         self.ack = None;
+        // An add still claiming KeyPackages goes on after reconnecting, as queued changes do:
+        // its asker is told it is queued, not refused.
         let waiting = std::mem::take(&mut self.texts)
             .into_values()
             .chain(std::mem::take(&mut self.intents).into_values())
             .chain(std::mem::take(&mut self.syncs))
-            .chain(
-                std::mem::take(&mut self.claims)
-                    .into_iter()
-                    .map(|c| c.ticket),
-            )
+            .chain(self.claims.iter().map(|c| c.ticket))
             .collect::<Vec<_>>();
         for ticket in waiting {
             self.done(ticket, Err(SyncError::Disconnected));

@@ -162,6 +162,13 @@ impl DeliveryProcess {
             let _ = child.wait();
         }
     }
+
+    /// Sends `signal` to the node (SIGSTOP freezes it: connections stay, nothing answers).
+    pub fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            self::signal(child.id(), signal);
+        }
+    }
 }
 
 impl Drop for DeliveryProcess {

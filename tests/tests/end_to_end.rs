@@ -854,3 +854,25 @@ fn an_invitee_who_never_answers_is_removed_after_the_expiry() {
         "{said:?}"
     );
 }
+
+/// Issue 19, finding 3: an add whose connection went before it was done answered an error,
+/// and its claims were dropped. Now it answers that it is queued, and it goes on once the
+/// connection is back.
+#[test]
+fn an_add_whose_connection_goes_is_queued_and_goes_on() {
+    let node = Node::start();
+    let (peers, id) = group_of(&node, &["alice"]);
+    let alice = &peers[0];
+    let mut bob = node.peer("bob");
+    bob.start().unwrap();
+    alice.meet(&bob).unwrap();
+    // The node freezes: the add's claim gets no answer, and the connection times out.
+    node.process.signal(libc::SIGSTOP);
+    let answer = alice.rpc("group.add", json!({"group": id, "who": ["bob"]}));
+    node.process.signal(libc::SIGCONT);
+    assert_eq!(answer["queued"], true, "{answer}");
+    eventually("bob is added once the node answers again", || {
+        bob.group(&id).is_some()
+    });
+    converged(&[alice, &bob], &id);
+}
