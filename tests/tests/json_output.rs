@@ -100,6 +100,7 @@ fn in_files() {
     run("ann", &["group", "list"]);
     run("ann", &["group", "members", "crew"]);
     run("ann", &["whoami"]);
+    run("ann", &["status"]);
     // A failure: its error line on stderr.
     let output = Command::new(bin_dir().join("mlschat"))
         .current_dir(dir)
@@ -173,6 +174,8 @@ fn through_a_delivery_node() {
     // The daemon's API, and the verbs that need a daemon.
     alice.start().unwrap();
     alice.try_call("status", json!({})).unwrap();
+    alice.try_call("alerts.ack", json!({})).unwrap();
+    alice.cli(&["status", "--ack"]).unwrap();
     alice.try_call("events", json!({"after": 0})).unwrap();
     alice.try_call("subscribe", json!({})).unwrap();
     let error = alice
