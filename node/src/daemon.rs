@@ -280,7 +280,7 @@ impl Actor {
                     None => json!({"connected": true}),
                     Some(why) => json!({"connected": false, "why": why}),
                 };
-                status["lanes"] = value(&self.driver.core().stuck_lanes());
+                status["lanes"] = value(self.driver.core().stuck_lanes());
                 now(status)
             }
             "group.create" => {

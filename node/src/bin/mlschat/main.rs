@@ -459,7 +459,7 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
     let call = method.as_ref().map(|(method, params)| (*method, params));
     let daemon = matches!(cli.command, Command::Daemon { .. });
     let mut profile = match online::open(&dir, passphrase.as_deref(), call, daemon)? {
-        online::Opened::Here(profile) => profile,
+        online::Opened::Here(profile) => *profile,
         online::Opened::ByDaemon(answer) => {
             let (method, _) = call.expect("only a verb with an API form goes to the daemon");
             return answered(

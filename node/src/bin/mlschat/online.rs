@@ -135,7 +135,7 @@ const HOLDER_WAIT: Duration = Duration::from_secs(30);
 
 /// The profile opened as its one writer, or the answer of the daemon that holds it.
 pub enum Opened {
-    Here(Profile),
+    Here(Box<Profile>),
     ByDaemon(Value),
 }
 
@@ -157,7 +157,7 @@ pub fn open(
             return Ok(Opened::ByDaemon(answer));
         }
         let pid = match Profile::open(dir, passphrase) {
-            Ok(profile) => return Ok(Opened::Here(profile)),
+            Ok(profile) => return Ok(Opened::Here(Box::new(profile))),
             Err(ProfileError::Store(StoreError::InUse(pid))) => pid,
             Err(e) => return Err(e.into()),
         };
