@@ -425,19 +425,6 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
 
     // An unknown profile is one failure, whichever way the verb would have gone.
     mlschat_node::store::Store::exists(&dir)?;
-    // A running daemon owns the profile: verbs that change it go through the daemon.
-    let method = online::method_for(&cli.command);
-    if let Some((method, params)) = &method
-        && let Some(answer) = online::via_daemon(&dir, method, params.clone())?
-    {
-        return answered(
-            &cli.command,
-            &report,
-            (&dir, passphrase.as_deref()),
-            method,
-            &answer,
-        );
-    }
     match &cli.command {
         Command::Chat { group } => {
             return chat::chat(&dir, &report, group.as_deref()).map(|()| Exit::Ok);
@@ -450,7 +437,14 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         _ => {}
     }
 
-    if passphrase.is_none() && mlschat_node::store::Store::is_encrypted(&dir) && on_a_terminal() {
+    // A running daemon owns the profile (it has the passphrase): verbs with an API form go
+    // through it.
+    let method = online::method_for(&cli.command);
+    if passphrase.is_none()
+        && mlschat_node::store::Store::is_encrypted(&dir)
+        && on_a_terminal()
+        && !(method.is_some() && online::daemon_serves(&dir))
+    {
         passphrase = Some(prompt_passphrase(&format!(
             "passphrase for profile {}: ",
             cli.profile

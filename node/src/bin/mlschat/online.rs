@@ -129,6 +129,11 @@ pub fn via_daemon(dir: &Path, method: &str, params: Value) -> anyhow::Result<Opt
     })
 }
 
+/// Whether a daemon serves the profile's API now.
+pub fn daemon_serves(dir: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(daemon::socket_path(dir)).is_ok()
+}
+
 /// How long a verb waits for another process that holds the profile (another verb, or a
 /// daemon that is starting) before it gives up.
 const HOLDER_WAIT: Duration = Duration::from_secs(30);
@@ -161,7 +166,7 @@ pub fn open(
             Err(ProfileError::Store(StoreError::InUse(pid))) => pid,
             Err(e) => return Err(e.into()),
         };
-        let serving = std::os::unix::net::UnixStream::connect(daemon::socket_path(dir)).is_ok();
+        let serving = daemon_serves(dir);
         if serving && call.is_some() {
             continue; // it serves now: ask it
         }
