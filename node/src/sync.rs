@@ -568,7 +568,15 @@ impl Core {
         self.profile.ensure_admin(group, "add members")?;
         let members = self.profile.members(group)?;
         for name in contacts {
-            let contact = self.profile.contact(name)?;
+            let contact = match self.profile.contact(name) {
+                Err(ProfileError::UnknownContact(_)) if name.ends_with(".kp") => {
+                    return Err(ProfileError::WrongKind(format!(
+                        "{name:?} looks like a KeyPackage file, but this group is on the \
+                         delivery node: add members by contact name (`mlschat contact list`)"
+                    )));
+                }
+                found => found?,
+            };
             if let Some(why) = contact.flagged {
                 return Err(ProfileError::ContactFlagged(contact.name, why));
             }

@@ -25,6 +25,10 @@ fn a_wrong_pin_a_member_who_never_connected_and_a_second_add_are_explained() {
             && error.contains("mlschat sync"),
         "{error}"
     );
+    // Issue 19, finding 9: a KeyPackage file given for a group on the node said only "no
+    // contact named bob.kp".
+    let error = failure(alice.cli(&["group", "add", "team", "bob.kp"]));
+    assert!(error.contains("add members by contact name"), "{error}");
     bob.cli(&["sync"]).unwrap();
     alice.cli(&["group", "add", "team", "bob"]).unwrap();
     let error = failure(alice.cli(&["group", "add", "team", "bob"]));
