@@ -1,0 +1,98 @@
+//! Leaving a group on a node: our proposal, made again each epoch, and the member whose turn
+//! it is to commit others' proposals.
+
+use super::*;
+
+impl Profile {
+    /// Asks to leave a hosted group: our proposal to remove us is queued like a text (returns
+    /// its outbox row), and made again at each new epoch until a member's commit removes us
+    /// ([`Self::encrypt_queued`], [`Self::receive_log`]).
+    pub fn leave_hosted(&mut self, group: &str) -> Result<i64, ProfileError> {
+        let id = self.hosted_group(group)?;
+        let me = self.me();
+        self.in_transaction(|p| {
+            let (epoch, _) = p.group_token(&id)?;
+            p.store.conn().execute(
+                "UPDATE groups SET leaving = 1 WHERE group_id = ?1",
+                [id.as_slice()],
+            )?;
+            append_history(p.store.conn(), &id, epoch, &me, "event", "asked to leave")?;
+            p.queue_leave(&id)
+        })
+    }
+
+    /// Queues our proposal to remove us. It is made when its turn comes ([`Self::encrypt_queued`]),
+    /// at the epoch of that moment: a proposal cannot be made while a commit of ours waits.
+    pub(super) fn queue_leave(&mut self, id: &GroupId) -> Result<i64, ProfileError> {
+        let conn = self.store.conn();
+        conn.prepare_cached(
+            "INSERT INTO outbox (group_id, audience, packet, created_at) VALUES (?1, 'group', X'', ?2)",
+        )?
+        .execute(params![id.as_slice(), unix_now()])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Whether our user asked to leave the group.
+    pub(super) fn is_leaving(&self, id: &GroupId) -> Result<bool, ProfileError> {
+        let leaving: Option<bool> = self.store.query_opt(
+            "SELECT leaving = 1 FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+        )?;
+        Ok(leaving == Some(true))
+    }
+
+    /// After a commit that left us in a group we asked to leave: propose it again, since a
+    /// proposal lives one epoch (unless one of ours is still queued, to be made again).
+    pub(super) fn leave_again(&mut self, id: &GroupId) -> Result<(), ProfileError> {
+        let again: bool = self.store.conn().query_row(
+            "SELECT leaving = 1 AND state = 'active' AND NOT EXISTS (
+                 SELECT 1 FROM outbox o WHERE o.group_id = ?1 AND o.text IS NULL
+                 AND o.audience = 'group')
+             FROM groups WHERE group_id = ?1",
+            [id.as_slice()],
+            |r| r.get(0),
+        )?;
+        if again && self.is_active(id)? {
+            self.queue_leave(id)?;
+        }
+        Ok(())
+    }
+
+    /// Whether we are the member who commits a proposal from `proposer`: the first admin by
+    /// leaf order other than the proposer (the first member, when no admin is left or the
+    /// group has no settings). One member commits, so that members do not race to.
+    pub(super) fn commits_proposals_of(
+        &mut self,
+        id: &GroupId,
+        proposer: &MemberInfo,
+    ) -> Result<bool, ProfileError> {
+        self.load(id)?;
+        let settings = engine::group_settings(&self.groups[id])?;
+        let others: Vec<MemberInfo> = self
+            .members_of(id)?
+            .into_iter()
+            .filter(|m| m.fingerprint != proposer.fingerprint)
+            .collect();
+        let admin = |m: &&MemberInfo| engine::may_manage(settings.as_ref(), &m.fingerprint);
+        let committer = others.iter().find(admin).or(others.first());
+        Ok(committer.is_some_and(|m| m.fingerprint == self.identity().fingerprint()))
+    }
+
+    /// Queues a commit of the proposals we hold (a key refresh takes them with it), unless a
+    /// change of ours is queued already, which will.
+    pub(super) fn commit_proposals(&mut self, id: &GroupId) -> Result<(), ProfileError> {
+        let queued: bool = self.store.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM intents WHERE group_id = ?1)",
+            [id.as_slice()],
+            |r| r.get(0),
+        )?;
+        if !queued {
+            let json = serde_json::to_string(&Intent::Update).expect("an intent serialises");
+            self.store.conn().execute(
+                "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
+                params![id.as_slice(), json],
+            )?;
+        }
+        Ok(())
+    }
+}
