@@ -452,17 +452,20 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
     }
     let call = method.as_ref().map(|(method, params)| (*method, params));
     let daemon = matches!(cli.command, Command::Daemon { .. });
+    let answer = |method: &str, answer: &serde_json::Value| {
+        answered(
+            &cli.command,
+            &report,
+            (&dir, passphrase.as_deref()),
+            method,
+            answer,
+        )
+    };
     let mut profile = match online::open(&dir, passphrase.as_deref(), call, daemon)? {
         online::Opened::Here(profile) => *profile,
-        online::Opened::ByDaemon(answer) => {
+        online::Opened::ByDaemon(answered) => {
             let (method, _) = call.expect("only a verb with an API form goes to the daemon");
-            return answered(
-                &cli.command,
-                &report,
-                (&dir, passphrase.as_deref()),
-                method,
-                &answer,
-            );
+            return answer(method, &answered);
         }
     };
     // Test hook for the crash-safety tests: die as a crash would after the n-th row written.
@@ -475,26 +478,13 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
 
     if let Some((method, params)) = method {
         if online::goes_online(&mut profile, &cli.command)? {
-            let answer = online::here(profile, method, params)?;
-            return answered(
-                &cli.command,
-                &report,
-                (&dir, passphrase.as_deref()),
-                method,
-                &answer,
-            );
+            return answer(method, &online::here(profile, method, params)?);
         }
-        if let Some(answer) =
+        if let Some(answered) =
             daemon::local(&mut profile, method, &params).map_err(online::refusal)?
         {
             drop(profile);
-            return answered(
-                &cli.command,
-                &report,
-                (&dir, passphrase.as_deref()),
-                method,
-                &answer,
-            );
+            return answer(method, &answered);
         }
     }
 
