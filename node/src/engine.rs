@@ -52,9 +52,8 @@ pub enum EngineError {
     /// A commit for an epoch we already left by another commit: the group has forked.
     #[error(
         "the group has forked: this commit is for epoch {epoch}, which another commit already \
-         ended here; of the two, the one with the lower hash wins on every side (`group list` \
-         shows this group broken if ours lost), and members who applied the other must be \
-         added again"
+         ended here; of the two, the one with the lower hash wins on every side (`mlschat \
+         status` says so if ours lost), and members who applied the other must be added again"
     )]
     Fork { epoch: u64 },
     /// The message's key was already used: a replay.

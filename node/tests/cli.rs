@@ -487,21 +487,34 @@ fn commit_for_a_stale_epoch_is_rejected_without_state_change() {
     assert!(err.contains("the group has forked"), "{err}");
     // Issue 19, finding 5: and then each side knows which fork it is in, alike.
     alice.fails(6, &["receive", "from-carol"]);
-    let alice_won = alice.group()["state"] == "active";
-    assert_eq!(bob.group()["state"] == "active", alice_won);
-    assert_eq!(
-        carol.group()["state"] == "active",
-        !alice_won,
-        "one side wins"
-    );
+    let alice_lost = lost_a_fork(&alice);
+    assert_eq!(lost_a_fork(&bob), alice_lost);
+    assert_eq!(lost_a_fork(&carol), !alice_lost, "one side wins");
+}
+
+/// Whether this peer was told that a commit of the other side won a fork of its group.
+fn lost_a_fork(peer: &Peer) -> bool {
+    peer.json(&["status"])["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| {
+            a["text"]
+                .as_str()
+                .unwrap()
+                .contains("wins by the rule every side applies")
+        })
 }
 
 /// Issue 19, finding 5: after two concurrent `group update`s both sides stayed `active` at
-/// epoch 2 with different authenticators, and the next text failed with an AEAD error. Now the
-/// commit with the lower hash wins on both sides: the other side shows the group broken, says
-/// what to do, and sends nothing more into its fork; the winner goes on.
+/// epoch 2 with different authenticators, the next text failed with an AEAD error, and nobody
+/// was told which side they were on. Now the commit with the lower hash wins on both sides, and
+/// the other side is told (an alert) what to do. Told, never acted on: a commit of an epoch we
+/// left cannot be authenticated, so a forged one (anyone who knows the group's id can make
+/// one) must not take the group from anyone.
 #[test]
-fn a_fork_in_files_is_shown_to_the_side_that_lost_it() {
+fn a_fork_in_files_is_told_to_the_side_that_lost_it_and_a_forged_one_blocks_nothing() {
+    use sha2::{Digest, Sha256};
     let world = World::new();
     let (alice, bob) = (world.peer("alice"), world.peer("bob"));
     group_of(&world, &alice, &[&bob]);
@@ -510,21 +523,40 @@ fn a_fork_in_files_is_shown_to_the_side_that_lost_it() {
     bob.ok(&["group", "update", &id, "--out", "from-bob"]);
     alice.fails(6, &["receive", "from-bob"]);
     bob.fails(6, &["receive", "from-alice"]);
-    let states = [alice.group()["state"].clone(), bob.group()["state"].clone()];
-    let (winner, loser) = match states.clone() {
-        [a, b] if a == "active" && b == "broken" => (&alice, &bob),
-        [a, b] if a == "broken" && b == "active" => (&bob, &alice),
-        _ => panic!("exactly one side must lose the fork: {states:?}"),
+    let (winner, loser, winning) = match (lost_a_fork(&alice), lost_a_fork(&bob)) {
+        (false, true) => (&alice, &bob, "from-alice"),
+        (true, false) => (&bob, &alice, "from-bob"),
+        both => panic!("exactly one side must lose the fork: {both:?}"),
     };
-    let loser_id = loser.group_id();
-    let refused = loser.fails(1, &["send", &loser_id, "hello?", "--out", "lost"]);
+    let told = loser.json(&["status"]).to_string();
     assert!(
-        refused.contains("forked at epoch 1") && refused.contains("add you again"),
-        "{refused}"
+        told.contains("forked") && told.contains("add you again"),
+        "{told}"
     );
-    assert!(!world.path("lost").exists());
-    let winner_id = winner.group_id();
-    winner.ok(&["send", &winner_id, "still here", "--out", "kept"]);
+    // Nobody is stopped: both groups stay as they are (their sides simply no longer meet).
+    for peer in [winner, loser] {
+        assert_eq!(peer.group()["state"], "active");
+        let id = peer.group_id();
+        peer.ok(&["send", &id, "still here", "--out", "sent"]);
+    }
+    // A forgery of the winner's commit (one byte of its ciphertext changed) with a lower hash
+    // than the commit the winner applied: the winner is told, and nothing else happens.
+    let applied: [u8; 32] = Sha256::digest(std::fs::read(world.path(winning)).unwrap()).into();
+    let mut bytes = std::fs::read(world.path(winning)).unwrap();
+    let last = bytes.len() - 1;
+    while <[u8; 32]>::from(Sha256::digest(&bytes)) >= applied {
+        bytes[last] = bytes[last].wrapping_add(1);
+    }
+    std::fs::write(world.path("forged"), &bytes).unwrap();
+    let before = winner.group();
+    winner.fails(6, &["receive", "forged"]);
+    assert!(
+        lost_a_fork(winner),
+        "the forgery is told as what it claims to be"
+    );
+    assert_eq!(winner.group(), before, "and it changes nothing");
+    let id = winner.group_id();
+    winner.ok(&["send", &id, "not stopped", "--out", "sent"]);
 }
 
 /// Issue 11, finding 8: a text from an epoch the receiver already left was reported as a

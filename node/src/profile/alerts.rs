@@ -35,7 +35,8 @@ pub(super) fn raise_alert(
     if recent > 0 {
         return Ok(None);
     }
-    tracing::warn!(alert = %text, "account alert");
+    // Shown by `status` and the chat; a warning would land in whatever terminal ran the verb.
+    tracing::info!(alert = %text, "account alert");
     conn.execute(
         "INSERT INTO alerts (at, kind, text) VALUES (?1, ?2, ?3)",
         params![now as i64, kind, text],

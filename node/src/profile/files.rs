@@ -84,9 +84,6 @@ impl Profile {
     pub fn send(&mut self, group: &str, text: &str) -> Result<Outgoing, ProfileError> {
         check_text(text)?;
         let id = self.find_group(group)?;
-        if let Some(why) = self.broken(&id)? {
-            return Err(ProfileError::Broken(group.into(), why));
-        }
         self.in_transaction(|p| {
             let mut out = Outgoing::default();
             if p.needs_self_update(&id)? {
@@ -344,9 +341,8 @@ impl Profile {
 
     /// Two commits ended one epoch of a group kept in files: with no log to order them, each
     /// side merged one. The commit with the lower hash wins, on every side alike: a member who
-    /// applied the other is in a fork and can say nothing more there (its group shows broken,
-    /// with what to do); one who applied the winner goes on, and is told the other's committer
-    /// must be added again.
+    /// applied the other is told (an alert) that it is in the losing fork and what to do; one
+    /// who applied the winner hears nothing more than the error of the commit it refused.
     pub(super) fn judge_fork(
         &mut self,
         id: &GroupId,
@@ -364,17 +360,19 @@ impl Profile {
         if ours.as_slice() <= theirs.as_slice() {
             return Ok(());
         }
-        let why = format!(
-            "it forked at epoch {epoch}: another member's commit for that epoch wins over the one \
-             we applied (the lower hash wins, on every side), so texts here reach nobody on the \
-             other side; ask one of them to add you again (`group add` with a new KeyPackage of \
-             yours)"
+        // Nothing from an epoch we left can be authenticated (its keys are gone): anyone who
+        // knows the group's id can make such a "commit". So it is said, never acted on: the
+        // group stays as it is, and our user is told what to do if it came from a member.
+        let text = format!(
+            "group {}: a commit for epoch {epoch} conflicts with the one we applied, and wins by \
+             the rule every side applies (the lower hash). If a member sent it, the group forked \
+             and texts here reach nobody on their side: ask one of them to add you again \
+             (`group add` with a new KeyPackage of yours). It cannot be checked: the keys of \
+             that epoch are gone.",
+            hex::encode(id.as_slice())
         );
-        tracing::info!(group = %hex::encode(id.as_slice()), epoch, "a group kept in files forked, and ours lost");
-        self.store.conn().execute(
-            "UPDATE groups SET broken = ?2 WHERE group_id = ?1 AND broken IS NULL",
-            params![id.as_slice(), why],
-        )?;
+        let kind = format!("fork:{}", hex::encode(id.as_slice()));
+        super::alerts::raise_alert(self.store.conn(), &kind, &text, unix_now() as u64)?;
         Ok(())
     }
 
