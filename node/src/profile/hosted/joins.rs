@@ -388,6 +388,10 @@ impl Profile {
             let me = self.identity().fingerprint();
             let group = &self.groups[&id];
             let settings = engine::group_settings(group)?;
+            // Most members are no admin: they skip the walk over every member (at each poll).
+            if !engine::may_manage(settings.as_ref(), &me) {
+                continue;
+            }
             let first_admin = engine::members(group)
                 .into_iter()
                 .find(|m| engine::may_manage(settings.as_ref(), &m.fingerprint));
