@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::announce::{Announcement, Announcer};
-use crate::storage::{Database, NewMessage, Posted, Refused, StorageError};
+use crate::storage::{Database, GroupLog, NewMessage, Posted, Refused, StorageError};
 
 /// The answer to one post.
 pub type PostResult = Result<Result<Posted, Refused>, StorageError>;
@@ -78,7 +78,7 @@ async fn write_batches(
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
         let (posts, replies): (Vec<NewMessage>, Vec<_>) =
             batch.drain(..).map(|job| (job.post, job.reply)).unzip();
-        match db.post_messages(&posts).await {
+        match db.post_messages(&posts, crate::unix_now()).await {
             Ok(results) => {
                 announcer.announce(committed(&posts, &results));
                 for (reply, result) in replies.into_iter().zip(results) {

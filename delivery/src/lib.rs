@@ -26,3 +26,10 @@ pub mod guard;
 pub mod run;
 pub mod server;
 pub mod storage;
+
+/// Seconds since the Unix epoch: the node's one clock for what it stores (retention, claims).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -14,7 +14,7 @@ use crate::admin;
 use crate::certificate::NodeCertificate;
 use crate::config::{Config, LimitsSection};
 use crate::server::{Node, NodeConfig, serve};
-use crate::storage::{Cuts, Database, Purged};
+use crate::storage::{Cuts, Database, GroupLog, Purged};
 
 /// A node that is up: where it listens and the certificate fingerprint clients pin.
 #[derive(Debug, Clone, Copy)]
@@ -139,10 +139,7 @@ async fn purge(node: Arc<Node>, limits: LimitsSection) {
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
     loop {
         hourly.tick().await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = crate::unix_now();
         let days = |n: u64| now.saturating_sub(n * 86_400);
         let cuts = Cuts {
             log_before: days(limits.log_retention_days),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mlschat_keypackages::{ClaimError, ClaimLimits, Directory, KeyPackage};
 use mlschat_wire::auth::{EXPORTER_LABEL, EXPORTER_LEN, Purpose};
@@ -15,7 +15,7 @@ use mlschat_wire::frame::{self, FrameError, HEADER_LEN, Header};
 use mlschat_wire::token::token_hash;
 use mlschat_wire::{
     ClaimAnswer, ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry,
-    MAX_CLAIMS, MailboxEntry, Push, Request, Response, WelcomeFor,
+    MAX_CLAIMS, MailboxEntry, Push, Request, Response,
 };
 use openmls::prelude::{KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion};
 use openmls_rust_crypto::RustCrypto;
@@ -27,9 +27,11 @@ use crate::announce::{Announcement, Announcer};
 use crate::appender::Appender;
 use crate::guard::{Guard, GuardConfig, Refusal};
 use crate::storage::{
-    Database, Entry, NewCommit, NewMessage, NewWelcome, Page, Refused, StorageError, Welcome,
+    Database, Entry, GroupLog, NewCommit, NewMessage, Page, Refused, StorageError, Welcome,
     post_key,
 };
+use crate::unix_now;
+use mlschat_grouplog::parse_welcome;
 use mlschat_wire::session::{Authenticated, Session};
 
 /// Who may register.
@@ -333,12 +335,6 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Writes a connection's pushes, one unidirectional stream each, until it closes.
 async fn write_pushes(connection: quinn::Connection, mut queue: mpsc::Receiver<Push>) {
     while let Some(push) = queue.recv().await {
@@ -493,7 +489,7 @@ impl Node {
         }
         let entries = self
             .db
-            .fetch_mailbox(owner, id.saturating_sub(1), 1)
+            .fetch_mailbox(owner, id.saturating_sub(1), Page::from(1))
             .await?;
         for entry in entries.into_iter().filter(|e| e.id == id) {
             self.deliver_to_mailbox(owner, mailbox_entry(entry));
@@ -896,7 +892,7 @@ impl Node {
             Request::CreateGroup(g) => {
                 self.guard.create_group(&client.id)?;
                 self.db
-                    .create_group(g.group_id.as_slice(), &g.token_hash)
+                    .create_group(g.group_id.as_slice(), &g.token_hash, now)
                     .await??;
                 Response::Ok
             }
@@ -904,7 +900,7 @@ impl Node {
                 let welcomes = c
                     .welcomes
                     .iter()
-                    .map(new_welcome)
+                    .map(|w| parse_welcome(w).map_err(|e| Failure::new(ErrorCode::Malformed, e.0)))
                     .collect::<Result<Vec<_>, _>>()?;
                 let posted = self
                     .db
@@ -921,6 +917,7 @@ impl Node {
                             tree_access_hash: c.tree_access_hash,
                         },
                         self.config.mailbox_quota,
+                        now,
                     )
                     .await??;
                 let mut announced = vec![Announcement::Log {
@@ -1009,6 +1006,7 @@ impl Node {
                         n.group_id.as_slice(),
                         &token_hash(&n.token),
                         n.notice.as_slice(),
+                        now,
                     )
                     .await??;
                 let entry = GroupEntry {
@@ -1068,7 +1066,7 @@ impl Node {
                         f.group_id.as_slice(),
                         &token_hash(&f.token),
                         u64::MAX >> 1,
-                        0,
+                        Page::from(0),
                     )
                     .await??;
                 if let Ok(mut subscribers) = self.subscribers.lock() {
@@ -1173,36 +1171,6 @@ impl Node {
             not_after: kp.life_time().not_after(),
         })
     }
-}
-
-/// A Welcome as the node stores it, if it is one: an `MLSMessage` holding an MLS Welcome with
-/// group secrets for at least one KeyPackage, and a tree key. The node cannot open it, but it
-/// learns which KeyPackageRefs it is for, and a Welcome must be for a package its recipient
-/// gave the committer (checked in the commit's transaction).
-fn new_welcome(w: &WelcomeFor) -> Result<NewWelcome, Failure> {
-    let malformed = |why: &str| Failure::new(ErrorCode::Malformed, why);
-    let message = MlsMessageIn::tls_deserialize_exact(w.welcome.as_slice())
-        .map_err(|_| malformed("a Welcome is not an MLS message"))?;
-    let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
-        return Err(malformed("a Welcome is not an MLS Welcome"));
-    };
-    let references: Vec<Vec<u8>> = welcome
-        .secrets()
-        .iter()
-        .map(|s| s.new_member().as_slice().to_vec())
-        .collect();
-    if references.is_empty() {
-        return Err(malformed("a Welcome holds no group secrets"));
-    }
-    if w.tree_key.as_slice().is_empty() {
-        return Err(malformed("a Welcome comes without its tree key"));
-    }
-    Ok(NewWelcome {
-        recipient: w.recipient,
-        welcome: w.welcome.as_slice().to_vec(),
-        tree_key: w.tree_key.as_slice().to_vec(),
-        references,
-    })
 }
 
 /// A stored log entry as the wire carries it.

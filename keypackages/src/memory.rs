@@ -12,6 +12,10 @@ struct Owner {
     /// References ever published, so a re-published package is not claimable twice.
     seen: HashSet<Vec<u8>>,
     log: Vec<ClaimRecord>,
+    /// The number of the next claim (numbers are not reused after a purge).
+    next_seq: u64,
+    /// Claims a Welcome has used ([`MemoryStore::use_claim`]).
+    welcomed: HashSet<u64>,
 }
 
 /// One lock for everything: each operation is atomic, which is what the trait asks.
@@ -31,6 +35,56 @@ impl MemoryStore {
             .lock()
             .map_err(|_| StoreError("memory store lock poisoned".into()))?;
         Ok(f(&mut owners))
+    }
+}
+
+/// What a group log kept beside this store needs (`mlschat_grouplog::MemoryLog`): a commit's
+/// Welcome uses up one claim of its recipient's KeyPackage by the committer.
+impl MemoryStore {
+    /// `claimer`'s claims of `owner`'s packages that no Welcome has used yet, newest first (at
+    /// most 64, as a committer claims just before it commits).
+    pub fn open_claims(
+        &self,
+        owner: &ClientId,
+        claimer: &ClientId,
+    ) -> Result<Vec<ClaimRecord>, StoreError> {
+        self.with(|owners| {
+            let Some(owner) = owners.get(owner) else {
+                return Vec::new();
+            };
+            owner
+                .log
+                .iter()
+                .rev()
+                .filter(|r| r.claimer == *claimer && !owner.welcomed.contains(&r.seq))
+                .take(64)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Marks claim `seq` of `owner`'s packages as used by a Welcome.
+    pub fn use_claim(&self, owner: &ClientId, seq: u64) -> Result<(), StoreError> {
+        self.with(|owners| {
+            owners.entry(*owner).or_default().welcomed.insert(seq);
+        })
+    }
+
+    /// Forgets claim records made before `before` (retention); returns how many.
+    pub fn purge_claims(&self, before: UnixTime) -> Result<u64, StoreError> {
+        self.with(|owners| {
+            let mut purged = 0;
+            for owner in owners.values_mut() {
+                let kept = owner.log.len();
+                owner.log.retain(|r| r.at >= before);
+                purged += (kept - owner.log.len()) as u64;
+                let log = &owner.log;
+                owner
+                    .welcomed
+                    .retain(|seq| log.iter().any(|r| r.seq == *seq));
+            }
+            purged
+        })
     }
 }
 
@@ -80,7 +134,8 @@ impl Store for MemoryStore {
                     last_resort: true,
                 },
             };
-            let seq = owner.log.len() as u64 + 1;
+            owner.next_seq += 1;
+            let seq = owner.next_seq;
             owner.log.push(ClaimRecord {
                 seq,
                 claimer: *claimer,

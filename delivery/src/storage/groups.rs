@@ -7,175 +7,12 @@
 //! write lock serialises them. The commit's log entry, the next epoch's token, its tree and its
 //! Welcomes are written in the same transaction, so a loser's Welcomes never reach a mailbox.
 
-use mlschat_wire::{ClientId, EntryKind, PostId, TokenHash};
-
-use super::{
-    Database, RowExt, StorageError, from_db, to_db, unix_now, with_pool, write_transaction,
+use mlschat_grouplog::{
+    ClientId, Committed, Cuts, Entry, EntryKind, GroupLog, Judged, NewCommit, NewMessage, Page,
+    Posted, Purged, Refused, TokenHash, UnixTime, Welcome,
 };
 
-/// A commit to post, with what it releases.
-#[derive(Debug, Clone)]
-pub struct NewCommit {
-    /// Who posts it: a Welcome may go only to a client whose KeyPackage the poster claimed.
-    pub poster: ClientId,
-    pub group_id: Vec<u8>,
-    pub epoch: u64,
-    /// Hash of the token presented for `epoch`.
-    pub token_hash: TokenHash,
-    /// Hash of the token of `epoch + 1`.
-    pub next_token_hash: TokenHash,
-    pub commit: Vec<u8>,
-    pub welcomes: Vec<NewWelcome>,
-    /// The tree of `epoch + 1` sealed for the joiners, opaque; empty when the commit adds nobody.
-    pub sealed_tree: Vec<u8>,
-    /// SHA-256 of the access value that fetches `sealed_tree`.
-    pub tree_access_hash: [u8; 32],
-}
-
-/// A Welcome a commit releases to `recipient`'s mailbox, with the tree secret sealed to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewWelcome {
-    pub recipient: ClientId,
-    pub welcome: Vec<u8>,
-    pub tree_key: Vec<u8>,
-    /// The KeyPackageRefs the Welcome's group secrets are encrypted to, as the caller parsed
-    /// them: one must be a package of `recipient` that the poster claimed.
-    pub references: Vec<Vec<u8>>,
-}
-
-/// A mailbox entry: a Welcome into `group_id` at `epoch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Welcome {
-    pub id: u64,
-    pub group_id: Vec<u8>,
-    pub epoch: u64,
-    pub welcome: Vec<u8>,
-    pub tree_key: Vec<u8>,
-}
-
-/// An application message (or proposal) to post.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    pub group_id: Vec<u8>,
-    /// The epoch it was sent in.
-    pub epoch: u64,
-    /// Hash of the token presented for `epoch`.
-    pub token_hash: TokenHash,
-    pub message: Vec<u8>,
-    /// [`post_key`] of its poster and post id: a repeat is answered with the first position.
-    /// `None` for a post that is never repeated (the node's own tools).
-    pub post_key: Option<PostKey>,
-}
-
-/// What makes a post the same post again: SHA-256 of the poster's client id and the post id it
-/// chose. The post id itself and the poster are not stored.
-pub type PostKey = [u8; 32];
-
-pub fn post_key(poster: &ClientId, post_id: &PostId) -> PostKey {
-    use sha2::{Digest, Sha256};
-    Sha256::new()
-        .chain_update(poster)
-        .chain_update(post_id)
-        .finalize()
-        .into()
-}
-
-/// A post was stored at `seq`; the group is at `epoch`. `repeat`: it had been stored before
-/// (same poster, same post id), and `seq` and `epoch` are those of the first time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Posted {
-    pub seq: u64,
-    pub epoch: u64,
-    pub repeat: bool,
-}
-
-/// A commit was stored at `seq`, moving the group to `epoch`; its Welcomes are the mailbox
-/// entries `welcomes`, in the order they were given, `None` for one that was not delivered
-/// (its recipient's mailbox is full, or holds a Welcome of the same poster from the same
-/// last-resort KeyPackage): a recipient never makes another member's commit fail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed {
-    pub seq: u64,
-    pub epoch: u64,
-    pub welcomes: Vec<Option<u64>>,
-}
-
-/// Why a post or a read was refused (normal outcomes, not failures).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    UnknownGroup,
-    GroupExists,
-    /// The group is at `current`, not at the epoch of the post.
-    StaleEpoch {
-        current: u64,
-    },
-    /// The token is not that of the epoch (or, for reads, of any epoch) of the group.
-    BadToken,
-    /// A Welcome for a client whose KeyPackage the poster did not claim (one claim, one
-    /// Welcome, encrypted to that package): nobody can fill a stranger's mailbox.
-    NotClaimed,
-}
-
-/// How much one read of a log or mailbox returns: at most `entries` entries, and past the first
-/// (which always comes, however big) at most `bytes` bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Page {
-    pub entries: u32,
-    pub bytes: u64,
-}
-
-impl From<u32> for Page {
-    /// A page limited by count only.
-    fn from(entries: u32) -> Self {
-        Page {
-            entries,
-            bytes: u64::MAX,
-        }
-    }
-}
-
-impl Page {
-    /// How many entries of these sizes (in order) the page holds.
-    fn fit(&self, sizes: &[i64]) -> usize {
-        let mut total = 0u64;
-        let mut fit = 0;
-        for &size in sizes {
-            total = total.saturating_add(size.max(0) as u64);
-            if fit > 0 && total > self.bytes {
-                break;
-            }
-            fit += 1;
-        }
-        fit
-    }
-}
-
-/// Where each retention period ends, in unix seconds: what is older goes ([`Database::purge`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cuts {
-    pub log_before: u64,
-    pub mailbox_before: u64,
-    pub tree_grace: u64,
-}
-
-/// How much a purge deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Purged {
-    pub log_entries: u64,
-    pub claims: u64,
-    pub mailbox_entries: u64,
-    pub trees: u64,
-}
-
-/// One log entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub seq: u64,
-    pub epoch: u64,
-    pub kind: EntryKind,
-    pub group_id: Vec<u8>,
-    pub message: Vec<u8>,
-}
+use super::{Database, RowExt, StorageError, from_db, to_db, with_pool, write_transaction};
 
 fn kind_code(kind: EntryKind) -> i64 {
     kind as u8 as i64
@@ -240,20 +77,23 @@ macro_rules! append {
     }};
 }
 
-impl Database {
-    /// Creates a group's log at epoch 0 with the hash of its epoch-0 token.
-    pub async fn create_group(
+impl GroupLog for Database {
+    type Error = StorageError;
+
+    async fn create_group(
         &self,
         group_id: &[u8],
         token_hash: &TokenHash,
-    ) -> Result<Result<(), Refused>, StorageError> {
+        now: UnixTime,
+    ) -> Judged<(), StorageError> {
+        let now = to_db(now);
         Ok(write_transaction!(self, |tx, _postgres| {
             let created = sqlx::query(
                 "INSERT INTO groups (group_id, epoch, next_seq, created_at) VALUES ($1, 0, 1, $2)
                  ON CONFLICT DO NOTHING",
             )
             .bind(group_id)
-            .bind(unix_now())
+            .bind(now)
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -273,19 +113,16 @@ impl Database {
         }))
     }
 
-    /// Posts a commit for `commit.epoch`: accepted only if that is the group's current epoch and
-    /// the token matches; then, in the same transaction, the next epoch's token, its tree and
-    /// the Welcomes are stored. A refused commit writes nothing. Each Welcome uses up one
-    /// claim, by the poster, of a KeyPackage of its recipient that the Welcome is encrypted
-    /// to; one that cannot be delivered (see [`Committed`]) is left out and its claim kept.
-    pub async fn post_commit(
+    /// A refusal returns before the transaction commits, so all of it is rolled back.
+    async fn post_commit(
         &self,
         commit: &NewCommit,
         mailbox_quota: u64,
-    ) -> Result<Result<Committed, Refused>, StorageError> {
+        now: UnixTime,
+    ) -> Judged<Committed, StorageError> {
         let group_id = commit.group_id.as_slice();
         let epoch = to_db(commit.epoch);
-        let now = unix_now();
+        let now = to_db(now);
         Ok(write_transaction!(self, |tx, _postgres| {
             let kind = EntryKind::Commit;
             let seq = match append!(
@@ -401,35 +238,14 @@ impl Database {
         }))
     }
 
-    /// Posts an application message (or proposal) sent at `epoch`: accepted only while that is
-    /// the group's current epoch, since members keep no keys of past epochs.
-    pub async fn post_message(
-        &self,
-        group_id: &[u8],
-        epoch: u64,
-        token_hash: &TokenHash,
-        message: &[u8],
-    ) -> Result<Result<Posted, Refused>, StorageError> {
-        let post = NewMessage {
-            group_id: group_id.to_vec(),
-            epoch,
-            token_hash: *token_hash,
-            message: message.to_vec(),
-            post_key: None,
-        };
-        let mut results = self.post_messages(std::slice::from_ref(&post)).await?;
-        Ok(results.pop().expect("one result per post"))
-    }
-
-    /// Appends a notice to a group's log at its current epoch, for a holder of a token of any of
-    /// its epochs (the right to read it); the epoch does not change.
-    pub async fn post_notice(
+    async fn post_notice(
         &self,
         group_id: &[u8],
         token_hash: &TokenHash,
         notice: &[u8],
-    ) -> Result<Result<Posted, Refused>, StorageError> {
-        let now = unix_now();
+        now: UnixTime,
+    ) -> Judged<Posted, StorageError> {
+        let now = to_db(now);
         Ok(write_transaction!(self, |tx, _postgres| {
             let taken: Option<(i64, i64)> = sqlx::query_as(
                 "UPDATE groups SET next_seq = next_seq + 1
@@ -472,13 +288,13 @@ impl Database {
         }))
     }
 
-    /// Posts several messages in one transaction (one fsync), each accepted or refused on its
-    /// own as [`Self::post_message`] would, in order. This is the node's group commit.
-    pub async fn post_messages(
+    /// One transaction: the node's group commit.
+    async fn post_messages(
         &self,
         posts: &[NewMessage],
+        now: UnixTime,
     ) -> Result<Vec<Result<Posted, Refused>>, StorageError> {
-        let now = unix_now();
+        let now = to_db(now);
         if let Database::Postgres(pool) = self {
             return post_messages_postgres(pool, posts, now).await;
         }
@@ -519,14 +335,13 @@ impl Database {
         }))
     }
 
-    /// Log entries after `after_seq`, for a holder of a token of any epoch of the group.
-    pub async fn fetch_group(
+    async fn fetch_group(
         &self,
         group_id: &[u8],
         token_hash: &TokenHash,
         after_seq: u64,
-        page: impl Into<Page>,
-    ) -> Result<Result<Vec<Entry>, Refused>, StorageError> {
+        page: Page,
+    ) -> Judged<Vec<Entry>, StorageError> {
         const TOKEN: &str =
             "SELECT count(*) FROM group_tokens WHERE group_id = $1 AND token_hash = $2";
         const EXISTS: &str = "SELECT count(*) FROM groups WHERE group_id = $1";
@@ -554,6 +369,97 @@ impl Database {
         Ok(Ok(self.log_after(group_id, after_seq, page).await?))
     }
 
+    async fn fetch_tree(
+        &self,
+        group_id: &[u8],
+        epoch: u64,
+        access_hash: &[u8; 32],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        const SQL: &str = "SELECT ratchet_tree FROM group_trees
+                           WHERE group_id = $1 AND epoch = $2 AND access_hash = $3";
+        let epoch = to_db(epoch);
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(group_id)
+                .bind(epoch)
+                .bind(access_hash.as_slice())
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    async fn fetch_mailbox(
+        &self,
+        owner: &ClientId,
+        after: u64,
+        page: Page,
+    ) -> Result<Vec<Welcome>, StorageError> {
+        const SIZES: &str = "SELECT CAST(length(welcome) + length(tree_key) AS BIGINT) FROM mailbox
+                             WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
+        const SQL: &str = "SELECT id, epoch, group_id, welcome, tree_key FROM mailbox
+                           WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
+        fn entry(row: &impl RowExt) -> Result<Welcome, sqlx::Error> {
+            Ok(Welcome {
+                id: from_db(row.int(0)?),
+                epoch: from_db(row.int(1)?),
+                group_id: row.bytes(2)?,
+                welcome: row.bytes(3)?,
+                tree_key: row.bytes(4)?,
+            })
+        }
+        let (owner, after) = (owner.as_slice(), to_db(after));
+        let limit = self.fitting(SIZES, owner, after, page).await?;
+        let rows: Result<Vec<Welcome>, sqlx::Error> = with_pool!(self, |pool| sqlx::query(SQL)
+            .bind(owner)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(entry)
+            .collect());
+        Ok(rows?)
+    }
+
+    async fn purge(&self, cuts: Cuts) -> Result<Purged, StorageError> {
+        const LOG: &str = "DELETE FROM group_log WHERE at < $1";
+        const CLAIMS: &str = "DELETE FROM claim_log WHERE at < $1";
+        const MAILBOX: &str = "DELETE FROM mailbox WHERE at < $1";
+        const TREES: &str = "DELETE FROM group_trees WHERE at < $1 AND NOT EXISTS (
+                                 SELECT 1 FROM mailbox
+                                 WHERE mailbox.group_id = group_trees.group_id
+                                   AND mailbox.epoch = group_trees.epoch)";
+        let mut purged = Purged::default();
+        for (sql, cut, count) in [
+            (LOG, cuts.log_before, &mut purged.log_entries),
+            (CLAIMS, cuts.log_before, &mut purged.claims),
+            (MAILBOX, cuts.mailbox_before, &mut purged.mailbox_entries),
+            (TREES, cuts.tree_grace, &mut purged.trees),
+        ] {
+            let cut = to_db(cut);
+            *count = with_pool!(self, |pool| {
+                let done = sqlx::query(sql).bind(cut).execute(pool).await?;
+                done.rows_affected()
+            });
+        }
+        Ok(purged)
+    }
+
+    async fn ack_mailbox(&self, owner: &ClientId, up_to: u64) -> Result<u64, StorageError> {
+        const SQL: &str = "DELETE FROM mailbox WHERE owner = $1 AND id <= $2";
+        let (owner, up_to) = (owner.as_slice(), to_db(up_to));
+        Ok(with_pool!(self, |pool| {
+            let done = sqlx::query(SQL)
+                .bind(owner)
+                .bind(up_to)
+                .execute(pool)
+                .await?;
+            done.rows_affected()
+        }))
+    }
+}
+
+impl Database {
     /// Log entries after `after_seq`, without a token: for the node's own use (pushing what
     /// another node process announced to connections that are subscribed).
     pub async fn log_after(
@@ -609,106 +515,7 @@ impl Database {
             .bind(limit)
             .fetch_all(pool)
             .await?);
-        Ok(page.fit(&sizes) as i64)
-    }
-
-    /// The sealed tree the commit into `epoch` left, for whoever knows the access value whose
-    /// hash is `access_hash`; nothing for anyone else (as if there were no tree).
-    pub async fn fetch_tree(
-        &self,
-        group_id: &[u8],
-        epoch: u64,
-        access_hash: &[u8; 32],
-    ) -> Result<Option<Vec<u8>>, StorageError> {
-        const SQL: &str = "SELECT ratchet_tree FROM group_trees
-                           WHERE group_id = $1 AND epoch = $2 AND access_hash = $3";
-        let epoch = to_db(epoch);
-        Ok(with_pool!(self, |pool| {
-            sqlx::query_scalar(SQL)
-                .bind(group_id)
-                .bind(epoch)
-                .bind(access_hash.as_slice())
-                .fetch_optional(pool)
-                .await?
-        }))
-    }
-
-    /// The owner's mailbox entries (Welcomes) after `after`.
-    pub async fn fetch_mailbox(
-        &self,
-        owner: &ClientId,
-        after: u64,
-        page: impl Into<Page>,
-    ) -> Result<Vec<Welcome>, StorageError> {
-        const SIZES: &str = "SELECT CAST(length(welcome) + length(tree_key) AS BIGINT) FROM mailbox
-                             WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
-        const SQL: &str = "SELECT id, epoch, group_id, welcome, tree_key FROM mailbox
-                           WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3";
-        fn entry(row: &impl RowExt) -> Result<Welcome, sqlx::Error> {
-            Ok(Welcome {
-                id: from_db(row.int(0)?),
-                epoch: from_db(row.int(1)?),
-                group_id: row.bytes(2)?,
-                welcome: row.bytes(3)?,
-                tree_key: row.bytes(4)?,
-            })
-        }
-        let (owner, after) = (owner.as_slice(), to_db(after));
-        let limit = self.fitting(SIZES, owner, after, page.into()).await?;
-        let rows: Result<Vec<Welcome>, sqlx::Error> = with_pool!(self, |pool| sqlx::query(SQL)
-            .bind(owner)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(entry)
-            .collect());
-        Ok(rows?)
-    }
-
-    /// Deletes what the retention periods are over for (cuts in unix seconds): log entries
-    /// and claim log entries older than `log_before`, mailbox entries older than
-    /// `mailbox_before` (acknowledged or not), and trees no mailbox entry waits for any more
-    /// once older than `tree_grace` (a joiner who acknowledged its Welcome may still be
-    /// fetching). A member who comes back after the cut finds a gap in the log where entries
-    /// went, which its client reports (PROTOCOL.md §6).
-    pub async fn purge(&self, cuts: Cuts) -> Result<Purged, StorageError> {
-        const LOG: &str = "DELETE FROM group_log WHERE at < $1";
-        const CLAIMS: &str = "DELETE FROM claim_log WHERE at < $1";
-        const MAILBOX: &str = "DELETE FROM mailbox WHERE at < $1";
-        const TREES: &str = "DELETE FROM group_trees WHERE at < $1 AND NOT EXISTS (
-                                 SELECT 1 FROM mailbox
-                                 WHERE mailbox.group_id = group_trees.group_id
-                                   AND mailbox.epoch = group_trees.epoch)";
-        let mut purged = Purged::default();
-        for (sql, cut, count) in [
-            (LOG, cuts.log_before, &mut purged.log_entries),
-            (CLAIMS, cuts.log_before, &mut purged.claims),
-            (MAILBOX, cuts.mailbox_before, &mut purged.mailbox_entries),
-            (TREES, cuts.tree_grace, &mut purged.trees),
-        ] {
-            let cut = to_db(cut);
-            *count = with_pool!(self, |pool| {
-                let done = sqlx::query(sql).bind(cut).execute(pool).await?;
-                done.rows_affected()
-            });
-        }
-        Ok(purged)
-    }
-
-    /// Deletes the owner's mailbox entries up to and including `up_to`; returns how many.
-    pub async fn ack_mailbox(&self, owner: &ClientId, up_to: u64) -> Result<u64, StorageError> {
-        const SQL: &str = "DELETE FROM mailbox WHERE owner = $1 AND id <= $2";
-        let (owner, up_to) = (owner.as_slice(), to_db(up_to));
-        Ok(with_pool!(self, |pool| {
-            let done = sqlx::query(SQL)
-                .bind(owner)
-                .bind(up_to)
-                .execute(pool)
-                .await?;
-            done.rows_affected()
-        }))
+        Ok(page.fit(sizes.iter().map(|&size| from_db(size))) as i64)
     }
 }
 

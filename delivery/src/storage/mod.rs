@@ -7,9 +7,10 @@ mod groups;
 mod keypackages;
 mod migrate;
 
-pub use groups::{
-    Committed, Cuts, Entry, NewCommit, NewMessage, NewWelcome, Page, PostKey, Posted, Purged,
-    Refused, Welcome, post_key,
+// The group log's contract and its types; `Database` implements it in `groups.rs`.
+pub use mlschat_grouplog::{
+    Committed, Cuts, Entry, GroupLog, NewCommit, NewMessage, NewWelcome, Page, PostKey, Posted,
+    Purged, Refused, Welcome, post_key,
 };
 
 use std::path::Path;
@@ -225,9 +226,7 @@ macro_rules! impl_row_ext {
 impl_row_ext!(sqlx::postgres::PgRow);
 impl_row_ext!(sqlx::sqlite::SqliteRow);
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, as stored.
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    to_db(crate::unix_now())
 }
