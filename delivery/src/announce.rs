@@ -12,9 +12,11 @@
 
 use std::sync::Arc;
 
+use mlschat_grouplog::host::{group_entry, mailbox_entry};
 use mlschat_wire::ClientId;
 
-use crate::storage::Database;
+use crate::fanout::Fanout;
+use crate::storage::{Database, GroupLog, Page, StorageError};
 
 /// The Postgres channel every node process listens on.
 pub const CHANNEL: &str = "mlschat_writes";
@@ -128,30 +130,65 @@ pub fn parse(payload: &str, own_origin: u64) -> Vec<Announcement> {
     }
 }
 
-/// Listens for other processes' writes until the task is dropped, and hands each to `node`.
-/// Starts again a second after the listening connection fails (what was announced meanwhile is
-/// fetched by the clients themselves).
-pub async fn listen(node: Arc<crate::server::Node>) {
-    let Database::Postgres(pool) = node.database() else {
+/// Listens for other processes' writes until the task is dropped, and pushes each to this
+/// process's connections that wait for it. Starts again a second after the listening
+/// connection fails (what was announced meanwhile is fetched by the clients themselves).
+pub async fn listen(db: Database, fanout: Arc<Fanout>, own_origin: u64) {
+    let Database::Postgres(pool) = &db else {
         return;
     };
     loop {
-        if let Err(e) = follow(&node, pool).await {
+        if let Err(e) = follow(&db, pool, &fanout, own_origin).await {
             tracing::warn!(error = %e, "listening for other node processes");
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
-async fn follow(node: &crate::server::Node, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+async fn follow(
+    db: &Database,
+    pool: &sqlx::PgPool,
+    fanout: &Fanout,
+    own_origin: u64,
+) -> Result<(), sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
     loop {
         let notification = listener.recv().await?;
-        for write in parse(notification.payload(), node.origin()) {
-            node.push_announced(write).await;
+        for write in parse(notification.payload(), own_origin) {
+            if let Err(e) = push(db, fanout, write).await {
+                tracing::warn!(error = %e, "reading what another node process announced");
+            }
         }
     }
+}
+
+/// Pushes what another process wrote to this one's connections that wait for it.
+async fn push(db: &Database, fanout: &Fanout, write: Announcement) -> Result<(), StorageError> {
+    match write {
+        Announcement::Log {
+            group_id,
+            first,
+            last,
+        } if fanout.has_subscribers(&group_id) => {
+            let count = u32::try_from(last.saturating_sub(first) + 1).unwrap_or(u32::MAX);
+            for entry in db
+                .log_after(&group_id, first.saturating_sub(1), count)
+                .await?
+            {
+                fanout.publish(&group_id, group_entry(entry));
+            }
+        }
+        Announcement::Mailbox { owner, id } if fanout.has_watchers(&owner) => {
+            let page = Page::from(1);
+            let entries = db.fetch_mailbox(&owner, id.saturating_sub(1), page).await?;
+            for entry in entries.into_iter().filter(|e| e.id == id) {
+                fanout.deliver(&owner, mailbox_entry(entry));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 use tokio::sync::{mpsc, oneshot};
 
+use mlschat_grouplog::UnixTime;
+use mlschat_grouplog::host::Poster;
+
 use crate::announce::{Announcement, Announcer};
 use crate::storage::{Database, GroupLog, NewMessage, Posted, Refused, StorageError};
 
@@ -45,8 +48,13 @@ impl Appender {
             .collect();
         Self { shards }
     }
+}
 
-    pub async fn post(&self, post: NewMessage) -> PostResult {
+/// The node's group commit: a post waits for the batch that carries it (stamped when written).
+impl Poster for Appender {
+    type Error = StorageError;
+
+    async fn post(&self, post: NewMessage, _now: UnixTime) -> PostResult {
         let shard = shard_of(&post.group_id, self.shards.len());
         let (reply, answer) = oneshot::channel();
         let closed = || StorageError::Closed;

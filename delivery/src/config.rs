@@ -11,7 +11,7 @@ use mlschat_keypackages::{ClaimLimits, RateLimit};
 use serde::Deserialize;
 
 use crate::guard::{GuardConfig, rate};
-use crate::server::Registration;
+use crate::server::{NodeConfig, Registration};
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -175,6 +175,42 @@ impl LimitsSection {
             client_body_share: self.client_body_share,
             address_body_share: self.address_body_share,
         }
+    }
+}
+
+impl Config {
+    /// The node's behaviour, as configured.
+    pub fn node(&self) -> NodeConfig {
+        let limits = &self.limits;
+        NodeConfig {
+            max_frame: limits.max_frame,
+            registration: self.server.registration,
+            claims: limits.claims(),
+            max_fetch: limits.max_fetch,
+            max_fetch_bytes: limits.max_fetch_bytes,
+            max_message: limits.max_message,
+            request_timeout: Duration::from_millis(limits.request_timeout_ms),
+            connection_budget: limits.connection_budget,
+            memory_budget: limits.memory_budget,
+            handshake_timeout: Duration::from_millis(limits.handshake_timeout_ms),
+            guard: limits.guard(),
+            mailbox_quota: limits.mailbox_quota,
+            writers: self.database.writers,
+        }
+    }
+}
+
+/// The defaults are written once, here: a node built in code (tests, the load tool's embedded
+/// node) behaves as one started with no configuration.
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Config::default().node()
+    }
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        LimitsSection::default().guard()
     }
 }
 

@@ -113,12 +113,6 @@ pub fn rate(burst: u32, per_second: f64) -> RateLimit {
     }
 }
 
-impl Default for GuardConfig {
-    fn default() -> Self {
-        crate::config::LimitsSection::default().guard()
-    }
-}
-
 /// The node's counters and buckets.
 #[derive(Debug)]
 pub struct Guard {

@@ -6,8 +6,10 @@
 //! # Layout
 //! - [`storage`]: Postgres, or SQLite as the embedded default; schema migrations at start-up;
 //!   the KeyPackage store, group logs (one commit per epoch), mailboxes, clients.
-//! - [`server`]: the QUIC server: reads requests, answers them from storage.
+//! - [`server`]: the QUIC server: reads requests, answers each by its family (auth, groups by
+//!   the group log's own rules in `mlschat_grouplog::host`, KeyPackages).
 //! - [`appender`]: group commit: concurrent posts share one transaction.
+//! - [`fanout`]: which connections hear of a new log entry or Welcome; pushes encoded once.
 //! - [`announce`]: pushes across node processes on one Postgres (LISTEN/NOTIFY).
 //! - [`guard`]: connection limits, per-client and per-address rates and quotas, refusals.
 //! - [`certificate`]: the node's certificate, self-signed on first start.
@@ -22,10 +24,16 @@ pub mod announce;
 pub mod appender;
 pub mod certificate;
 pub mod config;
+pub mod fanout;
 pub mod guard;
 pub mod run;
 pub mod server;
 pub mod storage;
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
 
 /// Seconds since the Unix epoch: the node's one clock for what it stores (retention, claims).
 pub(crate) fn unix_now() -> u64 {

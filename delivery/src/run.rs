@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use crate::admin;
 use crate::certificate::NodeCertificate;
 use crate::config::{Config, LimitsSection};
-use crate::server::{Node, NodeConfig, serve};
+use crate::server::{Node, serve};
 use crate::storage::{Cuts, Database, GroupLog, Purged};
 
 /// A node that is up: where it listens and the certificate fingerprint clients pin.
@@ -43,24 +43,7 @@ pub async fn run(
     server_config.transport_config(Arc::new(transport(&config.limits)));
     let endpoint = quinn::Endpoint::server(server_config, config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
-    let node = Arc::new(Node::new(
-        db,
-        NodeConfig {
-            max_frame: config.limits.max_frame,
-            registration: config.server.registration,
-            claims: config.limits.claims(),
-            max_fetch: config.limits.max_fetch,
-            max_fetch_bytes: config.limits.max_fetch_bytes,
-            max_message: config.limits.max_message,
-            request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
-            connection_budget: config.limits.connection_budget,
-            memory_budget: config.limits.memory_budget,
-            handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
-            guard: config.limits.guard(),
-            mailbox_quota: config.limits.mailbox_quota,
-            writers: config.database.writers,
-        },
-    ));
+    let node = Arc::new(Node::new(db, config.node()));
     let admin = tokio::net::TcpListener::bind(config.server.admin)
         .await
         .with_context(|| format!("admin listener on {}", config.server.admin))?;
@@ -87,7 +70,11 @@ pub async fn run(
         node.clone(),
         Duration::from_secs(config.server.totals_refresh_seconds.max(1)),
     ));
-    let listening = tokio::spawn(crate::announce::listen(node.clone()));
+    let listening = tokio::spawn(crate::announce::listen(
+        node.database().clone(),
+        node.fanout(),
+        node.origin(),
+    ));
 
     shutdown.await;
     tracing::info!("draining");

@@ -18,14 +18,16 @@
 //! - **Mailboxes** are read in pages and emptied by acknowledgement; **retention** deletes old
 //!   log entries, claims and mailbox entries, and trees no Welcome waits for.
 //!
-//! No I/O of its own: time is a parameter, storage a trait ([`GroupLog`]), and the caller (the
-//! node's server, the simulator) turns requests into calls.
+//! No I/O of its own: time is a parameter, storage a trait ([`GroupLog`]).
 //!
 //! # Layout
 //! - [`GroupLog`]: what a backend does atomically; [`MemoryLog`] implements it (with the
 //!   KeyPackage store it checks Welcomes against).
+//! - [`host`]: the wire protocol's group requests answered from a log: what a delivery node,
+//!   the simulator's node and a peer hosting a group all answer alike.
 //! - `conformance` (feature `conformance`): the one suite every backend must pass.
 
+pub mod host;
 mod memory;
 mod welcome;
 
