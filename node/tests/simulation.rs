@@ -1,8 +1,10 @@
 //! Deterministic simulation of the sync core (in the spirit of FoundationDB's simulator and
 //! TigerBeetle's VOPR): one seed drives members with real OpenMLS and their real profiles on
-//! disk, an in-process model of the delivery node's log, and a scheduler that delays, reorders,
-//! drops and duplicates pushes, loses answers with their connections, crashes members (memory
-//! dropped, profile reopened from disk) and restarts the node. Invariants are checked along the
+//! disk, the delivery node's group log in memory (`mlschat_grouplog`: the rules the node's own
+//! storage passes in the conformance suite, and the node's answers to requests), and a
+//! scheduler that delays, reorders, drops and duplicates pushes, loses answers with their
+//! connections, crashes members (memory dropped, profile reopened from disk) and restarts the
+//! node. Invariants are checked along the
 //! way and after the system is healed and left to settle:
 //!
 //! - every text a member queued (its `send` returned) reaches every member exactly once;
@@ -18,6 +20,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use mlschat_grouplog::host::{self, Effect, Limits, NotAnswered};
+use mlschat_grouplog::keypackages::{KeyPackage, Store as _};
+use mlschat_grouplog::{GroupLog as _, MemoryLog, NewCommit};
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Home, Intent, Profile};
 use mlschat_node::sealed_tree::TreeSecret;
@@ -26,7 +31,7 @@ use mlschat_wire::settings;
 use mlschat_wire::token::{client_id, token_hash};
 use mlschat_wire::{
     ClaimAnswer, ClaimLogEntry, ClientId, EntryKind, ErrorCode, ErrorResponse, Flag, GroupEntry,
-    MailboxEntry, PostCommit, PostId, Push, Request, Response, TokenHash, WelcomeFor,
+    MailboxEntry, PostCommit, Push, Request, Response, Token, WelcomeFor,
 };
 use openmls::prelude::{
     Extension, ExtensionType, Extensions, GroupId, MlsGroup, RequiredCapabilitiesExtension,
@@ -58,33 +63,38 @@ impl Rng {
     }
 }
 
-// ----- the delivery node's log semantics, in memory -----
+// ----- the delivery node: the real group log, in memory -----
 
-#[derive(Default)]
-struct GroupLog {
-    epoch: u64,
-    tokens: BTreeMap<u64, TokenHash>,
-    entries: Vec<GroupEntry>,
-    posts: BTreeMap<(ClientId, PostId), (u64, u64)>,
-    /// Sealed trees by epoch, with the hash of their access values.
-    trees: BTreeMap<u64, ([u8; 32], Vec<u8>)>,
+/// What one request may take, as a node is configured; small pages, so that paging is
+/// exercised.
+const LIMITS: Limits = Limits {
+    max_message: 1 << 20,
+    max_fetch: 5,
+    max_fetch_bytes: u64::MAX,
+    mailbox_quota: 10_000,
+};
+
+/// The node's clock, in unix seconds: fixed, since nothing the simulation checks expires (the
+/// members' KeyPackages live months past it).
+const NODE_TIME: u64 = 1_800_000_000;
+
+/// Runs a memory log's operation, which never waits.
+fn ready<F: Future>(operation: F) -> F::Output {
+    let mut operation = std::pin::pin!(operation);
+    match operation
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => unreachable!("the memory log never waits"),
+    }
 }
 
-#[derive(Default)]
-struct KeyPackages {
-    one_time: Vec<Vec<u8>>,
-    last_resort: Option<Vec<u8>>,
-    /// Who claimed which (its reference).
-    claims: Vec<ClaimLogEntry>,
-}
-
-/// What the node keeps: durable across its restarts, as the real node's database is.
+/// What the node keeps: its log (the real rules, in memory: durable across its restarts, as
+/// the real node's database is) and its connections.
 #[derive(Default)]
 struct Node {
-    groups: BTreeMap<Vec<u8>, GroupLog>,
-    mailboxes: BTreeMap<ClientId, Vec<MailboxEntry>>,
-    next_mailbox_id: u64,
-    key_packages: BTreeMap<ClientId, KeyPackages>,
+    log: MemoryLog,
     /// Connections subscribed to each group: (member, connection). Lost on restart.
     subscribers: BTreeMap<Vec<u8>, BTreeSet<(usize, u64)>>,
     /// Fault: fetching a tree fails (a damaged tree), so joins fail and must be retried.
@@ -94,13 +104,16 @@ struct Node {
     claims_made: u64,
 }
 
-fn refuse(code: ErrorCode, current_epoch: u64) -> Response {
+fn refuse(code: ErrorCode) -> Response {
     Response::Error(ErrorResponse {
         code,
-        current_epoch,
+        current_epoch: 0,
         detail: format!("{code:?}").into_bytes().into(),
     })
 }
+
+/// What a request caused: pushes to members' connections (member, connection, push).
+type Pushes = Vec<(usize, u64, Push)>;
 
 impl Node {
     /// One claim of `owner`'s KeyPackages by `client`.
@@ -110,227 +123,85 @@ impl Node {
             .claims_limited_every
             .is_some_and(|n| self.claims_made.is_multiple_of(n))
         {
-            return refuse(ErrorCode::RateLimited, 0);
+            return refuse(ErrorCode::RateLimited);
         }
-        let stock = self.key_packages.entry(owner).or_default();
-        let one_time = stock.one_time.pop();
-        let last_resort = one_time.is_none();
-        match one_time.or_else(|| stock.last_resort.clone()) {
-            Some(kp) => {
-                let crypto = openmls_rust_crypto::RustCrypto::default();
-                let reference = mlschat_node::engine::validate_key_package(&crypto, &kp)
-                    .ok()
-                    .and_then(|kp| kp.hash_ref(&crypto).ok())
-                    .map(|r| r.as_slice().to_vec())
-                    .unwrap_or_default();
-                stock.claims.push(ClaimLogEntry {
-                    seq: stock.claims.len() as u64 + 1,
-                    claimer: client,
-                    at: 1_800_000_000,
-                    last_resort: Flag::from(last_resort),
-                    reference: reference.into(),
-                });
-                Response::KeyPackage {
-                    key_package: kp.into(),
-                }
-            }
-            None => refuse(ErrorCode::NoKeyPackage, 0),
+        match ready(self.log.claim(&owner, &client, NODE_TIME, true)).unwrap() {
+            Some(claimed) => Response::KeyPackage {
+                key_package: claimed.key_package.message.into(),
+            },
+            None => refuse(ErrorCode::NoKeyPackage),
         }
     }
 
-    /// Carries out one request of `member` (client `client`) on connection `conn`; returns the
-    /// answer and the pushes it causes, as (member, connection, push), plus Welcome recipients.
+    /// Carries out one request of `member` (client `client`) on connection `conn`: the answer
+    /// and the pushes it causes, to subscribers and to mailboxes' owners.
     fn handle(
         &mut self,
         member: usize,
         conn: u64,
         client: ClientId,
         request: Request,
-    ) -> (Response, Vec<(usize, u64, Push)>, Vec<ClientId>) {
-        let mut pushes = Vec::new();
-        let mut welcomed = Vec::new();
-        let answer = match request {
-            Request::CreateGroup(g) => match self.groups.entry(g.group_id.as_slice().to_vec()) {
-                std::collections::btree_map::Entry::Occupied(_) => {
-                    refuse(ErrorCode::GroupExists, 0)
+    ) -> (Response, Pushes, Vec<(ClientId, MailboxEntry)>) {
+        if let Request::FetchTree(_) = request
+            && self.trees_damaged
+        {
+            return (refuse(ErrorCode::UnknownGroup), Vec::new(), Vec::new());
+        }
+        let answered = ready(host::answer(
+            &self.log, &self.log, &client, request, &LIMITS, NODE_TIME,
+        ));
+        let answered = match answered {
+            Ok(answered) => answered,
+            Err(NotAnswered::Refused(e)) => return (Response::Error(e), Vec::new(), Vec::new()),
+            Err(NotAnswered::Failed(e)) => panic!("the memory log failed: {e}"),
+            Err(NotAnswered::Passed(request)) => {
+                return (self.key_packages(client, *request), Vec::new(), Vec::new());
+            }
+        };
+        let (mut pushes, mut welcomed) = (Vec::new(), Vec::new());
+        for effect in answered.effects {
+            match effect {
+                Effect::Appended { group_id, entry } => {
+                    pushes.extend(self.group_pushes(&group_id, entry));
                 }
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    slot.insert(GroupLog::default())
-                        .tokens
-                        .insert(0, g.token_hash);
-                    Response::Ok
-                }
-            },
-            Request::Subscribe(f) => match self.groups.get(f.group_id.as_slice()) {
-                None => refuse(ErrorCode::UnknownGroup, 0),
-                Some(log) if !log.tokens.values().any(|h| *h == token_hash(&f.token)) => {
-                    refuse(ErrorCode::BadToken, 0)
-                }
-                Some(_) => {
+                Effect::Delivered { owner, entry } => welcomed.push((owner, entry)),
+                Effect::Subscribed { group_id } => {
                     self.subscribers
-                        .entry(f.group_id.as_slice().to_vec())
+                        .entry(group_id)
                         .or_default()
                         .insert((member, conn));
-                    Response::Ok
-                }
-            },
-            Request::FetchGroup(f) => match self.groups.get(f.group_id.as_slice()) {
-                None => refuse(ErrorCode::UnknownGroup, 0),
-                Some(log) if !log.tokens.values().any(|h| *h == token_hash(&f.token)) => {
-                    refuse(ErrorCode::BadToken, 0)
-                }
-                Some(log) => Response::GroupEntries {
-                    entries: log
-                        .entries
-                        .iter()
-                        .filter(|e| e.seq > f.after_seq)
-                        .take(f.limit.min(7) as usize) // small pages: more paging to get right
-                        .cloned()
-                        .collect(),
-                },
-            },
-            Request::PostMessage(m) => {
-                let id = m.group_id.as_slice().to_vec();
-                match self.groups.get_mut(&id) {
-                    None => refuse(ErrorCode::UnknownGroup, 0),
-                    Some(log) => {
-                        if let Some(&(seq, epoch)) = log.posts.get(&(client, m.post_id)) {
-                            Response::Accepted { seq, epoch }
-                        } else if m.epoch != log.epoch {
-                            refuse(ErrorCode::StaleEpoch, log.epoch)
-                        } else if log.tokens.get(&m.epoch) != Some(&token_hash(&m.token)) {
-                            refuse(ErrorCode::BadToken, 0)
-                        } else {
-                            let entry = GroupEntry {
-                                seq: log.entries.len() as u64 + 1,
-                                epoch: m.epoch,
-                                kind: EntryKind::Message,
-                                message: m.message,
-                            };
-                            log.posts.insert((client, m.post_id), (entry.seq, m.epoch));
-                            log.entries.push(entry.clone());
-                            pushes.extend(self.group_pushes(&id, entry.clone()));
-                            Response::Accepted {
-                                seq: entry.seq,
-                                epoch: m.epoch,
-                            }
-                        }
-                    }
                 }
             }
-            Request::PostCommit(c) => {
-                let id = c.group_id.as_slice().to_vec();
-                match self.groups.get_mut(&id) {
-                    None => refuse(ErrorCode::UnknownGroup, 0),
-                    Some(log) if c.epoch != log.epoch => refuse(ErrorCode::StaleEpoch, log.epoch),
-                    Some(log) if log.tokens.get(&c.epoch) != Some(&token_hash(&c.token)) => {
-                        refuse(ErrorCode::BadToken, 0)
-                    }
-                    Some(log) => {
-                        log.epoch += 1;
-                        log.tokens.insert(log.epoch, c.next_token_hash);
-                        if !c.sealed_tree.as_slice().is_empty() {
-                            let tree = (c.tree_access_hash, c.sealed_tree.as_slice().to_vec());
-                            log.trees.insert(log.epoch, tree);
-                        }
-                        let entry = GroupEntry {
-                            seq: log.entries.len() as u64 + 1,
-                            epoch: c.epoch,
-                            kind: EntryKind::Commit,
-                            message: c.commit,
-                        };
-                        log.entries.push(entry.clone());
-                        let epoch = log.epoch;
-                        for welcome in c.welcomes {
-                            self.next_mailbox_id += 1;
-                            let entry = MailboxEntry {
-                                id: self.next_mailbox_id,
-                                group_id: c.group_id.clone(),
-                                epoch,
-                                welcome: welcome.welcome,
-                                tree_key: welcome.tree_key,
-                            };
-                            self.mailboxes
-                                .entry(welcome.recipient)
-                                .or_default()
-                                .push(entry);
-                            welcomed.push(welcome.recipient);
-                        }
-                        pushes.extend(self.group_pushes(&id, entry.clone()));
-                        Response::Committed {
-                            seq: entry.seq,
-                            epoch,
-                            undelivered: Vec::new(),
-                        }
-                    }
-                }
-            }
-            Request::PostNotice(n) => {
-                let id = n.group_id.as_slice().to_vec();
-                match self.groups.get_mut(&id) {
-                    None => refuse(ErrorCode::UnknownGroup, 0),
-                    Some(log) if !log.tokens.values().any(|h| *h == token_hash(&n.token)) => {
-                        refuse(ErrorCode::BadToken, 0)
-                    }
-                    Some(log) => {
-                        let entry = GroupEntry {
-                            seq: log.entries.len() as u64 + 1,
-                            epoch: log.epoch,
-                            kind: EntryKind::Notice,
-                            message: n.notice,
-                        };
-                        log.entries.push(entry.clone());
-                        let (seq, epoch) = (entry.seq, entry.epoch);
-                        pushes.extend(self.group_pushes(&id, entry));
-                        Response::Accepted { seq, epoch }
-                    }
-                }
-            }
-            Request::FetchTree(t) => {
-                let tree = self
-                    .groups
-                    .get(t.group_id.as_slice())
-                    .and_then(|g| g.trees.get(&t.epoch))
-                    .filter(|(access_hash, _)| *access_hash == token_hash(&t.access));
-                match tree {
-                    Some((_, tree)) if !self.trees_damaged => Response::Tree {
-                        sealed_tree: tree.clone().into(),
-                    },
-                    _ => refuse(ErrorCode::UnknownGroup, 0),
-                }
-            }
-            Request::FetchMailbox { after, limit } => Response::Mailbox {
-                entries: self
-                    .mailboxes
-                    .get(&client)
-                    .into_iter()
-                    .flatten()
-                    .filter(|e| e.id > after)
-                    .take(limit.min(3) as usize)
-                    .cloned()
-                    .collect(),
-            },
-            Request::AckMailbox { up_to } => {
-                if let Some(mailbox) = self.mailboxes.get_mut(&client) {
-                    mailbox.retain(|e| e.id > up_to);
-                }
-                Response::Ok
-            }
+        }
+        (answered.response, pushes, welcomed)
+    }
+
+    /// The KeyPackage requests, on the log's KeyPackage store (the directory's rate limits
+    /// are a fault here: [`Node::claims_limited_every`]).
+    fn key_packages(&mut self, client: ClientId, request: Request) -> Response {
+        match request {
             Request::KeyPackageStock => {
-                let stock = self.key_packages.entry(client).or_default();
+                let stock = ready(self.log.stock(&client, NODE_TIME)).unwrap();
                 Response::KeyPackageStock {
-                    one_time: stock.one_time.len() as u32,
-                    last_resort: Flag::from(stock.last_resort.is_some()),
+                    one_time: stock.one_time,
+                    last_resort: Flag::from(stock.last_resort),
                 }
             }
             Request::PublishKeyPackages(p) => {
-                let stock = self.key_packages.entry(client).or_default();
-                stock
-                    .one_time
-                    .extend(p.one_time.into_iter().map(|k| k.as_slice().to_vec()));
-                if !p.last_resort.as_slice().is_empty() {
-                    stock.last_resort = Some(p.last_resort.as_slice().to_vec());
-                }
+                let stored = |kp: &[u8]| {
+                    let crypto = openmls_rust_crypto::RustCrypto::default();
+                    let valid = mlschat_node::engine::validate_key_package(&crypto, kp).unwrap();
+                    KeyPackage {
+                        reference: valid.hash_ref(&crypto).unwrap().as_slice().to_vec(),
+                        message: kp.to_vec(),
+                        not_after: valid.life_time().not_after(),
+                    }
+                };
+                let one_time = p.one_time.iter().map(|k| stored(k.as_slice())).collect();
+                let last_resort = Some(p.last_resort.as_slice())
+                    .filter(|k| !k.is_empty())
+                    .map(stored);
+                ready(self.log.publish(&client, one_time, last_resort)).unwrap();
                 Response::Ok
             }
             Request::ClaimKeyPackage { owner } => self.claim(client, owner),
@@ -347,37 +218,61 @@ impl Node {
                     .collect(),
             },
             Request::ClaimLog { after } => Response::ClaimLog {
-                entries: self
-                    .key_packages
-                    .get(&client)
+                entries: ready(self.log.claim_log(&client, after, 3))
+                    .unwrap()
                     .into_iter()
-                    .flat_map(|stock| stock.claims.iter())
-                    .filter(|e| e.seq > after)
-                    .take(3)
-                    .cloned()
+                    .map(|r| ClaimLogEntry {
+                        seq: r.seq,
+                        claimer: r.claimer,
+                        at: r.at,
+                        last_resort: Flag::from(r.last_resort),
+                        reference: r.reference.into(),
+                    })
                     .collect(),
             },
             other => panic!("the simulated node does not take {other:?}"),
-        };
-        (answer, pushes, welcomed)
+        }
     }
 
-    /// A member posts, with its valid token, a commit nobody can process, and registers a
-    /// token only it knows: the group can go on only as a new group.
-    fn inject_hostile_commit(&mut self, id: &[u8]) -> Vec<(usize, u64, Push)> {
-        let Some(log) = self.groups.get_mut(id) else {
-            return Vec::new();
+    /// `poster`, a member with the token of the group's current epoch, posts a commit nobody
+    /// can process and registers a next token only it knows: the group can go on only as a
+    /// new group. Nothing if the token is not that of the current epoch.
+    fn post_hostile_commit(
+        &mut self,
+        id: &[u8],
+        poster: ClientId,
+        epoch: u64,
+        token: &Token,
+    ) -> Pushes {
+        let junk = b"not a commit anyone can process".to_vec();
+        let commit = NewCommit {
+            poster,
+            group_id: id.to_vec(),
+            epoch,
+            token_hash: token_hash(token),
+            next_token_hash: [0xee; 32],
+            commit: junk.clone(),
+            welcomes: Vec::new(),
+            sealed_tree: Vec::new(),
+            tree_access_hash: [0; 32],
         };
-        let entry = GroupEntry {
-            seq: log.entries.len() as u64 + 1,
-            epoch: log.epoch,
-            kind: EntryKind::Commit,
-            message: b"not a commit anyone can process".to_vec().into(),
-        };
-        log.epoch += 1;
-        log.tokens.insert(log.epoch, [0xee; 32]);
-        log.entries.push(entry.clone());
-        self.group_pushes(id, entry)
+        match ready(
+            self.log
+                .post_commit(&commit, LIMITS.mailbox_quota, NODE_TIME),
+        )
+        .unwrap()
+        {
+            Ok(committed) => {
+                let entry = GroupEntry {
+                    seq: committed.seq,
+                    epoch,
+                    kind: EntryKind::Commit,
+                    message: junk.into(),
+                };
+                self.group_pushes(id, entry)
+            }
+            Err(_) => Vec::new(),
+        }
     }
 
     /// A stranger's junk in `recipient`'s mailbox, as a node that took anything would hold it:
@@ -387,26 +282,22 @@ impl Node {
         recipient: ClientId,
         junk: Vec<Vec<u8>>,
     ) -> Vec<MailboxEntry> {
-        let mut entries = Vec::new();
-        for welcome in junk {
-            self.next_mailbox_id += 1;
-            let entry = MailboxEntry {
-                id: self.next_mailbox_id,
-                group_id: b"junk".to_vec().into(),
-                epoch: 1,
-                welcome: welcome.into(),
-                tree_key: vec![1; 48].into(),
-            };
-            self.mailboxes
-                .entry(recipient)
-                .or_default()
-                .push(entry.clone());
-            entries.push(entry);
-        }
-        entries
+        junk.into_iter()
+            .map(|welcome| {
+                let delivered = self.log.deliver_unchecked(
+                    &recipient,
+                    b"junk",
+                    1,
+                    welcome,
+                    vec![1; 48],
+                    NODE_TIME,
+                );
+                host::mailbox_entry(delivered.unwrap())
+            })
+            .collect()
     }
 
-    fn group_pushes(&self, id: &[u8], entry: GroupEntry) -> Vec<(usize, u64, Push)> {
+    fn group_pushes(&self, id: &[u8], entry: GroupEntry) -> Pushes {
         self.subscribers
             .get(id)
             .into_iter()
@@ -761,12 +652,11 @@ impl Sim {
                         what: Delivery::Push(push),
                     });
                 }
-                for recipient in welcomed {
+                for (recipient, entry) in welcomed {
                     if let Some(to) = self.members.iter().position(|m| m.client == recipient)
                         && self.members[to].conn != 0
                     {
                         let conn = self.members[to].conn;
-                        let entry = self.node.mailboxes[&recipient].last().unwrap().clone();
                         self.flights.push(Flight::ToMember {
                             member: to,
                             conn,
@@ -953,16 +843,8 @@ impl Sim {
                 } else if self.rng.chance(faults.damaged_trees * 10) {
                     self.node.trees_damaged = !self.node.trees_damaged;
                 } else if !self.attacked && self.rng.chance(faults.hostile_commit * 10) {
-                    self.attacked = true;
-                    self.note("a member posts a commit nobody can process".into());
-                    let id = hex::decode(&self.group).unwrap();
-                    for (to, conn, push) in self.node.inject_hostile_commit(&id) {
-                        self.flights.push(Flight::ToMember {
-                            member: to,
-                            conn,
-                            what: Delivery::Push(push),
-                        });
-                    }
+                    let id = GroupId::from_slice(&hex::decode(&self.group).unwrap());
+                    self.attacked = self.hostile_commit(&id);
                 }
             }
         }
@@ -1274,8 +1156,7 @@ impl Sim {
                 what: Delivery::Push(push),
             });
         }
-        if welcomed.contains(&joiners_client) {
-            let entry = self.node.mailboxes[&joiners_client].last().unwrap().clone();
+        for (_, entry) in welcomed.into_iter().filter(|(to, _)| *to == joiners_client) {
             let conn = self.members[joiner].conn;
             self.flights.push(Flight::ToMember {
                 member: joiner,
@@ -1284,6 +1165,40 @@ impl Sim {
             });
         }
         Ok(())
+    }
+
+    /// A member whose client has the token of the group's current epoch posts a commit nobody
+    /// can process; whether one could.
+    fn hostile_commit(&mut self, id: &GroupId) -> bool {
+        let Some(epoch) = self.node.log.epoch(id.as_slice()).unwrap() else {
+            return false;
+        };
+        for m in 0..self.members.len() {
+            let Some(core) = self.members[m].core.as_mut() else {
+                continue;
+            };
+            let Ok((at, token)) = core.profile().group_token(id) else {
+                continue;
+            };
+            if at != epoch {
+                continue;
+            }
+            let name = self.members[m].name.clone();
+            self.note(format!("{name} posts a commit nobody can process"));
+            let client = self.members[m].client;
+            for (to, conn, push) in
+                self.node
+                    .post_hostile_commit(id.as_slice(), client, epoch, &token)
+            {
+                self.flights.push(Flight::ToMember {
+                    member: to,
+                    conn,
+                    what: Delivery::Push(push),
+                });
+            }
+            return true;
+        }
+        false
     }
 
     /// Members never added to the group.
@@ -1402,13 +1317,18 @@ impl Sim {
         }
         let count = |what: &str| self.log.iter().filter(|l| l.ends_with(what)).count();
         Ok(format!(
-            "{} texts, epoch {}; {} crashes, {} lost connections, {} node restarts, {} left",
+            "{} texts, epoch {}; {} crashes, {} lost connections, {} node restarts, {} left{}",
             sent.len(),
             states.first().unwrap().0,
             count(" crashes"),
             count(" loses its connection"),
             count("the node restarts"),
             count("'s leave"),
+            if self.attacked {
+                ", broken by a member"
+            } else {
+                ""
+            },
         ))
     }
 }
@@ -1642,14 +1562,17 @@ fn run_insider_seed(seed: u64, attack: Insider) -> Result<String, String> {
             sim.connect(carol);
             forged = Some(own.id);
             if breaks {
-                sim.attacked = true;
                 sim.note("carol breaks the group at the epoch she named".into());
-                for (to, conn, push) in sim.node.inject_hostile_commit(team.as_slice()) {
-                    sim.flights.push(Flight::ToMember {
-                        member: to,
-                        conn,
-                        what: Delivery::Push(push),
-                    });
+                // A member's modified client posts it once the group's epoch is one she has.
+                for _ in 0..1000 {
+                    if sim.hostile_commit(&team) {
+                        sim.attacked = true;
+                        break;
+                    }
+                    sim.deliver(CALM);
+                }
+                if !sim.attacked {
+                    return Err("nobody reached the group's epoch to break it".into());
                 }
             }
             sim.pump(carol);
