@@ -138,7 +138,8 @@ impl Driver {
             tracing::warn!(why, "offline");
             self.offline = Some(why.into());
             self.answers.abort_all();
-            self.core.handle_disconnected();
+            let now = self.now();
+            self.core.handle_disconnected(now);
         }
     }
 
@@ -183,7 +184,8 @@ impl Driver {
                 match push {
                     _ if number != self.number => {}
                     Some(push) => {
-                        if let Err(e) = self.core.handle_push(push) {
+                        let now = self.now();
+                        if let Err(e) = self.core.handle_push(push, now) {
                             tracing::warn!(error = %e, "a push could not be applied");
                         }
                     }
@@ -204,7 +206,8 @@ impl Driver {
             Ok(response) => Ok(response),
             Err(e) => return self.disconnect(&e.to_string()),
         };
-        self.core.handle_answer(lane, answer);
+        let now = self.now();
+        self.core.handle_answer(lane, answer, now);
     }
 
     /// The next notice for the user, if any.

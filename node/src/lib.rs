@@ -16,6 +16,7 @@
 //! - [`daemon`]: the long-running node: keeps the connection, applies pushes, serves the local
 //!   JSON-RPC API (Unix socket and stdio) with numbered, resumable events.
 
+pub mod clock;
 pub mod daemon;
 pub mod driver;
 pub mod engine;

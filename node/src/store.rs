@@ -740,14 +740,6 @@ fn keep_private(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Seconds since the Unix epoch, for the `at` columns.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

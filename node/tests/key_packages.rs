@@ -2,9 +2,9 @@
 //! one-time packages in under 100 ms, and her client refilled silently, never told her, and
 //! kept the drained private keys.
 
+use mlschat_node::clock::Clock;
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Claim, Intent, Prepared, Profile, ProfileError, TextsMark};
-use mlschat_node::store::unix_now;
 
 fn profile(name: &str) -> (tempfile::TempDir, Profile) {
     let dir = tempfile::tempdir().unwrap();
@@ -32,7 +32,7 @@ fn claim(seq: u64, claimer: u8, at: u64, reference: Vec<u8>) -> Claim {
 #[test]
 fn a_drain_of_our_key_packages_raises_one_alert_an_hour() {
     let (_dir, mut alice) = profile("alice");
-    let now = unix_now() as u64;
+    let now = Clock::System.unix();
     // Five people adding us: nothing to say.
     let few: Vec<Claim> = (1..=5).map(|i| claim(i, i as u8, now, vec![])).collect();
     assert!(alice.record_claims(&few).unwrap().is_empty());
@@ -58,7 +58,7 @@ fn a_drain_of_our_key_packages_raises_one_alert_an_hour() {
 fn a_claimed_package_no_welcome_used_in_time_loses_its_private_key() {
     let (_dir, mut bob) = profile("bob");
     let (_dir_a, mut alice) = profile("alice");
-    let now = unix_now() as u64;
+    let now = Clock::System.unix();
     let used = bob.new_key_package(false).unwrap();
     let drained = bob.new_key_package(false).unwrap();
     let fresh = bob.new_key_package(false).unwrap();

@@ -19,10 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mlschat_grouplog::host::{self, Effect, Limits, NotAnswered};
 use mlschat_grouplog::keypackages::{KeyPackage, Store as _};
 use mlschat_grouplog::{GroupLog as _, MemoryLog, NewCommit};
+use mlschat_node::clock::Clock;
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Home, Intent, Profile};
 use mlschat_node::sealed_tree::TreeSecret;
@@ -74,9 +77,10 @@ const LIMITS: Limits = Limits {
     mailbox_quota: 10_000,
 };
 
-/// The node's clock, in unix seconds: fixed, since nothing the simulation checks expires (the
-/// members' KeyPackages live months past it).
-const NODE_TIME: u64 = 1_800_000_000;
+/// Unix time when a run starts; the run's one clock goes on from there (a second per 1000 of
+/// the scheduler's milliseconds), for the node and every member's profile. The members'
+/// KeyPackages, made with real lifetimes, live months past it.
+const EPOCH: u64 = 1_800_000_000;
 
 /// Runs a memory log's operation, which never waits.
 fn ready<F: Future>(operation: F) -> F::Output {
@@ -95,6 +99,8 @@ fn ready<F: Future>(operation: F) -> F::Output {
 #[derive(Default)]
 struct Node {
     log: MemoryLog,
+    /// The run's clock, in unix seconds.
+    clock: Arc<AtomicU64>,
     /// Connections subscribed to each group: (member, connection). Lost on restart.
     subscribers: BTreeMap<Vec<u8>, BTreeSet<(usize, u64)>>,
     /// Fault: fetching a tree fails (a damaged tree), so joins fail and must be retried.
@@ -116,6 +122,10 @@ fn refuse(code: ErrorCode) -> Response {
 type Pushes = Vec<(usize, u64, Push)>;
 
 impl Node {
+    fn now(&self) -> u64 {
+        self.clock.load(Ordering::Relaxed)
+    }
+
     /// One claim of `owner`'s KeyPackages by `client`.
     fn claim(&mut self, client: ClientId, owner: ClientId) -> Response {
         self.claims_made += 1;
@@ -125,7 +135,7 @@ impl Node {
         {
             return refuse(ErrorCode::RateLimited);
         }
-        match ready(self.log.claim(&owner, &client, NODE_TIME, true)).unwrap() {
+        match ready(self.log.claim(&owner, &client, self.now(), true)).unwrap() {
             Some(claimed) => Response::KeyPackage {
                 key_package: claimed.key_package.message.into(),
             },
@@ -148,7 +158,12 @@ impl Node {
             return (refuse(ErrorCode::UnknownGroup), Vec::new(), Vec::new());
         }
         let answered = ready(host::answer(
-            &self.log, &self.log, &client, request, &LIMITS, NODE_TIME,
+            &self.log,
+            &self.log,
+            &client,
+            request,
+            &LIMITS,
+            self.now(),
         ));
         let answered = match answered {
             Ok(answered) => answered,
@@ -181,7 +196,7 @@ impl Node {
     fn key_packages(&mut self, client: ClientId, request: Request) -> Response {
         match request {
             Request::KeyPackageStock => {
-                let stock = ready(self.log.stock(&client, NODE_TIME)).unwrap();
+                let stock = ready(self.log.stock(&client, self.now())).unwrap();
                 Response::KeyPackageStock {
                     one_time: stock.one_time,
                     last_resort: Flag::from(stock.last_resort),
@@ -258,7 +273,7 @@ impl Node {
         };
         match ready(
             self.log
-                .post_commit(&commit, LIMITS.mailbox_quota, NODE_TIME),
+                .post_commit(&commit, LIMITS.mailbox_quota, self.now()),
         )
         .unwrap()
         {
@@ -290,7 +305,7 @@ impl Node {
                     1,
                     welcome,
                     vec![1; 48],
-                    NODE_TIME,
+                    self.now(),
                 );
                 host::mailbox_entry(delivered.unwrap())
             })
@@ -445,12 +460,14 @@ const HOME: [u8; 32] = [7; 32];
 
 impl Sim {
     fn new(seed: u64, names: &[&str]) -> Self {
+        let clock = Arc::new(AtomicU64::new(EPOCH));
         let members = names
             .iter()
             .map(|name| {
                 let dir = profile_root();
                 let device = DeviceName::new(name, "dev").unwrap();
                 let mut profile = Profile::create(dir.path(), device, None).unwrap();
+                profile.set_clock(Clock::manual(&clock));
                 profile
                     .set_home(&Home {
                         address: "simulated:1".into(),
@@ -475,7 +492,10 @@ impl Sim {
         Self {
             rng: Rng(seed),
             now: 0,
-            node: Node::default(),
+            node: Node {
+                clock,
+                ..Node::default()
+            },
             members,
             flights: Vec::new(),
             group: "team".into(),
@@ -510,7 +530,8 @@ impl Sim {
             return;
         }
         self.members[m].conn = 0;
-        self.members[m].core().handle_disconnected();
+        let now = self.now;
+        self.members[m].core().handle_disconnected(now);
         self.take_notices(m);
         for subs in self.node.subscribers.values_mut() {
             subs.retain(|&(member, _)| member != m);
@@ -521,10 +542,12 @@ impl Sim {
     fn crash(&mut self, m: usize) {
         self.note(format!("{} crashes", self.members[m].name));
         self.disconnect(m);
+        let clock = Clock::manual(&self.node.clock);
         let member = &mut self.members[m];
         member.core = None;
         member.tickets.clear();
-        let profile = Profile::open(member.dir.path(), None).unwrap();
+        let mut profile = Profile::open(member.dir.path(), None).unwrap();
+        profile.set_clock(clock);
         member.core = Some(Core::new(profile));
     }
 
@@ -672,9 +695,13 @@ impl Sim {
                 match what {
                     Delivery::Answer(lane, answer) => {
                         self.count_progress(member, &lane, &answer);
-                        self.members[member].core().handle_answer(lane, answer)
+                        let now = self.now;
+                        self.members[member].core().handle_answer(lane, answer, now)
                     }
-                    Delivery::Push(push) => self.members[member].core().handle_push(push).unwrap(),
+                    Delivery::Push(push) => {
+                        let now = self.now;
+                        self.members[member].core().handle_push(push, now).unwrap()
+                    }
                 }
                 self.pump(member);
             }
@@ -732,8 +759,16 @@ impl Sim {
         }
     }
 
+    /// Time passes, on the run's one clock.
+    fn advance(&mut self, millis: u64) {
+        self.now += millis;
+        let unix = EPOCH + self.now / 1000;
+        self.node.clock.store(unix, Ordering::Relaxed);
+    }
+
     fn tick(&mut self) {
-        self.now += 1 + self.rng.below(200) as u64;
+        let millis = 1 + self.rng.below(200) as u64;
+        self.advance(millis);
         for m in 0..self.members.len() {
             let now = self.now;
             let core = self.members[m].core();
@@ -899,7 +934,7 @@ impl Sim {
                 return Ok(());
             }
             // Let time pass: parked lanes go again, polls retry invitations.
-            self.now += mlschat_node::sync::RETRY_AFTER * 5;
+            self.advance(mlschat_node::sync::RETRY_AFTER * 5);
             self.tick();
         }
         let busy: Vec<String> = self

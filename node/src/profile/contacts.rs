@@ -13,7 +13,6 @@ use mlschat_wire::token::client_id;
 use super::{Profile, ProfileError};
 use crate::engine::{self, MemberInfo};
 use crate::identity::{DeviceName, Fingerprint};
-use crate::store::unix_now;
 
 /// Our delivery node: where our groups' logs and our mailbox are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,7 +330,7 @@ impl Profile {
                 code.signature_key,
                 code.home.address,
                 code.home.fingerprint,
-                unix_now()
+                self.now()
             ],
         )?;
         self.contact(&name)
@@ -427,7 +426,7 @@ impl Profile {
             "UPDATE contacts SET signature_key = coalesce(offered_key, signature_key),
                  offered_key = NULL, flagged = NULL, verified_at = ?2
              WHERE name = ?1",
-            params![shown.contact, unix_now()],
+            params![shown.contact, self.now()],
         )?;
         self.contact(&shown.contact)
     }
@@ -563,6 +562,7 @@ pub(super) fn notice_impostor(
     conn: &rusqlite::Connection,
     group: &openmls::prelude::GroupId,
     sender: &MemberInfo,
+    at: i64,
 ) -> Result<(), ProfileError> {
     let Some(name) = &sender.name else {
         return Ok(());
@@ -584,7 +584,7 @@ pub(super) fn notice_impostor(
         sender.fingerprint
     );
     let kind = format!("impostor:{}", sender.fingerprint.to_hex());
-    super::alerts::raise_alert(conn, &kind, &text, unix_now() as u64)?;
+    super::alerts::raise_alert(conn, &kind, &text, at as u64)?;
     Ok(())
 }
 

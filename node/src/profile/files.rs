@@ -57,6 +57,7 @@ impl Profile {
 
     /// Proposes our own removal; another member's next commit carries it out.
     pub fn leave(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
+        let now = self.now();
         let id = self.find_group(group)?;
         if self.is_hosted(&id)? {
             return Err(ProfileError::WrongKind(
@@ -69,11 +70,11 @@ impl Profile {
         self.in_transaction(|p| {
             p.with_group(&id, |engine, provider, group, conn| {
                 let proposal = engine.leave(provider, group)?;
-                mark_processed(conn, &proposal)?;
+                mark_processed(conn, &proposal, now)?;
                 let epoch = group.epoch().as_u64();
-                append_history(conn, &id, epoch, &me, "event", "asked to leave")?;
+                append_history(conn, &id, epoch, &me, "event", "asked to leave", now)?;
                 let mut out = Outgoing::default();
-                out.queue(conn, &id, Packet::Mls(proposal))?;
+                out.queue(conn, &id, Packet::Mls(proposal), now)?;
                 Ok(out)
             })
         })
@@ -101,14 +102,15 @@ impl Profile {
         id: &GroupId,
         text: &str,
     ) -> Result<Outgoing, ProfileError> {
+        let now = self.now();
         let me = self.me();
         let content = Content::text(self.new_post_id()?, text);
         self.with_group(id, |engine, provider, group, conn| {
             let message = engine.send(provider, group, &content.encode())?;
-            mark_processed(conn, &message)?;
-            append_text(conn, id, group.epoch().as_u64(), &me, &content)?;
+            mark_processed(conn, &message, now)?;
+            append_text(conn, id, group.epoch().as_u64(), &me, &content, now)?;
             let mut out = Outgoing::default();
-            out.queue(conn, id, Packet::Mls(message))?;
+            out.queue(conn, id, Packet::Mls(message), now)?;
             Ok(out)
         })
     }
@@ -137,6 +139,7 @@ impl Profile {
     }
 
     pub(super) fn receive_one(&mut self, packet: &Packet) -> Result<Received, ProfileError> {
+        let now = self.now();
         match packet {
             Packet::Join {
                 welcome,
@@ -150,7 +153,7 @@ impl Profile {
                         .group_ref(&id)?
                         .ok_or_else(|| ProfileError::NotOurGroup(hex::encode(id.as_slice())))?;
                     let incoming = self.with_group(&id, |engine, provider, group, conn| {
-                        if !mark_processed(conn, bytes)? {
+                        if !mark_processed(conn, bytes, now)? {
                             return Err(ProfileError::Duplicate);
                         }
                         let shared_before = shared_name(group)?;
@@ -166,7 +169,7 @@ impl Profile {
                         if let Incoming::Commit { .. } = &incoming {
                             remember_commit(conn, &id, epoch - 1, bytes)?;
                         }
-                        record_incoming(conn, &id, epoch, &incoming)?;
+                        record_incoming(conn, &id, epoch, &incoming, now)?;
                         Ok(incoming)
                     });
                     if let Err(ProfileError::Engine(EngineError::Fork { epoch })) = &incoming {
@@ -211,6 +214,7 @@ impl Profile {
         ratchet_tree: &[u8],
         admission: Option<&Admission>,
     ) -> Result<Received, ProfileError> {
+        let now = self.now();
         let Parsed::Welcome(parsed) = engine::parse_message(welcome)? else {
             return Err(ProfileError::WrongKind(
                 "join packet without a Welcome".into(),
@@ -224,7 +228,7 @@ impl Profile {
         let provider = self.provider();
         let (group, inviter) = self.store.savepoint(|| {
             let conn = self.store.conn();
-            if !mark_processed(conn, welcome)? {
+            if !mark_processed(conn, welcome, now)? {
                 return Err(ProfileError::Duplicate);
             }
             let (group, inviter) = self.engine.join(&provider, parsed, ratchet_tree)?;
@@ -243,17 +247,25 @@ impl Profile {
                 Some(n) if !name_taken(conn, &n)? => Some(n),
                 _ => None,
             };
-            insert_group(conn, group.group_id(), name.as_deref(), true)?;
+            insert_group(conn, group.group_id(), name.as_deref(), true, now)?;
             for reference in &references {
                 conn.execute(
                     "UPDATE key_packages SET consumed_at = ?2
                      WHERE key_package_ref = ?1 AND last_resort = 0",
-                    params![reference, unix_now()],
+                    params![reference, self.now()],
                 )?;
             }
             let epoch = group.epoch().as_u64();
             let text = "joined the group";
-            append_history(conn, group.group_id(), epoch, &self.me(), "event", text)?;
+            append_history(
+                conn,
+                group.group_id(),
+                epoch,
+                &self.me(),
+                "event",
+                text,
+                now,
+            )?;
             Ok((group, inviter))
         })?;
         let id = group.group_id().clone();
@@ -271,7 +283,7 @@ impl Profile {
         id: &GroupId,
         make: impl FnOnce(&Engine, &Provider<'_>, &mut MlsGroup) -> Result<CommitOut, EngineError>,
     ) -> Result<Outgoing, ProfileError> {
-        let me = self.me();
+        let now = self.now();
         self.with_group(id, |engine, provider, group, conn| {
             let out = make(engine, provider, group)?;
             merge_own_commit(
@@ -279,19 +291,19 @@ impl Profile {
                 provider,
                 group,
                 conn,
-                &me,
                 &out.commit,
                 out.welcome.is_some(),
+                now,
             )?;
             remember_commit(conn, id, group.epoch().as_u64() - 1, &out.commit)?;
             let mut outgoing = Outgoing::default();
-            outgoing.queue(conn, id, Packet::Mls(out.commit))?;
+            outgoing.queue(conn, id, Packet::Mls(out.commit), now)?;
             if let Some(w) = out.welcome {
                 let join = Packet::Join {
                     welcome: w.welcome,
                     ratchet_tree: w.ratchet_tree,
                 };
-                outgoing.queue(conn, id, join)?;
+                outgoing.queue(conn, id, join, now)?;
             }
             Ok(outgoing)
         })
@@ -372,7 +384,7 @@ impl Profile {
             hex::encode(id.as_slice())
         );
         let kind = format!("fork:{}", hex::encode(id.as_slice()));
-        super::alerts::raise_alert(self.store.conn(), &kind, &text, unix_now() as u64)?;
+        super::alerts::raise_alert(self.store.conn(), &kind, &text, self.now() as u64)?;
         Ok(())
     }
 

@@ -27,6 +27,7 @@ impl Profile {
         hosted: bool,
         settings: &GroupSettings,
     ) -> Result<GroupSummary, ProfileError> {
+        let now = self.now();
         validate_group_name(name)?;
         if self.find_group(name).is_ok() {
             return Err(ProfileError::WrongKind(format!(
@@ -45,8 +46,8 @@ impl Profile {
         let group = self.store.savepoint(|| {
             let group = self.engine.create_group(&provider, id.clone(), settings)?;
             let conn = self.store.conn();
-            insert_group(conn, &id, Some(name), false)?;
-            append_history(conn, &id, 0, &me, "event", "created the group")?;
+            insert_group(conn, &id, Some(name), false, now)?;
+            append_history(conn, &id, 0, &me, "event", "created the group", now)?;
             if hosted {
                 // The first row of the node's log comes after this one.
                 conn.execute(

@@ -6,7 +6,7 @@
 
 use super::alerts::{Alert, raise_alert};
 use super::{Profile, ProfileError};
-use crate::store::{StoreError, unix_now};
+use crate::store::StoreError;
 use mlschat_wire::ClientId;
 use openmls::prelude::KeyPackageRef;
 use openmls::prelude::tls_codec::{DeserializeBytes as _, Serialize as _, VLBytes};
@@ -55,7 +55,7 @@ impl Profile {
         let Some(last) = fresh.last() else {
             return Ok(Vec::new());
         };
-        let now = unix_now() as u64;
+        let now = self.now() as u64;
         self.store.transaction(|| {
             let conn = self.store.conn();
             for claim in &fresh {

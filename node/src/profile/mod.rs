@@ -17,11 +17,12 @@ use openmls_traits::random::OpenMlsRand;
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
+use crate::clock::Clock;
 use crate::engine::{
     self, CommitOut, Engine, EngineError, Incoming, MemberInfo, Parsed, display_member,
 };
 use crate::identity::{DeviceName, Identity, SIGNATURE_SCHEME};
-use crate::store::{MlsStorage, Store, StoreError, unix_now};
+use crate::store::{MlsStorage, Store, StoreError};
 use mlschat_wire::PostId;
 use mlschat_wire::content::{Content, ContentKind};
 use mlschat_wire::packet::Packet;
@@ -292,6 +293,8 @@ pub struct Profile {
     /// Groups loaded from storage. An entry is dropped when an operation on it fails, since
     /// OpenMLS may have changed it in memory before the transaction rolled back.
     groups: HashMap<GroupId, MlsGroup>,
+    /// What every row is stamped with and every expiry judged by.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Profile {
@@ -324,7 +327,7 @@ impl Profile {
                     identity.name.user,
                     identity.name.device,
                     identity.signer.public(),
-                    unix_now()
+                    Clock::System.unix() as i64
                 ],
             )?;
             Ok::<_, ProfileError>(())
@@ -357,7 +360,18 @@ impl Profile {
             crypto: RustCrypto::default(),
             engine: Engine::new(identity),
             groups: HashMap::new(),
+            clock: Clock::System,
         }
+    }
+
+    /// Reads the time from `clock` from now on (the simulator's, in a simulated run).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// Seconds since the Unix epoch, on this profile's clock.
+    pub fn now(&self) -> i64 {
+        i64::try_from(self.clock.unix()).unwrap_or(i64::MAX)
     }
 
     pub fn identity(&self) -> &Identity {
@@ -389,7 +403,7 @@ impl Profile {
             self.store.conn().execute(
                 "INSERT INTO key_packages (key_package_ref, last_resort, created_at)
                  VALUES (?1, ?2, ?3)",
-                params![kp.reference, last_resort, unix_now()],
+                params![kp.reference, last_resort, self.now()],
             )?;
             Ok(kp.message)
         })
@@ -468,6 +482,7 @@ impl Profile {
             crypto,
             engine,
             groups,
+            clock: _,
         } = self;
         let group = groups.get_mut(id).expect("loaded above");
         let provider = Provider {
@@ -497,12 +512,16 @@ impl Profile {
     }
 
     fn me(&self) -> MemberInfo {
-        let identity = self.identity();
-        MemberInfo {
-            leaf_index: 0,
-            name: Some(identity.name.clone()),
-            fingerprint: identity.fingerprint(),
-        }
+        member_of(self.identity())
+    }
+}
+
+/// Ourselves, as history names a member.
+fn member_of(identity: &Identity) -> MemberInfo {
+    MemberInfo {
+        leaf_index: 0,
+        name: Some(identity.name.clone()),
+        fingerprint: identity.fingerprint(),
     }
 }
 
@@ -513,6 +532,7 @@ impl Outgoing {
         conn: &rusqlite::Connection,
         id: &GroupId,
         packet: Packet,
+        at: i64,
     ) -> Result<(), ProfileError> {
         let audience = match packet {
             Packet::Mls(_) => "group",
@@ -521,12 +541,7 @@ impl Outgoing {
         conn.prepare_cached(
             "INSERT INTO outbox (group_id, audience, packet, created_at) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![
-            id.as_slice(),
-            audience,
-            packet.encode()?,
-            unix_now()
-        ])?;
+        .execute(params![id.as_slice(), audience, packet.encode()?, at])?;
         self.outbox.push(conn.last_insert_rowid());
         match packet {
             Packet::Mls(_) => self.to_group.push(packet),
@@ -543,21 +558,22 @@ fn merge_own_commit(
     provider: &Provider<'_>,
     group: &mut MlsGroup,
     conn: &rusqlite::Connection,
-    me: &MemberInfo,
     commit: &[u8],
     adds_members: bool,
+    at: i64,
 ) -> Result<engine::Changes, ProfileError> {
+    let me = &member_of(engine.identity());
     let id = group.group_id().clone();
     let shared_before = shared_name(group)?;
     let changes = engine.merge_pending_commit(provider, group)?;
     if let Some(new) = &changes.settings {
         follow_shared_name(conn, &id, shared_before.as_deref(), &new.name)?;
     }
-    mark_processed(conn, commit)?;
-    note_invitees(conn, &id, &changes.added)?;
+    mark_processed(conn, commit, at)?;
+    note_invitees(conn, &id, &changes.added, at)?;
     let epoch = group.epoch().as_u64();
     let event = describe_commit(&changes.added, &changes.removed, changes.settings.as_ref());
-    append_history(conn, &id, epoch, me, "event", &event)?;
+    append_history(conn, &id, epoch, me, "event", &event, at)?;
     // Every commit of ours but an add carries an UpdatePath, which refreshes our leaf.
     if !adds_members {
         conn.execute(
@@ -632,12 +648,13 @@ fn insert_group(
     id: &GroupId,
     name: Option<&str>,
     needs_self_update: bool,
+    at: i64,
 ) -> Result<(), ProfileError> {
     conn.execute(
         "INSERT INTO groups (group_id, name, needs_self_update, created_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (group_id) DO UPDATE SET state = 'active', needs_self_update = ?3,
              leaving = 0, abandoned = 0, notice = NULL, broken = NULL",
-        params![id.as_slice(), name, needs_self_update, unix_now()],
+        params![id.as_slice(), name, needs_self_update, at],
     )?;
     Ok(())
 }
@@ -649,8 +666,9 @@ fn append_history(
     sender: &MemberInfo,
     kind: &str,
     body: &str,
+    at: i64,
 ) -> Result<(), ProfileError> {
-    contacts::notice_impostor(conn, id, sender)?;
+    contacts::notice_impostor(conn, id, sender, at)?;
     conn.prepare_cached(
         "INSERT INTO messages (group_id, epoch, sender, sender_fingerprint, kind, body, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -662,7 +680,7 @@ fn append_history(
         sender.fingerprint.0,
         kind,
         body.as_bytes(),
-        unix_now()
+        at
     ])?;
     Ok(())
 }
@@ -675,8 +693,9 @@ fn append_text(
     epoch: u64,
     sender: &MemberInfo,
     content: &Content,
+    at: i64,
 ) -> Result<bool, ProfileError> {
-    contacts::notice_impostor(conn, id, sender)?;
+    contacts::notice_impostor(conn, id, sender, at)?;
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO messages
@@ -689,7 +708,7 @@ fn append_text(
             display_member(sender),
             sender.fingerprint.0,
             content.display().as_bytes(),
-            unix_now(),
+            at,
             content.id.as_slice()
         ])?;
     Ok(inserted == 1)
@@ -701,12 +720,13 @@ fn note_invitees(
     conn: &rusqlite::Connection,
     id: &GroupId,
     added: &[MemberInfo],
+    at: i64,
 ) -> Result<(), ProfileError> {
     let mut insert = conn.prepare_cached(
         "INSERT OR REPLACE INTO invitees (group_id, fingerprint, since) VALUES (?1, ?2, ?3)",
     )?;
     for member in added {
-        insert.execute(params![id.as_slice(), member.fingerprint.0, unix_now()])?;
+        insert.execute(params![id.as_slice(), member.fingerprint.0, at])?;
     }
     Ok(())
 }
@@ -726,11 +746,15 @@ fn remember_commit(
     Ok(())
 }
 
-fn mark_processed(conn: &rusqlite::Connection, message: &[u8]) -> Result<bool, ProfileError> {
+fn mark_processed(
+    conn: &rusqlite::Connection,
+    message: &[u8],
+    at: i64,
+) -> Result<bool, ProfileError> {
     let hash: [u8; 32] = Sha256::digest(message).into();
     let inserted = conn
         .prepare_cached("INSERT OR IGNORE INTO processed (message_hash, at) VALUES (?1, ?2)")?
-        .execute(params![hash, unix_now()])?;
+        .execute(params![hash, at])?;
     Ok(inserted == 1)
 }
 
@@ -739,18 +763,19 @@ fn record_incoming(
     id: &GroupId,
     epoch: u64,
     incoming: &Incoming,
+    at: i64,
 ) -> Result<(), ProfileError> {
     match incoming {
         Incoming::Application { sender, plaintext } => match Content::decode(plaintext) {
             // An announcement is an event of the group, not something someone said.
             Ok(content) if content.kind == ContentKind::Continuation => {
-                append_history(conn, id, epoch, sender, "event", &content.display())
+                append_history(conn, id, epoch, sender, "event", &content.display(), at)
             }
             // A second copy from the same sender (encrypted again) is dropped by its id.
-            Ok(content) => append_text(conn, id, epoch, sender, &content).map(|_| ()),
+            Ok(content) => append_text(conn, id, epoch, sender, &content, at).map(|_| ()),
             Err(e) => {
                 let body = format!("sent a message this client cannot read ({e})");
-                append_history(conn, id, epoch, sender, "event", &body)
+                append_history(conn, id, epoch, sender, "event", &body, at)
             }
         },
         Incoming::Proposal { sender, summary } => append_history(
@@ -760,6 +785,7 @@ fn record_incoming(
             sender,
             "event",
             &format!("proposed: {summary}"),
+            at,
         ),
         Incoming::Commit {
             sender,
@@ -776,8 +802,9 @@ fn record_incoming(
                 sender,
                 "event",
                 &describe_commit(added, removed, settings.as_ref()),
+                at,
             )?;
-            note_invitees(conn, id, added)?;
+            note_invitees(conn, id, added, at)?;
             if *removed_us {
                 conn.execute(
                     "UPDATE groups SET state = 'removed' WHERE group_id = ?1",

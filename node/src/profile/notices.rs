@@ -11,7 +11,6 @@ use sha2::{Digest, Sha256};
 use super::{Profile, ProfileError, append_history};
 use crate::engine;
 use crate::identity::Fingerprint;
-use crate::store::unix_now;
 use mlschat_wire::notice::{Abandoned, Notice};
 use mlschat_wire::{PostNotice, Token};
 
@@ -130,15 +129,16 @@ impl Profile {
         epoch: u64,
         why: &str,
     ) -> Result<(), ProfileError> {
+        let now = self.now();
         let conn = self.store.conn();
         conn.execute(
             "UPDATE groups SET broken = ?2, abandoned = 1 WHERE group_id = ?1",
             params![id.as_slice(), why],
         )?;
         let me = self.me();
-        append_history(self.store.conn(), id, epoch, &me, "event", why)?;
+        append_history(self.store.conn(), id, epoch, &me, "event", why, now)?;
         let kind = format!("abandoned:{}", hex::encode(id.as_slice()));
-        super::alerts::raise_alert(self.store.conn(), &kind, why, unix_now() as u64)?;
+        super::alerts::raise_alert(self.store.conn(), &kind, why, self.now() as u64)?;
         Ok(())
     }
 }

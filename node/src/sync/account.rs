@@ -98,7 +98,7 @@ impl Core {
                 // Read on until the log is done; then forget keys nobody can use any more.
                 self.claim_log_due = !claims.is_empty();
                 if claims.is_empty() {
-                    let now = crate::store::unix_now() as u64;
+                    let now = self.profile.now() as u64;
                     let forgotten = self.profile.forget_unusable_key_packages(now)?;
                     if forgotten > 0 {
                         tracing::info!(forgotten, "deleted KeyPackage keys nobody can use");

@@ -354,7 +354,8 @@ impl Core {
 
     /// The connection is gone: answers in flight are lost. Everything durable stays queued; the
     /// requests waiting on it are told.
-    pub fn handle_disconnected(&mut self) {
+    pub fn handle_disconnected(&mut self, now: u64) {
+        self.now = now;
         self.connected = false;
         self.lanes.clear();
         self.dirty.clear();
@@ -451,7 +452,8 @@ impl Core {
     }
 
     /// A push from the node.
-    pub fn handle_push(&mut self, push: mlschat_wire::Push) -> Result<(), ProfileError> {
+    pub fn handle_push(&mut self, push: mlschat_wire::Push, now: u64) -> Result<(), ProfileError> {
+        self.now = now;
         match push {
             mlschat_wire::Push::Group { group_id, entry } => {
                 let id = GroupId::from_slice(group_id.as_slice());
@@ -473,7 +475,8 @@ impl Core {
     }
 
     /// The answer to the request in flight on `lane`.
-    pub fn handle_answer(&mut self, lane: Lane, answer: Answer) {
+    pub fn handle_answer(&mut self, lane: Lane, answer: Answer, now: u64) {
+        self.now = now;
         let Some(state) = self.lanes.get_mut(&lane) else {
             return; // a lane of an older connection
         };

@@ -50,6 +50,7 @@ impl Profile {
         id: &GroupId,
         clients: &[ClientId],
     ) -> Result<(), ProfileError> {
+        let now = self.now();
         if clients.is_empty() {
             return Ok(());
         }
@@ -72,7 +73,7 @@ impl Profile {
                      {} (their mailbox is full): they are removed again",
                     &fingerprint[..16]
                 );
-                append_history(conn, id, epoch, &me, "event", &body)?;
+                append_history(conn, id, epoch, &me, "event", &body, now)?;
             }
             Ok(())
         })
@@ -331,7 +332,7 @@ impl Profile {
     }
 
     pub(super) fn confirm_in_transaction(&mut self, id: &GroupId) -> Result<i64, ProfileError> {
-        let me = self.me();
+        let now = self.now();
         let (message, adds, intent): (Vec<u8>, bool, Option<i64>) = self.store.conn().query_row(
             "SELECT message, welcome IS NOT NULL, intent_seq FROM pending_commits
              WHERE group_id = ?1",
@@ -339,7 +340,7 @@ impl Profile {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         self.with_group(id, |engine, provider, group, conn| {
-            merge_own_commit(engine, provider, group, conn, &me, &message, adds)?;
+            merge_own_commit(engine, provider, group, conn, &message, adds, now)?;
             conn.execute(
                 "DELETE FROM pending_commits WHERE group_id = ?1",
                 [id.as_slice()],

@@ -133,6 +133,7 @@ impl Profile {
     /// now once the members are added. Its post id is derived from the two groups, so that
     /// posting it again is a repeat.
     pub fn announcement(&mut self, id: &GroupId) -> Result<Option<Announcement>, ProfileError> {
+        let now = self.now();
         let old: Option<Option<Vec<u8>>> = self.store.query_opt(
             "SELECT continues FROM groups WHERE group_id = ?1",
             [id.as_slice()],
@@ -170,7 +171,7 @@ impl Profile {
         let (epoch, message) = self.in_transaction(|p| {
             p.with_group(id, |engine, provider, group, conn| {
                 let message = engine.send(provider, group, &content.encode())?;
-                mark_processed(conn, &message)?;
+                mark_processed(conn, &message, now)?;
                 Ok((group.epoch().as_u64(), message))
             })
         })?;
@@ -198,6 +199,7 @@ impl Profile {
         sender: &MemberInfo,
         continuation: &Continuation,
     ) -> Result<(), ProfileError> {
+        let now = self.now();
         let old = GroupId::from_slice(continuation.old_group.as_slice());
         // The new group as it is now, when it is announced: later changes are its own affair.
         let members: Vec<u8> = self
@@ -238,7 +240,15 @@ impl Profile {
                 display_member(sender),
                 hex::encode(old.as_slice())
             );
-            append_history(self.store.conn(), new, epoch, &self.me(), "event", &body)?;
+            append_history(
+                self.store.conn(),
+                new,
+                epoch,
+                &self.me(),
+                "event",
+                &body,
+                now,
+            )?;
         }
         Ok(())
     }
@@ -383,6 +393,7 @@ impl Profile {
         sender: &Fingerprint,
         why: &str,
     ) -> Result<(), ProfileError> {
+        let now = self.now();
         let conn = self.store.conn();
         conn.execute(
             "UPDATE announcements SET refused = ?3 WHERE old = ?1 AND new = ?2",
@@ -399,11 +410,11 @@ impl Profile {
         let me = self.me();
         for group in [old, new] {
             if let Ok((epoch, _)) = self.group_token(group) {
-                append_history(self.store.conn(), group, epoch, &me, "event", &text)?;
+                append_history(self.store.conn(), group, epoch, &me, "event", &text, now)?;
             }
         }
         let kind = format!("continuation:{}", hex::encode(new.as_slice()));
-        crate::profile::alerts::raise_alert(self.store.conn(), &kind, &text, unix_now() as u64)?;
+        crate::profile::alerts::raise_alert(self.store.conn(), &kind, &text, self.now() as u64)?;
         Ok(())
     }
 
@@ -440,6 +451,7 @@ impl Profile {
         old: &GroupId,
         new: &GroupId,
     ) -> Result<(), ProfileError> {
+        let now = self.now();
         let conn = self.store.conn();
         // Still read up to where it breaks (if it does): what was said there before stands.
         conn.execute(
@@ -458,7 +470,7 @@ impl Profile {
         conn.execute("DELETE FROM outbox WHERE group_id = ?1", [old.as_slice()])?;
         conn.execute("DELETE FROM intents WHERE group_id = ?1", [old.as_slice()])?;
         for (content, history_seq, post_id) in moved {
-            queue_text(conn, new, &content, &post_id, Some(history_seq))?;
+            queue_text(conn, new, &content, &post_id, Some(history_seq), now)?;
             conn.execute(
                 "UPDATE messages SET group_id = ?2, log_seq = NULL WHERE seq = ?1",
                 params![history_seq, new.as_slice()],
@@ -478,9 +490,9 @@ impl Profile {
             "this group continues in group {}",
             hex::encode(new.as_slice())
         );
-        append_history(self.store.conn(), old, epoch, &me, "event", &body)?;
+        append_history(self.store.conn(), old, epoch, &me, "event", &body, now)?;
         let body = format!("this group continues group {}", hex::encode(old.as_slice()));
-        append_history(self.store.conn(), new, 0, &me, "event", &body)?;
+        append_history(self.store.conn(), new, 0, &me, "event", &body, now)?;
         Ok(())
     }
 }

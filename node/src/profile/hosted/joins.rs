@@ -18,6 +18,7 @@ impl Profile {
         secret: Option<&TreeSecret>,
         sealed_tree: Result<Vec<u8>, ProfileError>,
     ) -> Result<Result<GroupSummary, String>, ProfileError> {
+        let now = self.now();
         let tree = sealed_tree.and_then(|sealed| {
             let secret = secret.ok_or(SealError::DoesNotOpen)?;
             Ok(secret.open_tree(&self.crypto, group_id, epoch, &sealed)?)
@@ -143,12 +144,7 @@ impl Profile {
                         hex::encode(group_id),
                         hex::encode(group_id),
                     );
-                    crate::profile::alerts::raise_alert(
-                        p.store.conn(),
-                        &kind,
-                        &text,
-                        unix_now() as u64,
-                    )?;
+                    crate::profile::alerts::raise_alert(p.store.conn(), &kind, &text, now as u64)?;
                     Err(why)
                 }
                 Err(ProfileError::Engine(EngineError::NotAllowed(why))) => {
@@ -156,12 +152,7 @@ impl Profile {
                     tracing::warn!(mailbox_id, %why, "refused to join a fork");
                     let kind = format!("fork:{}", hex::encode(group_id));
                     let text = format!("not joined group {}: {why}", hex::encode(group_id));
-                    crate::profile::alerts::raise_alert(
-                        p.store.conn(),
-                        &kind,
-                        &text,
-                        unix_now() as u64,
-                    )?;
+                    crate::profile::alerts::raise_alert(p.store.conn(), &kind, &text, now as u64)?;
                     p.store.conn().execute(
                         "DELETE FROM invitations WHERE mailbox_id = ?1",
                         [mailbox_id as i64],
@@ -378,7 +369,7 @@ impl Profile {
         &mut self,
         expiry: u64,
     ) -> Result<Vec<(GroupId, Vec<String>)>, ProfileError> {
-        let now = unix_now();
+        let now = self.now();
         let mut overdue = Vec::new();
         for id in self.hosted_groups()? {
             if self.broken(&id)?.is_some() || !self.is_member(&id)? {

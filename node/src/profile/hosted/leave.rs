@@ -8,6 +8,7 @@ impl Profile {
     /// its outbox row), and made again at each new epoch until a member's commit removes us
     /// ([`Self::encrypt_queued`], [`Self::receive_log`]).
     pub fn leave_hosted(&mut self, group: &str) -> Result<i64, ProfileError> {
+        let now = self.now();
         let id = self.hosted_group(group)?;
         let me = self.me();
         self.in_transaction(|p| {
@@ -16,7 +17,15 @@ impl Profile {
                 "UPDATE groups SET leaving = 1 WHERE group_id = ?1",
                 [id.as_slice()],
             )?;
-            append_history(p.store.conn(), &id, epoch, &me, "event", "asked to leave")?;
+            append_history(
+                p.store.conn(),
+                &id,
+                epoch,
+                &me,
+                "event",
+                "asked to leave",
+                now,
+            )?;
             p.queue_leave(&id)
         })
     }
@@ -28,7 +37,7 @@ impl Profile {
         conn.prepare_cached(
             "INSERT INTO outbox (group_id, audience, packet, created_at) VALUES (?1, 'group', X'', ?2)",
         )?
-        .execute(params![id.as_slice(), unix_now()])?;
+        .execute(params![id.as_slice(), self.now()])?;
         Ok(conn.last_insert_rowid())
     }
 

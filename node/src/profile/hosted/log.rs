@@ -44,6 +44,7 @@ impl Profile {
         id: &GroupId,
         entries: &[LogEntry],
     ) -> Result<LogRead, ProfileError> {
+        let now = self.now();
         self.in_transaction(|p| {
             let mut read = LogRead::default();
             let mut cursor = p.log_seq(id)?;
@@ -64,7 +65,7 @@ impl Profile {
                         cursor + 1,
                         entry.seq - 1
                     );
-                    append_history(p.store.conn(), id, epoch, &p.me(), "event", &body)?;
+                    append_history(p.store.conn(), id, epoch, &p.me(), "event", &body, now)?;
                 }
                 match p.receive_entry(id, entry)? {
                     Outcome::Read => {}
@@ -78,7 +79,7 @@ impl Profile {
                             entry.seq
                         );
                         tracing::warn!(group = %hex::encode(id.as_slice()), seq = entry.seq, error = %e, "unreadable log entry");
-                        append_history(p.store.conn(), id, entry.epoch, &p.me(), "event", &body)?;
+                        append_history(p.store.conn(), id, entry.epoch, &p.me(), "event", &body, now)?;
                     }
                     Outcome::Abandoned(why) => {
                         p.mark_abandoned(id, entry.epoch, &why)?;
@@ -98,11 +99,11 @@ impl Profile {
                             params![id.as_slice(), why],
                         )?;
                         let body = format!("cannot go on in this group: {why}");
-                        append_history(p.store.conn(), id, entry.epoch, &p.me(), "event", &body)?;
+                        append_history(p.store.conn(), id, entry.epoch, &p.me(), "event", &body, now)?;
                         p.stamp_history(id, before, cursor)?;
                         let kind = format!("broken:{}", hex::encode(id.as_slice()));
                         let text = format!("group {} is broken for you: {why}", hex::encode(id.as_slice()));
-                        crate::profile::alerts::raise_alert(p.store.conn(), &kind, &text, unix_now() as u64)?;
+                        crate::profile::alerts::raise_alert(p.store.conn(), &kind, &text, now as u64)?;
                         // Whoever accepted that commit went on without us: an admin tells them.
                         p.leave_notice(id, entry.epoch, &entry.message)?;
                         // An admin may have announced already where it goes on.

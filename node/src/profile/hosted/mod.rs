@@ -34,7 +34,7 @@ use super::{
 use crate::engine::{self, EngineError, Incoming, MemberInfo, Parsed, display_member};
 use crate::identity::Fingerprint;
 use crate::sealed_tree::{SealError, TreeSecret};
-use crate::store::{StoreError, unix_now};
+use crate::store::StoreError;
 use mlschat_wire::content::{Content, ContentKind, Continuation};
 use mlschat_wire::packet::Packet;
 use mlschat_wire::settings::GroupSettings;

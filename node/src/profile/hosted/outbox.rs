@@ -7,6 +7,7 @@ impl Profile {
     /// The node will never take a queued text (it refused it for good): it leaves the outbox,
     /// and its history says so.
     pub fn fail_text(&mut self, outbox_seq: i64, why: &str) -> Result<(), ProfileError> {
+        let now = self.now();
         self.in_transaction(|p| {
             let (group_id, history_seq): (Vec<u8>, Option<i64>) = p.store.conn().query_row(
                 "SELECT group_id, history_seq FROM outbox WHERE seq = ?1",
@@ -22,7 +23,7 @@ impl Profile {
                 "the text above (#{}) was not delivered: {why}",
                 history_seq.unwrap_or(0)
             );
-            append_history(p.store.conn(), &id, epoch, &p.me(), "event", &body)?;
+            append_history(p.store.conn(), &id, epoch, &p.me(), "event", &body, now)?;
             Ok(())
         })
     }
@@ -54,6 +55,7 @@ impl Profile {
     }
 
     pub fn send_hosted(&mut self, group: &str, text: &str) -> Result<i64, ProfileError> {
+        let now = self.now();
         crate::profile::check_text(text)?;
         let id = self.hosted_group(group)?;
         // Queued behind our leave proposal, it could never go out once we are removed.
@@ -80,9 +82,16 @@ impl Profile {
                     )?
                     .query_row([id.as_slice()], |r| r.get(0))?;
             let conn = p.store.conn();
-            append_text(conn, &id, epoch, &me, &content)?;
+            append_text(conn, &id, epoch, &me, &content, now)?;
             let history_seq = conn.last_insert_rowid();
-            let outbox = queue_text(conn, &id, &content.encode(), &content.id, Some(history_seq))?;
+            let outbox = queue_text(
+                conn,
+                &id,
+                &content.encode(),
+                &content.id,
+                Some(history_seq),
+                now,
+            )?;
             if alone {
                 p.encrypt_in_place(&id, outbox, &content.encode(), Some(history_seq))?;
             }
@@ -98,9 +107,10 @@ impl Profile {
         content: &[u8],
         history_seq: Option<i64>,
     ) -> Result<(), ProfileError> {
+        let now = self.now();
         self.with_group(id, |engine, provider, group, conn| {
             let message = engine.send(provider, group, content)?;
-            mark_processed(conn, &message)?;
+            mark_processed(conn, &message, now)?;
             conn.prepare_cached("UPDATE outbox SET packet = ?2 WHERE seq = ?1")?
                 .execute(params![outbox_seq, Packet::Mls(message).encode()?])?;
             conn.prepare_cached("UPDATE messages SET epoch = ?2 WHERE seq = ?1")?
@@ -156,6 +166,7 @@ impl Profile {
     /// was encrypted for ended before the node took it). It keeps its place in the queue and
     /// its post id. A queued proposal cannot be made again: it is dropped, and false returned.
     pub fn encrypt_queued(&mut self, outbox_seq: i64) -> Result<bool, ProfileError> {
+        let now = self.now();
         let (group_id, content, history_seq): (Vec<u8>, Option<Vec<u8>>, Option<i64>) =
             self.store.conn().query_row(
                 "SELECT group_id, text, history_seq FROM outbox WHERE seq = ?1",
@@ -169,7 +180,7 @@ impl Profile {
                 if p.is_leaving(&id)? && p.is_active(&id)? {
                     p.with_group(&id, |engine, provider, group, conn| {
                         let proposal = engine.leave(provider, group)?;
-                        mark_processed(conn, &proposal)?;
+                        mark_processed(conn, &proposal, now)?;
                         conn.prepare_cached("UPDATE outbox SET packet = ?2 WHERE seq = ?1")?
                             .execute(params![outbox_seq, Packet::Mls(proposal).encode()?])?;
                         Ok(())
@@ -220,17 +231,12 @@ pub(super) fn queue_text(
     content: &[u8],
     post_id: &[u8],
     history: Option<i64>,
+    at: i64,
 ) -> Result<i64, ProfileError> {
     conn.prepare_cached(
         "INSERT INTO outbox (group_id, audience, packet, created_at, text, history_seq, post_id)
          VALUES (?1, 'group', X'', ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![
-        id.as_slice(),
-        unix_now(),
-        content,
-        history,
-        post_id
-    ])?;
+    .execute(params![id.as_slice(), at, content, history, post_id])?;
     Ok(conn.last_insert_rowid())
 }
