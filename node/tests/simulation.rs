@@ -12,9 +12,10 @@
 //! - epoch authenticators agree; nobody is left with queued work (nobody is stuck);
 //! - every invitation is joined (a failed join is retried, never dropped).
 //!
-//! `SIM_SEEDS=N` runs N seeds per test (defaults: 20 calm, 300 with faults, 100 with a hostile
-//! member; about a minute in all), `SIM_SEED=S` replays one, `SIM_STEPS` sets the steps per
-//! seed (default 400), `SIM_TRACE=1` prints the event log and every history. A failing seed prints itself; replaying it takes the same decisions
+//! `SIM_SEEDS=N` runs N seeds per test, from `SIM_FIRST_SEED` on (1 by default, so that a long
+//! run can go in parts; defaults: see each test), `SIM_SEED=S` replays one, `SIM_STEPS` sets the
+//! steps per seed (default 400), `SIM_TRACE=1` prints the event log and every history. A failing
+//! seed prints itself; replaying it takes the same decisions
 //! (MLS randomness differs between runs, but no decision depends on it).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1736,8 +1737,8 @@ fn run_seeds_of(members: u64, faults: Faults, default_seeds: u64) {
     for_each_seed(default_seeds, |seed| run_seed(seed, steps, members, faults));
 }
 
-/// Runs `run` for seeds 1..=`default_seeds` (SIM_SEEDS more, SIM_SEED one) and fails if any
-/// seed did, naming them.
+/// Runs `run` for seeds 1..=`default_seeds` (SIM_SEEDS as many, from SIM_FIRST_SEED on; SIM_SEED
+/// one) and fails if any seed did, naming them.
 fn for_each_seed(default_seeds: u64, mut run: impl FnMut(u64) -> Result<String, String>) {
     if std::env::var("SIM_TRACE").is_ok() {
         let _ = tracing_subscriber::fmt()
@@ -1747,7 +1748,10 @@ fn for_each_seed(default_seeds: u64, mut run: impl FnMut(u64) -> Result<String, 
     }
     let seeds: Vec<u64> = match env("SIM_SEED") {
         Some(seed) => vec![seed],
-        None => (1..=env("SIM_SEEDS").unwrap_or(default_seeds)).collect(),
+        None => {
+            let first = env("SIM_FIRST_SEED").unwrap_or(1);
+            (first..first + env("SIM_SEEDS").unwrap_or(default_seeds)).collect()
+        }
     };
     let mut failures = Vec::new();
     for &seed in &seeds {
