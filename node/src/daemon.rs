@@ -925,6 +925,27 @@ pub mod client {
 
         /// Calls `method` and waits for its answer (notifications in between are skipped).
         pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, CallError> {
+            self.answer(method, params).await?.map_err(|error| {
+                let text = |k: &str| {
+                    error
+                        .pointer(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or("failure")
+                        .to_owned()
+                };
+                CallError::Refused {
+                    kind: ErrorKind::from_name(&text("/data/kind")),
+                    message: text("/message"),
+                }
+            })
+        }
+
+        /// Calls `method`: its result, or the JSON-RPC error object the daemon answered with.
+        pub async fn answer(
+            &mut self,
+            method: &str,
+            params: Value,
+        ) -> Result<Result<Value, Value>, CallError> {
             let id = self.next_id;
             self.next_id += 1;
             let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -932,24 +953,17 @@ pub mod client {
                 .write_all(format!("{request}\n").as_bytes())
                 .await?;
             loop {
-                let answer = self.next().await?;
+                let mut answer = self.next().await?;
                 if answer.get("id").and_then(Value::as_u64) != Some(id) {
                     continue;
                 }
-                if let Some(error) = answer.get("error") {
-                    let text = |k: &str| {
-                        error
-                            .pointer(k)
-                            .and_then(Value::as_str)
-                            .unwrap_or("failure")
-                            .to_owned()
-                    };
-                    return Err(CallError::Refused {
-                        kind: ErrorKind::from_name(&text("/data/kind")),
-                        message: text("/message"),
-                    });
-                }
-                return Ok(answer.get("result").cloned().unwrap_or(Value::Null));
+                return Ok(match answer.get_mut("error") {
+                    Some(error) => Err(error.take()),
+                    None => Ok(answer
+                        .get_mut("result")
+                        .map(Value::take)
+                        .unwrap_or(Value::Null)),
+                });
             }
         }
 

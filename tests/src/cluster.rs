@@ -5,13 +5,13 @@
 //! Waiting is bounded: a condition that does not come true within [`PATIENCE`] is an error.
 //! Each process writes its log beside its files: `delivery.log`, `peers/NAME.log`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use mlschat_node::daemon::client::DaemonClient;
 use serde_json::{Value, json};
 
 use crate::json_output;
@@ -363,7 +363,7 @@ impl PeerProcess {
     /// restarts it.
     pub fn caller(&self) -> Caller {
         Caller {
-            socket: mlschat_node::daemon::socket_path(&self.data_dir.join(&self.name)),
+            dir: self.data_dir.join(&self.name),
         }
     }
 
@@ -400,23 +400,26 @@ impl PeerProcess {
     }
 }
 
-/// Calls one peer's daemon API over its socket.
+/// Calls one peer's daemon API (with the daemon's own client), from any thread.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    socket: PathBuf,
+    dir: PathBuf,
 }
 
 impl Caller {
     /// Calls a daemon API method; `Err` holds the error object (or the I/O failure).
     pub fn try_call(&self, method: &str, params: Value) -> Result<Value, Value> {
-        let io = |e: std::io::Error| json!({"message": e.to_string()});
-        let mut stream = UnixStream::connect(&self.socket).map_err(io)?;
-        let request = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        writeln!(stream, "{request}").map_err(io)?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).map_err(io)?;
-        let answer: Value =
-            serde_json::from_str(&line).map_err(|e| json!({"message": e.to_string()}))?;
+        let io = |e: &dyn std::fmt::Display| json!({"message": e.to_string()});
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| io(&e))?;
+        let answer = runtime.block_on(async {
+            let mut client = DaemonClient::connect(&self.dir)
+                .await
+                .ok_or_else(|| io(&"no daemon listens"))?;
+            client.answer(method, params).await.map_err(|e| io(&e))
+        })?;
         // An answer unlike its documentation fails the test here, not as a refusal that a
         // caller might expect or retry.
         let checked = |output: &str, value: &Value| {
@@ -424,14 +427,14 @@ impl Caller {
                 panic!("the daemon's answer to {method}: {e:#}");
             }
         };
-        match answer.get("error") {
-            Some(error) => {
-                checked("api.error", error);
-                Err(error.clone())
+        match answer {
+            Err(error) => {
+                checked("api.error", &error);
+                Err(error)
             }
-            None => {
-                checked(method, &answer["result"]);
-                Ok(answer["result"].clone())
+            Ok(result) => {
+                checked(method, &result);
+                Ok(result)
             }
         }
     }
