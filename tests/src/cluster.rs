@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use mlschat_node::daemon::Call;
 use mlschat_node::daemon::client::DaemonClient;
 use serde_json::{Value, json};
 
@@ -414,12 +415,16 @@ impl Caller {
             .enable_io()
             .build()
             .map_err(|e| io(&e))?;
-        let answer = runtime.block_on(async {
-            let mut client = DaemonClient::connect(&self.dir)
-                .await
-                .ok_or_else(|| io(&"no daemon listens"))?;
-            client.answer(method, params).await.map_err(|e| io(&e))
-        })?;
+        // A call the API does not know is refused here as the daemon would refuse it.
+        let answer = match Call::from_request(method, params) {
+            Err(refused) => Err(refused.to_json()),
+            Ok(call) => runtime.block_on(async {
+                let mut client = DaemonClient::connect(&self.dir)
+                    .await
+                    .ok_or_else(|| io(&"no daemon listens"))?;
+                client.answer(&call).await.map_err(|e| io(&e))
+            })?,
+        };
         // An answer unlike its documentation fails the test here, not as a refusal that a
         // caller might expect or retry.
         let checked = |output: &str, value: &Value| {

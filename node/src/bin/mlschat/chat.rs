@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use mlschat_node::daemon::Call;
 use mlschat_node::daemon::client::{CallError, DaemonClient};
 use ratatui::Frame;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
@@ -20,7 +21,7 @@ use ratatui::layout::{Constraint, Layout, Position};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tui_input::Input;
 use tui_input::backend::crossterm::EventHandler as _;
 
@@ -72,13 +73,16 @@ fn find<'a>(groups: &'a [Value], handle: &str) -> Option<&'a Value> {
 async fn lines(dir: &Path, report: &Report, group: &str) -> anyhow::Result<()> {
     let mut listener = daemon_client(dir).await?;
     let mut sender = daemon_client(dir).await?;
-    let groups = sender.call("groups", json!({})).await.map_err(refused)?;
+    let groups = sender.call(&Call::Groups {}).await.map_err(refused)?;
     let Some(found) = find(groups.as_array().map_or(&[], |g| g), group) else {
         bail!("no group named {group:?}");
     };
     let (id, name) = (found["id"].clone(), found["name"].clone());
     let history = sender
-        .call("history", json!({"group": group, "limit": 20}))
+        .call(&Call::History {
+            group: group.to_owned(),
+            limit: 20,
+        })
         .await
         .map_err(refused)?;
     let last = history
@@ -90,7 +94,7 @@ async fn lines(dir: &Path, report: &Report, group: &str) -> anyhow::Result<()> {
         report.event(entry);
     }
     listener
-        .call("subscribe", json!({"after": last}))
+        .call(&Call::Subscribe { after: last })
         .await
         .map_err(refused)?;
     let (lines_tx, mut typed) = tokio::sync::mpsc::channel::<String>(16);
@@ -117,7 +121,10 @@ async fn lines(dir: &Path, report: &Report, group: &str) -> anyhow::Result<()> {
                     continue;
                 }
                 sender
-                    .call("send", json!({"group": group, "text": text}))
+                    .call(&Call::Send {
+                        group: group.to_owned(),
+                        text,
+                    })
                     .await
                     .map_err(refused)?;
             }
@@ -607,7 +614,7 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
         groups.push(GroupView::of(g, entries));
     }
     listener
-        .call("subscribe", json!({"after": last_seen}))
+        .call(&Call::Subscribe { after: last_seen })
         .await
         .map_err(refused)?;
     let mut screen = Screen {
@@ -677,7 +684,7 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
                     }
                 }
                 _ = refresh.tick() => {
-                    if let Ok(status) = caller.call("status", json!({})).await {
+                    if let Ok(status) = caller.call(&Call::Status {}).await {
                         screen.attention(&status);
                     }
                     refresh_groups(&mut screen, &mut caller).await;
@@ -692,7 +699,7 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
                         Action::Quit => return Ok(()),
                         Action::Send(text) => {
                             let id = screen.groups[screen.current].id.clone();
-                            if let Err(e) = caller.call("send", json!({"group": id, "text": text})).await {
+                            if let Err(e) = caller.call(&Call::Send { group: id, text }).await {
                                 screen.note(failure(e));
                             }
                         }
@@ -719,7 +726,7 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
 
 /// The groups the chat shows: those we are in (a broken one too, to read it).
 async fn chat_groups(caller: &mut DaemonClient) -> anyhow::Result<Vec<Value>> {
-    let listed = caller.call("groups", json!({})).await.map_err(refused)?;
+    let listed = caller.call(&Call::Groups {}).await.map_err(refused)?;
     Ok(listed
         .as_array()
         .into_iter()
@@ -732,10 +739,10 @@ async fn chat_groups(caller: &mut DaemonClient) -> anyhow::Result<Vec<Value>> {
 /// A group's recent history, and the newest event id in it.
 async fn scrollback(caller: &mut DaemonClient, group: &Value) -> anyhow::Result<(Vec<Entry>, i64)> {
     let history = caller
-        .call(
-            "history",
-            json!({"group": group["id"], "limit": SCROLLBACK}),
-        )
+        .call(&Call::History {
+            group: group["id"].as_str().unwrap_or_default().to_owned(),
+            limit: SCROLLBACK,
+        })
         .await
         .map_err(refused)?;
     let mut last = 0;
@@ -780,7 +787,9 @@ async fn refresh_groups(screen: &mut Screen, caller: &mut DaemonClient) {
 
 async fn members(caller: &mut DaemonClient, group: &str) -> Vec<Value> {
     caller
-        .call("members", json!({"group": group}))
+        .call(&Call::Members {
+            group: group.to_owned(),
+        })
         .await
         .ok()
         .and_then(|m| m.as_array().cloned())
@@ -797,7 +806,7 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
     let verb = words.next().unwrap_or_default();
     let args: Vec<String> = words.map(str::to_owned).collect();
     let id = screen.groups[screen.current].id.clone();
-    let (method, params) = match (verb, args.as_slice()) {
+    let call = match (verb, args.as_slice()) {
         ("help", _) => {
             for line in HELP {
                 screen.note(*line);
@@ -848,35 +857,53 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
             for alert in screen.alerts.clone() {
                 screen.note(format!("! {}", alert["text"].as_str().unwrap_or_default()));
             }
-            if let Some(last) = screen.alerts.last().map(|a| a["id"].clone()) {
-                let _ = caller.call("alerts.ack", json!({"up_to": last})).await;
+            if let Some(last) = screen.alerts.last().map(|a| a["id"].as_i64()) {
+                let _ = caller.call(&Call::AlertsAck { up_to: last }).await;
                 screen.alerts.clear();
             }
             return;
         }
-        ("accept", [group]) => ("request.accept", json!({"group": group})),
-        ("decline", [group]) => ("request.decline", json!({"group": group})),
-        ("topic", words) if !words.is_empty() => {
-            let topic = command.trim_start()["topic".len()..].trim();
-            ("group.set", json!({"group": id, "topic": topic}))
-        }
-        ("add", who) if !who.is_empty() => ("group.add", json!({"group": id, "who": who})),
-        ("remove", who) if !who.is_empty() => ("group.remove", json!({"group": id, "who": who})),
-        ("leave", []) => ("group.leave", json!({"group": id})),
-        ("verify", [name]) => ("contact.verify", json!({"name": name})),
-        ("verify", [name, number @ ..]) => (
-            "contact.verify",
-            json!({"name": name, "matches": number.join(" ")}),
-        ),
+        ("accept", [group]) => Call::RequestAccept {
+            group: group.to_string(),
+        },
+        ("decline", [group]) => Call::RequestDecline {
+            group: group.to_string(),
+        },
+        ("topic", words) if !words.is_empty() => Call::GroupSet {
+            group: id.to_owned(),
+            name: None,
+            topic: Some(command.trim_start()["topic".len()..].trim().to_owned()),
+            admin: Vec::new(),
+            not_admin: Vec::new(),
+        },
+        ("add", who) if !who.is_empty() => Call::GroupAdd {
+            group: id.to_owned(),
+            who: who.iter().map(|w| w.to_string()).collect(),
+        },
+        ("remove", who) if !who.is_empty() => Call::GroupRemove {
+            group: id.to_owned(),
+            who: who.iter().map(|w| w.to_string()).collect(),
+        },
+        ("leave", []) => Call::GroupLeave {
+            group: id.to_owned(),
+        },
+        ("verify", [name]) => Call::ContactVerify {
+            name: name.to_string(),
+            matches: None,
+        },
+        ("verify", [name, number @ ..]) => Call::ContactVerify {
+            name: name.to_string(),
+            matches: Some(number.join(" ")),
+        },
         _ => {
             screen.note(format!("not a command: /{command} (/help lists them)"));
             return;
         }
     };
     screen.note(format!("{verb}…"));
-    match caller.call(method, params).await {
+    match caller.call(&call).await {
         Err(e) => screen.note(failure(e)),
-        Ok(answer) if method == "contact.verify" => {
+        Ok(answer) if matches!(call, Call::ContactVerify { .. }) => {
             let name = answer["contact"].as_str().unwrap_or_default().to_owned();
             let number = answer["safety_number"]
                 .as_str()
@@ -898,14 +925,14 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
                 ));
             }
         }
-        Ok(_) if method == "group.leave" => {
+        Ok(_) if matches!(call, Call::GroupLeave { .. }) => {
             screen.note("asked to leave: a member's next commit removes you");
         }
-        Ok(answer) if method == "request.decline" => {
+        Ok(answer) if matches!(call, Call::RequestDecline { .. }) => {
             screen.waiting.retain(|r| r["group"] != answer["group"]);
             screen.note("declined");
         }
-        Ok(_) if method == "request.accept" => {
+        Ok(_) if matches!(call, Call::RequestAccept { .. }) => {
             screen.note("accepted: the group appears once joined");
             refresh_groups(screen, caller).await;
         }

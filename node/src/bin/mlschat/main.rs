@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use mlschat_node::daemon;
+use mlschat_node::daemon::{self, Call};
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Home, InviteCode, Outgoing, Profile, ProfileError};
 use mlschat_wire::packet::Packet;
@@ -416,7 +416,7 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         let profile = Profile::create(&dir, name, pass)
             .with_context(|| format!("creating profile in {}", dir.display()))?;
         let mut profile = profile;
-        let whoami = daemon::local(&mut profile, "whoami", &serde_json::Value::Null)
+        let whoami = daemon::local(&mut profile, &Call::Whoami {})
             .map_err(online::refusal)?
             .expect("a local method");
         report.answer("whoami", &whoami);
@@ -439,18 +439,18 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
 
     // A running daemon owns the profile (it has the passphrase): verbs with an API form go
     // through it.
-    let method = online::method_for(&cli.command);
+    let call = online::call_for(&cli.command);
     if passphrase.is_none()
         && mlschat_node::store::Store::is_encrypted(&dir)
         && on_a_terminal()
-        && !(method.is_some() && online::daemon_serves(&dir))
+        && !(call.is_some() && online::daemon_serves(&dir))
     {
         passphrase = Some(prompt_passphrase(&format!(
             "passphrase for profile {}: ",
             cli.profile
         ))?);
     }
-    let call = method.as_ref().map(|(method, params)| (*method, params));
+    let method = call.as_ref().map(|call| call.to_request().0);
     let daemon = matches!(cli.command, Command::Daemon { .. });
     let answer = |method: &str, answer: &serde_json::Value| {
         answered(
@@ -461,11 +461,11 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
             answer,
         )
     };
-    let mut profile = match online::open(&dir, passphrase.as_deref(), call, daemon)? {
+    let mut profile = match online::open(&dir, passphrase.as_deref(), call.as_ref(), daemon)? {
         online::Opened::Here(profile) => *profile,
         online::Opened::ByDaemon(answered) => {
-            let (method, _) = call.expect("only a verb with an API form goes to the daemon");
-            return answer(method, &answered);
+            let method = method.expect("only a verb with an API form goes to the daemon");
+            return answer(&method, &answered);
         }
     };
     // Test hook for the crash-safety tests: die as a crash would after the n-th row written.
@@ -476,15 +476,13 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         profile.store().crash_after_writes(n);
     }
 
-    if let Some((method, params)) = method {
+    if let (Some(call), Some(method)) = (call, method) {
         if online::goes_online(&mut profile, &cli.command)? {
-            return answer(method, &online::here(profile, method, params)?);
+            return answer(&method, &online::here(profile, call)?);
         }
-        if let Some(answered) =
-            daemon::local(&mut profile, method, &params).map_err(online::refusal)?
-        {
+        if let Some(answered) = daemon::local(&mut profile, &call).map_err(online::refusal)? {
             drop(profile);
-            return answer(method, &answered);
+            return answer(&method, &answered);
         }
     }
 
@@ -513,7 +511,7 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
                 invite: invite.unwrap_or_default().into_bytes(),
             };
             profile.set_home(&home)?;
-            let answer = daemon::local(&mut profile, "home", &serde_json::Value::Null)
+            let answer = daemon::local(&mut profile, &Call::Home {})
                 .map_err(online::refusal)?
                 .expect("a local method");
             report.answer("home", &answer);
@@ -584,17 +582,15 @@ fn answered(
             let up_to = answer["alerts"]
                 .as_array()
                 .and_then(|a| a.last())
-                .map(|a| &a["id"]);
-            if let Some(up_to) = up_to {
-                let params = serde_json::json!({"up_to": up_to});
-                online::ask_local(dir, passphrase, "alerts.ack", params)?;
+                .and_then(|a| a["id"].as_i64());
+            if up_to.is_some() {
+                online::ask_local(dir, passphrase, Call::AlertsAck { up_to })?;
             }
         }
         // What the group is now, admins included.
         Command::Group(GroupCommand::Set { group, .. }) if !report.json => {
-            let group = answer["id"].as_str().unwrap_or(group);
-            let params = serde_json::json!({"group": group});
-            let members = online::ask_local(dir, passphrase, "members", params)?;
+            let group = answer["id"].as_str().unwrap_or(group).to_owned();
+            let members = online::ask_local(dir, passphrase, Call::Members { group })?;
             let admins: Vec<&str> = members
                 .as_array()
                 .into_iter()

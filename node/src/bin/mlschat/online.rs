@@ -1,5 +1,5 @@
-//! The CLI's verbs that go through a delivery node. Each is one JSON-RPC method of the daemon
-//! (`mlschat_node::daemon`): a running daemon carries it out; without one, this process
+//! The CLI's verbs that go through a delivery node. Each is one call of the daemon's API
+//! (`mlschat_node::daemon::Call`): a running daemon carries it out; without one, this process
 //! connects, catches up, carries out the same method and disconnects. Either way the answer is
 //! the same JSON, printed here.
 
@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mlschat_node::daemon::{self, client::CallError, client::DaemonClient};
+use mlschat_node::daemon::{self, Call, client::CallError, client::DaemonClient};
 use mlschat_node::profile::{Profile, ProfileError};
 use mlschat_node::store::StoreError;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{Command, ContactCommand, GroupCommand, HomeCommand, Report, RequestCommand};
 use mlschat_node::kind::ErrorKind;
@@ -30,60 +30,78 @@ pub fn refused(e: CallError) -> anyhow::Error {
     }
 }
 
-/// The method and params of a verb that has an online form.
-pub fn method_for(command: &Command) -> Option<(&'static str, Value)> {
+/// The API call of a verb that has one.
+pub fn call_for(command: &Command) -> Option<Call> {
+    let group = |group: &String| group.clone();
     Some(match command {
-        Command::Send { group, text, .. } => ("send", json!({"group": group, "text": text})),
-        Command::Sync => ("sync", json!({})),
-        Command::History { group, limit } => ("history", json!({"group": group, "limit": limit})),
-        Command::Whoami { .. } => ("whoami", json!({})),
-        Command::Invite { .. } => ("invite", json!({})),
-        Command::Home(HomeCommand::Show) => ("home", json!({})),
-        Command::Status { .. } => ("status", json!({})),
-        Command::Group(GroupCommand::Rename { group, name }) => {
-            ("group.rename", json!({"group": group, "name": name}))
-        }
-        Command::Group(GroupCommand::List) => ("groups", json!({})),
-        Command::Group(GroupCommand::Members { group }) => ("members", json!({"group": group})),
+        Command::Send { group, text, .. } => Call::Send {
+            group: group.clone(),
+            text: text.clone(),
+        },
+        Command::Sync => Call::Sync {},
+        Command::History { group, limit } => Call::History {
+            group: group.clone(),
+            limit: *limit,
+        },
+        Command::Whoami { .. } => Call::Whoami {},
+        Command::Invite { .. } => Call::Invite {},
+        Command::Home(HomeCommand::Show) => Call::Home {},
+        Command::Status { .. } => Call::Status {},
+        Command::Group(GroupCommand::Rename { group, name }) => Call::GroupRename {
+            group: group.clone(),
+            name: name.clone(),
+        },
+        Command::Group(GroupCommand::List) => Call::Groups {},
+        Command::Group(GroupCommand::Members { group: g }) => Call::Members { group: group(g) },
         Command::Contact(contact) => match contact {
-            ContactCommand::Add { code } => ("contact.add", json!({"code": code})),
-            ContactCommand::List => ("contacts", json!({})),
-            ContactCommand::Verify { name, matches } => {
-                ("contact.verify", json!({"name": name, "matches": matches}))
-            }
-            ContactCommand::Remove { name } => ("contact.remove", json!({"name": name})),
+            ContactCommand::Add { code } => Call::ContactAdd { code: code.clone() },
+            ContactCommand::List => Call::Contacts {},
+            ContactCommand::Verify { name, matches } => Call::ContactVerify {
+                name: name.clone(),
+                matches: matches.clone(),
+            },
+            ContactCommand::Remove { name } => Call::ContactRemove { name: name.clone() },
         },
         Command::Request(request) => match request {
-            RequestCommand::List => ("requests", json!({})),
-            RequestCommand::Accept { group } => ("request.accept", json!({"group": group})),
-            RequestCommand::Decline { group } => ("request.decline", json!({"group": group})),
+            RequestCommand::List => Call::Requests {},
+            RequestCommand::Accept { group: g } => Call::RequestAccept { group: group(g) },
+            RequestCommand::Decline { group: g } => Call::RequestDecline { group: group(g) },
         },
-        Command::Group(GroupCommand::Create { name }) => ("group.create", json!({"name": name})),
+        Command::Group(GroupCommand::Create { name }) => Call::GroupCreate { name: name.clone() },
         Command::Group(GroupCommand::Add {
-            group,
+            group: g,
             key_packages,
             ..
-        }) => ("group.add", json!({"group": group, "who": key_packages})),
-        Command::Group(GroupCommand::Remove { group, members, .. }) => {
-            ("group.remove", json!({"group": group, "who": members}))
+        }) => Call::GroupAdd {
+            group: group(g),
+            who: key_packages.clone(),
+        },
+        Command::Group(GroupCommand::Remove {
+            group: g, members, ..
+        }) => Call::GroupRemove {
+            group: group(g),
+            who: members.clone(),
+        },
+        Command::Group(GroupCommand::Update { group: g, .. }) => {
+            Call::GroupUpdate { group: group(g) }
         }
-        Command::Group(GroupCommand::Update { group, .. }) => {
-            ("group.update", json!({"group": group}))
-        }
-        Command::Group(GroupCommand::Leave { group, .. }) => {
-            ("group.leave", json!({"group": group}))
+        Command::Group(GroupCommand::Leave { group: g, .. }) => {
+            Call::GroupLeave { group: group(g) }
         }
         Command::Group(GroupCommand::Set {
-            group,
+            group: g,
             name,
             topic,
             admin,
             not_admin,
             ..
-        }) => (
-            "group.set",
-            json!({"group": group, "name": name, "topic": topic, "admin": admin, "not_admin": not_admin}),
-        ),
+        }) => Call::GroupSet {
+            group: group(g),
+            name: name.clone(),
+            topic: topic.clone(),
+            admin: admin.clone(),
+            not_admin: not_admin.clone(),
+        },
         _ => return None,
     })
 }
@@ -119,13 +137,13 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Calls `method` on the profile's running daemon; `None` when no daemon runs.
-pub fn via_daemon(dir: &Path, method: &str, params: Value) -> anyhow::Result<Option<Value>> {
+/// Makes `call` on the profile's running daemon; `None` when no daemon runs.
+pub fn via_daemon(dir: &Path, call: &Call) -> anyhow::Result<Option<Value>> {
     runtime()?.block_on(async {
         let Some(mut client) = DaemonClient::connect(dir).await else {
             return Ok(None);
         };
-        client.call(method, params).await.map(Some).map_err(refused)
+        client.call(call).await.map(Some).map_err(refused)
     })
 }
 
@@ -151,13 +169,13 @@ pub enum Opened {
 pub fn open(
     dir: &Path,
     passphrase: Option<&str>,
-    call: Option<(&str, &Value)>,
+    call: Option<&Call>,
     daemon: bool,
 ) -> anyhow::Result<Opened> {
     let deadline = Instant::now() + HOLDER_WAIT;
     loop {
-        if let Some((method, params)) = call
-            && let Some(answer) = via_daemon(dir, method, params.clone())?
+        if let Some(call) = call
+            && let Some(answer) = via_daemon(dir, call)?
         {
             return Ok(Opened::ByDaemon(answer));
         }
@@ -192,25 +210,20 @@ pub fn open(
     }
 }
 
-/// Calls a method that needs no delivery node ([`daemon::local`]): through the daemon that
-/// holds the profile, or here.
-pub fn ask_local(
-    dir: &Path,
-    passphrase: Option<&str>,
-    method: &str,
-    params: Value,
-) -> anyhow::Result<Value> {
-    match open(dir, passphrase, Some((method, &params)), false)? {
+/// Makes a call that needs no delivery node ([`daemon::local`]): through the daemon that holds
+/// the profile, or here.
+pub fn ask_local(dir: &Path, passphrase: Option<&str>, call: Call) -> anyhow::Result<Value> {
+    match open(dir, passphrase, Some(&call), false)? {
         Opened::ByDaemon(answer) => Ok(answer),
-        Opened::Here(mut profile) => daemon::local(&mut profile, method, &params)
+        Opened::Here(mut profile) => daemon::local(&mut profile, &call)
             .map_err(refusal)?
-            .with_context(|| format!("{method} is not a local method")),
+            .with_context(|| format!("{call:?} needs the delivery node")),
     }
 }
 
-/// Carries out `method` in this process: connect, catch up, call, disconnect.
-pub fn here(profile: Profile, method: &str, params: Value) -> anyhow::Result<Value> {
-    let (_profile, answer) = runtime()?.block_on(daemon::call_once(profile, method, params));
+/// Makes `call` in this process: connect, catch up, call, disconnect.
+pub fn here(profile: Profile, call: Call) -> anyhow::Result<Value> {
+    let (_profile, answer) = runtime()?.block_on(daemon::call_once(profile, call));
     answer.map_err(refusal)
 }
 
@@ -271,7 +284,7 @@ pub fn follow(dir: &Path, report: &Report, after: i64) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let mut client = daemon_client(dir).await?;
         client
-            .call("subscribe", json!({"after": after}))
+            .call(&Call::Subscribe { after })
             .await
             .map_err(refused)?;
         loop {
