@@ -5,7 +5,8 @@
 
 use mlschat_wire::token::token_hash;
 use mlschat_wire::{
-    ClientId, EntryKind, ErrorCode, ErrorResponse, GroupEntry, MailboxEntry, Request, Response,
+    ClientId, EntryKind, ErrorCode, ErrorResponse, GroupEntry, MailboxEntry, PostCommit,
+    PostMessage, PostNotice, Request, Response,
 };
 
 use crate::{Entry, GroupLog, Judged, NewCommit, NewMessage, Page, Posted, Refused, UnixTime};
@@ -181,121 +182,9 @@ where
             )?;
             Response::Ok.into()
         }
-        Request::PostCommit(c) => {
-            let mut welcomes = Vec::with_capacity(c.welcomes.len());
-            for welcome in &c.welcomes {
-                let parsed = parse_welcome(welcome)
-                    .map_err(|e| NotAnswered::Refused(refusal(ErrorCode::Malformed, e.0)))?;
-                welcomes.push(parsed);
-            }
-            let commit = NewCommit {
-                poster: *client,
-                group_id: c.group_id.as_slice().to_vec(),
-                epoch: c.epoch,
-                token_hash: token_hash(&c.token),
-                next_token_hash: c.next_token_hash,
-                commit: c.commit.as_slice().to_vec(),
-                welcomes,
-                sealed_tree: c.sealed_tree.as_slice().to_vec(),
-                tree_access_hash: c.tree_access_hash,
-            };
-            let committed = judged(log.post_commit(&commit, limits.mailbox_quota, now).await)?;
-            let mut effects = vec![Effect::Appended {
-                group_id: commit.group_id,
-                entry: GroupEntry {
-                    seq: committed.seq,
-                    epoch: c.epoch,
-                    kind: EntryKind::Commit,
-                    message: c.commit,
-                },
-            }];
-            let mut undelivered = Vec::new();
-            for (welcome, id) in c.welcomes.into_iter().zip(committed.welcomes) {
-                let Some(id) = id else {
-                    undelivered.push(welcome.recipient);
-                    continue;
-                };
-                let entry = MailboxEntry {
-                    id,
-                    group_id: c.group_id.clone(),
-                    epoch: committed.epoch,
-                    welcome: welcome.welcome,
-                    tree_key: welcome.tree_key,
-                };
-                effects.push(Effect::Delivered {
-                    owner: welcome.recipient,
-                    entry,
-                });
-            }
-            let response = Response::Committed {
-                seq: committed.seq,
-                epoch: committed.epoch,
-                undelivered,
-            };
-            Answered { response, effects }
-        }
-        Request::PostMessage(m) => {
-            if m.message.as_slice().len() > limits.max_message as usize {
-                let detail = format!("a message may be at most {} bytes", limits.max_message);
-                return Err(NotAnswered::Refused(refusal(ErrorCode::TooLarge, &detail)));
-            }
-            let post = NewMessage {
-                group_id: m.group_id.as_slice().to_vec(),
-                epoch: m.epoch,
-                token_hash: token_hash(&m.token),
-                message: m.message.as_slice().to_vec(),
-                post_key: Some(post_key(client, &m.post_id)),
-            };
-            let posted = judged(poster.post(post, now).await)?;
-            let response = Response::Accepted {
-                seq: posted.seq,
-                epoch: posted.epoch,
-            };
-            let effects = if posted.repeat {
-                Vec::new()
-            } else {
-                let entry = GroupEntry {
-                    seq: posted.seq,
-                    epoch: m.epoch,
-                    kind: EntryKind::Message,
-                    message: m.message,
-                };
-                let group_id = m.group_id.as_slice().to_vec();
-                vec![Effect::Appended { group_id, entry }]
-            };
-            Answered { response, effects }
-        }
-        Request::PostNotice(n) => {
-            if n.notice.as_slice().len() > mlschat_wire::notice::MAX_NOTICE {
-                let detail = format!(
-                    "a notice may be at most {} bytes",
-                    mlschat_wire::notice::MAX_NOTICE
-                );
-                return Err(NotAnswered::Refused(refusal(ErrorCode::TooLarge, &detail)));
-            }
-            let group_id = n.group_id.as_slice();
-            let token = token_hash(&n.token);
-            let posted = judged(
-                log.post_notice(group_id, &token, n.notice.as_slice(), now)
-                    .await,
-            )?;
-            let entry = GroupEntry {
-                seq: posted.seq,
-                epoch: posted.epoch,
-                kind: EntryKind::Notice,
-                message: n.notice,
-            };
-            Answered {
-                response: Response::Accepted {
-                    seq: posted.seq,
-                    epoch: posted.epoch,
-                },
-                effects: vec![Effect::Appended {
-                    group_id: group_id.to_vec(),
-                    entry,
-                }],
-            }
-        }
+        Request::PostCommit(c) => post_commit(log, client, c, limits, now).await?,
+        Request::PostMessage(m) => post_message(poster, client, m, limits, now).await?,
+        Request::PostNotice(n) => post_notice(log, n, now).await?,
         Request::FetchGroup(f) => {
             let token = token_hash(&f.token);
             let page = limits.page(f.limit);
@@ -349,5 +238,142 @@ where
             Response::Ok.into()
         }
         other => return Err(NotAnswered::Passed(Box::new(other))),
+    })
+}
+
+/// A commit: the log's compare-and-set, its Welcomes to their mailboxes.
+async fn post_commit<L: GroupLog>(
+    log: &L,
+    client: &ClientId,
+    c: PostCommit,
+    limits: &Limits,
+    now: UnixTime,
+) -> Result<Answered, NotAnswered<L::Error>> {
+    let mut welcomes = Vec::with_capacity(c.welcomes.len());
+    for welcome in &c.welcomes {
+        let parsed = parse_welcome(welcome)
+            .map_err(|e| NotAnswered::Refused(refusal(ErrorCode::Malformed, e.0)))?;
+        welcomes.push(parsed);
+    }
+    let commit = NewCommit {
+        poster: *client,
+        group_id: c.group_id.as_slice().to_vec(),
+        epoch: c.epoch,
+        token_hash: token_hash(&c.token),
+        next_token_hash: c.next_token_hash,
+        commit: c.commit.as_slice().to_vec(),
+        welcomes,
+        sealed_tree: c.sealed_tree.as_slice().to_vec(),
+        tree_access_hash: c.tree_access_hash,
+    };
+    let committed = judged(log.post_commit(&commit, limits.mailbox_quota, now).await)?;
+    let mut effects = vec![Effect::Appended {
+        group_id: commit.group_id,
+        entry: GroupEntry {
+            seq: committed.seq,
+            epoch: c.epoch,
+            kind: EntryKind::Commit,
+            message: c.commit,
+        },
+    }];
+    let mut undelivered = Vec::new();
+    for (welcome, id) in c.welcomes.into_iter().zip(committed.welcomes) {
+        let Some(id) = id else {
+            undelivered.push(welcome.recipient);
+            continue;
+        };
+        let entry = MailboxEntry {
+            id,
+            group_id: c.group_id.clone(),
+            epoch: committed.epoch,
+            welcome: welcome.welcome,
+            tree_key: welcome.tree_key,
+        };
+        effects.push(Effect::Delivered {
+            owner: welcome.recipient,
+            entry,
+        });
+    }
+    let response = Response::Committed {
+        seq: committed.seq,
+        epoch: committed.epoch,
+        undelivered,
+    };
+    Ok(Answered { response, effects })
+}
+
+/// A message, once: a repeat is answered with its first position and pushed to nobody.
+async fn post_message<P: Poster>(
+    poster: &P,
+    client: &ClientId,
+    m: PostMessage,
+    limits: &Limits,
+    now: UnixTime,
+) -> Result<Answered, NotAnswered<P::Error>> {
+    if m.message.as_slice().len() > limits.max_message as usize {
+        let detail = format!("a message may be at most {} bytes", limits.max_message);
+        return Err(NotAnswered::Refused(refusal(ErrorCode::TooLarge, &detail)));
+    }
+    let post = NewMessage {
+        group_id: m.group_id.as_slice().to_vec(),
+        epoch: m.epoch,
+        token_hash: token_hash(&m.token),
+        message: m.message.as_slice().to_vec(),
+        post_key: Some(post_key(client, &m.post_id)),
+    };
+    let posted = judged(poster.post(post, now).await)?;
+    let response = Response::Accepted {
+        seq: posted.seq,
+        epoch: posted.epoch,
+    };
+    let effects = if posted.repeat {
+        Vec::new()
+    } else {
+        let entry = GroupEntry {
+            seq: posted.seq,
+            epoch: m.epoch,
+            kind: EntryKind::Message,
+            message: m.message,
+        };
+        let group_id = m.group_id.as_slice().to_vec();
+        vec![Effect::Appended { group_id, entry }]
+    };
+    Ok(Answered { response, effects })
+}
+
+/// A notice, for a holder of any epoch's token, at the group's current epoch.
+async fn post_notice<L: GroupLog>(
+    log: &L,
+    n: PostNotice,
+    now: UnixTime,
+) -> Result<Answered, NotAnswered<L::Error>> {
+    if n.notice.as_slice().len() > mlschat_wire::notice::MAX_NOTICE {
+        let detail = format!(
+            "a notice may be at most {} bytes",
+            mlschat_wire::notice::MAX_NOTICE
+        );
+        return Err(NotAnswered::Refused(refusal(ErrorCode::TooLarge, &detail)));
+    }
+    let group_id = n.group_id.as_slice();
+    let token = token_hash(&n.token);
+    let posted = judged(
+        log.post_notice(group_id, &token, n.notice.as_slice(), now)
+            .await,
+    )?;
+    let entry = GroupEntry {
+        seq: posted.seq,
+        epoch: posted.epoch,
+        kind: EntryKind::Notice,
+        message: n.notice,
+    };
+    Ok(Answered {
+        response: Response::Accepted {
+            seq: posted.seq,
+            epoch: posted.epoch,
+        },
+        effects: vec![Effect::Appended {
+            group_id: group_id.to_vec(),
+            entry,
+        }],
     })
 }

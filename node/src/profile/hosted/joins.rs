@@ -58,39 +58,7 @@ impl Profile {
             }
             let joined = match tree.and_then(|tree| p.join(welcome, &tree, admission.as_ref())) {
                 Ok(Received::Joined { group, .. }) => {
-                    let joined = GroupId::from_slice(&hex::decode(&group.id).expect("our hex"));
-                    p.store.conn().execute(
-                        "UPDATE groups SET hosted = 1, broken = NULL WHERE group_id = ?1",
-                        [joined.as_slice()],
-                    )?;
-                    // The join sits where we are in the log: at its start when we first join,
-                    // after what we had read when we are added back.
-                    let join_row = p.last_history_seq()?;
-                    let cursor = p.log_seq(&joined)?;
-                    p.stamp_history(&joined, join_row - 1, cursor)?;
-                    if declined {
-                        // In only to leave: our proposal goes out first, and the group is not
-                        // shown to our user.
-                        p.store.conn().execute(
-                            "UPDATE groups SET leaving = 1, declined = 1 WHERE group_id = ?1",
-                            [joined.as_slice()],
-                        )?;
-                        p.queue_leave(&joined)?;
-                    } else {
-                        // Our leaf came from a KeyPackage: refresh it before we send.
-                        p.store.conn().execute(
-                            "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
-                            params![
-                                joined.as_slice(),
-                                serde_json::to_string(&Intent::Update).expect("serialises")
-                            ],
-                        )?;
-                    }
-                    p.store.conn().execute(
-                        "DELETE FROM invitations WHERE mailbox_id = ?1",
-                        [mailbox_id as i64],
-                    )?;
-                    p.follow_announcements(&joined)?;
+                    p.settle_join(&group, declined, mailbox_id)?;
                     Ok(group)
                 }
                 Ok(Received::Message { .. }) => Err("not a Welcome".to_owned()),
@@ -108,44 +76,14 @@ impl Profile {
                     fingerprint,
                     state,
                 }) => {
-                    let why = ProfileError::Request {
-                        inviter: inviter.clone(),
-                        fingerprint,
-                        state,
-                    }
-                    .to_string();
-                    p.store.conn().execute(
-                        "INSERT INTO invitations (mailbox_id, group_id, epoch, welcome, failure,
-                             attempts, tree_secret, inviter, inviter_fingerprint, request)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, 'waiting')
-                         ON CONFLICT (mailbox_id) DO UPDATE
-                         SET request = 'waiting', failure = ?5, inviter = ?7,
-                             inviter_fingerprint = ?8",
-                        params![
-                            mailbox_id as i64,
-                            group_id,
-                            epoch as i64,
-                            welcome,
-                            why,
-                            secret.map(|s| s.as_bytes().to_vec()),
-                            inviter,
-                            fingerprint.0.to_vec()
-                        ],
-                    )?;
-                    let kind = format!("request:{mailbox_id}");
-                    let text = format!(
-                        "{inviter} ({}, key {fingerprint}) invites you to group {}: \
-                         `mlschat request accept {}` to join, `mlschat request decline {}` not to",
-                        match state {
-                            SenderState::Impostor => "NOT your contact of that name",
-                            _ => "not a contact",
-                        },
-                        hex::encode(group_id),
-                        hex::encode(group_id),
-                        hex::encode(group_id),
-                    );
-                    crate::profile::alerts::raise_alert(p.store.conn(), &kind, &text, now as u64)?;
-                    Err(why)
+                    let kept = Kept {
+                        mailbox_id,
+                        group_id,
+                        epoch,
+                        welcome,
+                        secret,
+                    };
+                    Err(p.keep_request(&kept, inviter, fingerprint, state, now)?)
                 }
                 Err(ProfileError::Engine(EngineError::NotAllowed(why))) => {
                     // Final: no retry makes a non-admin's add acceptable to the group's members.
@@ -414,5 +352,112 @@ impl Profile {
             }
         }
         Ok(overdue)
+    }
+}
+
+/// A Welcome from our mailbox that is kept: waiting for our user, or to be tried again.
+struct Kept<'a> {
+    mailbox_id: u64,
+    group_id: &'a [u8],
+    epoch: u64,
+    welcome: &'a [u8],
+    secret: Option<&'a TreeSecret>,
+}
+
+impl Profile {
+    /// After joining from mailbox entry `mailbox_id`: the group is hosted, the join stands
+    /// where we are in its log, and either our leave (a declined invitation) or the refresh
+    /// of our leaf is queued.
+    fn settle_join(
+        &mut self,
+        group: &GroupSummary,
+        declined: bool,
+        mailbox_id: u64,
+    ) -> Result<(), ProfileError> {
+        let joined = GroupId::from_slice(&hex::decode(&group.id).expect("our hex"));
+        self.store.conn().execute(
+            "UPDATE groups SET hosted = 1, broken = NULL WHERE group_id = ?1",
+            [joined.as_slice()],
+        )?;
+        // The join sits where we are in the log: at its start when we first join,
+        // after what we had read when we are added back.
+        let join_row = self.last_history_seq()?;
+        let cursor = self.log_seq(&joined)?;
+        self.stamp_history(&joined, join_row - 1, cursor)?;
+        if declined {
+            // In only to leave: our proposal goes out first, and the group is not
+            // shown to our user.
+            self.store.conn().execute(
+                "UPDATE groups SET leaving = 1, declined = 1 WHERE group_id = ?1",
+                [joined.as_slice()],
+            )?;
+            self.queue_leave(&joined)?;
+        } else {
+            // Our leaf came from a KeyPackage: refresh it before we send.
+            self.store.conn().execute(
+                "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
+                params![
+                    joined.as_slice(),
+                    serde_json::to_string(&Intent::Update).expect("serialises")
+                ],
+            )?;
+        }
+        self.store.conn().execute(
+            "DELETE FROM invitations WHERE mailbox_id = ?1",
+            [mailbox_id as i64],
+        )?;
+        self.follow_announcements(&joined)?;
+        Ok(())
+    }
+
+    /// An invitation from someone who is not a contact: kept, waiting for our user, who is
+    /// alerted. Returns why it was not joined.
+    fn keep_request(
+        &mut self,
+        kept: &Kept<'_>,
+        inviter: String,
+        fingerprint: Fingerprint,
+        state: SenderState,
+        now: i64,
+    ) -> Result<String, ProfileError> {
+        let (mailbox_id, group_id) = (kept.mailbox_id, kept.group_id);
+        let why = ProfileError::Request {
+            inviter: inviter.clone(),
+            fingerprint,
+            state,
+        }
+        .to_string();
+        self.store.conn().execute(
+            "INSERT INTO invitations (mailbox_id, group_id, epoch, welcome, failure,
+                     attempts, tree_secret, inviter, inviter_fingerprint, request)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, 'waiting')
+                 ON CONFLICT (mailbox_id) DO UPDATE
+                 SET request = 'waiting', failure = ?5, inviter = ?7,
+                     inviter_fingerprint = ?8",
+            params![
+                mailbox_id as i64,
+                group_id,
+                kept.epoch as i64,
+                kept.welcome,
+                why,
+                kept.secret.map(|s| s.as_bytes().to_vec()),
+                inviter,
+                fingerprint.0.to_vec()
+            ],
+        )?;
+        let kind = format!("request:{mailbox_id}");
+        let text = format!(
+            "{inviter} ({}, key {fingerprint}) invites you to group {}: \
+                 `mlschat request accept {}` to join, `mlschat request decline {}` not to",
+            match state {
+                SenderState::Impostor => "NOT your contact of that name",
+                _ => "not a contact",
+            },
+            hex::encode(group_id),
+            hex::encode(group_id),
+            hex::encode(group_id),
+        );
+        crate::profile::alerts::raise_alert(self.store.conn(), &kind, &text, now as u64)?;
+        Ok(why)
     }
 }
