@@ -460,6 +460,70 @@ fn a_text_sent_while_a_proposal_is_held_waits_for_its_commit() {
     assert_eq!((waiting.seq, waiting.encrypted), (meanwhile, None));
 }
 
+/// Found by a 100,000-seed run of the simulator (seed 466): Alice's add, asked again after its
+/// answer was lost, waited in her queue when Bob asked to leave. The commit of Bob's proposal
+/// was left to that add, which then failed (Bob and Carol were in already) and made no commit:
+/// nobody committed the proposal, and every text waited for ever. An add of members who are in
+/// already now adds nobody; the proposal gets a commit of its own, after the changes asked
+/// before it, so the repeated add cannot bring Bob back either.
+#[test]
+fn a_repeated_add_waiting_when_a_member_asks_to_leave_stalls_nothing() {
+    let (mut members, id) = group_of(&["alice", "bob", "carol"]);
+    let [alice, bob, carol] = &mut members[..] else {
+        unreachable!()
+    };
+    let key_packages = vec![
+        bob.p().new_key_package(false).unwrap(),
+        carol.p().new_key_package(false).unwrap(),
+    ];
+    let again = Intent::Add { key_packages };
+    alice
+        .p()
+        .queue_intent("g", &again, TextsMark::FIRST)
+        .unwrap();
+    let queued = bob.p().leave_hosted("g").unwrap();
+    assert!(bob.p().encrypt_queued(queued).unwrap());
+    let (_, proposal) = bob.p().next_text(&id).unwrap().unwrap().encrypted.unwrap();
+    let read = alice
+        .p()
+        .receive_log(&id, &[message_entry(2, 1, proposal)])
+        .unwrap();
+    assert!(read.failed == 0, "{read:?}");
+    // The repeated add adds nobody; then the proposal's own commit removes Bob.
+    let repeated = alice.p().prepare_next_commit(&id).unwrap();
+    assert!(matches!(repeated, Prepared::Done { .. }), "{repeated:?}");
+    let removal = match alice.p().prepare_next_commit(&id).unwrap() {
+        Prepared::Commit(pending) => pending,
+        other => panic!("the proposal was left without a commit: {other:?}"),
+    };
+    alice.p().confirm_commit(&id, 3).unwrap();
+    let names: Vec<String> = alice
+        .p()
+        .members("g")
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.name.as_ref().map(|n| n.user.clone()))
+        .collect();
+    assert_eq!(names, ["alice", "carol"]);
+    assert!(matches!(
+        alice.p().prepare_next_commit(&id).unwrap(),
+        Prepared::Nothing
+    ));
+    let read = carol
+        .p()
+        .receive_log(&id, &[commit_entry(3, 1, removal.message)])
+        .unwrap();
+    assert!(read.failed == 0, "{read:?}");
+    let text = alice.p().send_hosted("g", "on we go").unwrap();
+    assert!(
+        alice
+            .p()
+            .next_text(&id)
+            .unwrap()
+            .is_some_and(|t| t.seq == text)
+    );
+}
+
 /// Issue 11, finding 2: a Welcome from someone who is not a contact is not joined: it waits as
 /// a request, with who sent it, and the KeyPackage it was sealed to stays usable. Accepted, it
 /// is joined; the inviter becoming a contact releases it too; declined, it is gone.

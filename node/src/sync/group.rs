@@ -91,6 +91,11 @@ impl Core {
                 return Ok(Some((Waiting::Announcement, Request::PostMessage(post))));
             }
         }
+        // Proposals held (a member asked to leave): no text can be made before the commit that
+        // takes them, ours above or the committing member's, which the log brings.
+        if self.profile.holds_proposals(id)? {
+            return Ok(None);
+        }
         let waiting_change = claiming
             .into_iter()
             .chain(self.profile.next_change_mark(id)?)

@@ -88,18 +88,22 @@ impl Profile {
     }
 
     /// Queues a commit of the proposals we hold (a key refresh takes them with it), unless a
-    /// change of ours is queued already, which will.
+    /// key refresh of ours is queued already. Another change queued would take them too, but it
+    /// may turn out to change nothing (members added already, or gone) and make no commit.
     pub(super) fn commit_proposals(&mut self, id: &GroupId) -> Result<(), ProfileError> {
+        let update = serde_json::to_string(&Intent::Update).expect("an intent serialises");
         let queued: bool = self.store.conn().query_row(
-            "SELECT EXISTS (SELECT 1 FROM intents WHERE group_id = ?1)",
-            [id.as_slice()],
+            "SELECT EXISTS (SELECT 1 FROM intents WHERE group_id = ?1 AND intent = ?2)",
+            params![id.as_slice(), update],
             |r| r.get(0),
         )?;
         if !queued {
-            let json = serde_json::to_string(&Intent::Update).expect("an intent serialises");
+            // In line after the changes asked before (an add asked twice is passed there, not
+            // made again after the leaver is gone); proposals held let no text go first.
+            let mark = self.texts_mark()?;
             self.store.conn().execute(
-                "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
-                params![id.as_slice(), json],
+                "INSERT INTO intents (group_id, intent, texts_before) VALUES (?1, ?2, ?3)",
+                params![id.as_slice(), update, mark.0],
             )?;
         }
         Ok(())

@@ -49,7 +49,7 @@ impl Profile {
     /// our texts' ratchet generations follow the order in which the log takes them.
     /// Whether the group holds proposals (a member asked to leave): no message can be made
     /// before a commit takes them.
-    pub(super) fn holds_proposals(&mut self, id: &GroupId) -> Result<bool, ProfileError> {
+    pub fn holds_proposals(&mut self, id: &GroupId) -> Result<bool, ProfileError> {
         self.load(id)?;
         Ok(self.groups[id].pending_proposals().next().is_some())
     }
