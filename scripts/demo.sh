@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prerequisites.sh
-cargo build --quiet -p mlschat-node -p mlschat-delivery -p mlschat-tests \
+cargo build --quiet -p mlschat-cli -p mlschat-delivery -p mlschat-tests \
   --bin mlschat --bin mlschat-delivery --bin mlschat-demo
 exec ./target/debug/mlschat-demo "$@"

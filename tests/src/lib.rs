@@ -21,7 +21,7 @@ pub fn bin_dir() -> &'static Path {
                 "build",
                 "--quiet",
                 "-p",
-                "mlschat-node",
+                "mlschat-cli",
                 "-p",
                 "mlschat-delivery",
                 "-p",
