@@ -20,6 +20,7 @@
 //! (the whole server), the node, and the load generator (this process, or pgbench). On a small
 //! machine the load generator competes with what it measures; these figures say by how much.
 
+use mlschat_testkit::percentile;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,13 +156,6 @@ fn postgres_pids() -> impl Iterator<Item = u32> {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| c.trim() == "postgres")
         })
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Runs `writers` tasks doing `op` until `seconds` pass; returns ops/s, latencies and the CPU

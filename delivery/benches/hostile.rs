@@ -123,12 +123,9 @@ async fn writer(client: Client, group: u32, stop: Arc<AtomicBool>) -> (Vec<Durat
     (latencies, refused)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+/// The `p`-quantile of `sorted`, in milliseconds.
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    mlschat_testkit::percentile(sorted, p).as_secs_f64() * 1000.0
 }
 
 async fn run(url: &str, o: &Options, attackers: usize) {
@@ -187,8 +184,8 @@ async fn run(url: &str, o: &Options, attackers: usize) {
         if attackers > 0 { o.streams } else { 0 },
         o.writers,
         latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
+        percentile_ms(&latencies, 0.5),
+        percentile_ms(&latencies, 0.99),
         rss_before_writers / 1024,
         peak / 1024,
         now / 1024,

@@ -7,10 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-#[path = "../../node/benches/raw/mod.rs"]
-mod raw;
-
-use raw::{Raw, Side, Timings, key_package};
+use mlschat_testkit::raw::{Raw, Side, Timings, key_package};
 
 use crate::stats::Measurements;
 

@@ -35,20 +35,3 @@ pub mod schedule;
 pub mod stats;
 pub mod target;
 pub mod threshold;
-
-/// Seeded randomness for the property tests: SplitMix64, the same sequence for the same seed
-/// everywhere.
-#[cfg(test)]
-mod test_rng {
-    pub struct Rng(pub u64);
-
-    impl Rng {
-        pub fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
-}

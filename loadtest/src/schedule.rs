@@ -92,9 +92,9 @@ mod tests {
 
     #[test]
     fn due_before_counts_exactly_the_operations_of_a_run() {
-        let mut rng = crate::test_rng::Rng(7);
+        let mut rng = mlschat_testkit::Rng(7);
         for _ in 0..10_000 {
-            let seed = rng.next();
+            let seed = rng.next_u64();
             let rate = 1.0 + (seed >> 40) as f64 / 1000.0;
             let s = Schedule::per_second(rate).unwrap();
             let elapsed = Duration::from_nanos(seed % 10_000_000_000);

@@ -234,14 +234,12 @@ impl Measurements {
 mod tests {
     use super::*;
 
-    use crate::test_rng::Rng;
+    use mlschat_testkit::Rng;
 
-    impl Rng {
-        /// A latency spread over six orders of magnitude, as real ones are.
-        fn latency(&mut self) -> Duration {
-            let digits = self.next() % 7;
-            Duration::from_micros(1 + self.next() % 10u64.pow(digits as u32 + 1))
-        }
+    /// A latency spread over six orders of magnitude, as real ones are.
+    fn latency(rng: &mut Rng) -> Duration {
+        let digits = rng.next_u64() % 7;
+        Duration::from_micros(1 + rng.next_u64() % 10u64.pow(digits as u32 + 1))
     }
 
     #[test]
@@ -249,15 +247,15 @@ mod tests {
         for seed in 0..200 {
             let mut rng = Rng(seed);
             let mut whole = Measurements::default();
-            let mut parts = vec![Measurements::default(); 1 + (rng.next() % 4) as usize];
-            for _ in 0..rng.next() % 500 {
-                let op = ["claim", "commit", "message"][(rng.next() % 3) as usize];
-                let part = (rng.next() % parts.len() as u64) as usize;
-                if rng.next().is_multiple_of(10) {
+            let mut parts = vec![Measurements::default(); 1 + (rng.next_u64() % 4) as usize];
+            for _ in 0..rng.next_u64() % 500 {
+                let op = ["claim", "commit", "message"][(rng.next_u64() % 3) as usize];
+                let part = (rng.next_u64() % parts.len() as u64) as usize;
+                if rng.next_u64().is_multiple_of(10) {
                     whole.of(op).error("stale_epoch");
                     parts[part].of(op).error("stale_epoch");
                 } else {
-                    let took = rng.latency();
+                    let took = latency(&mut rng);
                     whole.of(op).record(took);
                     parts[part].of(op).record(took);
                 }
@@ -276,8 +274,8 @@ mod tests {
             let mut rng = Rng(seed);
             let mut latencies = Latencies::default();
             let mut exact = Vec::new();
-            for _ in 0..1 + rng.next() % 2_000 {
-                let took = rng.latency();
+            for _ in 0..1 + rng.next_u64() % 2_000 {
+                let took = latency(&mut rng);
                 latencies.record(took);
                 exact.push(took.as_micros() as u64);
             }
@@ -306,10 +304,10 @@ mod tests {
         for seed in 0..50 {
             let mut rng = Rng(seed);
             let mut run = Measurements::default();
-            for i in 0..rng.next() % 300 {
-                let took = rng.latency();
+            for i in 0..rng.next_u64() % 300 {
+                let took = latency(&mut rng);
                 run.record("commit", Duration::from_millis(i), took, i);
-                if rng.next().is_multiple_of(7) {
+                if rng.next_u64().is_multiple_of(7) {
                     run.of("commit").error("stale_epoch");
                 }
             }

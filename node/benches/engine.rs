@@ -43,10 +43,7 @@ const OPS: [&str; 9] = [
 /// transaction. Message figures are the mean per message over this many.
 const BATCH_OF_MESSAGES: usize = 64;
 
-#[path = "raw/mod.rs"]
-mod raw;
-
-use raw::{BATCH, Raw, Side, Timings, key_package, kp_bytes};
+use mlschat_testkit::raw::{BATCH, Raw, Side, Timings, key_package, kp_bytes};
 
 /// One repetition of the measured operations.
 fn measure<S: Side>(side: &mut S, t: &mut Timings, i: usize) {

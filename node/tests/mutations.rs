@@ -3,23 +3,8 @@
 
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Profile, Received};
+use mlschat_testkit::Rng;
 use mlschat_wire::packet::Packet;
-
-/// A small deterministic generator (xorshift), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn profile(dir: &tempfile::TempDir, name: &str) -> Profile {
     Profile::create(
@@ -53,7 +38,7 @@ fn corrupt(rng: &mut Rng, original: &[u8]) -> Vec<u8> {
         1 => bytes.truncate(rng.below(bytes.len())),
         _ => {
             let i = rng.below(bytes.len());
-            bytes.insert(i, rng.next() as u8);
+            bytes.insert(i, rng.next_u64() as u8);
         }
     }
     bytes

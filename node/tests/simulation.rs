@@ -18,6 +18,7 @@
 //! seed prints itself; replaying it takes the same decisions
 //! (MLS randomness differs between runs, but no decision depends on it).
 
+use mlschat_testkit::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -44,28 +45,6 @@ use openmls::prelude::{
 use openmls_traits::OpenMlsProvider;
 
 // ----- randomness -----
-
-/// SplitMix64: small, fast, and the same sequence for the same seed everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True with probability `percent`/100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
 
 // ----- the delivery node: the real group log, in memory -----
 
@@ -518,7 +497,7 @@ impl Sim {
         if self.members[m].conn != 0 {
             return;
         }
-        let conn = self.rng.next() | 1;
+        let conn = self.rng.next_u64() | 1;
         self.members[m].conn = conn;
         let now = self.now;
         self.members[m].core().handle_connected(now).unwrap();

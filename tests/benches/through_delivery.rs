@@ -14,9 +14,7 @@
 //! latency runs from Alice's call until Bob (and, for messages, Carol) has processed the result:
 //! claim, commit, post, the node's transaction, the push, Bob's processing and his transaction.
 
-#[path = "../../node/benches/raw/mod.rs"]
-mod raw;
-
+use mlschat_testkit::percentile;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,9 +24,9 @@ use mlschat_loadtest::target::{Node, Target};
 use mlschat_node::driver::Driver;
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{Home, InviteCode, Profile};
+use mlschat_testkit::raw::{Raw, Side, Timings, key_package};
 use mlschat_tests::cluster::DeliveryProcess;
 use openmls::prelude::KeyPackage;
-use raw::{Raw, Side, Timings, key_package};
 use tokio::sync::watch;
 
 /// Members added per commit while the group is built.
@@ -129,10 +127,6 @@ async fn wait_for(seen: &mut watch::Receiver<Seen>, done: impl Fn(&Seen) -> bool
         .await
         .expect("a listener fell behind for two minutes")
         .expect("a listener died");
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn ms(d: Duration) -> String {

@@ -54,32 +54,7 @@ pub fn bin_dir() -> &'static Path {
 /// A fresh database on the Postgres server named by `DATABASE_URL` (the README's test command
 /// starts a throwaway one). Without it the test fails: it must not pass unchecked.
 pub fn fresh_database() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let url = std::env::var("DATABASE_URL").expect(
-        "DATABASE_URL is not set: run the tests with ./scripts/test.sh, which starts Postgres",
-    );
-    let name = format!(
-        "mlschat_e2e_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let admin = sqlx::PgPool::connect(&url)
-            .await
-            .expect("connecting to DATABASE_URL");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-    });
-    let (server, _) = url.rsplit_once('/').expect("a URL ending in /database");
-    format!("{server}/{name}")
+    mlschat_testkit::fresh_postgres_url_blocking()
 }
 
 /// A delivery node on a fresh Postgres database, and the directory peers keep profiles in.

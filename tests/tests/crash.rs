@@ -6,6 +6,7 @@
 //!
 //! `MLSCHAT_CRASH_CYCLES` sets the number of kill/restart cycles per backend (default 100).
 
+use mlschat_testkit::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,18 +51,6 @@ fn sender(caller: Caller, name: &'static str, id: String, stop: Arc<AtomicBool>)
         std::thread::sleep(Duration::from_millis(20));
     }
     sent
-}
-
-/// A tiny deterministic generator: the test is a run of chance, but the same run every time.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -137,14 +126,14 @@ fn run(database: Option<String>, backend: &str) -> Tally {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut kills = BTreeMap::<&str, usize>::new();
     for _ in 0..cycles {
-        std::thread::sleep(Duration::from_millis(100 + rng.below(200)));
-        let victim = rng.below(NAMES.len() as u64 + 1) as usize;
+        std::thread::sleep(Duration::from_millis(100 + rng.below(200) as u64));
+        let victim = rng.below(NAMES.len() + 1);
         if victim == NAMES.len() {
             node.restart().unwrap();
             *kills.entry("node").or_default() += 1;
         } else {
             peers[victim].kill();
-            std::thread::sleep(Duration::from_millis(rng.below(100)));
+            std::thread::sleep(Duration::from_millis(rng.below(100) as u64));
             peers[victim].start().unwrap();
             *kills.entry(NAMES[victim]).or_default() += 1;
         }

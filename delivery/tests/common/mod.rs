@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use mlschat_delivery::certificate::NodeCertificate;
 use mlschat_delivery::config::LimitsSection;
@@ -37,25 +36,7 @@ pub async fn fresh_postgres() -> Database {
 
 /// The URL of a new, empty database (see [`fresh_postgres`]).
 pub async fn fresh_postgres_url() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let url = std::env::var("DATABASE_URL").expect(
-        "DATABASE_URL is not set: run the tests with ./scripts/test.sh, which starts Postgres",
-    );
-    let name = format!(
-        "mlschat_test_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("connecting to DATABASE_URL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let (server, _) = url.rsplit_once('/').expect("a URL ending in /database");
-    format!("{server}/{name}")
+    mlschat_testkit::fresh_postgres_url().await
 }
 
 /// Drops a database made by [`fresh_postgres_url`] (benchmarks fill gigabytes).

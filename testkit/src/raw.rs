@@ -2,8 +2,6 @@
 //! against in the same run, and the shape both sides share: Alice commits and sends, Bob
 //! processes.
 
-#![allow(dead_code)] // each benchmark uses part of it
-
 use std::time::{Duration, Instant};
 
 use mlschat_node::engine::{CIPHERSUITE, Engine};
