@@ -135,27 +135,10 @@ impl Profile {
         intent_json: &str,
     ) -> Result<Option<PendingCommit>, ProfileError> {
         let key_packages = match intent {
-            Intent::Add { key_packages } => {
-                // An add asked again (its answer was lost) adds nobody twice: members already in
-                // are passed, as a remove passes members already gone.
-                let members: Vec<Fingerprint> = self
-                    .members_of(id)?
-                    .into_iter()
-                    .map(|m| m.fingerprint)
-                    .collect();
-                let mut new = Vec::new();
-                for kp in key_packages {
-                    let kp = engine::validate_key_package(&self.crypto, kp)?;
-                    let key = kp.leaf_node().signature_key().as_slice();
-                    if !members.contains(&Fingerprint::of_signature_key(key)) {
-                        new.push(kp);
-                    }
-                }
-                if new.is_empty() {
-                    return Ok(None);
-                }
-                new
-            }
+            Intent::Add { key_packages } => key_packages
+                .iter()
+                .map(|kp| engine::validate_key_package(&self.crypto, kp))
+                .collect::<Result<Vec<KeyPackage>, _>>()?,
             _ => Vec::new(),
         };
         let leaves: Vec<u32> = match intent {

@@ -87,9 +87,10 @@ impl Profile {
         Ok(committer.is_some_and(|m| m.fingerprint == self.identity().fingerprint()))
     }
 
-    /// Queues a commit of the proposals we hold (a key refresh takes them with it), unless a
-    /// key refresh of ours is queued already. Another change queued would take them too, but it
-    /// may turn out to change nothing (members added already, or gone) and make no commit.
+    /// Queues a commit of the proposals we hold (a key refresh takes them with it), first in
+    /// line, unless a key refresh of ours is queued already. Another change queued would take
+    /// them too, but it may make no commit (it changes nothing, or fails: an add of members who
+    /// are in already), and then nobody would commit them.
     pub(super) fn commit_proposals(&mut self, id: &GroupId) -> Result<(), ProfileError> {
         let update = serde_json::to_string(&Intent::Update).expect("an intent serialises");
         let queued: bool = self.store.conn().query_row(
@@ -98,12 +99,9 @@ impl Profile {
             |r| r.get(0),
         )?;
         if !queued {
-            // In line after the changes asked before (an add asked twice is passed there, not
-            // made again after the leaver is gone); proposals held let no text go first.
-            let mark = self.texts_mark()?;
             self.store.conn().execute(
-                "INSERT INTO intents (group_id, intent, texts_before) VALUES (?1, ?2, ?3)",
-                params![id.as_slice(), update, mark.0],
+                "INSERT INTO intents (group_id, intent) VALUES (?1, ?2)",
+                params![id.as_slice(), update],
             )?;
         }
         Ok(())
