@@ -50,7 +50,16 @@ pub fn key_package(name: &str) -> KeyPackage {
         credential: BasicCredential::new(format!("{name}/dev").into_bytes()).into(),
         signature_key: signer.public().into(),
     };
+    // What our leaves support (the group settings among them), as a peer's KeyPackage says:
+    // a group with settings takes no member without it.
+    let capabilities = Capabilities::builder()
+        .extensions(vec![
+            ExtensionType::LastResort,
+            ExtensionType::Unknown(mlschat_wire::settings::EXTENSION_TYPE),
+        ])
+        .build();
     KeyPackage::builder()
+        .leaf_node_capabilities(capabilities)
         .build(CIPHERSUITE, &provider, &signer, credential)
         .unwrap()
         .key_package()
