@@ -161,6 +161,11 @@ fn main() {
             ("MLSCHAT__LIMITS__CLIENT_REQUESTS_BURST", "1000000"),
             ("MLSCHAT__LIMITS__CLIENT_REQUESTS_PER_SECOND", "1e9"),
             ("MLSCHAT__LIMITS__ADDRESS_REGISTRATIONS_BURST", "1000000"),
+            // A thousand members register from this one address, each before authenticating.
+            ("MLSCHAT__LIMITS__ADDRESS_REQUESTS_BURST", "1000000"),
+            ("MLSCHAT__LIMITS__ADDRESS_REQUESTS_PER_SECOND", "1e9"),
+            ("MLSCHAT__LIMITS__NODE_REGISTRATIONS_BURST", "1000000"),
+            ("MLSCHAT__LIMITS__PAIR_CLAIM_BURST", "1000000"),
         ],
     )
     .unwrap();
