@@ -73,6 +73,19 @@ pub struct ClaimRecord {
     pub reference: Vec<u8>,
 }
 
+/// A claim record as its owner reads it on the wire.
+impl From<ClaimRecord> for mlschat_wire::ClaimLogEntry {
+    fn from(r: ClaimRecord) -> Self {
+        mlschat_wire::ClaimLogEntry {
+            seq: r.seq,
+            claimer: r.claimer,
+            at: r.at,
+            last_resort: mlschat_wire::Flag::from(r.last_resort),
+            reference: r.reference.into(),
+        }
+    }
+}
+
 /// A storage backend failed.
 #[derive(Debug, thiserror::Error)]
 #[error("KeyPackage store: {0}")]

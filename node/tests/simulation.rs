@@ -216,13 +216,7 @@ impl Node {
                 entries: ready(self.log.claim_log(&client, after, 3))
                     .unwrap()
                     .into_iter()
-                    .map(|r| ClaimLogEntry {
-                        seq: r.seq,
-                        claimer: r.claimer,
-                        at: r.at,
-                        last_resort: Flag::from(r.last_resort),
-                        reference: r.reference.into(),
-                    })
+                    .map(ClaimLogEntry::from)
                     .collect(),
             },
             other => panic!("the simulated node does not take {other:?}"),

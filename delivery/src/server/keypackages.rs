@@ -66,16 +66,7 @@ impl Node {
                     .claim_log(&client.id, after, self.config.max_fetch)
                     .await?;
                 Response::ClaimLog {
-                    entries: log
-                        .into_iter()
-                        .map(|r| ClaimLogEntry {
-                            seq: r.seq,
-                            claimer: r.claimer,
-                            at: r.at,
-                            last_resort: Flag::from(r.last_resort),
-                            reference: r.reference.into(),
-                        })
-                        .collect(),
+                    entries: log.into_iter().map(ClaimLogEntry::from).collect(),
                 }
             }
             other => {
