@@ -13,8 +13,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use mlschat_node::daemon::Call;
 use mlschat_node::daemon::client::{CallError, DaemonClient};
+use mlschat_node::daemon::{Answer, Call, Changed, MemberWithState, Status};
+use mlschat_node::profile::{
+    self, Alert, GroupState, GroupSummary, HistoryEntry, HistoryKind, Invitation, RequestState,
+    SenderState,
+};
 use ratatui::Frame;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Position};
@@ -26,7 +30,23 @@ use tui_input::Input;
 use tui_input::backend::crossterm::EventHandler as _;
 
 use crate::online::{daemon_client, refused, runtime};
-use crate::report::{Report, sender_label};
+use crate::report::{Report, inviter, sender_label};
+
+/// Makes a call and takes its answer, of the one variant that call is answered with.
+macro_rules! ask {
+    ($caller:expr, $call:expr, $variant:path) => {
+        match $caller.call(&$call).await {
+            Ok($variant(value)) => Ok(value),
+            Ok(other) => Err(anyhow::anyhow!("the daemon answered {other:?}")),
+            Err(e) => Err(refused(e)),
+        }
+    };
+}
+
+/// The event a daemon's notification carries, if it is one.
+fn event_of(note: &Value) -> Option<profile::Event> {
+    serde_json::from_value(note.get("params")?.clone()).ok()
+}
 
 /// How much of each group's history is loaded to scroll through.
 const SCROLLBACK: u32 = 1000;
@@ -62,10 +82,10 @@ pub fn chat(dir: &Path, report: &Report, group: Option<&str>) -> anyhow::Result<
 }
 
 /// The group named `handle` (its name, or a prefix of its id) among the daemon's `groups`.
-fn find<'a>(groups: &'a [Value], handle: &str) -> Option<&'a Value> {
+fn find<'a>(groups: &'a [GroupSummary], handle: &str) -> Option<&'a GroupSummary> {
     groups
         .iter()
-        .find(|g| g["name"] == handle || g["id"].as_str().is_some_and(|id| id.starts_with(handle)))
+        .find(|g| g.name.as_deref() == Some(handle) || g.id.starts_with(handle))
 }
 
 /// A line chat: new events are printed as they come, each line read is sent. Starts with the
@@ -73,25 +93,19 @@ fn find<'a>(groups: &'a [Value], handle: &str) -> Option<&'a Value> {
 async fn lines(dir: &Path, report: &Report, group: &str) -> anyhow::Result<()> {
     let mut listener = daemon_client(dir).await?;
     let mut sender = daemon_client(dir).await?;
-    let groups = sender.call(&Call::Groups {}).await.map_err(refused)?;
-    let Some(found) = find(groups.as_array().map_or(&[], |g| g), group) else {
+    let groups = ask!(sender, Call::Groups {}, Answer::Groups)?;
+    let Some(found) = find(&groups, group) else {
         bail!("no group named {group:?}");
     };
-    let (id, name) = (found["id"].clone(), found["name"].clone());
-    let history = sender
-        .call(&Call::History {
-            group: group.to_owned(),
-            limit: 20,
-        })
-        .await
-        .map_err(refused)?;
-    let last = history
-        .as_array()
-        .and_then(|h| h.last())
-        .and_then(|e| e["seq"].as_i64())
-        .unwrap_or(0);
-    for entry in history.as_array().into_iter().flatten() {
-        report.event(entry);
+    let (id, name) = (found.id.clone(), found.name.clone());
+    let history = Call::History {
+        group: group.to_owned(),
+        limit: 20,
+    };
+    let history = ask!(sender, history, Answer::History)?;
+    let last = history.last().map_or(0, |e| e.seq);
+    for entry in &history {
+        report.history_entry(entry);
     }
     listener
         .call(&Call::Subscribe { after: last })
@@ -109,10 +123,10 @@ async fn lines(dir: &Path, report: &Report, group: &str) -> anyhow::Result<()> {
         tokio::select! {
             note = listener.next() => {
                 let note = note.map_err(refused)?;
-                if let Some(event) = note.get("params")
-                    && (event["group"] == name || event["group"] == id)
+                if let Some(event) = event_of(&note)
+                    && (Some(&event.group) == name.as_ref() || event.group == id)
                 {
-                    report.event(event);
+                    report.event(&event);
                 }
             }
             line = typed.recv() => {
@@ -136,46 +150,63 @@ async fn lines(dir: &Path, report: &Report, group: &str) -> anyhow::Result<()> {
 struct Entry {
     at: i64,
     sender: String,
-    state: String,
-    /// `text`, `event`, or `note` (ours alone: help, answers to commands).
-    kind: String,
+    state: Option<SenderState>,
+    /// A text or an event of the group; none for a note of ours (help, answers to commands).
+    kind: Option<HistoryKind>,
     body: String,
 }
 
-impl Entry {
-    fn of(event: &Value) -> Self {
-        let s = |k: &str| event[k].as_str().unwrap_or_default().to_owned();
+impl From<&HistoryEntry> for Entry {
+    fn from(e: &HistoryEntry) -> Self {
         Self {
-            at: event["at"].as_i64().unwrap_or_default(),
-            sender: s("sender"),
-            state: s("sender_state"),
-            kind: s("kind"),
-            body: s("body"),
+            at: e.at,
+            sender: e.sender.clone(),
+            state: Some(e.sender_state),
+            kind: Some(e.kind),
+            body: e.body.clone(),
         }
     }
+}
 
+impl From<&profile::Event> for Entry {
+    fn from(e: &profile::Event) -> Self {
+        Self {
+            at: e.at,
+            sender: e.sender.clone(),
+            state: Some(e.sender_state),
+            kind: Some(e.kind),
+            body: e.body.clone(),
+        }
+    }
+}
+
+impl Entry {
     fn note(text: impl Into<String>) -> Self {
         Self {
             at: 0,
             sender: String::new(),
-            state: String::new(),
-            kind: "note".into(),
+            state: None,
+            kind: None,
             body: text.into(),
         }
     }
 
+    fn is_text(&self) -> bool {
+        self.kind == Some(HistoryKind::Text)
+    }
+
     fn line(&self) -> Line<'static> {
         let time = Span::styled(clock(self.at), Style::new().fg(Color::DarkGray));
-        let sender = sender_label(&self.sender, &self.state);
-        let sender_style = match self.state.as_str() {
-            "impostor" => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-            "me" => Style::new().fg(Color::Cyan),
-            "verified" => Style::new().fg(Color::Green),
+        let sender = sender_label(&self.sender, self.state);
+        let sender_style = match self.state {
+            Some(SenderState::Impostor) => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            Some(SenderState::Me) => Style::new().fg(Color::Cyan),
+            Some(SenderState::Verified) => Style::new().fg(Color::Green),
             _ => Style::new().add_modifier(Modifier::BOLD),
         };
-        match self.kind.as_str() {
-            "note" => Line::styled(format!("  » {}", self.body), Style::new().fg(Color::Yellow)),
-            "text" => Line::from(vec![
+        match self.kind {
+            None => Line::styled(format!("  » {}", self.body), Style::new().fg(Color::Yellow)),
+            Some(HistoryKind::Text) => Line::from(vec![
                 time,
                 Span::styled(sender, sender_style),
                 Span::raw(format!(": {}", self.body)),
@@ -213,9 +244,9 @@ struct GroupView {
 }
 
 impl GroupView {
-    fn of(summary: &Value, entries: Vec<Entry>) -> Self {
+    fn of(summary: &GroupSummary, entries: Vec<Entry>) -> Self {
         let mut view = Self {
-            id: summary["id"].as_str().unwrap_or_default().to_owned(),
+            id: summary.id.clone(),
             name: None,
             topic: None,
             broken: false,
@@ -229,13 +260,15 @@ impl GroupView {
     }
 
     /// What the group's summary says now: its name, topic and state.
-    fn update(&mut self, summary: &Value) {
-        self.name = summary["name"].as_str().map(str::to_owned);
-        self.topic = summary["topic"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
-        self.broken = summary["state"] == "broken";
+    fn update(&mut self, summary: &GroupSummary) {
+        self.name = summary.name.clone();
+        self.topic = summary.topic.clone().filter(|t| !t.is_empty());
+        self.broken = summary.state == GroupState::Broken;
+    }
+
+    /// Whether `event` is of this group (events name a group by its name, else its id).
+    fn shows(&self, event: &profile::Event) -> bool {
+        self.id == event.group || self.name.as_deref() == Some(&event.group)
     }
 
     fn label(&self) -> String {
@@ -284,12 +317,12 @@ struct Screen {
     sent: Vec<String>,
     recalling: Option<(usize, String)>,
     /// Invitations waiting for our answer and alerts not acknowledged, from `status`.
-    waiting: Vec<Value>,
-    alerts: Vec<Value>,
+    waiting: Vec<Invitation>,
+    alerts: Vec<Alert>,
     /// Lines scrolled up from the bottom of the scrollback.
     scroll: usize,
     show_members: bool,
-    members: Vec<Value>,
+    members: Vec<MemberWithState>,
     /// The height of the scrollback when last drawn, for paging.
     page: usize,
 }
@@ -340,18 +373,13 @@ impl Screen {
     }
 
     /// An event from the daemon. Returns whether to ring: someone else wrote.
-    fn arrive(&mut self, event: &Value) -> bool {
-        let group = event["group"].as_str().unwrap_or_default();
-        let Some(at) = self
-            .groups
-            .iter()
-            .position(|g| g.id == group || g.name.as_deref() == Some(group))
-        else {
+    fn arrive(&mut self, event: &profile::Event) -> bool {
+        let Some(at) = self.groups.iter().position(|g| g.shows(event)) else {
             return false;
         };
-        let entry = Entry::of(event);
-        let ring = entry.kind == "text" && entry.state != "me";
-        if at != self.current && entry.kind == "text" {
+        let entry = Entry::from(event);
+        let ring = entry.is_text() && entry.state != Some(SenderState::Me);
+        if at != self.current && entry.is_text() {
             self.groups[at].unread += 1;
         }
         self.groups[at].entries.push(entry);
@@ -505,39 +533,39 @@ impl Screen {
     }
 
     /// What the daemon's `status` says waits for us.
-    fn attention(&mut self, status: &Value) {
-        let list = |k: &str| status[k].as_array().cloned().unwrap_or_default();
-        self.waiting = list("invitations")
+    fn attention(&mut self, status: Status) {
+        self.waiting = status
+            .invitations
             .into_iter()
-            .filter(|i| i["request"] == "waiting")
+            .filter(|i| i.request == Some(RequestState::Waiting))
             .collect();
-        self.alerts = list("alerts");
+        self.alerts = status.alerts;
     }
 }
 
 /// A member as the side list shows it: what our contacts say of them first.
-fn member_line(member: &Value) -> Line<'static> {
-    let name = member["name"].as_str().unwrap_or("?").to_owned();
-    let (mark, style) = match member["state"].as_str().unwrap_or_default() {
-        "me" => ("  (you) ", Style::new().fg(Color::Cyan)),
-        "verified" => ("✓ ", Style::new().fg(Color::Green)),
-        "contact" => ("  ", Style::new()),
-        "impostor" => (
+fn member_line(member: &MemberWithState) -> Line<'static> {
+    let name = member.name.as_deref().unwrap_or("?");
+    let (mark, style) = match member.state {
+        SenderState::Me => ("  (you) ", Style::new().fg(Color::Cyan)),
+        SenderState::Verified => ("✓ ", Style::new().fg(Color::Green)),
+        SenderState::Contact => ("  ", Style::new()),
+        SenderState::Impostor => (
             "! ",
             Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
         ),
-        _ => ("? ", Style::new().fg(Color::DarkGray)),
+        SenderState::Unknown => ("? ", Style::new().fg(Color::DarkGray)),
     };
-    let mut text = match member["state"].as_str() {
-        Some("me") => format!("{name}{mark}"),
-        Some("impostor") => format!("{mark}{name} NOT your contact"),
-        Some("unknown") => format!("{mark}{name} (not a contact)"),
+    let mut text = match member.state {
+        SenderState::Me => format!("{name}{mark}"),
+        SenderState::Impostor => format!("{mark}{name} NOT your contact"),
+        SenderState::Unknown => format!("{mark}{name} (not a contact)"),
         _ => format!("{mark}{name}"),
     };
-    if member["admin"] == true {
+    if member.admin {
         text.push_str(" (admin)");
     }
-    if member["invited"] == true {
+    if member.invited {
         text.push_str(" (invited)");
     }
     Line::styled(text, style)
@@ -602,7 +630,7 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
     let current = match start_in {
         Some(handle) => {
             let found = find(&listed, handle).with_context(|| format!("no group {handle:?}"))?;
-            listed.iter().position(|g| g == found).unwrap_or(0)
+            listed.iter().position(|g| g.id == found.id).unwrap_or(0)
         }
         None => 0,
     };
@@ -662,21 +690,18 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
             tokio::select! {
                 note = listener.next() => {
                     let note = note.map_err(refused)?;
-                    let Some(event) = note.get("params") else { continue };
-                    let known = screen.groups.iter().any(|g| {
-                        event["group"] == g.id.as_str() || g.name.as_deref() == event["group"].as_str()
-                    });
-                    if !known {
+                    let Some(event) = event_of(&note) else { continue };
+                    if !screen.groups.iter().any(|g| g.shows(&event)) {
                         // A group joined while the chat runs: its scrollback holds this event.
                         refresh_groups(&mut screen, &mut caller).await;
                         continue;
                     }
-                    if screen.arrive(event) {
+                    if screen.arrive(&event) {
                         let mut out = std::io::stdout();
                         out.write_all(b"\x07")?;
                         out.flush()?;
                     }
-                    if event["kind"] == "event" {
+                    if event.kind == HistoryKind::Event {
                         // Members, the name or the topic may have changed.
                         refresh_groups(&mut screen, &mut caller).await;
                         let id = screen.groups[screen.current].id.clone();
@@ -684,8 +709,8 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
                     }
                 }
                 _ = refresh.tick() => {
-                    if let Ok(status) = caller.call(&Call::Status {}).await {
-                        screen.attention(&status);
+                    if let Ok(status) = ask!(caller, Call::Status {}, Answer::Status) {
+                        screen.attention(status);
                     }
                     refresh_groups(&mut screen, &mut caller).await;
                 }
@@ -725,35 +750,24 @@ async fn screen(dir: &Path, start_in: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// The groups the chat shows: those we are in (a broken one too, to read it).
-async fn chat_groups(caller: &mut DaemonClient) -> anyhow::Result<Vec<Value>> {
-    let listed = caller.call(&Call::Groups {}).await.map_err(refused)?;
-    Ok(listed
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|g| g["state"] == "active" || g["state"] == "broken")
-        .cloned()
-        .collect())
+async fn chat_groups(caller: &mut DaemonClient) -> anyhow::Result<Vec<GroupSummary>> {
+    let mut listed = ask!(caller, Call::Groups {}, Answer::Groups)?;
+    listed.retain(|g| matches!(g.state, GroupState::Active | GroupState::Broken));
+    Ok(listed)
 }
 
 /// A group's recent history, and the newest event id in it.
-async fn scrollback(caller: &mut DaemonClient, group: &Value) -> anyhow::Result<(Vec<Entry>, i64)> {
-    let history = caller
-        .call(&Call::History {
-            group: group["id"].as_str().unwrap_or_default().to_owned(),
-            limit: SCROLLBACK,
-        })
-        .await
-        .map_err(refused)?;
-    let mut last = 0;
-    let entries = history
-        .as_array()
-        .into_iter()
-        .flatten()
-        .inspect(|e| last = last.max(e["seq"].as_i64().unwrap_or(0)))
-        .map(Entry::of)
-        .collect();
-    Ok((entries, last))
+async fn scrollback(
+    caller: &mut DaemonClient,
+    group: &GroupSummary,
+) -> anyhow::Result<(Vec<Entry>, i64)> {
+    let history = Call::History {
+        group: group.id.clone(),
+        limit: SCROLLBACK,
+    };
+    let history = ask!(caller, history, Answer::History)?;
+    let last = history.iter().map(|e| e.seq).max().unwrap_or(0);
+    Ok((history.iter().map(Entry::from).collect(), last))
 }
 
 /// Groups joined while the chat runs appear, with their scrollback; names, topics and states
@@ -763,11 +777,7 @@ async fn refresh_groups(screen: &mut Screen, caller: &mut DaemonClient) {
         return;
     };
     for summary in listed {
-        match screen
-            .groups
-            .iter_mut()
-            .find(|g| summary["id"] == g.id.as_str())
-        {
+        match screen.groups.iter_mut().find(|g| summary.id == g.id) {
             Some(view) => view.update(&summary),
             None => {
                 let Ok((entries, _)) = scrollback(caller, &summary).await else {
@@ -775,7 +785,7 @@ async fn refresh_groups(screen: &mut Screen, caller: &mut DaemonClient) {
                 };
                 let mut view = GroupView::of(&summary, entries);
                 // All of it is new to us.
-                view.unread = view.entries.iter().filter(|e| e.kind == "text").count();
+                view.unread = view.entries.iter().filter(|e| e.is_text()).count();
                 view.seen = 0;
                 let label = view.label();
                 screen.groups.push(view);
@@ -785,15 +795,9 @@ async fn refresh_groups(screen: &mut Screen, caller: &mut DaemonClient) {
     }
 }
 
-async fn members(caller: &mut DaemonClient, group: &str) -> Vec<Value> {
-    caller
-        .call(&Call::Members {
-            group: group.to_owned(),
-        })
-        .await
-        .ok()
-        .and_then(|m| m.as_array().cloned())
-        .unwrap_or_default()
+async fn members(caller: &mut DaemonClient, group: &str) -> Vec<MemberWithState> {
+    let group = group.to_owned();
+    ask!(caller, Call::Members { group }, Answer::Members).unwrap_or_default()
 }
 
 /// A failed call, as a note: what happened and what to do come from the daemon's message.
@@ -837,13 +841,8 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
                 screen.note("no invitation waits for you");
             }
             for request in screen.waiting.clone() {
-                let group = request["group"].as_str().unwrap_or("?");
-                let group = &group[..group.len().min(8)];
-                let name = request["inviter"].as_str().unwrap_or("?");
-                let from = match request["inviter_state"].as_str() {
-                    Some("impostor") => format!("{name} [NOT your contact {name}: another key]"),
-                    _ => format!("{name} ? (not a contact)"),
-                };
+                let group = &request.group[..request.group.len().min(8)];
+                let from = inviter(&request);
                 screen.note(format!(
                     "group {group} from {from}: /accept {group} or /decline {group}"
                 ));
@@ -855,10 +854,10 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
                 screen.note("no alerts");
             }
             for alert in screen.alerts.clone() {
-                screen.note(format!("! {}", alert["text"].as_str().unwrap_or_default()));
+                screen.note(format!("! {}", alert.text));
             }
-            if let Some(last) = screen.alerts.last().map(|a| a["id"].as_i64()) {
-                let _ = caller.call(&Call::AlertsAck { up_to: last }).await;
+            if let Some(last) = screen.alerts.last().map(|a| a.id) {
+                let _ = caller.call(&Call::AlertsAck { up_to: Some(last) }).await;
                 screen.alerts.clear();
             }
             return;
@@ -903,13 +902,9 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
     screen.note(format!("{verb}…"));
     match caller.call(&call).await {
         Err(e) => screen.note(failure(e)),
-        Ok(answer) if matches!(call, Call::ContactVerify { .. }) => {
-            let name = answer["contact"].as_str().unwrap_or_default().to_owned();
-            let number = answer["safety_number"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if answer["changed_key"] == true {
+        Ok(Answer::ContactVerify(answer)) => {
+            let (name, number) = (answer.contact, answer.safety_number);
+            if answer.changed_key {
                 screen.note(format!(
                     "{name} was shown with ANOTHER key: accept it only if they read you this number"
                 ));
@@ -917,7 +912,7 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
                 screen.note(format!("your safety number with {name}:"));
             }
             screen.note(number.clone());
-            if answer["verified"] == true {
+            if answer.verified {
                 screen.note("verified: it matched when you compared it");
             } else {
                 screen.note(format!(
@@ -925,27 +920,30 @@ async fn run_command(screen: &mut Screen, caller: &mut DaemonClient, command: &s
                 ));
             }
         }
-        Ok(_) if matches!(call, Call::GroupLeave { .. }) => {
+        Ok(Answer::Leaving(_)) => {
             screen.note("asked to leave: a member's next commit removes you");
         }
-        Ok(answer) if matches!(call, Call::RequestDecline { .. }) => {
-            screen.waiting.retain(|r| r["group"] != answer["group"]);
+        Ok(Answer::Declined(declined)) => {
+            screen.waiting.retain(|r| r.group != declined.group);
             screen.note("declined");
         }
-        Ok(_) if matches!(call, Call::RequestAccept { .. }) => {
+        Ok(Answer::Synced(_)) => {
             screen.note("accepted: the group appears once joined");
             refresh_groups(screen, caller).await;
         }
-        Ok(answer) if answer["queued"] == true => {
+        Ok(Answer::Changed(Changed::Queued(_)) | Answer::SettingsChanged(Changed::Queued(_))) => {
             screen.note("queued: the connection went; it goes on once it is back");
         }
-        Ok(answer) => {
+        Ok(
+            Answer::Changed(Changed::Group(group)) | Answer::SettingsChanged(Changed::Group(group)),
+        ) => {
             screen.note(format!(
                 "done: epoch {}, {} members",
-                answer["epoch"], answer["members"]
+                group.epoch, group.members
             ));
             screen.members = members(caller, &id).await;
             refresh_groups(screen, caller).await;
         }
+        Ok(other) => screen.note(format!("done: {other:?}")),
     }
 }

@@ -8,7 +8,10 @@
 mod chat;
 mod exit;
 mod online;
+mod output;
 mod report;
+#[cfg(test)]
+mod schema;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -16,12 +19,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use mlschat_node::daemon::{self, Call};
+use mlschat_node::daemon::{self, Answer, Call, Changed};
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Home, InviteCode, Outgoing, Profile, ProfileError};
+use mlschat_node::profile::{Home, Outgoing, Profile, ProfileError};
 use mlschat_wire::packet::Packet;
 
 use exit::{Exit, exit_code};
+use output::Action;
 use report::Report;
 
 #[derive(Parser)]
@@ -415,11 +419,8 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         };
         let profile = Profile::create(&dir, name, pass)
             .with_context(|| format!("creating profile in {}", dir.display()))?;
-        let mut profile = profile;
-        let whoami = daemon::local(&mut profile, &Call::Whoami {})
-            .map_err(online::refusal)?
-            .expect("a local method");
-        report.answer("whoami", &whoami);
+        let whoami = daemon::whoami(&profile).map_err(online::refusal)?;
+        report.answer(&Answer::Whoami(whoami));
         return Ok(Exit::Ok);
     }
 
@@ -450,23 +451,12 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
             cli.profile
         ))?);
     }
-    let method = call.as_ref().map(|call| call.to_request().0);
     let daemon = matches!(cli.command, Command::Daemon { .. });
-    let answer = |method: &str, answer: &serde_json::Value| {
-        answered(
-            &cli.command,
-            &report,
-            (&dir, passphrase.as_deref()),
-            method,
-            answer,
-        )
-    };
+    let answer =
+        |answer: &Answer| answered(&cli.command, &report, (&dir, passphrase.as_deref()), answer);
     let mut profile = match online::open(&dir, passphrase.as_deref(), call.as_ref(), daemon)? {
         online::Opened::Here(profile) => *profile,
-        online::Opened::ByDaemon(answered) => {
-            let method = method.expect("only a verb with an API form goes to the daemon");
-            return answer(&method, &answered);
-        }
+        online::Opened::ByDaemon(answered) => return answer(&answered),
     };
     // Test hook for the crash-safety tests: die as a crash would after the n-th row written.
     if let Some(n) = std::env::var("MLSCHAT_CRASH_AFTER_WRITES")
@@ -476,13 +466,13 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
         profile.store().crash_after_writes(n);
     }
 
-    if let (Some(call), Some(method)) = (call, method) {
+    if let Some(call) = call {
         if online::goes_online(&mut profile, &cli.command)? {
-            return answer(&method, &online::here(profile, call)?);
+            return answer(&online::here(profile, call)?);
         }
         if let Some(answered) = daemon::local(&mut profile, &call).map_err(online::refusal)? {
             drop(profile);
-            return answer(&method, &answered);
+            return answer(&answered);
         }
     }
 
@@ -514,7 +504,7 @@ fn run(mut cli: Cli) -> anyhow::Result<Exit> {
             let answer = daemon::local(&mut profile, &Call::Home {})
                 .map_err(online::refusal)?
                 .expect("a local method");
-            report.answer("home", &answer);
+            report.answer(&answer);
         }
         Command::Contact(_)
         | Command::Invite { .. }
@@ -566,41 +556,46 @@ fn answered(
     command: &Command,
     report: &Report,
     (dir, passphrase): (&Path, Option<&str>),
-    method: &str,
-    answer: &serde_json::Value,
+    answer: &Answer,
 ) -> anyhow::Result<Exit> {
-    if let Command::Invite { qr } = command {
-        let code: InviteCode = answer["code"].as_str().unwrap_or_default().parse()?;
-        return report
-            .invite(&code, *qr || io::stdout().is_terminal())
-            .map(|()| Exit::Ok);
-    }
-    report.answer(method, answer);
-    match command {
-        Command::Whoami { qr } if *qr || io::stdout().is_terminal() => report.whoami_qr(answer)?,
-        Command::Status { ack: true } => {
-            let up_to = answer["alerts"]
-                .as_array()
-                .and_then(|a| a.last())
-                .and_then(|a| a["id"].as_i64());
-            if up_to.is_some() {
+    match (command, answer) {
+        (Command::Invite { qr }, Answer::Invite(invite)) => {
+            report.invite(invite, *qr || io::stdout().is_terminal())?;
+        }
+        (Command::Whoami { qr }, Answer::Whoami(who)) => {
+            report.answer(answer);
+            if *qr || io::stdout().is_terminal() {
+                report.whoami_qr(who)?;
+            }
+        }
+        (Command::Status { ack: true }, Answer::Status(status)) => {
+            report.answer(answer);
+            if let Some(last) = status.alerts.last() {
+                let up_to = Some(last.id);
                 online::ask_local(dir, passphrase, Call::AlertsAck { up_to })?;
             }
         }
         // What the group is now, admins included.
-        Command::Group(GroupCommand::Set { group, .. }) if !report.json => {
-            let group = answer["id"].as_str().unwrap_or(group).to_owned();
-            let members = online::ask_local(dir, passphrase, Call::Members { group })?;
-            let admins: Vec<&str> = members
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|m| m["admin"] == true)
-                .filter_map(|m| m["name"].as_str())
-                .collect();
-            println!("admins: {}", admins.join(", "));
+        (Command::Group(GroupCommand::Set { group, .. }), Answer::SettingsChanged(changed))
+            if !report.json =>
+        {
+            report.answer(answer);
+            let group = match changed {
+                Changed::Group(summary) => summary.id.clone(),
+                Changed::Queued(_) => group.clone(),
+            };
+            if let Answer::Members(members) =
+                online::ask_local(dir, passphrase, Call::Members { group })?
+            {
+                let admins: Vec<&str> = members
+                    .iter()
+                    .filter(|m| m.admin)
+                    .filter_map(|m| m.name.as_deref())
+                    .collect();
+                println!("admins: {}", admins.join(", "));
+            }
         }
-        _ => {}
+        _ => report.answer(answer),
     }
     Ok(Exit::Ok)
 }
@@ -623,7 +618,7 @@ fn group(profile: &mut Profile, report: &Report, command: GroupCommand) -> anyho
             }
             let outgoing = profile.add_members(&group, &messages)?;
             deliver(profile, &out, Some(&welcome_out), &outgoing)?;
-            report.committed(&out, &group, "added", key_packages.len());
+            report.committed(&out, &group, Action::Added, key_packages.len());
         }
         GroupCommand::Remove {
             group,
@@ -632,17 +627,17 @@ fn group(profile: &mut Profile, report: &Report, command: GroupCommand) -> anyho
         } => {
             let outgoing = profile.remove_members(&group, &members)?;
             deliver(profile, &out, None, &outgoing)?;
-            report.committed(&out, &group, "removed", members.len());
+            report.committed(&out, &group, Action::Removed, members.len());
         }
         GroupCommand::Leave { group, out } => {
             let outgoing = profile.leave(&group)?;
             deliver(profile, &out, None, &outgoing)?;
-            report.committed(&out, &group, "left", 1);
+            report.committed(&out, &group, Action::Left, 1);
         }
         GroupCommand::Update { group, out } => {
             let outgoing = profile.self_update(&group)?;
             deliver(profile, &out, None, &outgoing)?;
-            report.committed(&out, &group, "updated", 1);
+            report.committed(&out, &group, Action::Updated, 1);
         }
         GroupCommand::Set {
             group,
@@ -655,7 +650,7 @@ fn group(profile: &mut Profile, report: &Report, command: GroupCommand) -> anyho
             let change = profile.settings_change(&group, name, topic, &admin, &not_admin)?;
             let outgoing = profile.change_settings(&group, &change)?;
             deliver(profile, &out, None, &outgoing)?;
-            report.committed(&out, &group, "changed", 1);
+            report.committed(&out, &group, Action::Changed, 1);
         }
         GroupCommand::List | GroupCommand::Members { .. } | GroupCommand::Rename { .. } => {
             unreachable!("answered by `daemon::local`")

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mlschat_node::daemon::{self, Call, client::CallError, client::DaemonClient};
+use mlschat_node::daemon::{self, Answer, Call, client::CallError, client::DaemonClient};
+use mlschat_node::profile::Event;
 use mlschat_node::profile::{Profile, ProfileError};
 use mlschat_node::store::StoreError;
-use serde_json::Value;
 
 use crate::{Command, ContactCommand, GroupCommand, HomeCommand, Report, RequestCommand};
 use mlschat_node::kind::ErrorKind;
@@ -138,7 +138,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Makes `call` on the profile's running daemon; `None` when no daemon runs.
-pub fn via_daemon(dir: &Path, call: &Call) -> anyhow::Result<Option<Value>> {
+pub fn via_daemon(dir: &Path, call: &Call) -> anyhow::Result<Option<Answer>> {
     runtime()?.block_on(async {
         let Some(mut client) = DaemonClient::connect(dir).await else {
             return Ok(None);
@@ -159,7 +159,7 @@ const HOLDER_WAIT: Duration = Duration::from_secs(30);
 /// The profile opened as its one writer, or the answer of the daemon that holds it.
 pub enum Opened {
     Here(Box<Profile>),
-    ByDaemon(Value),
+    ByDaemon(Answer),
 }
 
 /// Opens the profile to write it here; or, while a daemon holds it, asks the daemon (`call`, a
@@ -212,7 +212,7 @@ pub fn open(
 
 /// Makes a call that needs no delivery node ([`daemon::local`]): through the daemon that holds
 /// the profile, or here.
-pub fn ask_local(dir: &Path, passphrase: Option<&str>, call: Call) -> anyhow::Result<Value> {
+pub fn ask_local(dir: &Path, passphrase: Option<&str>, call: Call) -> anyhow::Result<Answer> {
     match open(dir, passphrase, Some(&call), false)? {
         Opened::ByDaemon(answer) => Ok(answer),
         Opened::Here(mut profile) => daemon::local(&mut profile, &call)
@@ -222,7 +222,7 @@ pub fn ask_local(dir: &Path, passphrase: Option<&str>, call: Call) -> anyhow::Re
 }
 
 /// Makes `call` in this process: connect, catch up, call, disconnect.
-pub fn here(profile: Profile, call: Call) -> anyhow::Result<Value> {
+pub fn here(profile: Profile, call: Call) -> anyhow::Result<Answer> {
     let (_profile, answer) = runtime()?.block_on(daemon::call_once(profile, call));
     answer.map_err(refusal)
 }
@@ -290,7 +290,9 @@ pub fn follow(dir: &Path, report: &Report, after: i64) -> anyhow::Result<()> {
         loop {
             let note = client.next().await.map_err(refused)?;
             if let Some(event) = note.get("params") {
-                report.event(event);
+                let event: Event = serde_json::from_value(event.clone())
+                    .context("the daemon sent an event this version does not read")?;
+                report.event(&event);
             }
         }
     })

@@ -17,7 +17,9 @@ use anyhow::Context;
 use mlschat_node::driver::Driver;
 use mlschat_node::engine::Engine;
 use mlschat_node::identity::{DeviceName, Identity};
-use mlschat_node::profile::{Home, Intent, InviteCode, Profile, SenderState, SettingsChange};
+use mlschat_node::profile::{
+    HistoryKind, Home, Intent, InviteCode, Profile, SenderState, SettingsChange,
+};
 use mlschat_node::sync::{Notice, SyncError, Ticket};
 use mlschat_wire::quic::Connection;
 use mlschat_wire::{PublishKeyPackages, Request, Response};
@@ -369,7 +371,7 @@ async fn run_peer(
             cursor = cursor.max(event.id);
             match load_number(&event.body) {
                 Some(_) if event.sender_state == SenderState::Me => {}
-                Some(n) if event.kind == "text" => report(Heard::Text(n)),
+                Some(n) if event.kind == HistoryKind::Text => report(Heard::Text(n)),
                 _ => groups_changed.push(event.group.clone()),
             }
         }

@@ -2,7 +2,7 @@
 //! hundreds of corrupted copies, the original still decrypts, once.
 
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Profile, Received};
+use mlschat_node::profile::{HistoryKind, Profile, Received};
 use mlschat_testkit::Rng;
 use mlschat_wire::packet::Packet;
 
@@ -91,7 +91,7 @@ fn corrupted_messages_and_commits_are_refused_without_side_effects() {
     let history = bob.history(&id, 100).unwrap();
     let texts: Vec<&str> = history
         .iter()
-        .filter(|e| e.kind == "text")
+        .filter(|e| e.kind == HistoryKind::Text)
         .map(|e| e.body.as_str())
         .collect();
     assert_eq!(texts, ["the real one"]);

@@ -3,8 +3,8 @@
 
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{
-    Home, Intent, LogEntry, PendingCommit, Prepared, Profile, ProfileError, SettingsChange,
-    TextsMark,
+    HistoryKind, Home, Intent, LogEntry, PendingCommit, Prepared, Profile, ProfileError,
+    RequestState, SettingsChange, TextsMark,
 };
 use mlschat_wire::EntryKind;
 use mlschat_wire::token::token_hash;
@@ -260,7 +260,7 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
             .history("g", 100)
             .unwrap()
             .into_iter()
-            .filter(|e| e.kind == "text")
+            .filter(|e| e.kind == HistoryKind::Text)
             .map(|e| e.body)
             .collect()
     };
@@ -572,7 +572,7 @@ fn a_welcome_from_a_stranger_waits_until_our_user_answers() {
     assert!(refused.contains("(not a contact)"), "{refused}");
     let waiting = bob.p().invitations().unwrap();
     assert_eq!(waiting.len(), 1);
-    assert_eq!(waiting[0].request.as_deref(), Some("waiting"));
+    assert_eq!(waiting[0].request, Some(RequestState::Waiting));
     assert_eq!(waiting[0].inviter.as_deref(), Some("alice/dev"));
     assert!(bob.p().groups().unwrap().is_empty());
     assert!(bob.p().invitations_to_try(false).unwrap().is_empty());

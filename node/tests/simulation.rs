@@ -29,7 +29,7 @@ use mlschat_grouplog::keypackages::{KeyPackage, Store as _};
 use mlschat_grouplog::{GroupLog as _, MemoryLog, NewCommit};
 use mlschat_node::clock::Clock;
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Home, Intent, Profile};
+use mlschat_node::profile::{GroupState, HistoryKind, Home, Intent, Profile, RequestState};
 use mlschat_node::sealed_tree::TreeSecret;
 use mlschat_node::sync::{Answer, Core, Lane, Notice, Ticket};
 use mlschat_wire::settings;
@@ -1003,7 +1003,7 @@ impl Sim {
         chain
             .iter()
             .flat_map(|group| profile.history(group, u32::MAX).unwrap_or_default())
-            .filter(|e| e.kind == "text")
+            .filter(|e| e.kind == HistoryKind::Text)
             .map(|e| e.body)
             .collect()
     }
@@ -1043,12 +1043,12 @@ impl Sim {
                 .unwrap_or_default();
             let join = history
                 .iter()
-                .find(|e| e.kind == "event" && e.body == "joined the group")
+                .find(|e| e.kind == HistoryKind::Event && e.body == "joined the group")
                 .map_or(0, |e| e.epoch);
             joined.push(join);
             for e in history
                 .iter()
-                .filter(|e| e.kind == "text" && e.sender == me)
+                .filter(|e| e.kind == HistoryKind::Text && e.sender == me)
             {
                 texts.insert(e.body.clone(), e.epoch);
             }
@@ -1255,7 +1255,7 @@ impl Sim {
                 .unwrap()
                 .into_iter()
                 .find(|g| g.id == group);
-            if summary.is_none_or(|g| g.state != "removed") {
+            if summary.is_none_or(|g| g.state != GroupState::Removed) {
                 return Err(format!("{name} asked to leave and is still in the group"));
             }
         }
@@ -1297,7 +1297,7 @@ impl Sim {
                 .into_iter()
                 .find(|g| g.id == group)
                 .ok_or_else(|| format!("{name} is not in the group"))?;
-            if summary.members != stayed {
+            if summary.members != stayed as u64 {
                 return Err(format!(
                     "{name} sees {} members, not {stayed}",
                     summary.members
@@ -1364,7 +1364,7 @@ fn unjoined(profile: &mut Profile) -> Vec<mlschat_node::profile::Invitation> {
     let invitations = profile.invitations().unwrap();
     invitations
         .into_iter()
-        .filter(|i| i.request.as_deref() != Some("waiting"))
+        .filter(|i| i.request != Some(RequestState::Waiting))
         .collect()
 }
 
@@ -1394,7 +1394,7 @@ fn run_seed(seed: u64, steps: usize, members: usize, faults: Faults) -> Result<S
                         .unwrap()
                     {
                         eprintln!(
-                            "{name}: #{} e{} {} {}: {}",
+                            "{name}: #{} e{} {:?} {}: {}",
                             e.seq, e.epoch, e.kind, e.sender, e.body
                         );
                     }
@@ -1638,7 +1638,7 @@ fn run_insider_seed(seed: u64, attack: Insider) -> Result<String, String> {
     }
     // Eve, added by a commit the admin rejects, must not believe she shares a group with them.
     let eve_groups = sim.members[eve].core().profile().groups().unwrap();
-    if let Some(g) = eve_groups.iter().find(|g| g.state == "active") {
+    if let Some(g) = eve_groups.iter().find(|g| g.state == GroupState::Active) {
         return Err(format!("eve is in a group the admins abandoned: {g:?}"));
     }
     if !unjoined(sim.members[eve].core().profile()).is_empty() {

@@ -23,7 +23,7 @@ use mlschat_loadtest::crowd::key_package_member;
 use mlschat_loadtest::target::{Node, Target};
 use mlschat_node::driver::Driver;
 use mlschat_node::identity::DeviceName;
-use mlschat_node::profile::{Home, InviteCode, Profile};
+use mlschat_node::profile::{HistoryKind, Home, InviteCode, Profile};
 use mlschat_testkit::raw::{Raw, Side, Timings, key_package};
 use mlschat_tests::cluster::DeliveryProcess;
 use openmls::prelude::KeyPackage;
@@ -113,7 +113,7 @@ fn listener(profile: Profile, group: Arc<std::sync::OnceLock<String>>) -> watch:
                     .history(id, u32::MAX)
                     .unwrap()
                     .iter()
-                    .filter(|e| e.kind == "text")
+                    .filter(|e| e.kind == HistoryKind::Text)
                     .count();
                 report.send_replace(Seen { epoch, texts });
             }

@@ -141,6 +141,39 @@ impl Call {
     }
 }
 
+/// The daemon API's error object (JSON-RPC 2.0); `data.kind` is the same kind the CLI's exit
+/// code follows. A request that is not one (bad JSON, no method) gets no `data`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiError {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<ErrorData>,
+}
+
+/// What a program acts on.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorData {
+    pub kind: ErrorKind,
+}
+
+impl ApiError {
+    /// An error about the request itself, before any call.
+    pub(super) fn request(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// An error answer: a JSON-RPC code, a message for people, and a stable kind for programs.
 #[derive(Debug)]
 pub struct RpcError {
@@ -167,7 +200,12 @@ impl RpcError {
     }
 
     pub fn to_json(&self) -> Value {
-        json!({"code": self.code, "message": self.message, "data": {"kind": self.kind.as_str()}})
+        ApiError {
+            code: self.code,
+            message: self.message.clone(),
+            data: Some(ErrorData { kind: self.kind }),
+        }
+        .to_json()
     }
 }
 

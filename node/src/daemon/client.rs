@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::{Call, socket_path};
+use super::{Answer, ApiError, Call, socket_path};
 use crate::kind::ErrorKind;
 
 /// A connection to a running daemon.
@@ -25,6 +25,8 @@ pub enum CallError {
     Refused { kind: ErrorKind, message: String },
     #[error("the daemon closed the connection")]
     Closed,
+    #[error("the daemon's answer does not fit the API: {0}")]
+    Malformed(#[from] serde_json::Error),
 }
 
 impl DaemonClient {
@@ -40,20 +42,17 @@ impl DaemonClient {
     }
 
     /// Makes `call` and waits for its answer (notifications in between are skipped).
-    pub async fn call(&mut self, call: &Call) -> Result<Value, CallError> {
-        self.answer(call).await?.map_err(|error| {
-            let text = |k: &str| {
-                error
-                    .pointer(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or("failure")
-                    .to_owned()
-            };
-            CallError::Refused {
-                kind: ErrorKind::from_name(&text("/data/kind")),
-                message: text("/message"),
+    pub async fn call(&mut self, call: &Call) -> Result<Answer, CallError> {
+        let answer = self.answer(call).await?.map_err(|error| {
+            match serde_json::from_value::<ApiError>(error) {
+                Ok(error) => CallError::Refused {
+                    kind: error.data.map_or(ErrorKind::Failure, |d| d.kind),
+                    message: error.message,
+                },
+                Err(e) => CallError::Malformed(e),
             }
-        })
+        })?;
+        Ok(Answer::decode(call, answer)?)
     }
 
     /// Makes `call`: its result, or the JSON-RPC error object the daemon answered with.
@@ -83,6 +82,6 @@ impl DaemonClient {
     /// The next line from the daemon: an answer or a notification.
     pub async fn next(&mut self) -> Result<Value, CallError> {
         let line = self.lines.next_line().await?.ok_or(CallError::Closed)?;
-        serde_json::from_str(&line).map_err(|e| CallError::Io(std::io::Error::other(e)))
+        Ok(serde_json::from_str(&line)?)
     }
 }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::{Call, Handle};
+use super::{Answer, ApiError, Call, Handle, Subscribed};
 
 /// Events sent per read while streaming a subscription.
 const EVENT_BATCH: u32 = 500;
@@ -71,7 +71,7 @@ pub(super) async fn serve_lines(
     while let Ok(Some(line)) = next_request(&mut read, MAX_REQUEST_LINE).await {
         let Line::Request(line) = line else {
             let message = format!("request too large: at most {MAX_REQUEST_LINE} bytes a line");
-            let error = json!({"code": -32600, "message": message});
+            let error = ApiError::request(-32600, message).to_json();
             let _ = out.send(response(Value::Null, Err(error))).await;
             continue;
         };
@@ -81,14 +81,14 @@ pub(super) async fn serve_lines(
         let request: Value = match serde_json::from_slice(&line) {
             Ok(v) => v,
             Err(e) => {
-                let error = json!({"code": -32700, "message": format!("parse error: {e}")});
+                let error = ApiError::request(-32700, format!("parse error: {e}")).to_json();
                 let _ = out.send(response(Value::Null, Err(error))).await;
                 continue;
             }
         };
         let id = request.get("id").cloned().unwrap_or(Value::Null);
         let Some(method) = request.get("method").and_then(Value::as_str) else {
-            let error = json!({"code": -32600, "message": "invalid request: no method"});
+            let error = ApiError::request(-32600, "invalid request: no method").to_json();
             let _ = out.send(response(id, Err(error))).await;
             continue;
         };
@@ -104,7 +104,8 @@ pub(super) async fn serve_lines(
             if let Some(old) = subscription.take() {
                 old.abort();
             }
-            let _ = out.send(response(id, Ok(json!({"after": after})))).await;
+            let answer = Answer::Subscribe(Subscribed { after }).to_json();
+            let _ = out.send(response(id, Ok(answer))).await;
             subscription = Some(tokio::spawn(stream_events(
                 handle.clone(),
                 after,
@@ -112,7 +113,8 @@ pub(super) async fn serve_lines(
             )));
             continue;
         }
-        let answer = handle.call(call).await.map_err(|e| e.to_json());
+        let answer = handle.call(call).await;
+        let answer = answer.map(|a| a.to_json()).map_err(|e| e.to_json());
         if out.send(response(id, answer)).await.is_err() {
             break;
         }
@@ -132,11 +134,11 @@ async fn stream_events(handle: Handle, mut after: i64, out: mpsc::Sender<String>
             after,
             limit: EVENT_BATCH,
         };
-        let Ok(Value::Array(events)) = handle.call(call).await else {
+        let Ok(Answer::Events(events)) = handle.call(call).await else {
             return;
         };
         for event in &events {
-            after = event.get("id").and_then(Value::as_i64).unwrap_or(after);
+            after = event.id;
             let note = json!({"jsonrpc": "2.0", "method": "event", "params": event});
             if out.send(note.to_string()).await.is_err() {
                 return;

@@ -10,6 +10,7 @@
 //! loses nothing.
 //!
 //! - `api.rs`: the calls as types ([`Call`]) and the error answer ([`RpcError`]);
+//! - `answers.rs`: the answers as types ([`Answer`], one variant per call);
 //! - `local.rs`: the calls that need no delivery node ([`local`]), for the CLI too;
 //! - `lines.rs`: one API connection: a JSON-RPC request per line, answers and event
 //!   notifications out;
@@ -17,27 +18,27 @@
 //!
 //! Only the daemon knows JSON: below it, everything is the profile's and the core's types.
 
+mod answers;
 mod api;
 pub mod client;
 mod lines;
 mod local;
 
-pub use api::{Call, RpcError};
-pub use local::local;
+pub use answers::*;
+pub use api::{ApiError, Call, ErrorData, RpcError};
+pub use local::{local, whoami};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Driver;
 use crate::kind::ErrorKind;
-use crate::profile::{Intent, Profile};
+use crate::profile::{GroupSummary, Intent, Profile};
 use crate::sync::{Notice, SyncError, Ticket};
 use lines::serve_lines;
-use local::value;
 
 /// The socket's file name in the profile directory.
 pub const SOCKET: &str = "daemon.sock";
@@ -45,7 +46,7 @@ pub const SOCKET: &str = "daemon.sock";
 /// Reconnection backoff: from the first delay, doubling, up to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(15));
 
-type Reply = oneshot::Sender<Result<Value, RpcError>>;
+type Reply = oneshot::Sender<Result<Answer, RpcError>>;
 
 /// A request the actor carries out.
 enum Work {
@@ -56,12 +57,12 @@ enum Work {
 
 /// What a call waiting for the core answers once its ticket is done.
 enum Then {
-    /// `{"posted": true}`; `{"posted": false}` if the connection went first (the text stays
+    /// Whether the node has it: not if the connection went first (the text or proposal stays
     /// queued and goes out on reconnection).
-    Posted,
-    /// The group's summary; `{"group", "queued": true}` if the connection went first (the
-    /// change stays queued and goes on after reconnecting).
-    Summary(String),
+    Posted(fn(Posted) -> Answer),
+    /// The group's summary; queued if the connection went first (the change stays queued and
+    /// goes on after reconnecting).
+    Summary(String, fn(Changed) -> Answer),
     /// What arrived since the history row `since`, by group.
     Synced { since: i64 },
 }
@@ -129,12 +130,19 @@ impl Actor {
             return;
         };
         let answer = match (then, result) {
-            (Then::Posted, Ok(())) => Ok(json!({"posted": true})),
-            (Then::Posted, Err(SyncError::Disconnected)) => Ok(json!({"posted": false})),
-            (Then::Summary(group), Ok(())) => self.summary(&group),
+            (Then::Posted(answer), Ok(())) => Ok(answer(Posted { posted: true })),
+            (Then::Posted(answer), Err(SyncError::Disconnected)) => {
+                Ok(answer(Posted { posted: false }))
+            }
+            (Then::Summary(group, answer), Ok(())) => {
+                self.summary(&group).map(|g| answer(Changed::Group(g)))
+            }
             // The change stays queued and goes on after reconnecting: not a refusal.
-            (Then::Summary(group), Err(SyncError::Disconnected)) => {
-                Ok(json!({"group": group, "queued": true}))
+            (Then::Summary(group, answer), Err(SyncError::Disconnected)) => {
+                Ok(answer(Changed::Queued(Queued {
+                    group,
+                    queued: true,
+                })))
             }
             (Then::Synced { since }, Ok(())) => self.synced(since),
             (_, Err(e)) => Err(e.into()),
@@ -194,10 +202,10 @@ impl Actor {
     /// Carries out a call: answered now, or once the core is done with it.
     fn call(&mut self, call: Call, reply: Reply) {
         match self.dispatch(call) {
-            Ok(Answer::Now(value)) => {
-                let _ = reply.send(Ok(value));
+            Ok(When::Now(answer)) => {
+                let _ = reply.send(Ok(answer));
             }
-            Ok(Answer::Later(ticket, then)) => {
+            Ok(Later(ticket, then)) => {
                 self.waiting.insert(ticket, (then, reply));
             }
             Err(e) => {
@@ -206,28 +214,32 @@ impl Actor {
         }
     }
 
-    fn dispatch(&mut self, call: Call) -> Result<Answer, RpcError> {
-        let now = Answer::Now;
+    fn dispatch(&mut self, call: Call) -> Result<When, RpcError> {
+        let now = When::Now;
         Ok(match call {
             Call::Status {} => {
-                let mut status = local(self.driver.profile(), &call)?.expect("a local call");
-                status["link"] = match self.driver.offline() {
-                    None => json!({"connected": true}),
-                    Some(why) => json!({"connected": false, "why": why}),
+                let Some(Answer::Status(mut status)) = local(self.driver.profile(), &call)? else {
+                    unreachable!("status is a local call");
                 };
-                status["lanes"] = value(self.driver.core().stuck_lanes());
-                now(status)
+                status.link = Link {
+                    connected: self.driver.offline().is_none(),
+                    why: self.driver.offline().map(str::to_owned),
+                };
+                status.lanes = self.driver.core().stuck_lanes();
+                now(Answer::Status(status))
             }
-            Call::GroupCreate { name } => now(value(&self.driver.core().create_group(&name)?)),
+            Call::GroupCreate { name } => {
+                now(Answer::Created(self.driver.core().create_group(&name)?))
+            }
             Call::GroupAdd { group, who } => {
                 self.online()?;
                 let ticket = self.driver.core().add(&group, &who)?;
-                Answer::Later(ticket, Then::Summary(group))
+                Later(ticket, Then::Summary(group, Answer::Changed))
             }
             Call::GroupRemove { group, who } => {
                 self.online()?;
                 let ticket = self.driver.core().remove(&group, &who)?;
-                Answer::Later(ticket, Then::Summary(group))
+                Later(ticket, Then::Summary(group, Answer::Changed))
             }
             Call::GroupSet {
                 group,
@@ -245,26 +257,26 @@ impl Actor {
                     .driver
                     .core()
                     .change(&group, Intent::Settings(change))?;
-                Answer::Later(ticket, Then::Summary(id))
+                Later(ticket, Then::Summary(id, Answer::SettingsChanged))
             }
             Call::GroupLeave { group } => {
                 self.online()?;
                 let ticket = self.driver.core().leave(&group)?;
-                Answer::Later(ticket, Then::Posted)
+                Later(ticket, Then::Posted(Answer::Leaving))
             }
             Call::GroupUpdate { group } => {
                 self.online()?;
                 let ticket = self.driver.core().change(&group, Intent::Update)?;
-                Answer::Later(ticket, Then::Summary(group))
+                Later(ticket, Then::Summary(group, Answer::Changed))
             }
             Call::Send { group, text } => {
                 if self.driver.offline().is_some() {
                     // Offline, the text waits in the outbox and goes out on reconnection.
                     self.driver.profile().send_hosted(&group, &text)?;
-                    now(json!({"posted": false}))
+                    now(Answer::Sent(Posted { posted: false }))
                 } else {
                     let ticket = self.driver.core().send(&group, &text)?;
-                    Answer::Later(ticket, Then::Posted)
+                    Later(ticket, Then::Posted(Answer::Sent))
                 }
             }
             Call::RequestAccept { group } => {
@@ -272,7 +284,7 @@ impl Actor {
                 let since = self.driver.profile().latest_event()?;
                 self.driver.profile().answer_request(&group, true)?;
                 let ticket = self.driver.core().sync()?;
-                Answer::Later(ticket, Then::Synced { since })
+                Later(ticket, Then::Synced { since })
             }
             Call::RequestDecline { .. } => {
                 let declined = local(self.driver.profile(), &call)?;
@@ -286,38 +298,39 @@ impl Actor {
                 self.online()?;
                 let since = self.driver.profile().latest_event()?;
                 let ticket = self.driver.core().sync()?;
-                Answer::Later(ticket, Then::Synced { since })
+                Later(ticket, Then::Synced { since })
             }
             // A subscription is a connection's stream: its first events come from `events`.
-            Call::Subscribe { after } => now(json!({"after": after})),
+            Call::Subscribe { after } => now(Answer::Subscribe(Subscribed { after })),
             call => now(local(self.driver.profile(), &call)?.expect("every other call is local")),
         })
     }
 
-    /// `{"synced": true, "new": [{"group", "entries"}]}`: how many history entries each group
-    /// got since `since` (joins included).
-    fn synced(&mut self, since: i64) -> Result<Value, RpcError> {
+    /// How many history entries each group got since `since` (joins included).
+    fn synced(&mut self, since: i64) -> Result<Answer, RpcError> {
         let new = self.driver.profile().new_by_group(since)?;
-        let new: Vec<Value> = new
-            .into_iter()
-            .map(|(group, entries)| json!({"group": group, "entries": entries}))
-            .collect();
-        Ok(json!({"synced": true, "new": new}))
+        Ok(Answer::Synced(Synced {
+            synced: true,
+            new: new
+                .into_iter()
+                .map(|(group, entries)| NewEntries { group, entries })
+                .collect(),
+        }))
     }
 
-    fn summary(&mut self, group: &str) -> Result<Value, RpcError> {
+    fn summary(&mut self, group: &str) -> Result<GroupSummary, RpcError> {
         let profile = self.driver.profile();
-        let groups = profile.groups()?;
-        let id = hex::encode(profile.find_group(group)?.as_slice());
-        Ok(json!(groups.into_iter().find(|g| g.id == id)))
+        let id = profile.find_group(group)?;
+        Ok(profile.summary(&id)?)
     }
 }
 
-/// A call's answer: now, or when the core is done with its ticket.
-enum Answer {
-    Now(Value),
+/// When a call is answered: now, or when the core is done with its ticket.
+enum When {
+    Now(Answer),
     Later(Ticket, Then),
 }
+use When::Later;
 
 /// A handle to a running actor, shared by the API connections.
 #[derive(Clone)]
@@ -327,7 +340,7 @@ struct Handle {
 }
 
 impl Handle {
-    async fn call(&self, call: Call) -> Result<Value, RpcError> {
+    async fn call(&self, call: Call) -> Result<Answer, RpcError> {
         let (reply, answer) = oneshot::channel();
         let gone = || RpcError {
             code: -32002,
@@ -344,7 +357,7 @@ impl Handle {
 
 /// Carries out one API call without a daemon: connects, calls, catches up, disconnects. This is
 /// what the CLI does when no daemon runs; the answer is the same as the daemon's.
-pub async fn call_once(profile: Profile, call: Call) -> (Profile, Result<Value, RpcError>) {
+pub async fn call_once(profile: Profile, call: Call) -> (Profile, Result<Answer, RpcError>) {
     let (work, _unused) = mpsc::channel(1);
     let mut actor = Actor::new(profile, work, watch::channel(0).0);
     // Offline, the call answers as the daemon's would while it is offline.

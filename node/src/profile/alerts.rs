@@ -3,14 +3,17 @@
 //! listed by `status`, each kind at most once in [`ALERT_WINDOW`].
 
 use rusqlite::params;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Profile, ProfileError};
 
-/// Something our user should know about the account.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// Something our user must know (a key change, a request), until acknowledged (`status
+/// --ack`, API `alerts.ack`).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Alert {
     /// Increasing: `alerts.ack` acknowledges up to one.
+    #[schemars(range(min = 1))]
     pub id: i64,
     pub at: u64,
     pub text: String,

@@ -5,7 +5,7 @@
 
 use openmls::prelude::KeyPackage;
 use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use mlschat_wire::ClientId;
 use mlschat_wire::token::client_id;
@@ -132,17 +132,21 @@ impl std::str::FromStr for InviteCode {
 }
 
 /// Someone we can add by name.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Contact {
     /// `user/device`.
     pub name: String,
+    #[schemars(with = "crate::schema::FingerprintHex")]
     pub fingerprint: String,
+    /// Their delivery node's address, if their code named one.
     pub node: String,
     /// Whether our user compared safety numbers with them (`contact verify`).
     pub verified: bool,
     /// Why this contact must be checked before it is used again, if it must.
     pub flagged: Option<String>,
     /// The other key we were shown for them (fingerprint), to review with `contact verify`.
+    #[schemars(with = "Option<crate::schema::FingerprintHex>")]
     pub offered_fingerprint: Option<String>,
     #[serde(skip)]
     pub signature_key: Vec<u8>,
@@ -158,7 +162,7 @@ impl Contact {
 
 /// Who wrote something, as far as our contacts tell: shown beside every sender, so that a
 /// stranger who took a contact's name cannot pass for them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SenderState {
     /// Us.
@@ -513,12 +517,15 @@ impl Profile {
 }
 
 /// A contact's safety number, as `contact verify` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SafetyNumber {
     pub contact: String,
     /// Twelve groups of five digits, the same on both sides.
+    #[schemars(pattern("^[0-9]{5}( [0-9]{5}){11}$"))]
     pub safety_number: String,
     /// The fingerprint of the key it was computed with.
+    #[schemars(with = "crate::schema::FingerprintHex")]
     pub fingerprint: String,
     /// Whether that key is a changed one under review (the contact is flagged).
     pub changed_key: bool,

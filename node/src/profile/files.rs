@@ -72,7 +72,7 @@ impl Profile {
                 let proposal = engine.leave(provider, group)?;
                 mark_processed(conn, &proposal, now)?;
                 let epoch = group.epoch().as_u64();
-                append_history(conn, &id, epoch, &me, "event", "asked to leave", now)?;
+                append_history(conn, &id, epoch, &me, "asked to leave", now)?;
                 let mut out = Outgoing::default();
                 out.queue(conn, &id, Packet::Mls(proposal), now)?;
                 Ok(out)
@@ -257,15 +257,7 @@ impl Profile {
             }
             let epoch = group.epoch().as_u64();
             let text = "joined the group";
-            append_history(
-                conn,
-                group.group_id(),
-                epoch,
-                &self.me(),
-                "event",
-                text,
-                now,
-            )?;
+            append_history(conn, group.group_id(), epoch, &self.me(), text, now)?;
             Ok((group, inviter))
         })?;
         let id = group.group_id().clone();

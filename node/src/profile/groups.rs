@@ -47,7 +47,7 @@ impl Profile {
             let group = self.engine.create_group(&provider, id.clone(), settings)?;
             let conn = self.store.conn();
             insert_group(conn, &id, Some(name), false, now)?;
-            append_history(conn, &id, 0, &me, "event", "created the group", now)?;
+            append_history(conn, &id, 0, &me, "created the group", now)?;
             if hosted {
                 // The first row of the node's log comes after this one.
                 conn.execute(
@@ -205,7 +205,8 @@ impl Profile {
         Ok(engine::members(&self.groups[id]))
     }
 
-    pub(super) fn summary(&mut self, id: &GroupId) -> Result<GroupSummary, ProfileError> {
+    /// One group as listed to the user.
+    pub fn summary(&mut self, id: &GroupId) -> Result<GroupSummary, ProfileError> {
         // A group we cannot go on in is shown so everywhere, until it continues elsewhere.
         let (name, state): (Option<String>, String) = self.store.conn().query_row(
             "SELECT name, CASE WHEN state != 'active' OR broken IS NULL THEN state
@@ -215,6 +216,8 @@ impl Profile {
             [id.as_slice()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        let state = GroupState::from_name(&state)
+            .ok_or_else(|| ProfileError::Corrupt(format!("group state {state:?}")))?;
         self.load(id)?;
         let group = &self.groups[id];
         let settings = engine::group_settings(group)?;
@@ -223,8 +226,8 @@ impl Profile {
             id: hex::encode(id.as_slice()),
             name,
             epoch: group.epoch().as_u64(),
-            members: group.members().count(),
-            invited: engine::invited(group).iter().filter(|f| **f != me).count(),
+            members: group.members().count() as u64,
+            invited: engine::invited(group).iter().filter(|f| **f != me).count() as u64,
             state,
             epoch_authenticator: hex::encode(group.epoch_authenticator().as_slice()),
             admin: engine::may_manage(settings.as_ref(), &me),

@@ -10,26 +10,26 @@ use crate::engine::{Incoming, MemberInfo, display_member};
 use mlschat_wire::content::{Content, ContentKind};
 use mlschat_wire::settings::GroupSettings;
 
+/// Appends an event (a join, a change, a notice: not a text, see `append_text`) to a group's
+/// history.
 pub(super) fn append_history(
     conn: &rusqlite::Connection,
     id: &GroupId,
     epoch: u64,
     sender: &MemberInfo,
-    kind: &str,
     body: &str,
     at: i64,
 ) -> Result<(), ProfileError> {
     contacts::notice_impostor(conn, id, sender, at)?;
     conn.prepare_cached(
         "INSERT INTO messages (group_id, epoch, sender, sender_fingerprint, kind, body, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, ?3, ?4, 'event', ?5, ?6)",
     )?
     .execute(params![
         id.as_slice(),
         epoch as i64,
         display_member(sender),
         sender.fingerprint.0,
-        kind,
         body.as_bytes(),
         at
     ])?;
@@ -120,24 +120,18 @@ pub(super) fn record_incoming(
         Incoming::Application { sender, plaintext } => match Content::decode(plaintext) {
             // An announcement is an event of the group, not something someone said.
             Ok(content) if content.kind == ContentKind::Continuation => {
-                append_history(conn, id, epoch, sender, "event", &content.display(), at)
+                append_history(conn, id, epoch, sender, &content.display(), at)
             }
             // A second copy from the same sender (encrypted again) is dropped by its id.
             Ok(content) => append_text(conn, id, epoch, sender, &content, at).map(|_| ()),
             Err(e) => {
                 let body = format!("sent a message this client cannot read ({e})");
-                append_history(conn, id, epoch, sender, "event", &body, at)
+                append_history(conn, id, epoch, sender, &body, at)
             }
         },
-        Incoming::Proposal { sender, summary } => append_history(
-            conn,
-            id,
-            epoch,
-            sender,
-            "event",
-            &format!("proposed: {summary}"),
-            at,
-        ),
+        Incoming::Proposal { sender, summary } => {
+            append_history(conn, id, epoch, sender, &format!("proposed: {summary}"), at)
+        }
         Incoming::Commit {
             sender,
             added,
@@ -151,7 +145,6 @@ pub(super) fn record_incoming(
                 id,
                 epoch,
                 sender,
-                "event",
                 &describe_commit(added, removed, settings.as_ref()),
                 at,
             )?;

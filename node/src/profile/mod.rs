@@ -44,7 +44,7 @@ use history::{
 };
 pub use hosted::{
     Announcement, Event, Intent, Invitation, Joiners, LogEntry, LogRead, PendingCommit, Prepared,
-    QueuedText, TextsMark, Waiting,
+    QueuedText, RequestState, TextsMark, Waiting,
 };
 pub use key_packages::Claim;
 
@@ -117,27 +117,63 @@ impl From<rusqlite::Error> for ProfileError {
 }
 
 /// A group as listed to the user.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GroupSummary {
-    /// Hex of the MLS group id.
+    #[schemars(with = "crate::schema::GroupIdHex")]
     pub id: String,
-    /// The local name, if we gave one.
+    /// The local name, if we gave one (else refer to the group by its id or a prefix).
     pub name: Option<String>,
     pub epoch: u64,
-    pub members: usize,
-    /// Members added who have not joined yet (counted in `members`).
-    pub invited: usize,
-    /// `active`, or `removed` once we are no longer a member.
-    pub state: String,
+    pub members: u64,
+    /// Members added who have not joined yet (counted in `members`): they join when they
+    /// accept.
+    pub invited: u64,
+    pub state: GroupState,
     /// Hex of the MLS epoch authenticator: equal for all members exactly when they agree on
     /// the group's state (RFC 9420 §8.7).
+    #[schemars(pattern("^[0-9a-f]+$"))]
     pub epoch_authenticator: String,
-    /// The name and topic every member sees (the group's settings), if it has them.
+    /// The name every member sees (the group's settings); null for a group made without
+    /// settings.
     pub shared_name: Option<String>,
+    /// The topic every member sees; null as above.
     pub topic: Option<String>,
-    /// Whether we may add, remove others and change the settings: we are an admin, or the
-    /// group has no settings (then everyone may).
+    /// Whether we may add members, remove others and change the settings: we are an admin, or
+    /// the group has no settings (then everyone may).
     pub admin: bool,
+}
+
+/// Where we stand in a group.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupState {
+    /// We are a member and go on.
+    Active,
+    /// A commit we could not process stopped the group for us (an admin starts it again).
+    Broken,
+    /// It broke and goes on in the group that announced it continues it.
+    Continued,
+    /// An admin's notice said the group, from where we are, is a fork its admins left.
+    Abandoned,
+    /// We are no longer a member.
+    Removed,
+}
+
+impl GroupState {
+    /// The state as the profile's `groups` table names it.
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "active" => GroupState::Active,
+            "broken" => GroupState::Broken,
+            "continued" => GroupState::Continued,
+            "abandoned" => GroupState::Abandoned,
+            "removed" => GroupState::Removed,
+            _ => return None,
+        })
+    }
 }
 
 impl GroupSummary {
@@ -197,18 +233,45 @@ impl SettingsChange {
     }
 }
 
-/// One row of a group's history.
-#[derive(Debug, Clone, serde::Serialize)]
+/// One row of a group's history, oldest first.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HistoryEntry {
     pub seq: i64,
     pub epoch: u64,
+    /// `user/device` of the sender.
     pub sender: String,
-    /// The sender's key fingerprint (hex) and what our contacts say of it.
+    #[schemars(with = "crate::schema::FingerprintHex")]
     pub sender_fingerprint: String,
     pub sender_state: SenderState,
-    pub kind: String,
+    pub kind: HistoryKind,
     pub body: String,
+    /// Unix time, seconds.
     pub at: i64,
+}
+
+/// What a history row is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryKind {
+    /// Something a member said.
+    Text,
+    /// A join, an add, a removal, a change of the group.
+    Event,
+}
+
+impl rusqlite::types::FromSql for HistoryKind {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match value.as_str()? {
+            "text" => Ok(HistoryKind::Text),
+            "event" => Ok(HistoryKind::Event),
+            other => Err(rusqlite::types::FromSqlError::Other(
+                format!("history kind {other:?}").into(),
+            )),
+        }
+    }
 }
 
 /// What receiving one packet did.
@@ -277,10 +340,13 @@ impl<'a> OpenMlsProvider for Provider<'a> {
     }
 }
 
-/// A group handle as reported with an event: enough to name it, cheap to build.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A group named in a packet's report: enough to name it, cheap to build.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GroupRef {
+    #[schemars(with = "crate::schema::GroupIdHex")]
     pub id: String,
+    /// Its local name, if any.
     pub name: Option<String>,
 }
 
@@ -578,7 +644,7 @@ fn merge_own_commit(
     note_invitees(conn, &id, &changes.added, at)?;
     let epoch = group.epoch().as_u64();
     let event = describe_commit(&changes.added, &changes.removed, changes.settings.as_ref());
-    append_history(conn, &id, epoch, me, "event", &event, at)?;
+    append_history(conn, &id, epoch, me, &event, at)?;
     // Every commit of ours but an add carries an UpdatePath, which refreshes our leaf.
     if !adds_members {
         conn.execute(

@@ -136,7 +136,7 @@ impl Profile {
             params![id.as_slice(), why],
         )?;
         let me = self.me();
-        append_history(self.store.conn(), id, epoch, &me, "event", why, now)?;
+        append_history(self.store.conn(), id, epoch, &me, why, now)?;
         let kind = format!("abandoned:{}", hex::encode(id.as_slice()));
         super::alerts::raise_alert(self.store.conn(), &kind, why, self.now() as u64)?;
         Ok(())

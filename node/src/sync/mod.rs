@@ -177,8 +177,10 @@ struct LaneState {
 
 /// A lane whose posts keep being refused as stale while the log brings nothing: it backs off,
 /// and `status` lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StuckLane {
+    #[schemars(with = "crate::schema::GroupIdHex")]
     pub group: String,
     /// Posts refused as stale in a row with nothing new to read.
     pub refusals: u32,

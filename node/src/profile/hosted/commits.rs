@@ -73,7 +73,7 @@ impl Profile {
                      {} (their mailbox is full): they are removed again",
                     &fingerprint[..16]
                 );
-                append_history(conn, id, epoch, &me, "event", &body, now)?;
+                append_history(conn, id, epoch, &me, &body, now)?;
             }
             Ok(())
         })

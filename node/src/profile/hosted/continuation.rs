@@ -240,15 +240,7 @@ impl Profile {
                 display_member(sender),
                 hex::encode(old.as_slice())
             );
-            append_history(
-                self.store.conn(),
-                new,
-                epoch,
-                &self.me(),
-                "event",
-                &body,
-                now,
-            )?;
+            append_history(self.store.conn(), new, epoch, &self.me(), &body, now)?;
         }
         Ok(())
     }
@@ -410,7 +402,7 @@ impl Profile {
         let me = self.me();
         for group in [old, new] {
             if let Ok((epoch, _)) = self.group_token(group) {
-                append_history(self.store.conn(), group, epoch, &me, "event", &text, now)?;
+                append_history(self.store.conn(), group, epoch, &me, &text, now)?;
             }
         }
         let kind = format!("continuation:{}", hex::encode(new.as_slice()));
@@ -490,9 +482,9 @@ impl Profile {
             "this group continues in group {}",
             hex::encode(new.as_slice())
         );
-        append_history(self.store.conn(), old, epoch, &me, "event", &body, now)?;
+        append_history(self.store.conn(), old, epoch, &me, &body, now)?;
         let body = format!("this group continues group {}", hex::encode(old.as_slice()));
-        append_history(self.store.conn(), new, 0, &me, "event", &body, now)?;
+        append_history(self.store.conn(), new, 0, &me, &body, now)?;
         Ok(())
     }
 }

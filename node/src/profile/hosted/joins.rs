@@ -24,15 +24,15 @@ impl Profile {
             Ok(secret.open_tree(&self.crypto, group_id, epoch, &sealed)?)
         });
         let id = GroupId::from_slice(group_id);
-        let request: Option<Option<String>> = self.store.query_opt(
+        let request: Option<Option<RequestState>> = self.store.query_opt(
             "SELECT request FROM invitations WHERE mailbox_id = ?1",
             [mailbox_id as i64],
         )?;
         let request = request.flatten();
-        let declined = request.as_deref() == Some("declined");
-        let admission = match request.as_deref() {
-            Some("accepted" | "declined") => None,
-            Some(_) => return Ok(Err("it waits for your decision".to_owned())),
+        let declined = request == Some(RequestState::Declined);
+        let admission = match request {
+            Some(RequestState::Accepted | RequestState::Declined) => None,
+            Some(RequestState::Waiting) => return Ok(Err("it waits for your decision".to_owned())),
             None => Some(self.admission()?),
         };
         self.in_transaction(|p| {
@@ -202,7 +202,7 @@ impl Profile {
             .into_iter()
             .filter(|i| every || i.request.is_some() || i.attempts < JOIN_ATTEMPTS)
             .collect();
-        if all.iter().all(|i| i.request.as_deref() != Some("waiting")) {
+        if all.iter().all(|i| i.request != Some(RequestState::Waiting)) {
             return Ok(all);
         }
         let admission = self.admission()?;
@@ -219,7 +219,7 @@ impl Profile {
         };
         let mut to_try = Vec::new();
         for invitation in all {
-            if invitation.request.as_deref() == Some("waiting") {
+            if invitation.request == Some(RequestState::Waiting) {
                 if !admitted(&invitation) {
                     continue;
                 }
@@ -246,7 +246,7 @@ impl Profile {
         let matching: Vec<Invitation> = self
             .invitations()?
             .into_iter()
-            .filter(|i| i.request.as_deref() == Some("waiting") && i.group.starts_with(&group))
+            .filter(|i| i.request == Some(RequestState::Waiting) && i.group.starts_with(&group))
             .collect();
         let request = match <[Invitation; 1]>::try_from(matching) {
             Ok([one]) => one,
@@ -258,20 +258,17 @@ impl Profile {
             Err(_) => return Err(ProfileError::Ambiguous(group, "request")),
         };
         let mailbox_id = request.mailbox_id as i64;
-        let conn = self.store.conn();
-        if accept {
-            conn.execute(
-                "UPDATE invitations SET request = 'accepted' WHERE mailbox_id = ?1",
-                [mailbox_id],
-            )?;
+        // Declined, its inviter must learn that we will not join, or we stay a member who never
+        // reads: we join only to ask to leave (see `join_hosted`).
+        let answer = if accept {
+            RequestState::Accepted
         } else {
-            // Its inviter must learn that we will not join, or we stay a member who never
-            // reads: we join only to ask to leave (see `join_hosted`).
-            conn.execute(
-                "UPDATE invitations SET request = 'declined' WHERE mailbox_id = ?1",
-                [mailbox_id],
-            )?;
-        }
+            RequestState::Declined
+        };
+        self.store.conn().execute(
+            "UPDATE invitations SET request = ?2 WHERE mailbox_id = ?1",
+            params![mailbox_id, answer.as_str()],
+        )?;
         Ok(request)
     }
 

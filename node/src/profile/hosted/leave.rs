@@ -17,15 +17,7 @@ impl Profile {
                 "UPDATE groups SET leaving = 1 WHERE group_id = ?1",
                 [id.as_slice()],
             )?;
-            append_history(
-                p.store.conn(),
-                &id,
-                epoch,
-                &me,
-                "event",
-                "asked to leave",
-                now,
-            )?;
+            append_history(p.store.conn(), &id, epoch, &me, "asked to leave", now)?;
             p.queue_leave(&id)
         })
     }

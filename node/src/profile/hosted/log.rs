@@ -65,7 +65,7 @@ impl Profile {
                         cursor + 1,
                         entry.seq - 1
                     );
-                    append_history(p.store.conn(), id, epoch, &p.me(), "event", &body, now)?;
+                    append_history(p.store.conn(), id, epoch, &p.me(), &body, now)?;
                 }
                 match p.receive_entry(id, entry)? {
                     Outcome::Read => {}
@@ -79,7 +79,7 @@ impl Profile {
                             entry.seq
                         );
                         tracing::warn!(group = %hex::encode(id.as_slice()), seq = entry.seq, error = %e, "unreadable log entry");
-                        append_history(p.store.conn(), id, entry.epoch, &p.me(), "event", &body, now)?;
+                        append_history(p.store.conn(), id, entry.epoch, &p.me(), &body, now)?;
                     }
                     Outcome::Abandoned(why) => {
                         p.mark_abandoned(id, entry.epoch, &why)?;
@@ -99,7 +99,7 @@ impl Profile {
                             params![id.as_slice(), why],
                         )?;
                         let body = format!("cannot go on in this group: {why}");
-                        append_history(p.store.conn(), id, entry.epoch, &p.me(), "event", &body, now)?;
+                        append_history(p.store.conn(), id, entry.epoch, &p.me(), &body, now)?;
                         p.stamp_history(id, before, cursor)?;
                         let kind = format!("broken:{}", hex::encode(id.as_slice()));
                         let text = format!("group {} is broken for you: {why}", hex::encode(id.as_slice()));

@@ -28,8 +28,8 @@ use mlschat_wire::token::{client_id, token_hash};
 use mlschat_wire::{ClientId, EntryKind, PostId, Token, TokenHash};
 
 use super::{
-    GroupSummary, Profile, ProfileError, Received, SenderState, SettingsChange, append_history,
-    append_text, mark_processed, merge_own_commit, resolve_member,
+    GroupSummary, HistoryKind, Profile, ProfileError, Received, SenderState, SettingsChange,
+    append_history, append_text, mark_processed, merge_own_commit, resolve_member,
 };
 use crate::engine::{self, EngineError, Incoming, MemberInfo, Parsed, display_member};
 use crate::identity::Fingerprint;
@@ -225,44 +225,86 @@ pub struct Waiting {
     pub intents: Vec<i64>,
 }
 
-/// A Welcome from our mailbox that we could not join (yet).
-#[derive(Debug, Clone, Serialize)]
+/// A Welcome from our mailbox that we did not join (yet).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Invitation {
     pub mailbox_id: u64,
+    #[schemars(with = "crate::schema::GroupIdHex")]
     pub group: String,
     #[serde(skip)]
     pub group_id: Vec<u8>,
     pub epoch: u64,
     #[serde(skip)]
     pub welcome: Vec<u8>,
+    /// Why it was not joined, empty if nothing failed.
     pub failure: String,
     pub attempts: u32,
     /// Who added us (`user/device`) and their key's fingerprint, once the Welcome was opened.
     pub inviter: Option<String>,
+    #[schemars(with = "Option<crate::schema::FingerprintHex>")]
     pub inviter_fingerprint: Option<String>,
     /// What our contacts say of the inviter now: `impostor` for a contact's name with another
     /// key, `unknown` for a stranger.
     pub inviter_state: Option<SenderState>,
-    /// `waiting` for our user's decision (the inviter is not a contact), `accepted`, or none.
-    pub request: Option<String>,
+    /// Our user's answer, when the inviter is not a contact; none otherwise.
+    pub request: Option<RequestState>,
     /// The secret of its sealed tree, if it could be opened.
     #[serde(skip)]
     pub tree_secret: Option<TreeSecret>,
 }
 
-/// One numbered, durable event: a message or a membership change in one of our groups.
-#[derive(Debug, Clone, Serialize)]
+/// Where an invitation from a stranger stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestState {
+    /// Waiting for our user's answer.
+    Waiting,
+    Accepted,
+    /// We join only to ask to leave, so that the inviter learns it.
+    Declined,
+}
+
+impl RequestState {
+    /// Its name in the profile's `invitations` table.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Waiting => "waiting",
+            RequestState::Accepted => "accepted",
+            RequestState::Declined => "declined",
+        }
+    }
+}
+
+impl rusqlite::types::FromSql for RequestState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        [
+            RequestState::Waiting,
+            RequestState::Accepted,
+            RequestState::Declined,
+        ]
+        .into_iter()
+        .find(|r| value.as_str() == Ok(r.as_str()))
+        .ok_or_else(|| rusqlite::types::FromSqlError::Other("unknown request state".into()))
+    }
+}
+
+/// One numbered, durable event of any group: a message or a membership change. Ids only grow.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Event {
     pub id: i64,
+    /// The group's name, or its id if it has none.
     pub group: String,
     pub epoch: u64,
+    /// `user/device` of the sender.
     pub sender: String,
-    /// The sender's key fingerprint (hex) and what our contacts say of it.
+    #[schemars(with = "crate::schema::FingerprintHex")]
     pub sender_fingerprint: String,
     pub sender_state: SenderState,
-    /// `text` or `event`.
-    pub kind: String,
+    pub kind: HistoryKind,
     pub body: String,
+    /// Unix time, seconds.
     pub at: i64,
 }
 

@@ -23,7 +23,7 @@ impl Profile {
                 "the text above (#{}) was not delivered: {why}",
                 history_seq.unwrap_or(0)
             );
-            append_history(p.store.conn(), &id, epoch, &p.me(), "event", &body, now)?;
+            append_history(p.store.conn(), &id, epoch, &p.me(), &body, now)?;
             Ok(())
         })
     }
