@@ -12,7 +12,8 @@ use mlschat_node::profile::Event;
 use mlschat_node::profile::{Profile, ProfileError};
 use mlschat_node::store::StoreError;
 
-use crate::{Command, ContactCommand, GroupCommand, HomeCommand, Report, RequestCommand};
+use crate::Report;
+use crate::args::{Command, ContactCommand, GroupCommand, HomeCommand, RequestCommand};
 use mlschat_node::kind::ErrorKind;
 
 /// A refusal from a daemon call, with the kind that decides the exit code.

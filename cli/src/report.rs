@@ -17,7 +17,7 @@ use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 use serde::Serialize;
 
-use crate::OutArgs;
+use crate::args::OutArgs;
 use crate::exit::Exit;
 use crate::output::{
     Action, Committed, ErrorLine, KeyPackageWritten, Outbox, PacketReport, SentToFiles,

@@ -18,11 +18,12 @@ use mlschat_node::driver::Driver;
 use mlschat_node::engine::Engine;
 use mlschat_node::identity::{DeviceName, Identity};
 use mlschat_node::profile::{
-    HistoryKind, Home, Intent, InviteCode, Profile, SenderState, SettingsChange,
+    HistoryKind, Home, Intent, InviteCode, Profile, ProfileError, SenderState, SettingsChange,
 };
-use mlschat_node::sync::{Notice, SyncError, Ticket};
+use mlschat_node::sync::{Core, Notice, SyncError, Ticket};
 use mlschat_wire::quic::Connection;
 use mlschat_wire::{PublishKeyPackages, Request, Response};
+use openmls::prelude::GroupId;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::signatures::Signer as _;
 use tokio::sync::{mpsc, oneshot};
@@ -399,6 +400,11 @@ fn epoch_of(driver: &mut Driver, group: &str) -> u64 {
         .map_or(0, |(epoch, _)| epoch)
 }
 
+/// The group a member's order names.
+fn group_id(core: &mut Core, group: &str) -> Result<GroupId, ProfileError> {
+    core.profile().find_group(group)
+}
+
 /// Hands an order to the sync core: a ticket to wait for and the order's group, or done at
 /// once.
 fn take(driver: &mut Driver, order: Order) -> Result<Option<(Ticket, String)>, String> {
@@ -415,15 +421,26 @@ fn take(driver: &mut Driver, order: Order) -> Result<Option<(Ticket, String)>, S
                 .map_err(|e| e.to_string())?;
             return Ok(None);
         }
-        Order::Add(group, who) => (core.add(&group, &who), group),
-        Order::Remove(group, who) => (core.remove(&group, &who), group),
-        Order::Send(group, text) => (core.send(&group, &text), group),
+        Order::Add(group, who) => (
+            group_id(core, &group).and_then(|id| core.add(&id, &who)),
+            group,
+        ),
+        Order::Remove(group, who) => (
+            group_id(core, &group).and_then(|id| core.remove(&id, &who)),
+            group,
+        ),
+        Order::Send(group, text) => (
+            group_id(core, &group).and_then(|id| core.send(&id, &text)),
+            group,
+        ),
         Order::Promote(group, fingerprints) => {
             let promote = SettingsChange {
                 promote: fingerprints,
                 ..SettingsChange::default()
             };
-            (core.change(&group, Intent::Settings(promote)), group)
+            let changed =
+                group_id(core, &group).and_then(|id| core.change(&id, Intent::Settings(promote)));
+            (changed, group)
         }
     };
     match ticket {

@@ -65,7 +65,7 @@ fn measure<S: Side>(side: &mut S, t: &mut Timings, i: usize) {
 struct Durable {
     alice: Profile,
     bob: Profile,
-    group: String,
+    group: GroupId,
     /// A plain SQLite file beside the profiles, same settings, for the commit floor.
     floor: rusqlite::Connection,
     _dirs: tempfile::TempDir,
@@ -86,7 +86,8 @@ impl Durable {
             None,
         )
         .unwrap();
-        let group = alice.create_group("bench").unwrap().id;
+        let created = alice.create_group("bench").unwrap();
+        let group = alice.find_group(&created.id).unwrap();
         let mut others: Vec<Vec<u8>> = members[..n - 2].iter().map(kp_bytes).collect();
         others.push(bob.new_key_package(false).unwrap());
         let mut join = None;

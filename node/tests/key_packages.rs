@@ -81,7 +81,7 @@ fn a_claimed_package_no_welcome_used_in_time_loses_its_private_key() {
     for (key_package, usable) in [(drained, false), (fresh, true), (used, true)] {
         alice
             .queue_intent(
-                "g",
+                &id,
                 &Intent::Add {
                     key_packages: vec![key_package],
                 },

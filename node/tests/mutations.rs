@@ -18,9 +18,10 @@ fn profile(dir: &tempfile::TempDir, name: &str) -> Profile {
 /// Alice and Bob in a group Alice calls `team`.
 fn pair(dir: &tempfile::TempDir) -> (Profile, Profile) {
     let (mut alice, mut bob) = (profile(dir, "alice"), profile(dir, "bob"));
-    alice.create_group("team").unwrap();
+    let team = alice.create_group("team").unwrap();
+    let team = alice.find_group(&team.id).unwrap();
     let kp = bob.new_key_package(false).unwrap();
-    let out = alice.add_members("team", &[kp]).unwrap();
+    let out = alice.add_members(&team, &[kp]).unwrap();
     assert!(matches!(
         bob.receive(&out.to_joiners.unwrap()).unwrap(),
         Received::Joined { .. }
@@ -51,9 +52,10 @@ fn corrupted_messages_and_commits_are_refused_without_side_effects() {
     let mut rng = Rng(0x5eed_1234_abcd_9876);
     let before = bob.groups().unwrap()[0].epoch_authenticator.clone();
 
-    let commit = alice.self_update("team").unwrap().to_group.remove(0);
+    let team = alice.find_group("team").unwrap();
+    let commit = alice.self_update(&team).unwrap().to_group.remove(0);
     let message = alice
-        .send("team", "the real one")
+        .send(&team, "the real one")
         .unwrap()
         .to_group
         .remove(0);
@@ -87,7 +89,8 @@ fn corrupted_messages_and_commits_are_refused_without_side_effects() {
         other => panic!("expected the message, got {other:?}"),
     }
     assert!(bob.receive(&message).is_err(), "a replay was accepted");
-    let id = bob.groups().unwrap()[0].id.clone();
+    let first = bob.groups().unwrap()[0].id.clone();
+    let id = bob.find_group(&first).unwrap();
     let history = bob.history(&id, 100).unwrap();
     let texts: Vec<&str> = history
         .iter()

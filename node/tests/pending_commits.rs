@@ -56,11 +56,16 @@ impl Member {
         self.commit_in("g", intent)
     }
 
+    /// The id of the group Alice calls `group`.
+    fn id(&mut self, group: &str) -> GroupId {
+        self.p().find_group(group).unwrap()
+    }
+
     fn commit_in(&mut self, group: &str, intent: &Intent) -> PendingCommit {
+        let id = self.id(group);
         self.p()
-            .queue_intent(group, intent, TextsMark::FIRST)
+            .queue_intent(&id, intent, TextsMark::FIRST)
             .unwrap();
-        let id = self.p().find_group(group).unwrap();
         match self.p().prepare_next_commit(&id).unwrap() {
             Prepared::Commit(pending) => pending,
             other => panic!("{other:?}"),
@@ -140,7 +145,7 @@ fn group_of(names: &[&str]) -> (Vec<Member>, GroupId) {
         assert!(joined.is_ok(), "{joined:?}");
         other
             .p()
-            .rename_group(&hex::encode(&group_id), "g")
+            .rename_group(&GroupId::from_slice(&group_id), "g")
             .unwrap();
         // They read the log from its start: the commit that added them is of an epoch before
         // theirs.
@@ -216,8 +221,10 @@ fn a_commit_that_lost_its_epoch_is_dropped_and_its_intent_handed_back() {
 #[test]
 fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
     let (mut alice, mut bob, id) = pair();
-    alice.p().send_hosted("g", "hello").unwrap();
-    alice.p().send_hosted("g", "after hello").unwrap();
+    let group = alice.id("g");
+    alice.p().send_hosted(&group, "hello").unwrap();
+    let group = alice.id("g");
+    alice.p().send_hosted(&group, "after hello").unwrap();
     // Alone in line, the first is encrypted at once; the second waits for its turn, so that
     // generations follow the order of the log.
     let queued = alice.p().next_text(&id).unwrap().unwrap();
@@ -256,8 +263,9 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
     };
     bob.p().receive_log(&id, &[message]).unwrap();
     let texts = |m: &mut Member| -> Vec<String> {
+        let group = m.id("g");
         m.p()
-            .history("g", 100)
+            .history(&group, 100)
             .unwrap()
             .into_iter()
             .filter(|e| e.kind == HistoryKind::Text)
@@ -276,21 +284,23 @@ fn a_text_whose_epoch_ended_is_encrypted_again_and_keeps_its_place() {
 fn a_group_kept_in_files_is_refused_by_the_delivery_path() {
     let mut alice = Member::new("alice");
     alice.p().create_group("local").unwrap();
-    let refused = alice.p().send_hosted("local", "hi");
+    let group = alice.id("local");
+    let refused = alice.p().send_hosted(&group, "hi");
     assert!(
         matches!(refused, Err(ProfileError::WrongKind(_))),
         "{refused:?}"
     );
+    let local = alice.id("local");
     let refused = alice
         .p()
-        .queue_intent("local", &Intent::Update, TextsMark::FIRST);
+        .queue_intent(&local, &Intent::Update, TextsMark::FIRST);
     assert!(
         matches!(refused, Err(ProfileError::WrongKind(_))),
         "{refused:?}"
     );
     assert!(alice.p().unsent().unwrap().is_empty(), "nothing was queued");
     assert!(
-        alice.p().history("local", 10).unwrap().len() == 1,
+        alice.p().history(&local, 10).unwrap().len() == 1,
         "only the creation"
     );
 }
@@ -353,7 +363,8 @@ fn the_tree_for_joiners_is_sealed_from_everyone_but_them() {
 #[test]
 fn leaving_a_hosted_group_is_refused_and_leaves_nothing_behind() {
     let (mut alice, _bob, _id) = pair();
-    let refused = alice.p().leave("g").unwrap_err();
+    let group = alice.id("g");
+    let refused = alice.p().leave(&group).unwrap_err();
     assert!(
         refused.to_string().contains("leave it through the node"),
         "{refused}"
@@ -377,9 +388,11 @@ fn message_entry(seq: u64, epoch: u64, message: Vec<u8>) -> LogEntry {
 #[test]
 fn a_member_leaves_a_hosted_group_through_the_next_commit() {
     let (mut alice, mut bob, id) = pair();
-    let queued = bob.p().leave_hosted("g").unwrap();
+    let group = bob.id("g");
+    let queued = bob.p().leave_hosted(&group).unwrap();
     // A text queued behind the proposal could never go out once he is removed.
-    let refused = bob.p().send_hosted("g", "one more").unwrap_err();
+    let group = bob.id("g");
+    let refused = bob.p().send_hosted(&group, "one more").unwrap_err();
     assert!(refused.to_string().contains("asked to leave"), "{refused}");
     // Made when its turn comes (no commit of Bob's may wait then), at epoch 1.
     let waiting = bob.p().next_text(&id).unwrap().unwrap();
@@ -409,7 +422,7 @@ fn a_member_leaves_a_hosted_group_through_the_next_commit() {
         other => panic!("{other:?}"),
     };
     alice.p().confirm_commit(&id, 4).unwrap();
-    assert_eq!(alice.p().members("g").unwrap().len(), 1);
+    assert_eq!(alice.p().members(&id).unwrap().len(), 1);
     let read = bob
         .p()
         .receive_log(
@@ -423,7 +436,8 @@ fn a_member_leaves_a_hosted_group_through_the_next_commit() {
     assert!(read.removed, "{read:?}");
     assert!(bob.p().unsent().unwrap().is_empty());
     // Removed, he is told so (it was an internal OpenMLS error).
-    let refused = bob.p().send_hosted("g", "still here?").unwrap_err();
+    let group = bob.id("g");
+    let refused = bob.p().send_hosted(&group, "still here?").unwrap_err();
     assert!(matches!(refused, ProfileError::NotMember(_)), "{refused}");
     assert!(
         refused.to_string().contains("no longer a member"),
@@ -441,7 +455,8 @@ fn a_text_sent_while_a_proposal_is_held_waits_for_its_commit() {
         unreachable!()
     };
     // Carol asks to leave; Alice, the admin, is the one to commit it: Bob holds it.
-    let queued = carol.p().leave_hosted("g").unwrap();
+    let group = carol.id("g");
+    let queued = carol.p().leave_hosted(&group).unwrap();
     assert!(carol.p().encrypt_queued(queued).unwrap());
     let (_, proposal) = carol
         .p()
@@ -455,7 +470,8 @@ fn a_text_sent_while_a_proposal_is_held_waits_for_its_commit() {
         .receive_log(&id, &[message_entry(2, 1, proposal)])
         .unwrap();
     assert!(read.failed == 0, "{read:?}");
-    let meanwhile = bob.p().send_hosted("g", "meanwhile").unwrap();
+    let group = bob.id("g");
+    let meanwhile = bob.p().send_hosted(&group, "meanwhile").unwrap();
     let waiting = bob.p().next_text(&id).unwrap().unwrap();
     assert_eq!((waiting.seq, waiting.encrypted), (meanwhile, None));
 }
@@ -477,11 +493,13 @@ fn a_repeated_add_waiting_when_a_member_asks_to_leave_stalls_nothing() {
         carol.p().new_key_package(false).unwrap(),
     ];
     let again = Intent::Add { key_packages };
+    let group = alice.id("g");
     alice
         .p()
-        .queue_intent("g", &again, TextsMark::FIRST)
+        .queue_intent(&group, &again, TextsMark::FIRST)
         .unwrap();
-    let queued = bob.p().leave_hosted("g").unwrap();
+    let group = bob.id("g");
+    let queued = bob.p().leave_hosted(&group).unwrap();
     assert!(bob.p().encrypt_queued(queued).unwrap());
     let (_, proposal) = bob.p().next_text(&id).unwrap().unwrap().encrypted.unwrap();
     let read = alice
@@ -506,9 +524,10 @@ fn a_repeated_add_waiting_when_a_member_asks_to_leave_stalls_nothing() {
         }
     }
     let removal = removal.expect("the proposal was left without a commit");
+    let group = alice.id("g");
     let names: Vec<String> = alice
         .p()
-        .members("g")
+        .members(&group)
         .unwrap()
         .iter()
         .filter_map(|m| m.name.as_ref().map(|n| n.user.clone()))
@@ -519,7 +538,8 @@ fn a_repeated_add_waiting_when_a_member_asks_to_leave_stalls_nothing() {
         .receive_log(&id, &[commit_entry(3, 1, removal.message)])
         .unwrap();
     assert!(read.failed == 0, "{read:?}");
-    let text = alice.p().send_hosted("g", "on we go").unwrap();
+    let group = alice.id("g");
+    let text = alice.p().send_hosted(&group, "on we go").unwrap();
     assert!(
         alice
             .p()

@@ -775,7 +775,7 @@ impl Sim {
         self.members[m]
             .core()
             .profile()
-            .hosted_group(&group)
+            .ensure_hosted(&gid(&group))
             .is_ok()
     }
 
@@ -788,10 +788,14 @@ impl Sim {
         let online = self.members[m].conn != 0;
         let member = &mut self.members[m];
         if online {
-            let ticket = member.core().send(&group, &tag).unwrap();
+            let ticket = member.core().send(&gid(&group), &tag).unwrap();
             member.tickets.insert(ticket, tag.clone());
         } else {
-            member.core().profile().send_hosted(&group, &tag).unwrap();
+            member
+                .core()
+                .profile()
+                .send_hosted(&gid(&group), &tag)
+                .unwrap();
         }
         member.sent.push(tag);
         self.pump(m);
@@ -803,7 +807,7 @@ impl Sim {
             return;
         }
         let group = self.current(m);
-        let ticket = self.members[m].core().leave(&group).unwrap();
+        let ticket = self.members[m].core().leave(&gid(&group)).unwrap();
         let tag = format!("{}'s leave", self.members[m].name);
         self.note(tag.clone());
         self.members[m].tickets.insert(ticket, tag);
@@ -818,7 +822,7 @@ impl Sim {
         let group = self.current(m);
         let ticket = self.members[m]
             .core()
-            .change(&group, Intent::Update)
+            .change(&gid(&group), Intent::Update)
             .unwrap();
         let tag = format!("{}'s update", self.members[m].name);
         self.members[m].tickets.insert(ticket, tag);
@@ -883,7 +887,9 @@ impl Sim {
         (0..self.members.len())
             .map(|m| {
                 let profile = self.members[m].core().profile();
-                profile.history(&group, u32::MAX).map_or(0, |h| h.len())
+                profile
+                    .history(&gid(&group), u32::MAX)
+                    .map_or(0, |h| h.len())
             })
             .sum()
     }
@@ -965,7 +971,7 @@ impl Sim {
             let in_alices_view: Vec<String> = self.members[0]
                 .core()
                 .profile()
-                .members(&group)
+                .members(&gid(&group))
                 .unwrap()
                 .iter()
                 .filter_map(|m| m.name.as_ref().map(|n| n.to_string()))
@@ -980,7 +986,7 @@ impl Sim {
             }
             let adding = self.members[0].tickets.values().any(|t| t == "the add");
             if !adding && self.members[0].conn != 0 {
-                if let Ok(ticket) = self.members[0].core().add(&group, &missing) {
+                if let Ok(ticket) = self.members[0].core().add(&gid(&group), &missing) {
                     self.members[0].tickets.insert(ticket, "the add".into());
                 }
                 self.pump(0);
@@ -1002,7 +1008,7 @@ impl Sim {
         let profile = self.members[m].core().profile();
         chain
             .iter()
-            .flat_map(|group| profile.history(group, u32::MAX).unwrap_or_default())
+            .flat_map(|group| profile.history(&gid(group), u32::MAX).unwrap_or_default())
             .filter(|e| e.kind == HistoryKind::Text)
             .map(|e| e.body)
             .collect()
@@ -1039,7 +1045,7 @@ impl Sim {
             let history = self.members[m]
                 .core()
                 .profile()
-                .history(&group, u32::MAX)
+                .history(&gid(&group), u32::MAX)
                 .unwrap_or_default();
             let join = history
                 .iter()
@@ -1390,7 +1396,7 @@ fn run_seed(seed: u64, steps: usize, members: usize, faults: Faults) -> Result<S
                     for e in sim.members[m]
                         .core()
                         .profile()
-                        .history(&group, u32::MAX)
+                        .history(&gid(&group), u32::MAX)
                         .unwrap()
                     {
                         eprintln!(
@@ -1452,7 +1458,7 @@ fn run_order_seed(seed: u64) -> Result<String, String> {
     let before_add = sim.members[0].sent.len();
     let add = sim.members[0]
         .core()
-        .add(&group, &["carol".into()])
+        .add(&gid(&group), &["carol".into()])
         .unwrap();
     sim.members[0].tickets.insert(add, "the add".into());
     sim.pump(0);
@@ -1461,7 +1467,7 @@ fn run_order_seed(seed: u64) -> Result<String, String> {
     let before_remove = sim.members[0].sent.len();
     let remove = sim.members[0]
         .core()
-        .remove(&group, &["bob".into()])
+        .remove(&gid(&group), &["bob".into()])
         .unwrap();
     sim.members[0].tickets.insert(remove, "the remove".into());
     sim.pump(0);
@@ -1687,7 +1693,7 @@ fn welcome_to(key_package: &[u8]) -> Vec<u8> {
     let mut mallory = Profile::create(dir.path(), device, None).unwrap();
     let group = mallory.create_group("junk").unwrap();
     let out = mallory
-        .add_members(&group.id, &[key_package.to_vec()])
+        .add_members(&gid(&group.id), &[key_package.to_vec()])
         .unwrap();
     match out.to_joiners {
         Some(mlschat_wire::packet::Packet::Join { welcome, .. }) => welcome,
@@ -1798,4 +1804,9 @@ fn a_non_admins_add_joins_nobody_into_a_fork() {
 #[test]
 fn junk_in_a_mailbox_is_passed_at_once() {
     for_each_seed(30, |seed| run_insider_seed(seed, Insider::JunkWelcomes));
+}
+
+/// A group id as the simulator keeps it (hex), as the profile takes it.
+fn gid(hex: &str) -> GroupId {
+    GroupId::from_slice(&hex::decode(hex).expect("a group id in hex"))
 }

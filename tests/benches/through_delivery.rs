@@ -90,7 +90,8 @@ async fn key_package_holder(node: (std::net::SocketAddr, [u8; 32]), name: String
 
 /// Alice adds these contacts in one commit and waits until the node has ordered it.
 async fn add(alice: &mut Driver, who: Vec<String>) {
-    let ticket = alice.core().add("big", &who).unwrap();
+    let big = alice.profile().find_group("big").unwrap();
+    let ticket = alice.core().add(&big, &who).unwrap();
     alice.wait(ticket).await.unwrap();
 }
 
@@ -110,7 +111,7 @@ fn listener(profile: Profile, group: Arc<std::sync::OnceLock<String>>) -> watch:
                 };
                 let (epoch, _) = profile.group_token(&gid).unwrap();
                 let texts = profile
-                    .history(id, u32::MAX)
+                    .history(&gid, u32::MAX)
                     .unwrap()
                     .iter()
                     .filter(|e| e.kind == HistoryKind::Text)
@@ -246,7 +247,8 @@ fn main() {
             wait_for(&mut bob_seen, |s| s.epoch >= target).await;
             build.push(start.elapsed());
         }
-        let size = alice.profile().members("big").unwrap().len();
+        let big = alice.profile().find_group("big").unwrap();
+        let size = alice.profile().members(&big).unwrap().len();
         assert_eq!(size, members);
         eprintln!("group of {size} built in {} commits", build.len());
 
@@ -259,14 +261,14 @@ fn main() {
             t.0.entry("add 1").or_default().push(start.elapsed());
 
             let start = Instant::now();
-            let ticket = alice.core().remove("big", &[name]).unwrap();
+            let ticket = alice.core().remove(&big, &[name]).unwrap();
             alice.wait(ticket).await.unwrap();
             let target = epoch(&mut alice);
             wait_for(&mut bob_seen, |s| s.epoch >= target).await;
             t.0.entry("remove 1").or_default().push(start.elapsed());
 
             let start = Instant::now();
-            let ticket = alice.core().send("big", &format!("message {i}")).unwrap();
+            let ticket = alice.core().send(&big, &format!("message {i}")).unwrap();
             alice.wait(ticket).await.unwrap();
             wait_for(&mut bob_seen, |s| s.texts > i).await;
             t.0.entry("message (Bob)")

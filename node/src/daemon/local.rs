@@ -26,7 +26,7 @@ pub fn local(profile: &mut Profile, call: &Call) -> Result<Option<Answer>, RpcEr
             acknowledged: profile.acknowledge_alerts(*up_to)? as u64,
         }),
         Call::GroupRename { group, name } => {
-            profile.rename_group(group, name)?;
+            profile.rename_group(&profile.find_group(group)?, name)?;
             Answer::Renamed(Renamed {
                 group: group.clone(),
                 name: name.clone(),
@@ -34,7 +34,9 @@ pub fn local(profile: &mut Profile, call: &Call) -> Result<Option<Answer>, RpcEr
         }
         Call::Groups {} => Answer::Groups(profile.groups()?),
         Call::Members { group } => Answer::Members(members(profile, group)?),
-        Call::History { group, limit } => Answer::History(profile.history(group, *limit)?),
+        Call::History { group, limit } => {
+            Answer::History(profile.history(&profile.find_group(group)?, *limit)?)
+        }
         Call::Events { after, limit } => Answer::Events(profile.events_after(*after, *limit)?),
         Call::Invite {} => {
             let code = profile.invite_code()?;
@@ -105,11 +107,12 @@ fn status(profile: &mut Profile) -> Result<Status, RpcError> {
 
 /// The group's members, with how we know each and whether they are admins or still invited.
 fn members(profile: &mut Profile, group: &str) -> Result<Vec<MemberWithState>, RpcError> {
+    let id = profile.find_group(group)?;
     let states = profile.sender_states()?;
-    let settings = profile.settings(group)?;
-    let invited = profile.invited(group)?;
+    let settings = profile.settings(&id)?;
+    let invited = profile.invited(&id)?;
     Ok(profile
-        .members(group)?
+        .members(&id)?
         .iter()
         .map(|m| {
             let name = m.name.as_ref().map(|n| n.to_string());

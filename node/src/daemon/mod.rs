@@ -36,7 +36,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Driver;
 use crate::kind::ErrorKind;
-use crate::profile::{GroupSummary, Intent, Profile};
+use openmls::prelude::GroupId;
+
+use crate::profile::{Intent, Profile};
 use crate::sync::{Notice, SyncError, Ticket};
 use lines::serve_lines;
 
@@ -62,7 +64,7 @@ enum Then {
     Posted(fn(Posted) -> Answer),
     /// The group's summary; queued if the connection went first (the change stays queued and
     /// goes on after reconnecting).
-    Summary(String, fn(Changed) -> Answer),
+    Summary(GroupId, fn(Changed) -> Answer),
     /// What arrived since the history row `since`, by group.
     Synced { since: i64 },
 }
@@ -134,15 +136,23 @@ impl Actor {
             (Then::Posted(answer), Err(SyncError::Disconnected)) => {
                 Ok(answer(Posted { posted: false }))
             }
-            (Then::Summary(group, answer), Ok(())) => {
-                self.summary(&group).map(|g| answer(Changed::Group(g)))
+            (Then::Summary(id, answer), Ok(())) => {
+                let summary = self.driver.profile().summary(&id);
+                summary
+                    .map(|g| answer(Changed::Group(g)))
+                    .map_err(Into::into)
             }
             // The change stays queued and goes on after reconnecting: not a refusal.
-            (Then::Summary(group, answer), Err(SyncError::Disconnected)) => {
-                Ok(answer(Changed::Queued(Queued {
-                    group,
-                    queued: true,
-                })))
+            (Then::Summary(id, answer), Err(SyncError::Disconnected)) => {
+                let group = self.driver.profile().handle(&id);
+                group
+                    .map(|group| {
+                        answer(Changed::Queued(Queued {
+                            group,
+                            queued: true,
+                        }))
+                    })
+                    .map_err(Into::into)
             }
             (Then::Synced { since }, Ok(())) => self.synced(since),
             (_, Err(e)) => Err(e.into()),
@@ -233,13 +243,15 @@ impl Actor {
             }
             Call::GroupAdd { group, who } => {
                 self.online()?;
-                let ticket = self.driver.core().add(&group, &who)?;
-                Later(ticket, Then::Summary(group, Answer::Changed))
+                let id = self.group(&group)?;
+                let ticket = self.driver.core().add(&id, &who)?;
+                Later(ticket, Then::Summary(id, Answer::Changed))
             }
             Call::GroupRemove { group, who } => {
                 self.online()?;
-                let ticket = self.driver.core().remove(&group, &who)?;
-                Later(ticket, Then::Summary(group, Answer::Changed))
+                let id = self.group(&group)?;
+                let ticket = self.driver.core().remove(&id, &who)?;
+                Later(ticket, Then::Summary(id, Answer::Changed))
             }
             Call::GroupSet {
                 group,
@@ -249,33 +261,32 @@ impl Actor {
                 not_admin,
             } => {
                 self.online()?;
+                let id = self.group(&group)?;
                 let profile = self.driver.profile();
-                let change = profile.settings_change(&group, name, topic, &admin, &not_admin)?;
-                // By id: a new shared name may rename the group here too.
-                let id = hex::encode(profile.find_group(&group)?.as_slice());
-                let ticket = self
-                    .driver
-                    .core()
-                    .change(&group, Intent::Settings(change))?;
+                let change = profile.settings_change(&id, name, topic, &admin, &not_admin)?;
+                let ticket = self.driver.core().change(&id, Intent::Settings(change))?;
                 Later(ticket, Then::Summary(id, Answer::SettingsChanged))
             }
             Call::GroupLeave { group } => {
                 self.online()?;
-                let ticket = self.driver.core().leave(&group)?;
+                let id = self.group(&group)?;
+                let ticket = self.driver.core().leave(&id)?;
                 Later(ticket, Then::Posted(Answer::Leaving))
             }
             Call::GroupUpdate { group } => {
                 self.online()?;
-                let ticket = self.driver.core().change(&group, Intent::Update)?;
-                Later(ticket, Then::Summary(group, Answer::Changed))
+                let id = self.group(&group)?;
+                let ticket = self.driver.core().change(&id, Intent::Update)?;
+                Later(ticket, Then::Summary(id, Answer::Changed))
             }
             Call::Send { group, text } => {
+                let id = self.group(&group)?;
                 if self.driver.offline().is_some() {
                     // Offline, the text waits in the outbox and goes out on reconnection.
-                    self.driver.profile().send_hosted(&group, &text)?;
+                    self.driver.profile().send_hosted(&id, &text)?;
                     now(Answer::Sent(Posted { posted: false }))
                 } else {
-                    let ticket = self.driver.core().send(&group, &text)?;
+                    let ticket = self.driver.core().send(&id, &text)?;
                     Later(ticket, Then::Posted(Answer::Sent))
                 }
             }
@@ -318,10 +329,9 @@ impl Actor {
         }))
     }
 
-    fn summary(&mut self, group: &str) -> Result<GroupSummary, RpcError> {
-        let profile = self.driver.profile();
-        let id = profile.find_group(group)?;
-        Ok(profile.summary(&id)?)
+    /// The group our user names by `handle`: resolved here, once.
+    fn group(&mut self, handle: &str) -> Result<GroupId, RpcError> {
+        Ok(self.driver.profile().find_group(handle)?)
     }
 }
 

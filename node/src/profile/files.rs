@@ -8,16 +8,15 @@ impl Profile {
     /// Adds members from their KeyPackages (`MLSMessage` bytes) in one commit.
     pub fn add_members(
         &mut self,
-        group: &str,
+        id: &GroupId,
         key_packages: &[Vec<u8>],
     ) -> Result<Outgoing, ProfileError> {
         let key_packages = key_packages
             .iter()
             .map(|bytes| engine::validate_key_package(&self.crypto, bytes))
             .collect::<Result<Vec<KeyPackage>, _>>()?;
-        let id = self.find_group(group)?;
         self.in_transaction(|p| {
-            p.own_commit(&id, |engine, p, g| engine.add_members(p, g, &key_packages))
+            p.own_commit(id, |engine, p, g| engine.add_members(p, g, &key_packages))
         })
     }
 
@@ -25,41 +24,37 @@ impl Profile {
     /// commit.
     pub fn remove_members(
         &mut self,
-        group: &str,
+        id: &GroupId,
         who: &[String],
     ) -> Result<Outgoing, ProfileError> {
-        let id = self.find_group(group)?;
-        let members = self.members_of(&id)?;
+        let members = self.members(id)?;
         let targets = who
             .iter()
             .map(|w| resolve_member(&members, w))
             .collect::<Result<Vec<&MemberInfo>, _>>()?;
         let leaves: Vec<u32> = targets.iter().map(|m| m.leaf_index).collect();
-        self.in_transaction(|p| p.own_commit(&id, |e, p, g| e.remove_members(p, g, &leaves)))
+        self.in_transaction(|p| p.own_commit(id, |e, p, g| e.remove_members(p, g, &leaves)))
     }
 
     /// Refreshes our keys in the group, committing any queued proposals with it.
-    pub fn self_update(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
-        let id = self.find_group(group)?;
-        self.in_transaction(|p| p.own_commit(&id, |e, p, g| e.self_update(p, g)))
+    pub fn self_update(&mut self, id: &GroupId) -> Result<Outgoing, ProfileError> {
+        self.in_transaction(|p| p.own_commit(id, |e, p, g| e.self_update(p, g)))
     }
 
     /// Commits a change of the group's shared settings (name, topic, admins).
     pub fn change_settings(
         &mut self,
-        group: &str,
+        id: &GroupId,
         change: &SettingsChange,
     ) -> Result<Outgoing, ProfileError> {
-        let id = self.find_group(group)?;
-        let new = self.settings_after(&id, change)?;
-        self.in_transaction(|p| p.own_commit(&id, |e, p, g| e.change_settings(p, g, &new)))
+        let new = self.settings_after(id, change)?;
+        self.in_transaction(|p| p.own_commit(id, |e, p, g| e.change_settings(p, g, &new)))
     }
 
     /// Proposes our own removal; another member's next commit carries it out.
-    pub fn leave(&mut self, group: &str) -> Result<Outgoing, ProfileError> {
+    pub fn leave(&mut self, id: &GroupId) -> Result<Outgoing, ProfileError> {
         let now = self.now();
-        let id = self.find_group(group)?;
-        if self.is_hosted(&id)? {
+        if self.is_hosted(id)? {
             return Err(ProfileError::WrongKind(
                 "this group is on a delivery node: leave it through the node (`mlschat group \
                  leave` does)"
@@ -68,13 +63,13 @@ impl Profile {
         }
         let me = self.me();
         self.in_transaction(|p| {
-            p.with_group(&id, |engine, provider, group, conn| {
+            p.with_group(id, |engine, provider, group, conn| {
                 let proposal = engine.leave(provider, group)?;
                 mark_processed(conn, &proposal, now)?;
                 let epoch = group.epoch().as_u64();
-                append_history(conn, &id, epoch, &me, "asked to leave", now)?;
+                append_history(conn, id, epoch, &me, "asked to leave", now)?;
                 let mut out = Outgoing::default();
-                out.queue(conn, &id, Packet::Mls(proposal), now)?;
+                out.queue(conn, id, Packet::Mls(proposal), now)?;
                 Ok(out)
             })
         })
@@ -82,15 +77,14 @@ impl Profile {
 
     /// Encrypts a text message for the group. A member who joined and has not refreshed its
     /// keys yet does so first, in the same transaction, and the commit goes out before the text.
-    pub fn send(&mut self, group: &str, text: &str) -> Result<Outgoing, ProfileError> {
+    pub fn send(&mut self, id: &GroupId, text: &str) -> Result<Outgoing, ProfileError> {
         check_text(text)?;
-        let id = self.find_group(group)?;
         self.in_transaction(|p| {
             let mut out = Outgoing::default();
-            if p.needs_self_update(&id)? {
-                out = p.own_commit(&id, |e, p, g| e.self_update(p, g))?;
+            if p.needs_self_update(id)? {
+                out = p.own_commit(id, |e, p, g| e.self_update(p, g))?;
             }
-            out.append(p.queue_text(&id, text)?);
+            out.append(p.queue_text(id, text)?);
             Ok(out)
         })
     }

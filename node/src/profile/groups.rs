@@ -70,19 +70,18 @@ impl Profile {
     /// admin, the group has settings, one admin is left) before anything is queued.
     pub fn settings_change(
         &mut self,
-        group: &str,
+        id: &GroupId,
         name: Option<String>,
         topic: Option<String>,
         admin: &[String],
         not_admin: &[String],
     ) -> Result<SettingsChange, ProfileError> {
-        let id = self.find_group(group)?;
-        self.ensure_admin(group, "change the group's settings")?;
+        self.ensure_admin(id, "change the group's settings")?;
         if let Some(name) = &name {
             validate_group_name(name)?;
         }
         let fingerprints = |p: &mut Self, who: &[String]| -> Result<Vec<String>, ProfileError> {
-            Ok(p.resolve_members(group, who)?
+            Ok(p.resolve_members(id, who)?
                 .iter()
                 .map(|m| m.fingerprint.to_hex())
                 .collect())
@@ -98,23 +97,23 @@ impl Profile {
                 "nothing to change: give --name, --topic, --admin or --not-admin".into(),
             ));
         }
-        self.settings_after(&id, &change)?;
+        self.settings_after(id, &change)?;
         Ok(change)
     }
 
     /// The group's shared settings, if it has them.
-    pub fn settings(&mut self, group: &str) -> Result<Option<GroupSettings>, ProfileError> {
-        let id = self.find_group(group)?;
-        self.load(&id)?;
-        Ok(engine::group_settings(&self.groups[&id])?)
+    pub fn settings(&mut self, id: &GroupId) -> Result<Option<GroupSettings>, ProfileError> {
+        self.load(id)?;
+        Ok(engine::group_settings(&self.groups[id])?)
     }
 
     /// Refuses, before anything is claimed or queued, what only the group's admins may do.
-    pub fn ensure_admin(&mut self, group: &str, what: &str) -> Result<(), ProfileError> {
+    pub fn ensure_admin(&mut self, id: &GroupId, what: &str) -> Result<(), ProfileError> {
         let me = self.identity().fingerprint();
-        if engine::may_manage(self.settings(group)?.as_ref(), &me) {
+        if engine::may_manage(self.settings(id)?.as_ref(), &me) {
             return Ok(());
         }
+        let group = self.handle(id)?;
         Err(EngineError::NotAllowed(format!(
             "only the group's admins may {what}; ask one of them (`mlschat group members {group}` \
              shows who they are)"
@@ -140,10 +139,9 @@ impl Profile {
     }
 
     /// Gives a group a local name (only we see it), e.g. after joining one.
-    pub fn rename_group(&mut self, group: &str, name: &str) -> Result<(), ProfileError> {
+    pub fn rename_group(&mut self, id: &GroupId, name: &str) -> Result<(), ProfileError> {
         validate_group_name(name)?;
-        let id = self.find_group(group)?;
-        if self.find_group(name).is_ok_and(|other| other != id) {
+        if self.find_group(name).is_ok_and(|other| other != *id) {
             return Err(ProfileError::WrongKind(format!(
                 "a group named {name:?} already exists"
             )));
@@ -170,20 +168,19 @@ impl Profile {
     }
 
     /// The members of a group, in leaf order.
-    pub fn members(&mut self, group: &str) -> Result<Vec<MemberInfo>, ProfileError> {
-        let id = self.find_group(group)?;
-        self.members_of(&id)
+    pub fn members(&mut self, id: &GroupId) -> Result<Vec<MemberInfo>, ProfileError> {
+        self.load(id)?;
+        Ok(engine::members(&self.groups[id]))
     }
 
     /// The members of `group` added who have not joined yet ([`engine::invited`]).
     pub fn invited(
         &mut self,
-        group: &str,
+        id: &GroupId,
     ) -> Result<Vec<crate::identity::Fingerprint>, ProfileError> {
-        let id = self.find_group(group)?;
-        self.load(&id)?;
+        self.load(id)?;
         let me = self.identity().fingerprint();
-        let mut invited = engine::invited(&self.groups[&id]);
+        let mut invited = engine::invited(&self.groups[id]);
         invited.retain(|f| *f != me);
         Ok(invited)
     }
@@ -191,18 +188,13 @@ impl Profile {
     /// Finds members by `user/device`, `user`, `#leaf` or a fingerprint prefix.
     pub fn resolve_members(
         &mut self,
-        group: &str,
+        id: &GroupId,
         who: &[String],
     ) -> Result<Vec<MemberInfo>, ProfileError> {
-        let members = self.members(group)?;
+        let members = self.members(id)?;
         who.iter()
             .map(|w| resolve_member(&members, w).cloned())
             .collect()
-    }
-
-    pub(super) fn members_of(&mut self, id: &GroupId) -> Result<Vec<MemberInfo>, ProfileError> {
-        self.load(id)?;
-        Ok(engine::members(&self.groups[id]))
     }
 
     /// One group as listed to the user.
@@ -247,6 +239,13 @@ impl Profile {
             id: hex::encode(id.as_slice()),
             name,
         }))
+    }
+
+    /// What our user calls the group: its name, or its id (hex) if it has none.
+    pub fn handle(&self, id: &GroupId) -> Result<String, ProfileError> {
+        Ok(self
+            .group_ref(id)?
+            .map_or_else(|| hex::encode(id.as_slice()), |g| g.handle().to_owned()))
     }
 
     /// Finds a group by its name or a prefix (4+ hex digits) of its id.

@@ -489,8 +489,7 @@ impl Profile {
 
     /// The last `limit` history entries of a group, oldest first: in the delivery node's order
     /// for a group on one (our texts it has not taken yet last), else in the order we saw them.
-    pub fn history(&self, group: &str, limit: u32) -> Result<Vec<HistoryEntry>, ProfileError> {
-        let id = self.find_group(group)?;
+    pub fn history(&self, id: &GroupId, limit: u32) -> Result<Vec<HistoryEntry>, ProfileError> {
         let mut stmt = self.store.conn().prepare(
             "SELECT seq, epoch, sender, kind, body, at, sender_fingerprint FROM (
                  SELECT * FROM messages WHERE group_id = ?1 ORDER BY seq DESC LIMIT ?2

@@ -230,8 +230,10 @@ impl Core {
         let intent = Intent::Add {
             key_packages: claims.key_packages,
         };
-        let group = hex::encode(claims.group.as_slice());
-        match self.profile.queue_intent(&group, &intent, claims.asked) {
+        match self
+            .profile
+            .queue_intent(&claims.group, &intent, claims.asked)
+        {
             Ok(seq) => {
                 self.intents.insert(seq, claims.ticket);
             }

@@ -1,6 +1,7 @@
 //! A group's lane: what to post or read next in its log, what the node's answers mean, and
 //! what reading the log did to the requests waiting on it.
 
+use super::order::{self, Heads, Next};
 use super::*;
 
 impl Core {
@@ -44,18 +45,28 @@ impl Core {
         if let Some(pending) = self.profile.pending_commit(id)? {
             return Ok(Some((Waiting::Commit, post_commit(&pending))));
         }
-        // Changes and texts go in the order asked (`TextsMark`); a joiner's key refresh and the
-        // members of a group started again come before anything is said. An add still claiming
-        // KeyPackages goes before the changes asked after it.
+        // Changes and texts go in the order asked (`order.rs`); a joiner's key refresh and the
+        // members of a group started again come before anything is said.
         let claiming = self
             .claims
             .iter()
             .filter(|c| c.group == *id)
             .map(|c| c.asked)
             .min();
+        let heads = |core: &mut Core, text: Option<i64>, holds_proposals| -> Result<_, SyncError> {
+            Ok(Heads {
+                change: core.profile.next_change_mark(id)?,
+                claiming,
+                text,
+                holds_proposals,
+            })
+        };
         loop {
-            let next = self.profile.next_change_mark(id)?;
-            if next.is_some_and(|next| claiming.is_some_and(|claiming| claiming < next)) {
+            let (first_text, holds) = (
+                self.profile.first_text(id)?,
+                self.profile.holds_proposals(id)?,
+            );
+            if order::next(heads(self, first_text, holds)?) != Next::Change {
                 break;
             }
             match self.profile.prepare_next_commit(id)? {
@@ -70,8 +81,8 @@ impl Core {
                 }
             }
         }
-        // A group started again says so before anything else, once its members are in: all of
-        // them (its followers check), so not while some are still being claimed.
+        // A group started again says so before anything is said in it, once its members are
+        // in: all of them (its followers check), so not while some are still being claimed.
         match self.profile.announcement(id)? {
             None => {}
             Some(Announcement::Waiting) => return Ok(None),
@@ -91,18 +102,12 @@ impl Core {
                 return Ok(Some((Waiting::Announcement, Request::PostMessage(post))));
             }
         }
-        // Proposals held (a member asked to leave): no text can be made before the commit that
-        // takes them, ours above or the committing member's, which the log brings.
-        if self.profile.holds_proposals(id)? {
-            return Ok(None);
-        }
-        let waiting_change = claiming
-            .into_iter()
-            .chain(self.profile.next_change_mark(id)?)
-            .min();
+        // Held before our texts are made: our own proposal to leave, made below when its turn
+        // comes, is held too once made, and must still go.
+        let holds = self.profile.holds_proposals(id)?;
         while let Some(text) = self.profile.next_text(id)? {
-            if waiting_change.is_some_and(|change| change.is_before(text.seq)) {
-                return Ok(None); // asked after a change that waits
+            if order::next(heads(self, Some(text.seq), holds)?) != Next::Text {
+                return Ok(None);
             }
             let Some((at, message)) = text.encrypted.filter(|(at, _)| *at == epoch) else {
                 // Its turn has come, or its epoch ended before the node took it.
@@ -251,7 +256,7 @@ impl Core {
             let group = hex::encode(id.as_slice());
             tracing::info!(%group, members = fresh.len(), "removing members who never joined");
             self.change(
-                &group,
+                &id,
                 Intent::Remove {
                     fingerprints: fresh,
                 },

@@ -30,7 +30,8 @@
 //! This file holds the core, its inputs, the user's requests and its outputs; each lane's
 //! decisions are in a file of its own: `group.rs` (a group's log), `mailbox.rs` (Welcomes and
 //! joins), `account.rs` (KeyPackages and claims), `recovery.rs` (broken groups started
-//! again); `error.rs` says why a request failed.
+//! again); `order.rs` is the one rule of what a group's lane sends next, a change or a text;
+//! `error.rs` says why a request failed.
 //!
 //! # Rules that keep acknowledged texts
 //! - When the log orders our commit at `seq` and entries lie between our cursor and `seq`, they
@@ -61,6 +62,7 @@ mod account;
 mod error;
 mod group;
 mod mailbox;
+mod order;
 mod recovery;
 
 pub use error::SyncError;
@@ -509,9 +511,8 @@ impl Core {
     // ----- user requests -----
 
     /// Queues a text for a hosted group; done once the node has it.
-    pub fn send(&mut self, group: &str, text: &str) -> Result<Ticket, ProfileError> {
-        let id = self.profile.hosted_group(group)?;
-        let outbox = self.profile.send_hosted(group, text)?;
+    pub fn send(&mut self, id: &GroupId, text: &str) -> Result<Ticket, ProfileError> {
+        let outbox = self.profile.send_hosted(id, text)?;
         let ticket = self.ticket();
         self.texts.insert(outbox, ticket);
         self.touch_group(id.as_slice(), false);
@@ -520,9 +521,8 @@ impl Core {
 
     /// Asks to leave a hosted group: done once the node has our proposal; the member whose turn
     /// it is commits it (see `Profile::leave_hosted`).
-    pub fn leave(&mut self, group: &str) -> Result<Ticket, ProfileError> {
-        let id = self.profile.hosted_group(group)?;
-        let outbox = self.profile.leave_hosted(group)?;
+    pub fn leave(&mut self, id: &GroupId) -> Result<Ticket, ProfileError> {
+        let outbox = self.profile.leave_hosted(id)?;
         let ticket = self.ticket();
         self.texts.insert(outbox, ticket);
         self.touch_group(id.as_slice(), false);
@@ -530,10 +530,9 @@ impl Core {
     }
 
     /// Queues a change of a hosted group; done once it is committed.
-    pub fn change(&mut self, group: &str, intent: Intent) -> Result<Ticket, ProfileError> {
-        let id = self.profile.hosted_group(group)?;
+    pub fn change(&mut self, id: &GroupId, intent: Intent) -> Result<Ticket, ProfileError> {
         let asked = self.profile.texts_mark()?;
-        let seq = self.profile.queue_intent(group, &intent, asked)?;
+        let seq = self.profile.queue_intent(id, &intent, asked)?;
         let ticket = self.ticket();
         self.intents.insert(seq, ticket);
         self.touch_group(id.as_slice(), false);
@@ -541,10 +540,10 @@ impl Core {
     }
 
     /// Adds contacts (by name) in one commit: their KeyPackages are claimed first.
-    pub fn add(&mut self, group: &str, contacts: &[String]) -> Result<Ticket, ProfileError> {
-        let id = self.profile.hosted_group(group)?;
-        self.profile.ensure_admin(group, "add members")?;
-        let members = self.profile.members(group)?;
+    pub fn add(&mut self, id: &GroupId, contacts: &[String]) -> Result<Ticket, ProfileError> {
+        self.profile.ensure_hosted(id)?;
+        self.profile.ensure_admin(id, "add members")?;
+        let members = self.profile.members(id)?;
         for name in contacts {
             let contact = match self.profile.contact(name) {
                 Err(ProfileError::UnknownContact(_)) if name.ends_with(".kp") => {
@@ -569,7 +568,7 @@ impl Core {
         let ticket = self.ticket();
         self.claims.push_back(Claims {
             ticket,
-            group: id,
+            group: id.clone(),
             asked: self.profile.texts_mark()?,
             remaining: contacts.iter().cloned().map(Claimee::Contact).collect(),
             key_packages: Vec::new(),
@@ -579,16 +578,16 @@ impl Core {
     }
 
     /// Removes members (user/device, user, fingerprint prefix or #leaf) in one commit.
-    pub fn remove(&mut self, group: &str, who: &[String]) -> Result<Ticket, ProfileError> {
-        self.profile.ensure_admin(group, "remove members")?;
+    pub fn remove(&mut self, id: &GroupId, who: &[String]) -> Result<Ticket, ProfileError> {
+        self.profile.ensure_admin(id, "remove members")?;
         // By fingerprint: made (and made again after a lost race) against the group as it is.
         let fingerprints = self
             .profile
-            .resolve_members(group, who)?
+            .resolve_members(id, who)?
             .iter()
             .map(|m| m.fingerprint.to_hex())
             .collect();
-        self.change(group, Intent::Remove { fingerprints })
+        self.change(id, Intent::Remove { fingerprints })
     }
 
     /// Creates a group whose log lives on our node; the lane creates it there.

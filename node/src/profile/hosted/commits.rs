@@ -27,11 +27,11 @@ impl Profile {
     /// Queues a change of the group, asked at `mark`; returns its number.
     pub fn queue_intent(
         &mut self,
-        group: &str,
+        id: &GroupId,
         intent: &Intent,
         mark: TextsMark,
     ) -> Result<i64, ProfileError> {
-        let id = self.hosted_group(group)?;
+        self.ensure_hosted(id)?;
         let json = serde_json::to_string(intent).expect("an intent serialises");
         self.store.transaction(|| {
             self.store.conn().execute(
@@ -80,7 +80,7 @@ impl Profile {
     }
 
     /// Makes the group's first waiting intent (in the order asked) into our pending commit, in
-    /// one transaction, once the texts asked before it have gone.
+    /// one transaction. Whether its turn has come is the core's order rule (`sync/order.rs`).
     pub fn prepare_next_commit(&mut self, id: &GroupId) -> Result<Prepared, ProfileError> {
         let pending: Option<i64> = self.store.query_opt(
             "SELECT 1 FROM pending_commits WHERE group_id = ?1",
@@ -92,25 +92,19 @@ impl Profile {
             ));
         }
         // An add whose KeyPackages were claimed late was asked before changes queued earlier.
-        let next: Option<(i64, String, bool)> = self
+        let next: Option<(i64, String)> = self
             .store
             .conn()
             .query_row(
-                "SELECT seq, intent, EXISTS (SELECT 1 FROM outbox o WHERE o.group_id = i.group_id
-                    AND o.audience = 'group' AND o.seq <= i.texts_before)
-                 FROM intents i WHERE group_id = ?1 ORDER BY texts_before, seq LIMIT 1",
+                "SELECT seq, intent FROM intents WHERE group_id = ?1
+                 ORDER BY texts_before, seq LIMIT 1",
                 [id.as_slice()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let Some((seq, json, texts_first)) = next else {
+        let Some((seq, json)) = next else {
             return Ok(Prepared::Nothing);
         };
-        // Proposals we hold (a member asked to leave) forbid any message before a commit: then
-        // the next change goes first and takes them with it.
-        if texts_first && !self.holds_proposals(id)? {
-            return Ok(Prepared::Nothing);
-        }
         let intent: Intent = serde_json::from_str(&json)
             .map_err(|e| ProfileError::Corrupt(format!("intent {seq}: {e}")))?;
         self.in_transaction(|p| {
@@ -143,7 +137,7 @@ impl Profile {
         };
         let leaves: Vec<u32> = match intent {
             Intent::Remove { fingerprints } => {
-                let members = self.members_of(id)?;
+                let members = self.members(id)?;
                 fingerprints
                     .iter()
                     .filter_map(|f| resolve_member(&members, f).ok())

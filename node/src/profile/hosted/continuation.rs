@@ -30,7 +30,7 @@ impl Profile {
                 engine::group_settings(&self.groups[&id])?
             };
             let starters: Vec<MemberInfo> = self
-                .members_of(&id)?
+                .members(&id)?
                 .into_iter()
                 .filter(|m| engine::may_manage(settings.as_ref(), &m.fingerprint))
                 .collect();
@@ -50,7 +50,7 @@ impl Profile {
     ) -> Result<(GroupSummary, Vec<MemberInfo>), ProfileError> {
         let me = self.identity().fingerprint();
         let members: Vec<MemberInfo> = self
-            .members_of(old)?
+            .members(old)?
             .into_iter()
             .filter(|m| m.fingerprint != me)
             .collect();
@@ -115,9 +115,9 @@ impl Profile {
         for (new, old) in rows {
             let (new, old) = (GroupId::from_slice(&new), GroupId::from_slice(&old));
             // Those of the old group not in yet (a crash may come between two adds).
-            let added = self.members_of(&new)?;
+            let added = self.members(&new)?;
             let members: Vec<MemberInfo> = self
-                .members_of(&old)?
+                .members(&old)?
                 .into_iter()
                 .filter(|m| m.fingerprint != me)
                 .filter(|m| added.iter().all(|a| a.fingerprint != m.fingerprint))
@@ -141,7 +141,7 @@ impl Profile {
         let Some(old) = old.flatten() else {
             return Ok(None);
         };
-        if self.members_of(id)?.len() <= 1 {
+        if self.members(id)?.len() <= 1 {
             return Ok(Some(Announcement::Waiting));
         }
         let post_id: PostId = Sha256::new()
@@ -203,7 +203,7 @@ impl Profile {
         let old = GroupId::from_slice(continuation.old_group.as_slice());
         // The new group as it is now, when it is announced: later changes are its own affair.
         let members: Vec<u8> = self
-            .members_of(new)?
+            .members(new)?
             .iter()
             .flat_map(|m| m.fingerprint.0)
             .collect();
@@ -355,7 +355,7 @@ impl Profile {
                 "its announcer was not an admin of the broken group".into(),
             ));
         }
-        let members = self.members_of(old)?;
+        let members = self.members(old)?;
         if settings.is_some() && announced.settings != settings {
             return Ok(Verdict::Refuse(
                 "it does not keep the broken group's name, topic and admins".into(),

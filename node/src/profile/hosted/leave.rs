@@ -7,18 +7,18 @@ impl Profile {
     /// Asks to leave a hosted group: our proposal to remove us is queued like a text (returns
     /// its outbox row), and made again at each new epoch until a member's commit removes us
     /// ([`Self::encrypt_queued`], [`Self::receive_log`]).
-    pub fn leave_hosted(&mut self, group: &str) -> Result<i64, ProfileError> {
+    pub fn leave_hosted(&mut self, id: &GroupId) -> Result<i64, ProfileError> {
         let now = self.now();
-        let id = self.hosted_group(group)?;
+        self.ensure_hosted(id)?;
         let me = self.me();
         self.in_transaction(|p| {
-            let (epoch, _) = p.group_token(&id)?;
+            let (epoch, _) = p.group_token(id)?;
             p.store.conn().execute(
                 "UPDATE groups SET leaving = 1 WHERE group_id = ?1",
                 [id.as_slice()],
             )?;
-            append_history(p.store.conn(), &id, epoch, &me, "asked to leave", now)?;
-            p.queue_leave(&id)
+            append_history(p.store.conn(), id, epoch, &me, "asked to leave", now)?;
+            p.queue_leave(id)
         })
     }
 
@@ -70,7 +70,7 @@ impl Profile {
         self.load(id)?;
         let settings = engine::group_settings(&self.groups[id])?;
         let others: Vec<MemberInfo> = self
-            .members_of(id)?
+            .members(id)?
             .into_iter()
             .filter(|m| m.fingerprint != proposer.fingerprint)
             .collect();

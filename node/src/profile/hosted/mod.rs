@@ -329,26 +329,26 @@ impl Profile {
             .unwrap_or(false))
     }
 
-    /// A group on our delivery node, by name or id prefix, that we can still act in.
-    pub fn hosted_group(&self, group: &str) -> Result<GroupId, ProfileError> {
-        let id = self.find_group(group)?;
-        if !self.is_hosted(&id)? {
+    /// Refuses a group that is not on our delivery node, or that we can no longer act in.
+    pub fn ensure_hosted(&self, id: &GroupId) -> Result<(), ProfileError> {
+        let group = self.handle(id)?;
+        if !self.is_hosted(id)? {
             return Err(ProfileError::WrongKind(format!(
                 "group {group:?} is kept in files, not on the delivery node: use the file verbs \
                  (with --out) while no daemon runs"
             )));
         }
-        if let Some(why) = self.broken(&id)? {
-            return Err(ProfileError::Broken(group.into(), why));
+        if let Some(why) = self.broken(id)? {
+            return Err(ProfileError::Broken(group.clone(), why));
         }
-        if !self.is_member(&id)? {
-            return Err(ProfileError::NotMember(group.into()));
+        if !self.is_member(id)? {
+            return Err(ProfileError::NotMember(group.clone()));
         }
-        if let Some(next) = self.replaced_by(&id)? {
+        if let Some(next) = self.replaced_by(id)? {
             let why = format!("it continues in group {}", hex::encode(next.as_slice()));
-            return Err(ProfileError::Broken(group.into(), why));
+            return Err(ProfileError::Broken(group.clone(), why));
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Why we cannot go on in the group, if we cannot.

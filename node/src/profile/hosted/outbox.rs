@@ -44,9 +44,6 @@ impl Profile {
         })
     }
 
-    /// Queues a text for a hosted group and records it in history; returns its outbox row. It
-    /// is encrypted only when its turn to be posted comes ([`Self::encrypt_queued`]), so that
-    /// our texts' ratchet generations follow the order in which the log takes them.
     /// Whether the group holds proposals (a member asked to leave): no message can be made
     /// before a commit takes them.
     pub fn holds_proposals(&mut self, id: &GroupId) -> Result<bool, ProfileError> {
@@ -54,20 +51,23 @@ impl Profile {
         Ok(self.groups[id].pending_proposals().next().is_some())
     }
 
-    pub fn send_hosted(&mut self, group: &str, text: &str) -> Result<i64, ProfileError> {
+    /// Queues a text for a hosted group and records it in history; returns its outbox row. It
+    /// is encrypted only when its turn to be posted comes ([`Self::encrypt_queued`]), so that
+    /// our texts' ratchet generations follow the order in which the log takes them.
+    pub fn send_hosted(&mut self, id: &GroupId, text: &str) -> Result<i64, ProfileError> {
         let now = self.now();
         crate::profile::check_text(text)?;
-        let id = self.hosted_group(group)?;
+        self.ensure_hosted(id)?;
         // Queued behind our leave proposal, it could never go out once we are removed.
-        if self.is_leaving(&id)? {
+        if self.is_leaving(id)? {
             return Err(ProfileError::WrongKind(
                 "you asked to leave this group: nothing more can be sent to it".into(),
             ));
         }
         let content = Content::text(self.new_post_id()?, text);
-        let (epoch, _) = self.group_token(&id)?;
+        let (epoch, _) = self.group_token(id)?;
         let me = self.me();
-        let may_encrypt = !self.holds_proposals(&id)?;
+        let may_encrypt = !self.holds_proposals(id)?;
         self.in_transaction(|p| {
             // Alone in line (nothing queued or being committed before it), it is its turn now:
             // encrypted in this same transaction, it costs one write to disk, not two.
@@ -82,18 +82,18 @@ impl Profile {
                     )?
                     .query_row([id.as_slice()], |r| r.get(0))?;
             let conn = p.store.conn();
-            append_text(conn, &id, epoch, &me, &content, now)?;
+            append_text(conn, id, epoch, &me, &content, now)?;
             let history_seq = conn.last_insert_rowid();
             let outbox = queue_text(
                 conn,
-                &id,
+                id,
                 &content.encode(),
                 &content.id,
                 Some(history_seq),
                 now,
             )?;
             if alone {
-                p.encrypt_in_place(&id, outbox, &content.encode(), Some(history_seq))?;
+                p.encrypt_in_place(id, outbox, &content.encode(), Some(history_seq))?;
             }
             Ok(outbox)
         })
@@ -117,6 +117,20 @@ impl Profile {
                 .execute(params![history_seq, group.epoch().as_u64() as i64])?;
             Ok(())
         })
+    }
+
+    /// The outbox row of the oldest message queued for a hosted group (a text, or a proposal to
+    /// leave), if any.
+    pub fn first_text(&self, id: &GroupId) -> Result<Option<i64>, ProfileError> {
+        Ok(self
+            .store
+            .conn()
+            .prepare_cached(
+                "SELECT seq FROM outbox WHERE group_id = ?1 AND audience = 'group'
+                 ORDER BY seq LIMIT 1",
+            )?
+            .query_row([id.as_slice()], |r| r.get(0))
+            .optional()?)
     }
 
     /// The oldest message queued for a hosted group: a text, or a proposal (leaving).
