@@ -187,7 +187,7 @@ fn without_api(
                 .ok()
                 .and_then(|f| <[u8; 32]>::try_from(f).ok())
                 .ok_or_else(|| {
-                    ProfileError::WrongKind(
+                    ProfileError::Input(
                         "the fingerprint must be 64 hex digits (SHA-256 of the certificate: \
                          `mlschat-delivery fingerprint` prints it)"
                             .into(),
@@ -341,16 +341,14 @@ fn check_address(address: &str) -> anyhow::Result<()> {
         .rsplit_once(':')
         .and_then(|(host, port)| (!host.is_empty()).then_some(port.parse::<u16>().ok()?));
     if port.is_none_or(|p| p == 0) {
-        return Err(ProfileError::WrongKind(format!(
+        return Err(ProfileError::Input(format!(
             "{address:?} is not an address: give HOST:PORT, e.g. 127.0.0.1:4433 or \
              chat.example.org:4433"
         ))
         .into());
     }
     if let Err(e) = address.to_socket_addrs() {
-        return Err(
-            ProfileError::WrongKind(format!("cannot find the host of {address}: {e}")).into(),
-        );
+        return Err(ProfileError::Input(format!("cannot find the host of {address}: {e}")).into());
     }
     Ok(())
 }

@@ -141,7 +141,16 @@ impl ProfileError {
             | ProfileError::UnknownContact(_)
             | ProfileError::Ambiguous(..) => ErrorKind::Unknown,
             ProfileError::NotOurGroup(_) | ProfileError::NotMember(_) => ErrorKind::NotForUs,
-            ProfileError::WrongKind(_) => ErrorKind::InvalidInput,
+            ProfileError::Receive(_)
+            | ProfileError::Text(_)
+            | ProfileError::Settings(_)
+            | ProfileError::GroupName(_)
+            | ProfileError::Place(_)
+            | ProfileError::Contact(_)
+            | ProfileError::Add(_)
+            | ProfileError::NoRequest(_)
+            | ProfileError::Log(_)
+            | ProfileError::Input(_) => ErrorKind::InvalidInput,
             ProfileError::NoHome => ErrorKind::Delivery,
             ProfileError::ContactFlagged(..) | ProfileError::Request { .. } => ErrorKind::Flagged,
             ProfileError::Packet(_)

@@ -3,8 +3,8 @@
 
 use mlschat_node::identity::DeviceName;
 use mlschat_node::profile::{
-    HistoryKind, Home, Intent, LogEntry, PendingCommit, Prepared, Profile, ProfileError,
-    RequestState, SettingsChange, TextsMark,
+    HistoryKind, Home, Intent, LogEntry, PendingCommit, PlaceError, Prepared, Profile,
+    ProfileError, RequestState, SettingsChange, TextsMark,
 };
 use mlschat_wire::EntryKind;
 use mlschat_wire::token::token_hash;
@@ -287,7 +287,10 @@ fn a_group_kept_in_files_is_refused_by_the_delivery_path() {
     let group = alice.id("local");
     let refused = alice.p().send_hosted(&group, "hi");
     assert!(
-        matches!(refused, Err(ProfileError::WrongKind(_))),
+        matches!(
+            refused,
+            Err(ProfileError::Place(PlaceError::KeptInFiles(_)))
+        ),
         "{refused:?}"
     );
     let local = alice.id("local");
@@ -295,7 +298,10 @@ fn a_group_kept_in_files_is_refused_by_the_delivery_path() {
         .p()
         .queue_intent(&local, &Intent::Update, TextsMark::FIRST);
     assert!(
-        matches!(refused, Err(ProfileError::WrongKind(_))),
+        matches!(
+            refused,
+            Err(ProfileError::Place(PlaceError::KeptInFiles(_)))
+        ),
         "{refused:?}"
     );
     assert!(alice.p().unsent().unwrap().is_empty(), "nothing was queued");

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use mlschat_wire::ClientId;
 use mlschat_wire::token::client_id;
 
-use super::{Profile, ProfileError};
+use super::{ContactError, Profile, ProfileError};
 use crate::engine::{self, MemberInfo};
 use crate::identity::{DeviceName, Fingerprint};
 
@@ -84,7 +84,7 @@ impl std::str::FromStr for InviteCode {
     type Err = ProfileError;
 
     fn from_str(code: &str) -> Result<Self, ProfileError> {
-        let bad = |why: &str| ProfileError::WrongKind(format!("not a valid invite code: {why}"));
+        let bad = |why: &str| ProfileError::from(ContactError::BadInviteCode(why.to_owned()));
         let fields = code
             .trim()
             .strip_prefix(INVITE_PREFIX)
@@ -320,11 +320,9 @@ impl Profile {
         }
         let home = self.home()?.ok_or(ProfileError::NoHome)?;
         if code.home.fingerprint != home.fingerprint {
-            return Err(ProfileError::WrongKind(format!(
-                "{name} uses another delivery node ({}); federation between nodes is not built \
-                 yet, so contacts must share ours ({})",
-                code.home.address, home.address
-            )));
+            let theirs = code.home.address.clone();
+            let ours = home.address;
+            return Err(ContactError::OtherNode { name, theirs, ours }.into());
         }
         self.store.conn().execute(
             "INSERT INTO contacts (name, signature_key, address, node_fingerprint, added_at)
@@ -420,11 +418,7 @@ impl Profile {
         let shown = self.safety_number(name)?;
         let digits = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
         if digits(number) != digits(&shown.safety_number) {
-            return Err(ProfileError::WrongKind(format!(
-                "that is not the safety number you share with {} now: nothing was recorded. \
-                 Run `mlschat contact verify {}` and compare again",
-                shown.contact, shown.contact
-            )));
+            return Err(ContactError::WrongSafetyNumber(shown.contact).into());
         }
         self.store.conn().execute(
             "UPDATE contacts SET signature_key = coalesce(offered_key, signature_key),
@@ -485,10 +479,7 @@ impl Profile {
         let package = engine::validate_key_package(&self.crypto, key_package)?;
         let key = package.leaf_node().signature_key().as_slice();
         if Fingerprint::of_signature_key(key) != *fingerprint {
-            return Err(ProfileError::WrongKind(format!(
-                "the node handed out a KeyPackage for {} with another key",
-                fingerprint.to_hex()
-            )));
+            return Err(ContactError::ForeignKeyPackage(fingerprint.to_hex()).into());
         }
         Ok(package)
     }

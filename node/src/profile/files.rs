@@ -55,11 +55,7 @@ impl Profile {
     pub fn leave(&mut self, id: &GroupId) -> Result<Outgoing, ProfileError> {
         let now = self.now();
         if self.is_hosted(id)? {
-            return Err(ProfileError::WrongKind(
-                "this group is on a delivery node: leave it through the node (`mlschat group \
-                 leave` does)"
-                    .into(),
-            ));
+            return Err(PlaceError::OnNode.into());
         }
         let me = self.me();
         self.in_transaction(|p| {
@@ -172,14 +168,8 @@ impl Profile {
                     let incoming = incoming?;
                     Ok(Received::Message { group, incoming })
                 }
-                Parsed::Welcome(_) => Err(ProfileError::WrongKind(
-                    "a bare Welcome cannot be joined without its ratchet tree; \
-                     use the join packet written by `group add`"
-                        .into(),
-                )),
-                Parsed::KeyPackage(_) => Err(ProfileError::WrongKind(
-                    "this is a KeyPackage: pass it to `group add`".into(),
-                )),
+                Parsed::Welcome(_) => Err(ReceiveError::BareWelcome.into()),
+                Parsed::KeyPackage(_) => Err(ReceiveError::KeyPackage.into()),
             },
         }
     }
@@ -210,9 +200,7 @@ impl Profile {
     ) -> Result<Received, ProfileError> {
         let now = self.now();
         let Parsed::Welcome(parsed) = engine::parse_message(welcome)? else {
-            return Err(ProfileError::WrongKind(
-                "join packet without a Welcome".into(),
-            ));
+            return Err(ReceiveError::JoinWithoutWelcome.into());
         };
         let references: Vec<Vec<u8>> = parsed
             .secrets()

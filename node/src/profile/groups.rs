@@ -30,9 +30,7 @@ impl Profile {
         let now = self.now();
         validate_group_name(name)?;
         if self.find_group(name).is_ok() {
-            return Err(ProfileError::WrongKind(format!(
-                "a group named {name:?} already exists"
-            )));
+            return Err(GroupNameError::Taken(name.to_owned()).into());
         }
         let id = GroupId::from_slice(
             &self
@@ -93,9 +91,7 @@ impl Profile {
             demote: fingerprints(self, not_admin)?,
         };
         if change == SettingsChange::default() {
-            return Err(ProfileError::WrongKind(
-                "nothing to change: give --name, --topic, --admin or --not-admin".into(),
-            ));
+            return Err(SettingsChangeError::NothingToChange.into());
         }
         self.settings_after(id, &change)?;
         Ok(change)
@@ -128,13 +124,8 @@ impl Profile {
         change: &SettingsChange,
     ) -> Result<GroupSettings, ProfileError> {
         self.load(id)?;
-        let current = engine::group_settings(&self.groups[id])?.ok_or_else(|| {
-            ProfileError::WrongKind(
-                "this group was made without shared settings (by another client, or an older \
-                 mlschat): it has no name, topic or admins to change"
-                    .into(),
-            )
-        })?;
+        let current = engine::group_settings(&self.groups[id])?
+            .ok_or_else(|| ProfileError::from(SettingsChangeError::NoSettings))?;
         change.apply(&current)
     }
 
@@ -142,9 +133,7 @@ impl Profile {
     pub fn rename_group(&mut self, id: &GroupId, name: &str) -> Result<(), ProfileError> {
         validate_group_name(name)?;
         if self.find_group(name).is_ok_and(|other| other != *id) {
-            return Err(ProfileError::WrongKind(format!(
-                "a group named {name:?} already exists"
-            )));
+            return Err(GroupNameError::Taken(name.to_owned()).into());
         }
         self.store.conn().execute(
             "UPDATE groups SET name = ?2 WHERE group_id = ?1",

@@ -30,6 +30,7 @@ use mlschat_wire::settings::GroupSettings;
 
 mod alerts;
 mod contacts;
+mod errors;
 mod files;
 mod groups;
 mod history;
@@ -38,6 +39,10 @@ mod key_packages;
 mod notices;
 pub use alerts::Alert;
 pub use contacts::{Admission, Contact, Home, InviteCode, SafetyNumber, SenderState, SenderStates};
+pub use errors::{
+    AddError, ContactError, GroupNameError, LogError, PlaceError, ProfileError, ReceiveError,
+    SettingsChangeError, TextError,
+};
 pub use history::describe_commit;
 use history::{
     append_history, append_text, mark_processed, note_invitees, record_incoming, remember_commit,
@@ -47,74 +52,6 @@ pub use hosted::{
     QueuedText, RequestState, TextsMark, Waiting,
 };
 pub use key_packages::Claim;
-
-/// What can go wrong in a profile operation.
-#[derive(Debug, thiserror::Error)]
-pub enum ProfileError {
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// This exact message was processed (or sent by us) before; it was ignored.
-    #[error("duplicate: this message was already processed")]
-    Duplicate,
-    /// No group matches the name or id given.
-    #[error("no group named or with id {0:?}")]
-    UnknownGroup(String),
-    /// We were removed from the group (or left it).
-    #[error("you are no longer a member of group {0}")]
-    NotMember(String),
-    /// An MLS message for a group this profile is not in.
-    #[error("message is for a group we are not in ({0})")]
-    NotOurGroup(String),
-    /// More than one group or member matches.
-    #[error("{0:?} is ambiguous: it matches more than one {1}")]
-    Ambiguous(String, &'static str),
-    /// No member of the group matches.
-    #[error("no member {0:?} in this group")]
-    UnknownMember(String),
-    /// The input is a valid MLS message but not one this operation takes.
-    #[error("{0}")]
-    WrongKind(String),
-    /// A packet could not be made (it would be over the size limit).
-    #[error(transparent)]
-    Packet(#[from] mlschat_wire::packet::PacketError),
-    /// No contact has this name.
-    #[error("no contact named {0:?} (add one with `mlschat contact add CODE`)")]
-    UnknownContact(String),
-    /// A contact's key is not the one we were given: never accepted silently.
-    #[error("contact {0:?} is flagged: {1}")]
-    ContactFlagged(String, String),
-    /// We cannot go on in this group: a commit we could not process.
-    #[error("group {0:?} is broken: {1}")]
-    Broken(String, String),
-    /// The operation needs a delivery node and none is set.
-    #[error("no delivery node is set (run `mlschat home set ADDRESS FINGERPRINT`)")]
-    NoHome,
-    /// The profile's files do not hold a complete identity.
-    #[error("profile is incomplete: {0}")]
-    Corrupt(String),
-    /// A Welcome from someone who is not a contact: it waits for our user to accept or decline.
-    #[error(
-        "{} (key {fingerprint}): their invitation waits for you (`mlschat request list`, then \
-         `mlschat request accept GROUP` or `mlschat request decline GROUP`)",
-        state.describe(inviter)
-    )]
-    Request {
-        inviter: String,
-        fingerprint: crate::identity::Fingerprint,
-        state: SenderState,
-    },
-    /// A tree for joiners could not be sealed, or opened.
-    #[error("tree for joiners: {0}")]
-    Sealed(#[from] crate::sealed_tree::SealError),
-}
-
-impl From<rusqlite::Error> for ProfileError {
-    fn from(e: rusqlite::Error) -> Self {
-        ProfileError::Store(StoreError::Sqlite(e))
-    }
-}
 
 /// A group as listed to the user.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -223,12 +160,9 @@ impl SettingsChange {
             new.admins.retain(|a| *a != admin);
         }
         if new.admins.is_empty() {
-            return Err(ProfileError::WrongKind(
-                "a group needs at least one admin: make someone else an admin first".into(),
-            ));
+            return Err(SettingsChangeError::LastAdmin.into());
         }
-        new.validate()
-            .map_err(|e| ProfileError::WrongKind(e.to_string()))?;
+        new.validate().map_err(SettingsChangeError::Invalid)?;
         Ok(new)
     }
 }
@@ -656,9 +590,7 @@ fn merge_own_commit(
 
 fn validate_group_name(name: &str) -> Result<(), ProfileError> {
     if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
-        return Err(ProfileError::WrongKind(format!(
-            "invalid group name {name:?}"
-        )));
+        return Err(GroupNameError::Invalid(name.to_owned()).into());
     }
     Ok(())
 }
@@ -699,14 +631,14 @@ pub const MAX_TEXT_BYTES: usize = 512 * 1024;
 /// A text worth sending: not empty, and not larger than [`MAX_TEXT_BYTES`].
 fn check_text(text: &str) -> Result<(), ProfileError> {
     if text.trim().is_empty() {
-        return Err(ProfileError::WrongKind("an empty text is not sent".into()));
+        return Err(TextError::Empty.into());
     }
     if text.len() > MAX_TEXT_BYTES {
-        return Err(ProfileError::WrongKind(format!(
-            "a text may hold at most {} KiB; this one has {} KiB",
-            MAX_TEXT_BYTES / 1024,
-            text.len().div_ceil(1024)
-        )));
+        return Err(TextError::TooLong {
+            max_kib: MAX_TEXT_BYTES / 1024,
+            kib: text.len().div_ceil(1024),
+        }
+        .into());
     }
     Ok(())
 }

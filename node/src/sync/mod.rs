@@ -53,8 +53,8 @@ use mlschat_wire::{
 use crate::engine::MemberInfo;
 use crate::identity::Fingerprint;
 use crate::profile::{
-    Alert, Announcement, Claim, GroupSummary, Intent, LogEntry, LogRead, PendingCommit, Prepared,
-    Profile, ProfileError, TextsMark,
+    AddError, Alert, Announcement, Claim, GroupSummary, Intent, LogEntry, LogRead, PendingCommit,
+    Prepared, Profile, ProfileError, TextsMark,
 };
 use crate::sealed_tree::TreeSecret;
 
@@ -547,10 +547,7 @@ impl Core {
         for name in contacts {
             let contact = match self.profile.contact(name) {
                 Err(ProfileError::UnknownContact(_)) if name.ends_with(".kp") => {
-                    return Err(ProfileError::WrongKind(format!(
-                        "{name:?} looks like a KeyPackage file, but this group is on the \
-                         delivery node: add members by contact name (`mlschat contact list`)"
-                    )));
+                    return Err(AddError::KeyPackageFile(name.clone()).into());
                 }
                 found => found?,
             };
@@ -559,10 +556,7 @@ impl Core {
             }
             let fingerprint = Fingerprint::of_signature_key(&contact.signature_key);
             if members.iter().any(|m| m.fingerprint == fingerprint) {
-                return Err(ProfileError::WrongKind(format!(
-                    "{} is already in this group",
-                    contact.name
-                )));
+                return Err(AddError::AlreadyMember(contact.name).into());
             }
         }
         let ticket = self.ticket();

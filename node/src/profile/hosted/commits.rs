@@ -87,9 +87,7 @@ impl Profile {
             [id.as_slice()],
         )?;
         if pending.is_some() {
-            return Err(ProfileError::WrongKind(
-                "a commit of ours is still waiting for the log".into(),
-            ));
+            return Err(LogError::CommitPending.into());
         }
         // An add whose KeyPackages were claimed late was asked before changes queued earlier.
         let next: Option<(i64, String)> = self
@@ -312,9 +310,7 @@ impl Profile {
     pub fn confirm_commit(&mut self, id: &GroupId, seq: u64) -> Result<i64, ProfileError> {
         let cursor = self.log_seq(id)?;
         if seq != cursor + 1 {
-            return Err(ProfileError::WrongKind(format!(
-                "our commit is at log position {seq}, but we have read only up to {cursor}"
-            )));
+            return Err(LogError::Behind { seq, cursor }.into());
         }
         self.in_transaction(|p| {
             let before = p.last_history_seq()?;

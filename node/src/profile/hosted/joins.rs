@@ -251,9 +251,7 @@ impl Profile {
         let request = match <[Invitation; 1]>::try_from(matching) {
             Ok([one]) => one,
             Err(v) if v.is_empty() => {
-                return Err(ProfileError::WrongKind(format!(
-                    "no request for a group {group}…: `mlschat request list` shows them"
-                )));
+                return Err(ProfileError::NoRequest(group));
             }
             Err(_) => return Err(ProfileError::Ambiguous(group, "request")),
         };

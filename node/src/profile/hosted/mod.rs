@@ -28,8 +28,9 @@ use mlschat_wire::token::{client_id, token_hash};
 use mlschat_wire::{ClientId, EntryKind, PostId, Token, TokenHash};
 
 use super::{
-    GroupSummary, HistoryKind, Profile, ProfileError, Received, SenderState, SettingsChange,
-    append_history, append_text, mark_processed, merge_own_commit, resolve_member,
+    GroupSummary, HistoryKind, LogError, PlaceError, Profile, ProfileError, Received, SenderState,
+    SettingsChange, TextError, append_history, append_text, mark_processed, merge_own_commit,
+    resolve_member,
 };
 use crate::engine::{self, EngineError, Incoming, MemberInfo, Parsed, display_member};
 use crate::identity::Fingerprint;
@@ -333,10 +334,7 @@ impl Profile {
     pub fn ensure_hosted(&self, id: &GroupId) -> Result<(), ProfileError> {
         let group = self.handle(id)?;
         if !self.is_hosted(id)? {
-            return Err(ProfileError::WrongKind(format!(
-                "group {group:?} is kept in files, not on the delivery node: use the file verbs \
-                 (with --out) while no daemon runs"
-            )));
+            return Err(PlaceError::KeptInFiles(group).into());
         }
         if let Some(why) = self.broken(id)? {
             return Err(ProfileError::Broken(group.clone(), why));

@@ -60,9 +60,7 @@ impl Profile {
         self.ensure_hosted(id)?;
         // Queued behind our leave proposal, it could never go out once we are removed.
         if self.is_leaving(id)? {
-            return Err(ProfileError::WrongKind(
-                "you asked to leave this group: nothing more can be sent to it".into(),
-            ));
+            return Err(TextError::Leaving.into());
         }
         let content = Content::text(self.new_post_id()?, text);
         let (epoch, _) = self.group_token(id)?;
