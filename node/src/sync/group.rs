@@ -5,6 +5,9 @@ use super::order::{self, Heads, Next};
 use super::*;
 
 impl Core {
+    /// What the group's lane sends next: a word for those past a break, the group made on the
+    /// node, a subscription, a read of the log, our pending commit, then our changes and texts
+    /// in the order asked.
     pub(super) fn next_for_group(
         &mut self,
         id: &GroupId,
@@ -53,33 +56,8 @@ impl Core {
             .filter(|c| c.group == *id)
             .map(|c| c.asked)
             .min();
-        let heads = |core: &mut Core, text: Option<i64>, holds_proposals| -> Result<_, SyncError> {
-            Ok(Heads {
-                change: core.profile.next_change_mark(id)?,
-                claiming,
-                text,
-                holds_proposals,
-            })
-        };
-        loop {
-            let (first_text, holds) = (
-                self.profile.first_text(id)?,
-                self.profile.holds_proposals(id)?,
-            );
-            if order::next(heads(self, first_text, holds)?) != Next::Change {
-                break;
-            }
-            match self.profile.prepare_next_commit(id)? {
-                Prepared::Nothing => break,
-                Prepared::Commit(pending) => {
-                    return Ok(Some((Waiting::Commit, post_commit(&pending))));
-                }
-                Prepared::Done { intent } => self.intent_done(intent, Ok(())),
-                Prepared::Failed { intent, error } => {
-                    tracing::warn!(intent, %error, "a change could not be made");
-                    self.intent_done(intent, Err(error.into()));
-                }
-            }
+        if let Some(commit) = self.next_change(id, claiming)? {
+            return Ok(Some(commit));
         }
         // A group started again says so before anything is said in it, once its members are
         // in: all of them (its followers check), so not while some are still being claimed.
@@ -102,11 +80,68 @@ impl Core {
                 return Ok(Some((Waiting::Announcement, Request::PostMessage(post))));
             }
         }
+        self.next_text(id, (epoch, token), claiming)
+    }
+
+    /// The heads of the group's queues, for the order rule.
+    fn heads(
+        &mut self,
+        id: &GroupId,
+        claiming: Option<TextsMark>,
+        text: Option<i64>,
+        holds_proposals: bool,
+    ) -> Result<Heads, SyncError> {
+        Ok(Heads {
+            change: self.profile.next_change_mark(id)?,
+            claiming,
+            text,
+            holds_proposals,
+        })
+    }
+
+    /// Our next commit, when a change's turn has come (changes that need no commit, or fail,
+    /// are settled on the way).
+    fn next_change(
+        &mut self,
+        id: &GroupId,
+        claiming: Option<TextsMark>,
+    ) -> Result<Option<(Waiting, Request)>, SyncError> {
+        loop {
+            let (first_text, holds) = (
+                self.profile.first_text(id)?,
+                self.profile.holds_proposals(id)?,
+            );
+            if order::next(self.heads(id, claiming, first_text, holds)?) != Next::Change {
+                break;
+            }
+            match self.profile.prepare_next_commit(id)? {
+                Prepared::Nothing => break,
+                Prepared::Commit(pending) => {
+                    return Ok(Some((Waiting::Commit, post_commit(&pending))));
+                }
+                Prepared::Done { intent } => self.intent_done(intent, Ok(())),
+                Prepared::Failed { intent, error } => {
+                    tracing::warn!(intent, %error, "a change could not be made");
+                    self.intent_done(intent, Err(error.into()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Our next text (or proposal to leave), when its turn has come: made now if it was not,
+    /// or again if its epoch ended first.
+    fn next_text(
+        &mut self,
+        id: &GroupId,
+        (epoch, token): (u64, mlschat_wire::Token),
+        claiming: Option<TextsMark>,
+    ) -> Result<Option<(Waiting, Request)>, SyncError> {
         // Held before our texts are made: our own proposal to leave, made below when its turn
         // comes, is held too once made, and must still go.
         let holds = self.profile.holds_proposals(id)?;
         while let Some(text) = self.profile.next_text(id)? {
-            if order::next(heads(self, Some(text.seq), holds)?) != Next::Text {
+            if order::next(self.heads(id, claiming, Some(text.seq), holds)?) != Next::Text {
                 return Ok(None);
             }
             let Some((at, message)) = text.encrypted.filter(|(at, _)| *at == epoch) else {
