@@ -976,9 +976,12 @@ impl Sim {
                 .iter()
                 .filter_map(|m| m.name.as_ref().map(|n| n.to_string()))
                 .collect();
+            // Not one who asked to leave meanwhile and was removed: a person would not add
+            // them back (seed 54,866 did, and then expected them gone).
+            let leaver = self.leaver.map(|m| invites[m - 1].name.to_string());
             let missing: Vec<String> = names
                 .iter()
-                .filter(|n| !in_alices_view.contains(n))
+                .filter(|n| !in_alices_view.contains(n) && leaver.as_ref() != Some(*n))
                 .cloned()
                 .collect();
             if missing.is_empty() {
