@@ -137,8 +137,7 @@ impl Core {
         (epoch, token): (u64, mlschat_wire::Token),
         claiming: Option<TextsMark>,
     ) -> Result<Option<(Waiting, Request)>, SyncError> {
-        // Held before our texts are made: our own proposal to leave, made below when its turn
-        // comes, is held too once made, and must still go.
+        // Others' proposals held: no text may be made before the commit that takes them.
         let holds = self.profile.holds_proposals(id)?;
         while let Some(text) = self.profile.next_text(id)? {
             if order::next(self.heads(id, claiming, Some(text.seq), holds)?) != Next::Text {

@@ -19,7 +19,7 @@
 //! cursor and token); each concept has a file of its own, named as in [`crate::sync`]:
 //! `commits.rs`, `outbox.rs`, `log.rs`, `joins.rs`, `leave.rs`, `continuation.rs`, `events.rs`.
 
-use openmls::prelude::{GroupId, KeyPackage, MlsGroup};
+use openmls::prelude::{GroupId, KeyPackage, MlsGroup, Sender};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
