@@ -679,3 +679,19 @@ fn only_an_admin_starts_a_broken_group_again_and_its_settings_hold() {
     assert_eq!(again.topic.as_deref(), Some("the launch"));
     assert_eq!(again.shared_name.as_deref(), Some("g"));
 }
+
+/// Found by the simulator's long run (seed 56,265): Bob's proposal to leave was made, and its
+/// post lost with the connection. Counted among the proposals the group holds, it then kept
+/// every message of Bob's lane back, itself included: nobody ever committed the leave. Our own
+/// proposal holds nothing back; it is posted again as it is.
+#[test]
+fn our_own_proposal_to_leave_holds_nothing_back() {
+    let (mut members, id) = group_of(&["alice", "bob"]);
+    let bob = &mut members[1];
+    let queued = bob.p().leave_hosted(&id).unwrap();
+    assert!(bob.p().encrypt_queued(queued).unwrap());
+    assert!(!bob.p().holds_proposals(&id).unwrap());
+    let next = bob.p().next_text(&id).unwrap().unwrap();
+    assert_eq!(next.seq, queued);
+    assert!(next.encrypted.is_some(), "posted again as it was made");
+}
