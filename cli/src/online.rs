@@ -157,6 +157,10 @@ pub fn daemon_serves(dir: &Path) -> bool {
 /// daemon that is starting) before it gives up.
 const HOLDER_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a verb that needs a daemon waits for one to appear when no process holds the
+/// profile yet.
+const DAEMON_START: Duration = Duration::from_secs(3);
+
 /// The profile opened as its one writer, or the answer of the daemon that holds it.
 pub enum Opened {
     Here(Box<Profile>),
@@ -265,12 +269,16 @@ pub fn run_daemon(profile: Profile, dir: &Path, options: daemon::Options) -> any
 /// A connection to the profile's daemon. One that is starting (it may wait for a verb that
 /// holds the profile) is waited for, as long as some process holds the profile.
 pub async fn daemon_client(dir: &Path) -> anyhow::Result<DaemonClient> {
-    let deadline = Instant::now() + HOLDER_WAIT;
+    let start = Instant::now();
     loop {
         if let Some(client) = DaemonClient::connect(dir).await {
             return Ok(client);
         }
-        if !mlschat_node::store::Store::in_use(dir) || Instant::now() >= deadline {
+        // A daemon started just before may not hold the profile yet (`daemon &` then `chat`,
+        // on a busy machine): it is given a moment before we say none runs.
+        let starting = start.elapsed() < DAEMON_START;
+        let held = mlschat_node::store::Store::in_use(dir);
+        if !(held || starting) || start.elapsed() >= HOLDER_WAIT {
             bail!(
                 "no daemon runs for this profile: start one with `mlschat daemon` (it keeps the \
                  connection and receives pushes)"
