@@ -26,7 +26,7 @@ use mlschat_wire::token::{TOKEN_LABEL, TOKEN_LEN};
 mod rules;
 
 use rules::{authorize, authorize_proposal, capabilities, settings_extensions, settings_of};
-pub use rules::{group_settings, may_manage};
+pub use rules::{group_settings, may_manage, proposal_committer};
 
 /// Every group and KeyPackage uses this suite unless told otherwise.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;

@@ -3,7 +3,7 @@
 
 use openmls::prelude::*;
 
-use super::{EngineError, display_member, member_info};
+use super::{EngineError, MemberInfo, display_member, member_info};
 use crate::identity::Fingerprint;
 use mlschat_wire::settings::{self, GroupSettings};
 
@@ -47,6 +47,21 @@ pub fn group_settings(group: &MlsGroup) -> Result<Option<GroupSettings>, EngineE
 /// settings: an admin, or anyone in a group without settings.
 pub fn may_manage(settings: Option<&GroupSettings>, fingerprint: &Fingerprint) -> bool {
     settings.is_none_or(|s| s.is_admin(&fingerprint.0))
+}
+
+/// Who commits a proposal from `proposer` (a member leaving): the first admin by leaf order
+/// other than the proposer, else the first other member (no admin left, or a group without
+/// settings). One member commits, so that members do not race to; `None` when nobody is left.
+pub fn proposal_committer<'m>(
+    settings: Option<&GroupSettings>,
+    members: &'m [MemberInfo],
+    proposer: &Fingerprint,
+) -> Option<&'m MemberInfo> {
+    let mut others = members.iter().filter(|m| m.fingerprint != *proposer);
+    let first = others.clone().next();
+    others
+        .find(|m| may_manage(settings, &m.fingerprint))
+        .or(first)
 }
 
 pub(super) fn settings_of(
@@ -119,4 +134,50 @@ pub(super) fn authorize_proposal(
     Err(EngineError::NotAllowed(format!(
         "{who}, who is not an admin, tried to {what}; it was rejected"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(leaf_index: u32) -> MemberInfo {
+        MemberInfo {
+            leaf_index,
+            name: None,
+            fingerprint: Fingerprint([leaf_index as u8; 32]),
+        }
+    }
+
+    fn admins(of: &[u32]) -> GroupSettings {
+        GroupSettings {
+            admins: of.iter().map(|&i| [i as u8; 32]).collect(),
+            ..GroupSettings::default()
+        }
+    }
+
+    fn committer(settings: Option<&GroupSettings>, leaves: &[u32], proposer: u32) -> Option<u32> {
+        let members: Vec<MemberInfo> = leaves.iter().map(|&i| member(i)).collect();
+        proposal_committer(settings, &members, &member(proposer).fingerprint).map(|m| m.leaf_index)
+    }
+
+    #[test]
+    fn the_first_admin_but_the_proposer_commits() {
+        let settings = admins(&[3, 5]);
+        assert_eq!(committer(Some(&settings), &[1, 2, 3, 5], 2), Some(3));
+        assert_eq!(committer(Some(&settings), &[1, 2, 3, 5], 3), Some(5));
+    }
+
+    #[test]
+    fn without_an_admin_left_the_first_other_member_commits() {
+        let settings = admins(&[1]);
+        assert_eq!(committer(Some(&settings), &[1, 2, 3], 1), Some(2));
+        assert_eq!(committer(None, &[1, 2, 3], 1), Some(2));
+        assert_eq!(committer(None, &[1, 2, 3], 2), Some(1));
+    }
+
+    #[test]
+    fn nobody_commits_the_last_members_proposal() {
+        assert_eq!(committer(None, &[4], 4), None);
+        assert_eq!(committer(Some(&admins(&[4])), &[4], 4), None);
+    }
 }

@@ -59,9 +59,8 @@ impl Profile {
         Ok(())
     }
 
-    /// Whether we are the member who commits a proposal from `proposer`: the first admin by
-    /// leaf order other than the proposer (the first member, when no admin is left or the
-    /// group has no settings). One member commits, so that members do not race to.
+    /// Whether we are the member who commits a proposal from `proposer`
+    /// (`engine::proposal_committer`).
     pub(super) fn commits_proposals_of(
         &mut self,
         id: &GroupId,
@@ -69,13 +68,9 @@ impl Profile {
     ) -> Result<bool, ProfileError> {
         self.load(id)?;
         let settings = engine::group_settings(&self.groups[id])?;
-        let others: Vec<MemberInfo> = self
-            .members(id)?
-            .into_iter()
-            .filter(|m| m.fingerprint != proposer.fingerprint)
-            .collect();
-        let admin = |m: &&MemberInfo| engine::may_manage(settings.as_ref(), &m.fingerprint);
-        let committer = others.iter().find(admin).or(others.first());
+        let members = self.members(id)?;
+        let committer =
+            engine::proposal_committer(settings.as_ref(), &members, &proposer.fingerprint);
         Ok(committer.is_some_and(|m| m.fingerprint == self.identity().fingerprint()))
     }
 
