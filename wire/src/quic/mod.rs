@@ -2,6 +2,7 @@
 //! speaks one request per bidirectional stream, authenticates, and reads the node's pushes.
 //! Shared by the peer, the load tool and the delivery node's tests, so that there is one client.
 
+pub mod peer;
 pub mod tls;
 
 use std::net::SocketAddr;

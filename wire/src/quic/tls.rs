@@ -17,6 +17,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("QUIC TLS configuration: {0}")]
     Quic(String),
+    #[error("certificate: {0}")]
+    Certificate(String),
 }
 
 /// SHA-256 of a certificate's DER encoding: what clients pin.
