@@ -23,6 +23,7 @@ pub mod engine;
 pub mod identity;
 pub mod kind;
 pub mod profile;
+pub mod replica;
 pub mod schema;
 pub mod sealed_tree;
 pub mod store;

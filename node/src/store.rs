@@ -52,7 +52,7 @@ const LOCK_FILE: &str = "profile.lock";
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each step brings the schema from version `i` to `i + 1`, in one transaction.
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     SCHEMA,
     ONLINE,
     SYNC,
@@ -62,6 +62,7 @@ const MIGRATIONS: [&str; 9] = [
     ORDER_ASKED,
     INSIDERS,
     ACKNOWLEDGED,
+    crate::replica::SCHEMA,
 ];
 
 const SCHEMA: &str = r#"

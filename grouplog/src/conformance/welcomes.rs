@@ -137,6 +137,13 @@ pub async fn welcomes_go_only_to_clients_whose_key_package_the_committer_claimed
         db.post_commit(&again, QUOTA, NOW).await.unwrap(),
         Err(Refused::NotClaimed)
     );
+    // Nor does naming the package already welcomed to use its claim again.
+    again.welcomes[0].references = add.welcomes[0].references.clone();
+    assert_eq!(
+        db.post_commit(&again, QUOTA, NOW).await.unwrap(),
+        Err(Refused::NotClaimed),
+        "a claim a Welcome used was used again"
+    );
     let mailbox = db.fetch_mailbox(&victim, 0, 100.into()).await.unwrap();
     assert_eq!(mailbox.len(), 1);
     assert_eq!(mailbox[0].welcome, b"welcome");
