@@ -31,6 +31,7 @@
 //! decisions are in a file of its own: `group.rs` (a group's log), `mailbox.rs` (Welcomes and
 //! joins), `account.rs` (KeyPackages and claims), `recovery.rs` (broken groups started
 //! again); `order.rs` is the one rule of what a group's lane sends next, a change or a text;
+//! `race.rs` the rule that picks one of two commits for an epoch of a node-less group;
 //! `error.rs` says why a request failed.
 //!
 //! # Rules that keep acknowledged texts
@@ -63,6 +64,7 @@ mod error;
 mod group;
 mod mailbox;
 mod order;
+pub mod race;
 mod recovery;
 
 pub use error::SyncError;
