@@ -111,6 +111,23 @@ impl Identity {
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint::of_signature_key(self.signer.public())
     }
+
+    /// The 32-byte Ed25519 seed of our signature key, for the certificate peers know us by
+    /// (`crate::direct`). OpenMLS hands the private key only to its own tests, so it is read
+    /// from the key pair's TLS encoding: `private<V>`, `public<V>`, `signature_scheme`.
+    pub fn signing_seed(&self) -> [u8; 32] {
+        use tls_codec::{DeserializeBytes as _, Serialize as _, VLBytes};
+        let encoded = self
+            .signer
+            .tls_serialize_detached()
+            .expect("a key pair encodes");
+        let (private, _) =
+            VLBytes::tls_deserialize_bytes(&encoded).expect("it starts with the private key");
+        private
+            .as_slice()
+            .try_into()
+            .expect("an Ed25519 private key is its 32-byte seed")
+    }
 }
 
 /// SHA-256 of a signature public key: what two people compare to know they talk to each other.

@@ -18,6 +18,7 @@
 
 pub mod clock;
 pub mod daemon;
+pub mod direct;
 pub mod driver;
 pub mod engine;
 pub mod identity;

@@ -24,6 +24,12 @@ pub enum QuicError {
          the fingerprint you were given (`mlschat home set ADDRESS FINGERPRINT`)"
     )]
     WrongCertificate { addr: SocketAddr },
+    /// The peer proved another identity key than the one we meant to reach.
+    #[error(
+        "the peer at {addr} is not the one you meant to reach: it holds another identity key \
+         (someone else has that address now, or is impersonating it)"
+    )]
+    WrongPeer { addr: SocketAddr },
     #[error("connection lost: {0}")]
     Lost(String),
     #[error("bad frame from the node: {0}")]
@@ -50,7 +56,17 @@ impl QuicError {
 /// thirty seconds.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A connection to a delivery node.
+/// Any local address of `addr`'s family, to dial it from.
+fn any_address(addr: SocketAddr) -> SocketAddr {
+    let any = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    any.parse().expect("a valid address")
+}
+
+/// A connection to a delivery node, or to a peer.
 #[derive(Debug, Clone)]
 pub struct Connection {
     connection: quinn::Connection,
@@ -61,14 +77,7 @@ pub struct Connection {
 impl Connection {
     /// Connects to the node at `addr` whose certificate has this SHA-256 `fingerprint`.
     pub async fn connect(addr: SocketAddr, fingerprint: [u8; 32]) -> Result<Self, QuicError> {
-        let local: SocketAddr = if addr.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        }
-        .parse()
-        .expect("a valid address");
-        Self::connect_from(local, addr, fingerprint).await
+        Self::connect_from(any_address(addr), addr, fingerprint).await
     }
 
     /// Connects from the local address `local` (e.g. one of several addresses of this host).
@@ -77,9 +86,30 @@ impl Connection {
         addr: SocketAddr,
         fingerprint: [u8; 32],
     ) -> Result<Self, QuicError> {
+        Self::dial(local, addr, tls::pinned_client_config(fingerprint)?).await
+    }
+
+    /// Connects to the peer at `addr` whose identity key has this fingerprint, as `ours`
+    /// (PROTOCOL.md §11): the same requests as to a node, without logging in.
+    pub async fn connect_peer(
+        addr: SocketAddr,
+        ours: &peer::PeerCertificate,
+        fingerprint: [u8; 32],
+    ) -> Result<Self, QuicError> {
+        let config = peer::peer_client_config(ours, fingerprint)?;
+        match Self::dial(any_address(addr), addr, config).await {
+            Err(QuicError::WrongCertificate { addr }) => Err(QuicError::WrongPeer { addr }),
+            other => other,
+        }
+    }
+
+    async fn dial(
+        local: SocketAddr,
+        addr: SocketAddr,
+        mut config: quinn::ClientConfig,
+    ) -> Result<Self, QuicError> {
         let failed = |reason: String| QuicError::Connect { addr, reason };
         let mut endpoint = quinn::Endpoint::client(local).map_err(|e| failed(e.to_string()))?;
-        let mut config = tls::pinned_client_config(fingerprint)?;
         let mut transport = quinn::TransportConfig::default();
         transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("a small duration")));
         transport.keep_alive_interval(Some(IDLE_TIMEOUT / 4));
@@ -90,7 +120,8 @@ impl Connection {
             .map_err(|e| failed(e.to_string()))?
             .await
             .map_err(|e| {
-                // Our own verifier refused the certificate (tls::PinnedCertificate).
+                // Our own verifier refused the certificate (tls::PinnedCertificate,
+                // peer::IdentityKey).
                 if e.to_string().contains("ApplicationVerificationFailure") {
                     QuicError::WrongCertificate { addr }
                 } else {
@@ -105,7 +136,7 @@ impl Connection {
 
     /// Sends raw bytes as one request and returns the answer as sent (for hostile-input tests).
     pub async fn raw(&self, bytes: &[u8]) -> Result<Response, QuicError> {
-        let lost = |e: &dyn std::fmt::Display| QuicError::Lost(e.to_string());
+        let lost = |e: &dyn std::fmt::Display| self.lost(e);
         let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| lost(&e))?;
         send.write_all(bytes).await.map_err(|e| lost(&e))?;
         send.finish().map_err(|e| lost(&e))?;
@@ -188,13 +219,22 @@ impl Connection {
 
     /// The next push the node sends on this connection.
     pub async fn next_push(&self) -> Result<Push, QuicError> {
-        let lost = |e: &dyn std::fmt::Display| QuicError::Lost(e.to_string());
+        let lost = |e: &dyn std::fmt::Display| self.lost(e);
         let mut stream = self.connection.accept_uni().await.map_err(|e| lost(&e))?;
         let bytes = stream
             .read_to_end(MAX_FRAME as usize + frame::HEADER_LEN)
             .await
             .map_err(|e| lost(&e))?;
         Ok(frame::decode(&bytes, MAX_FRAME)?)
+    }
+
+    /// Why the connection went: the other side's reason when it closed it (a peer that does
+    /// not know us says `stranger`), else what failed.
+    fn lost(&self, failed: &dyn std::fmt::Display) -> QuicError {
+        QuicError::Lost(match self.connection.close_reason() {
+            Some(reason) => reason.to_string(),
+            None => failed.to_string(),
+        })
     }
 
     pub fn close(&self) {
