@@ -86,6 +86,8 @@ pub async fn key_package_member(
         name: device,
         signature_key: engine.identity().signer.public().to_vec(),
         home: home(target, n),
+        // A crowd member is never looked for on a LAN.
+        discovery: None,
     })
 }
 

@@ -19,6 +19,7 @@
 pub mod clock;
 pub mod daemon;
 pub mod direct;
+pub mod discovery;
 pub mod driver;
 pub mod engine;
 pub mod identity;

@@ -52,7 +52,7 @@ const LOCK_FILE: &str = "profile.lock";
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Each step brings the schema from version `i` to `i + 1`, in one transaction.
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     SCHEMA,
     ONLINE,
     SYNC,
@@ -63,6 +63,7 @@ const MIGRATIONS: [&str; 10] = [
     INSIDERS,
     ACKNOWLEDGED,
     crate::replica::SCHEMA,
+    DISCOVERY,
 ];
 
 const SCHEMA: &str = r#"
@@ -337,6 +338,13 @@ CREATE TABLE applied_commits (
 );
 "#;
 
+const DISCOVERY: &str = r#"
+-- Our X25519 discovery secret (discovery.rs), made when first needed; and each contact's
+-- public discovery key, from their invite code (NULL: their code had none).
+ALTER TABLE profile ADD COLUMN discovery_key BLOB;
+ALTER TABLE contacts ADD COLUMN discovery_key BLOB;
+"#;
+
 /// What can go wrong opening or writing the profile database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -460,7 +468,7 @@ impl KdfParams {
     }
 }
 
-fn getrandom(buf: &mut [u8]) {
+pub(crate) fn getrandom(buf: &mut [u8]) {
     use openmls_traits::random::OpenMlsRand;
     let bytes = openmls_rust_crypto::RustCrypto::default()
         .random_vec(buf.len())

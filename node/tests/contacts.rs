@@ -77,3 +77,35 @@ fn a_changed_key_becomes_the_contacts_only_by_its_own_safety_number() {
     alice.remove_contact("bob").unwrap();
     assert!(alice.contacts().unwrap().is_empty());
 }
+
+/// Issue 21, LAN discovery: two people who exchanged invite codes compute the same tag for
+/// each other from what the codes carried, and it survives reopening the profile; someone
+/// who has both codes but is neither computes another.
+#[test]
+fn contacts_compute_the_same_discovery_tag_from_their_codes() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = profile(&dirs[0], "alice");
+    let mut bob = profile(&dirs[1], "bob");
+    let mut mallory = profile(&dirs[2], "mallory");
+    let (alice_code, bob_code) = (alice.invite_code().unwrap(), bob.invite_code().unwrap());
+    alice.add_contact(&bob_code).unwrap();
+    bob.add_contact(&alice_code).unwrap();
+    mallory.add_contact(&alice_code).unwrap();
+    mallory.add_contact(&bob_code).unwrap();
+    let announcer = alice.identity().fingerprint();
+    let now = 1_800_000_000;
+    let seen_by = |profile: &Profile, other: &str| {
+        let theirs = profile.contact(other).unwrap().discovery.unwrap();
+        profile
+            .discovery_key()
+            .unwrap()
+            .tag(&theirs, &announcer, now)
+    };
+    let announced = seen_by(&alice, "bob");
+    assert_eq!(seen_by(&bob, "alice"), announced);
+    assert_ne!(seen_by(&mallory, "alice"), announced);
+    assert_ne!(seen_by(&mallory, "bob"), announced);
+    drop(alice);
+    let alice = Profile::open(dirs[0].path(), None).unwrap();
+    assert_eq!(seen_by(&alice, "bob"), announced);
+}

@@ -11,6 +11,7 @@ use mlschat_wire::ClientId;
 use mlschat_wire::token::client_id;
 
 use super::{ContactError, Profile, ProfileError};
+use crate::discovery::DiscoveryKey;
 use crate::engine::{self, MemberInfo};
 use crate::identity::{DeviceName, Fingerprint};
 
@@ -31,6 +32,8 @@ pub struct InviteCode {
     pub name: DeviceName,
     pub signature_key: Vec<u8>,
     pub home: Home,
+    /// The public half of their discovery key (`crate::discovery`), if their code has one.
+    pub discovery: Option<[u8; 32]>,
 }
 
 const INVITE_PREFIX: &str = "mlschat:invite?";
@@ -76,7 +79,11 @@ impl std::fmt::Display for InviteCode {
             hex::encode(&self.signature_key),
             encode_component(&self.home.address),
             hex::encode(self.home.fingerprint)
-        )
+        )?;
+        if let Some(discovery) = self.discovery {
+            write!(f, "&disc={}", hex::encode(discovery))?;
+        }
+        Ok(())
     }
 }
 
@@ -89,7 +96,7 @@ impl std::str::FromStr for InviteCode {
             .trim()
             .strip_prefix(INVITE_PREFIX)
             .ok_or_else(|| bad("it must start with mlschat:invite?"))?;
-        let (mut name, mut key, mut node, mut pin) = (None, None, None, None);
+        let (mut name, mut key, mut node, mut pin, mut disc) = (None, None, None, None, None);
         for field in fields.split('&') {
             let (k, v) = field.split_once('=').ok_or_else(|| bad(field))?;
             let slot = match k {
@@ -97,6 +104,7 @@ impl std::str::FromStr for InviteCode {
                 "key" => &mut key,
                 "node" => &mut node,
                 "pin" => &mut pin,
+                "disc" => &mut disc,
                 _ => continue, // newer versions may add fields
             };
             if slot.is_some() {
@@ -119,6 +127,14 @@ impl std::str::FromStr for InviteCode {
             .and_then(|p| <[u8; 32]>::try_from(p).ok())
             .ok_or_else(|| bad("pin is not 32 bytes of hex"))?;
         let address = node.ok_or_else(|| bad("no node"))?;
+        let discovery = disc
+            .map(|d| {
+                hex::decode(d)
+                    .ok()
+                    .and_then(|d| <[u8; 32]>::try_from(d).ok())
+                    .ok_or_else(|| bad("disc is not 32 bytes of hex"))
+            })
+            .transpose()?;
         Ok(Self {
             name,
             signature_key,
@@ -127,6 +143,7 @@ impl std::str::FromStr for InviteCode {
                 fingerprint,
                 invite: Vec::new(),
             },
+            discovery,
         })
     }
 }
@@ -152,6 +169,9 @@ pub struct Contact {
     pub signature_key: Vec<u8>,
     #[serde(skip)]
     pub offered_key: Option<Vec<u8>>,
+    /// The public half of their discovery key, from their invite code.
+    #[serde(skip)]
+    pub discovery: Option<[u8; 32]>,
 }
 
 impl Contact {
@@ -293,12 +313,32 @@ impl Profile {
     }
 
     /// Our invite code, for others to add us as a contact.
+    /// Our discovery key (`crate::discovery`): made with the profile, or, for a profile made
+    /// before discovery keys, the first time it is needed.
+    pub fn discovery_key(&self) -> Result<DiscoveryKey, ProfileError> {
+        let conn = self.store.conn();
+        let kept: Option<Vec<u8>> =
+            conn.query_row("SELECT discovery_key FROM profile WHERE id = 1", [], |r| {
+                r.get(0)
+            })?;
+        if let Some(secret) = kept.and_then(|k| <[u8; 32]>::try_from(k).ok()) {
+            return Ok(DiscoveryKey::from_bytes(secret));
+        }
+        let key = DiscoveryKey::generate();
+        conn.execute(
+            "UPDATE profile SET discovery_key = ?1 WHERE id = 1",
+            [&key.to_bytes()[..]],
+        )?;
+        Ok(key)
+    }
+
     pub fn invite_code(&self) -> Result<InviteCode, ProfileError> {
         let identity = self.identity();
         Ok(InviteCode {
             name: identity.name.clone(),
             signature_key: identity.signer.public().to_vec(),
             home: self.home()?.ok_or(ProfileError::NoHome)?,
+            discovery: Some(self.discovery_key()?.public()),
         })
     }
 
@@ -325,14 +365,16 @@ impl Profile {
             return Err(ContactError::OtherNode { name, theirs, ours }.into());
         }
         self.store.conn().execute(
-            "INSERT INTO contacts (name, signature_key, address, node_fingerprint, added_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO contacts
+             (name, signature_key, address, node_fingerprint, added_at, discovery_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 name,
                 code.signature_key,
                 code.home.address,
                 code.home.fingerprint,
-                self.now()
+                self.now(),
+                code.discovery.as_ref().map(|d| &d[..])
             ],
         )?;
         self.contact(&name)
@@ -524,7 +566,8 @@ pub struct SafetyNumber {
     pub verified: bool,
 }
 
-const CONTACT_COLUMNS: &str = "name, signature_key, address, flagged, verified_at, offered_key";
+const CONTACT_COLUMNS: &str =
+    "name, signature_key, address, flagged, verified_at, offered_key, discovery_key";
 
 /// The contact named `?1` exactly, and every device of a user `?1`: names from `?1/` up to
 /// (not including) `?1` followed by `0`, the character after `/`. Both are ranges of the
@@ -540,6 +583,7 @@ fn contact_by_name() -> String {
 fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
     let signature_key: Vec<u8> = r.get(1)?;
     let offered_key: Option<Vec<u8>> = r.get(5)?;
+    let discovery: Option<Vec<u8>> = r.get(6)?;
     Ok(Contact {
         name: r.get(0)?,
         fingerprint: Fingerprint::of_signature_key(&signature_key).to_hex(),
@@ -551,6 +595,7 @@ fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
             .map(|k| Fingerprint::of_signature_key(k).to_hex()),
         signature_key,
         offered_key,
+        discovery: discovery.and_then(|d| d.try_into().ok()),
     })
 }
 
@@ -631,7 +676,25 @@ mod tests {
                 fingerprint: [9; 32],
                 invite: Vec::new(),
             },
+            discovery: Some([5; 32]),
         }
+    }
+
+    /// Codes carry the discovery key (`disc=`) when they have one; older codes without it
+    /// still parse, and a malformed key is refused.
+    #[test]
+    fn the_discovery_key_is_optional_in_a_code() {
+        let with = code("alice", "127.0.0.1:4433");
+        let text = with.to_string();
+        assert!(
+            text.contains(&format!("&disc={}", hex::encode([5; 32]))),
+            "{text}"
+        );
+        assert_eq!(text.parse::<InviteCode>().unwrap(), with);
+        let older = text.replace(&format!("&disc={}", hex::encode([5; 32])), "");
+        let parsed: InviteCode = older.parse().unwrap();
+        assert_eq!(parsed.discovery, None);
+        assert!(format!("{older}&disc=abcd").parse::<InviteCode>().is_err());
     }
 
     /// Issue 11, finding 2: a user named `x&name=alice` made a code that parsed as

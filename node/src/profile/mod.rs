@@ -326,13 +326,14 @@ impl Profile {
                 .store(&store.mls_storage())
                 .map_err(StoreError::from)?;
             store.conn().execute(
-                "INSERT INTO profile (id, user, device, signature_public, created_at)
-                 VALUES (1, ?1, ?2, ?3, ?4)",
+                "INSERT INTO profile (id, user, device, signature_public, created_at, discovery_key)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
                 params![
                     identity.name.user,
                     identity.name.device,
                     identity.signer.public(),
-                    Clock::System.unix() as i64
+                    Clock::System.unix() as i64,
+                    crate::discovery::DiscoveryKey::generate().to_bytes()
                 ],
             )?;
             Ok::<_, ProfileError>(())
