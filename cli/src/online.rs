@@ -164,7 +164,7 @@ const DAEMON_START: Duration = Duration::from_secs(3);
 /// The profile opened as its one writer, or the answer of the daemon that holds it.
 pub enum Opened {
     Here(Box<Profile>),
-    ByDaemon(Answer),
+    ByDaemon(Box<Answer>),
 }
 
 /// Opens the profile to write it here; or, while a daemon holds it, asks the daemon (`call`, a
@@ -182,7 +182,7 @@ pub fn open(
         if let Some(call) = call
             && let Some(answer) = via_daemon(dir, call)?
         {
-            return Ok(Opened::ByDaemon(answer));
+            return Ok(Opened::ByDaemon(Box::new(answer)));
         }
         let pid = match Profile::open(dir, passphrase) {
             Ok(profile) => return Ok(Opened::Here(Box::new(profile))),
@@ -219,7 +219,7 @@ pub fn open(
 /// the profile, or here.
 pub fn ask_local(dir: &Path, passphrase: Option<&str>, call: Call) -> anyhow::Result<Answer> {
     match open(dir, passphrase, Some(&call), false)? {
-        Opened::ByDaemon(answer) => Ok(answer),
+        Opened::ByDaemon(answer) => Ok(*answer),
         Opened::Here(mut profile) => daemon::local(&mut profile, &call)
             .map_err(refusal)?
             .with_context(|| format!("{call:?} needs the delivery node")),
