@@ -761,7 +761,8 @@ mod tests {
             store
                 .conn()
                 .execute(
-                    "INSERT INTO profile VALUES (1, 'secret-user-name', 'd', x'00', 0)",
+                    "INSERT INTO profile (id, user, device, signature_public, created_at)
+                     VALUES (1, 'secret-user-name', 'd', x'00', 0)",
                     [],
                 )
                 .unwrap();

@@ -155,12 +155,6 @@ impl SqliteLog {
     }
 }
 
-impl From<crate::store::StoreError> for StoreError {
-    fn from(e: crate::store::StoreError) -> Self {
-        StoreError(e.to_string())
-    }
-}
-
 impl GroupLog for SqliteLog {
     type Error = ReplicaError;
 
