@@ -23,10 +23,13 @@
 //! # Layout
 //! - [`GroupLog`]: what a backend does atomically; [`MemoryLog`] implements it (with the
 //!   KeyPackage store it checks Welcomes against).
+//! - [`escrow`]: the one decision of Welcome escrow (which claim each Welcome of a commit
+//!   uses, and whether it is delivered), for every store.
 //! - [`host`]: the wire protocol's group requests answered from a log: what a delivery node,
 //!   the simulator's node and a peer hosting a group all answer alike.
 //! - `conformance` (feature `conformance`): the one suite every backend must pass.
 
+pub mod escrow;
 pub mod host;
 mod memory;
 mod welcome;

@@ -8,6 +8,7 @@ use mlschat_keypackages::{
     ClaimRecord, Claimed, KeyPackage, MemoryStore, Stock, Store, StoreError,
 };
 
+use crate::escrow::{self, OpenClaim, Recipient};
 use crate::{
     ClientId, Committed, Cuts, Entry, EntryKind, GroupLog, Judged, NewCommit, NewMessage, Page,
     PostKey, Posted, Purged, Refused, TokenHash, UnixTime, Welcome,
@@ -163,65 +164,40 @@ impl MemoryLog {
     }
 }
 
-/// What a commit's Welcome will do, decided before anything is written.
-struct Release {
-    /// The claim it uses up, if it is delivered.
-    claim: Option<u64>,
-    last_resort: bool,
-}
-
 impl MemoryLog {
-    /// Decides each Welcome of `commit`: the claim it uses and whether it is delivered; or
-    /// [`Refused::NotClaimed`] for the first that no claim allows.
-    fn releases(
+    /// What the store knows of each recipient of `commit`'s Welcomes ([`escrow::releases`]).
+    fn recipients(
         &self,
         state: &State,
         commit: &NewCommit,
-        mailbox_quota: u64,
-    ) -> Result<Result<Vec<Release>, Refused>, MemoryError> {
-        let mut releases: Vec<Release> = Vec::with_capacity(commit.welcomes.len());
-        let mut used: Vec<(ClientId, u64)> = Vec::new();
+    ) -> Result<BTreeMap<ClientId, Recipient>, MemoryError> {
+        let mut recipients = BTreeMap::new();
         for welcome in &commit.welcomes {
-            let recipient = welcome.recipient;
-            let open = self.key_packages.open_claims(&recipient, &commit.poster)?;
-            let Some(claim) = open.into_iter().find(|c: &ClaimRecord| {
-                !used.contains(&(recipient, c.seq)) && welcome.references.contains(&c.reference)
-            }) else {
-                return Ok(Err(Refused::NotClaimed));
+            let owner = welcome.recipient;
+            if recipients.contains_key(&owner) {
+                continue;
+            }
+            let open_claims = self
+                .key_packages
+                .open_claims(&owner, &commit.poster)?
+                .into_iter()
+                .map(|c: ClaimRecord| OpenClaim {
+                    seq: c.seq,
+                    reference: c.reference,
+                    last_resort: c.last_resort,
+                })
+                .collect();
+            let mine = state.mailbox.values().filter(|m| m.owner == owner);
+            let known = Recipient {
+                open_claims,
+                held: mine.clone().count() as u64,
+                last_resort_waiting: mine
+                    .clone()
+                    .any(|m| m.last_resort_from == Some(commit.poster)),
             };
-            let earlier = commit
-                .welcomes
-                .iter()
-                .zip(&releases)
-                .filter(|(w, r)| w.recipient == recipient && r.claim.is_some());
-            let held = state
-                .mailbox
-                .values()
-                .filter(|m| m.owner == recipient)
-                .count()
-                + earlier.clone().count();
-            let mut deliver = (held as u64) < mailbox_quota;
-            if deliver && claim.last_resort {
-                // One waiting Welcome per poster from a last-resort package: however often
-                // it is claimed, it cannot fill a mailbox.
-                let waiting = state
-                    .mailbox
-                    .values()
-                    .any(|m| m.owner == recipient && m.last_resort_from == Some(commit.poster))
-                    || earlier
-                        .clone()
-                        .any(|(_, r)| r.last_resort && r.claim.is_some());
-                deliver = !waiting;
-            }
-            if deliver {
-                used.push((recipient, claim.seq));
-            }
-            releases.push(Release {
-                claim: deliver.then_some(claim.seq),
-                last_resort: claim.last_resort,
-            });
+            recipients.insert(owner, known);
         }
-        Ok(Ok(releases))
+        Ok(recipients)
     }
 }
 
@@ -260,7 +236,8 @@ impl GroupLog for MemoryLog {
         if let Err(refused) = group.may_post(commit.epoch, &commit.token_hash) {
             return Ok(Err(refused));
         }
-        let releases = match self.releases(&state, commit, mailbox_quota)? {
+        let recipients = self.recipients(&state, commit)?;
+        let releases = match escrow::releases(commit, mailbox_quota, &recipients) {
             Ok(releases) => releases,
             Err(refused) => return Ok(Err(refused)),
         };

@@ -7,6 +7,9 @@
 //! write lock serialises them. The commit's log entry, the next epoch's token, its tree and its
 //! Welcomes are written in the same transaction, so a loser's Welcomes never reach a mailbox.
 
+use std::collections::{BTreeMap, btree_map};
+
+use mlschat_grouplog::escrow::{self, OpenClaim, Recipient};
 use mlschat_grouplog::{
     ClientId, Committed, Cuts, Entry, EntryKind, GroupLog, Judged, NewCommit, NewMessage, Page,
     Posted, Purged, Refused, TokenHash, UnixTime, Welcome,
@@ -34,6 +37,46 @@ const ADVANCE: &str = "
       AND EXISTS (SELECT 1 FROM group_tokens t
                   WHERE t.group_id = $1 AND t.epoch = $2 AND t.token_hash = $3)
     RETURNING next_seq - 1";
+
+/// Inside a write transaction: what the store knows of one recipient of a commit's Welcomes
+/// from `$poster` ([`escrow::Recipient`]), read before any of them is written.
+macro_rules! recipient {
+    ($tx:ident, $owner:expr, $poster:expr) => {{
+        let rows = sqlx::query(
+            "SELECT id, reference, last_resort FROM claim_log
+             WHERE owner = $1 AND claimer = $2 AND NOT welcomed
+             ORDER BY id DESC LIMIT 64",
+        )
+        .bind($owner)
+        .bind($poster)
+        .fetch_all(&mut *$tx)
+        .await?;
+        let mut open_claims = Vec::with_capacity(rows.len());
+        for row in &rows {
+            open_claims.push(OpenClaim {
+                seq: from_db(row.int(0)?),
+                reference: row.bytes(1)?,
+                last_resort: row.flag(2)?,
+            });
+        }
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM mailbox WHERE owner = $1")
+            .bind($owner)
+            .fetch_one(&mut *$tx)
+            .await?;
+        let waiting: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM mailbox WHERE owner = $1 AND last_resort_from = $2 LIMIT 1",
+        )
+        .bind($owner)
+        .bind($poster)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        Recipient {
+            open_claims,
+            held: from_db(held),
+            last_resort_waiting: waiting.is_some(),
+        }
+    }};
+}
 
 /// Inside a write transaction: the compare-and-set of [`ADVANCE`] and, if it succeeds, the log
 /// entry. Evaluates to `Ok(seq)`, or `Err(Refused)` with nothing written.
@@ -160,58 +203,28 @@ impl GroupLog for Database {
                 .execute(&mut *tx)
                 .await?;
             }
-            let mut welcomes = Vec::with_capacity(commit.welcomes.len());
+            // What the store knows of each recipient, read before any Welcome is written.
+            let poster = commit.poster.as_slice();
+            let mut recipients = BTreeMap::new();
             for welcome in &commit.welcomes {
-                let recipient = welcome.recipient.as_slice();
-                let poster = commit.poster.as_slice();
-                // The poster's claims of the recipient's packages not used yet, newest first
-                // (an honest committer claims just before it commits).
-                let claims: Vec<(i64, Vec<u8>, bool)> = {
-                    let rows = sqlx::query(
-                        "SELECT id, reference, last_resort FROM claim_log
-                         WHERE owner = $1 AND claimer = $2 AND NOT welcomed
-                         ORDER BY id DESC LIMIT 64",
-                    )
-                    .bind(recipient)
-                    .bind(poster)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    let mut claims = Vec::with_capacity(rows.len());
-                    for row in &rows {
-                        claims.push((row.int(0)?, row.bytes(1)?, row.flag(2)?));
-                    }
-                    claims
-                };
-                // A refusal returns before the transaction commits: all of it is rolled back.
-                let Some((claim, _, last_resort)) = claims
-                    .into_iter()
-                    .find(|(_, reference, _)| welcome.references.contains(reference))
-                else {
-                    return Ok(Err(Refused::NotClaimed));
-                };
-                let held: i64 = sqlx::query_scalar("SELECT count(*) FROM mailbox WHERE owner = $1")
-                    .bind(recipient)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let mut deliver = from_db(held) < mailbox_quota;
-                if deliver && last_resort {
-                    // One waiting Welcome per poster from a last-resort package: however often
-                    // it is claimed, it cannot fill a mailbox.
-                    let waiting: Option<i64> = sqlx::query_scalar(
-                        "SELECT id FROM mailbox WHERE owner = $1 AND last_resort_from = $2 LIMIT 1",
-                    )
-                    .bind(recipient)
-                    .bind(poster)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    deliver = waiting.is_none();
+                let owner = welcome.recipient;
+                if let btree_map::Entry::Vacant(slot) = recipients.entry(owner) {
+                    slot.insert(recipient!(tx, owner.as_slice(), poster));
                 }
-                if !deliver {
+            }
+            // A refusal returns before the transaction commits: all of it is rolled back.
+            let releases = match escrow::releases(commit, mailbox_quota, &recipients) {
+                Ok(releases) => releases,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let mut welcomes = Vec::with_capacity(commit.welcomes.len());
+            for (welcome, release) in commit.welcomes.iter().zip(releases) {
+                let Some(claim) = release.claim else {
                     welcomes.push(None);
                     continue;
-                }
+                };
                 sqlx::query("UPDATE claim_log SET welcomed = TRUE WHERE id = $1")
-                    .bind(claim)
+                    .bind(to_db(claim))
                     .execute(&mut *tx)
                     .await?;
                 let id: i64 = sqlx::query_scalar(
@@ -219,13 +232,13 @@ impl GroupLog for Database {
                          last_resort_from)
                      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                 )
-                .bind(recipient)
+                .bind(welcome.recipient.as_slice())
                 .bind(group_id)
                 .bind(next)
                 .bind(&welcome.welcome)
                 .bind(&welcome.tree_key)
                 .bind(now)
-                .bind(last_resort.then_some(poster))
+                .bind(release.last_resort.then_some(poster))
                 .fetch_one(&mut *tx)
                 .await?;
                 welcomes.push(Some(from_db(id)));

@@ -5,6 +5,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use mlschat_grouplog::escrow::OpenClaim;
 use mlschat_grouplog::keypackages::{ClaimRecord, Claimed, KeyPackage, Stock};
 use mlschat_grouplog::{ClientId, UnixTime};
 
@@ -179,12 +180,18 @@ pub(super) fn open_claims(
     conn: &Connection,
     owner: &ClientId,
     claimer: &ClientId,
-) -> rusqlite::Result<Vec<ClaimRecord>> {
+) -> rusqlite::Result<Vec<OpenClaim>> {
     conn.prepare_cached(
-        "SELECT seq, claimer, at, last_resort, reference FROM replica_claims
+        "SELECT seq, reference, last_resort FROM replica_claims
          WHERE owner = ?1 AND claimer = ?2 AND welcomed = 0 ORDER BY seq DESC LIMIT 64",
     )?
-    .query_map(params![&owner[..], &claimer[..]], claim_record)?
+    .query_map(params![&owner[..], &claimer[..]], |r| {
+        Ok(OpenClaim {
+            seq: r.get::<_, i64>(0)? as u64,
+            reference: r.get(1)?,
+            last_resort: r.get(2)?,
+        })
+    })?
     .collect()
 }
 

@@ -2,8 +2,11 @@
 //! operation the contract's rule (`mlschat_grouplog`) over a connection the caller holds a
 //! write transaction on.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
+use mlschat_grouplog::escrow::{self, Recipient};
 use mlschat_grouplog::{
     ClientId, Committed, Cuts, Entry, EntryKind, NewCommit, NewMessage, Page, PostKey, Posted,
     Purged, Refused, TokenHash, UnixTime, Welcome,
@@ -116,68 +119,34 @@ pub fn create_group(conn: &Connection, group_id: &[u8], token_hash: &TokenHash) 
     Ok(Ok(()))
 }
 
-/// What one of a commit's Welcomes will do, decided before anything is written: the claim it
-/// uses up if it is delivered.
-struct Release {
-    claim: Option<u64>,
-    last_resort: bool,
-}
-
-fn mailbox_held(conn: &Connection, owner: &ClientId) -> rusqlite::Result<u64> {
-    conn.prepare_cached("SELECT COUNT(*) FROM replica_mailbox WHERE owner = ?1")?
-        .query_row([&owner[..]], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
-}
-
-fn last_resort_waiting(
+/// What the replica knows of each recipient of `commit`'s Welcomes ([`escrow::releases`]).
+fn recipients(
     conn: &Connection,
-    owner: &ClientId,
-    poster: &ClientId,
-) -> rusqlite::Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM replica_mailbox WHERE owner = ?1 AND last_resort_from = ?2)",
-    )?
-    .query_row(params![&owner[..], &poster[..]], |r| r.get(0))
-}
-
-/// Decides each Welcome of `commit`: the claim it uses and whether it is delivered; or
-/// [`Refused::NotClaimed`] for the first that no claim allows.
-fn releases(conn: &Connection, commit: &NewCommit, mailbox_quota: u64) -> Judged<Vec<Release>> {
-    let mut releases: Vec<Release> = Vec::with_capacity(commit.welcomes.len());
-    let mut used: Vec<(ClientId, u64)> = Vec::new();
+    commit: &NewCommit,
+) -> rusqlite::Result<BTreeMap<ClientId, Recipient>> {
+    let mut recipients = BTreeMap::new();
     for welcome in &commit.welcomes {
-        let recipient = welcome.recipient;
-        let open = open_claims(conn, &recipient, &commit.poster)?;
-        let Some(claim) = open.into_iter().find(|c| {
-            !used.contains(&(recipient, c.seq)) && welcome.references.contains(&c.reference)
-        }) else {
-            return Ok(Err(Refused::NotClaimed));
+        let owner = welcome.recipient;
+        if recipients.contains_key(&owner) {
+            continue;
+        }
+        let held: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM replica_mailbox WHERE owner = ?1")?
+            .query_row([&owner[..]], |r| r.get(0))?;
+        let last_resort_waiting: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM replica_mailbox
+                                WHERE owner = ?1 AND last_resort_from = ?2)",
+            )?
+            .query_row(params![&owner[..], &commit.poster[..]], |r| r.get(0))?;
+        let known = Recipient {
+            open_claims: open_claims(conn, &owner, &commit.poster)?,
+            held: held as u64,
+            last_resort_waiting,
         };
-        let earlier: Vec<&Release> = commit
-            .welcomes
-            .iter()
-            .zip(&releases)
-            .filter(|(w, r)| w.recipient == recipient && r.claim.is_some())
-            .map(|(_, r)| r)
-            .collect();
-        let held = mailbox_held(conn, &recipient)? + earlier.len() as u64;
-        let mut deliver = held < mailbox_quota;
-        if deliver && claim.last_resort {
-            // One waiting Welcome per poster from a last-resort package: however often it is
-            // claimed, it cannot fill a mailbox.
-            let waiting = last_resort_waiting(conn, &recipient, &commit.poster)?
-                || earlier.iter().any(|r| r.last_resort);
-            deliver = !waiting;
-        }
-        if deliver {
-            used.push((recipient, claim.seq));
-        }
-        releases.push(Release {
-            claim: deliver.then_some(claim.seq),
-            last_resort: claim.last_resort,
-        });
+        recipients.insert(owner, known);
     }
-    Ok(Ok(releases))
+    Ok(recipients)
 }
 
 pub fn post_commit(
@@ -190,7 +159,8 @@ pub fn post_commit(
     if let Err(refused) = may_post(conn, group_id, commit.epoch, &commit.token_hash)? {
         return Ok(Err(refused));
     }
-    let releases = match releases(conn, commit, mailbox_quota)? {
+    let recipients = recipients(conn, commit)?;
+    let releases = match escrow::releases(commit, mailbox_quota, &recipients) {
         Ok(releases) => releases,
         Err(refused) => return Ok(Err(refused)),
     };
