@@ -100,7 +100,11 @@ async fn connection<A: Admission>(incoming: quinn::Incoming, server: Arc<PeerSer
                     Ok(request) => server.answer(&peer.0, request).await,
                     Err(e) => Response::Error(error(ErrorCode::Malformed, &e.to_string())),
                 },
-                Err(e) => Response::Error(error(ErrorCode::TooLarge, &e.to_string())),
+                Err(quinn::ReadToEndError::TooLong) => {
+                    Response::Error(error(ErrorCode::TooLarge, "the request is over the limit"))
+                }
+                // The stream went (reset, or the connection lost): nobody to answer.
+                Err(quinn::ReadToEndError::Read(_)) => return,
             };
             if let Ok(bytes) = frame::encode(&response) {
                 let _ = send.write_all(&bytes).await;
